@@ -1,0 +1,85 @@
+"""Command-line entry point: ``streamer <command> ...`` and ``python -m streamer``.
+
+Each command lives in its own module with a ``register(subparsers)`` function that adds
+an argparse sub-parser and sets ``func`` (a callable taking the parsed namespace and
+returning the exit code). Errors the package raises on purpose (:class:`StreamerError`)
+print one line and exit 1: no traceback for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from streamer import __version__
+from streamer.errors import StreamerError
+
+logger = logging.getLogger("streamer")
+
+# Modules under streamer.cli, one per command (or command group).
+COMMAND_MODULES = (
+    "replay",
+    "run",
+    "predict",
+    "models",
+    "subscribe",
+    "validate",
+    "bench",
+)
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamer",
+        description="Real-time facial-affect stream analyzer (valence/arousal per face).",
+    )
+    parser.add_argument("--version", action="version", version=f"streamer {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"streamer.cli.{name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"streamer.cli.{name}":
+                continue  # command not built into this install
+            raise
+        module.register(sub)
+    return parser
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.INFO if verbose < 2 else logging.DEBUG
+    if verbose == 0 and not quiet:
+        level = logging.INFO
+    from rich.logging import RichHandler
+
+    handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False)
+    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]", handlers=[handler])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    setup_logging(args.verbose, args.quiet)
+    try:
+        return int(args.func(args) or 0)
+    except StreamerError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,21 @@
+"""``streamer bench {replay,model,live}``: benchmarks that print JSON."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+BENCH_MODULES = ("bench_replay", "bench_model", "bench_live")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("bench", help="benchmarks (print JSON)")
+    bsub = p.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    for name in BENCH_MODULES:
+        try:
+            module = importlib.import_module(f"streamer.cli.{name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"streamer.cli.{name}":
+                continue
+            raise
+        module.register(bsub)

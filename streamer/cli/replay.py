@@ -1,0 +1,117 @@
+"""``streamer replay VIDEO``: analyse a recorded file, every frame, deterministic output."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from streamer.config import AppConfig, load_config
+from streamer.messages import VASample
+from streamer.pipeline import CameraStats, Pipeline
+from streamer.sources.file import FileSource
+from streamer.store import default_store
+from streamer.summary import Summarizer
+
+logger = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "replay",
+        help="analyse a video file: valence/arousal per face per frame (JSON lines)",
+        description="Analyse every frame of a recorded video. Writes one JSON object per "
+        "face per frame to --out (or stdout), a progress bar and a per-track summary "
+        "to stderr.",
+    )
+    p.add_argument("video", type=Path, help="video file (mp4, mov, mkv, ...)")
+    p.add_argument("--out", type=Path, help="write JSON lines here (atomically) instead of stdout")
+    p.add_argument("--config", type=Path, help="YAML config (default: embedded defaults)")
+    p.add_argument("--camera", help="camera name in the output (default: the file's stem)")
+    p.add_argument("--realtime", action="store_true", help="pace frames at the video's rate")
+    p.add_argument(
+        "--skip-corrupt", action="store_true", help="skip undecodable packets instead of failing"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_replay)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config) if args.config else AppConfig()
+    stderr = Console(stderr=True)
+    summary, stats, wall_s = asyncio.run(replay(cfg, args, stderr))
+    print_summary(stderr, summary, stats, wall_s)
+    return 0
+
+
+async def replay(
+    cfg: AppConfig, args: argparse.Namespace, console: Console
+) -> tuple[Summarizer, CameraStats, float]:
+    store = default_store()
+    source = FileSource(
+        args.video, args.camera, realtime=args.realtime, skip_corrupt=args.skip_corrupt
+    )
+    summary = Summarizer()
+    t0 = time.perf_counter()
+    async with source:
+        pipe = Pipeline(cfg, store, out=args.out, stdout_jsonl=args.out is None)
+        logger.info("replaying %s with model %s", args.video, pipe.model_name)
+        sub = pipe.bus.subscribe(
+            "summary", maxsize=4096, lossless=True, accept=lambda m: isinstance(m, VASample)
+        )
+        async with pipe:
+            summary_task = asyncio.create_task(summary.consume(sub))
+            with _progress(console, not args.no_progress) as progress:
+                task = progress.add_task("replay", total=source.frame_count or None, fps="-")
+                watcher = asyncio.create_task(_watch(progress, task, pipe, source.camera, t0))
+                try:
+                    stats = await pipe.run_camera(
+                        source.camera, source, lossless=True, decode_stats=source.counters
+                    )
+                finally:
+                    watcher.cancel()
+                progress.update(task, completed=stats.frames)
+        await summary_task
+    return summary, stats, time.perf_counter() - t0
+
+
+def _progress(console: Console, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} frames"),
+        TextColumn("{task.fields[fps]} fps"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not enabled,
+        transient=False,
+    )
+
+
+async def _watch(progress: Progress, task: object, pipe: Pipeline, camera: str, t0: float) -> None:
+    while True:
+        st = pipe.stats.get(camera)
+        if st is not None:
+            fps = st.frames / max(time.perf_counter() - t0, 1e-6)
+            progress.update(task, completed=st.frames, fps=f"{fps:.0f}")  # type: ignore[arg-type]
+        await asyncio.sleep(0.1)
+
+
+def print_summary(console: Console, summary: Summarizer, stats: CameraStats, wall_s: float) -> None:
+    table = Table(title=f"{stats.frames} frames, {stats.faces} faces, {wall_s:.2f} s "
+                  f"({stats.frames / max(wall_s, 1e-9):.0f} fps)")
+    for col in ("camera", "track", "from s", "duration s", "mean valence", "mean arousal",
+                "dominant quadrant"):
+        table.add_column(col)
+    for s in sorted(summary.tracks.values(), key=lambda s: (s.camera, s.track_id)):
+        table.add_row(s.camera, str(s.track_id), f"{s.first_t:.2f}", f"{s.duration_s:.2f}",
+                      f"{s.mean_valence:+.3f}", f"{s.mean_arousal:+.3f}", s.dominant_quadrant)
+    if not summary.tracks:
+        table.caption = "no face tracked"
+    console.print(table)

@@ -1,0 +1,19 @@
+"""``streamer validate-config FILE``."""
+
+from __future__ import annotations
+
+import argparse
+
+from streamer.config import load_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("validate-config", help="check a YAML config; names the bad key and line")
+    p.add_argument("file", help="YAML config file")
+    p.set_defaults(func=cmd_validate)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    cfg = load_config(args.file)
+    print(f"{args.file}: ok ({len(cfg.cameras)} camera(s))")
+    return 0

@@ -1,0 +1,133 @@
+"""Application config: pydantic v2 models loaded from YAML.
+
+Every section forbids unknown keys. :func:`load_config` reports validation errors with
+the YAML line of the offending key, e.g.::
+
+    configs/replay.yaml:7: faces.detector.scor_threshold: unknown key
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from streamer.affect.config import AffectConfig
+from streamer.config_base import StrictModel
+from streamer.describe.config import LlmConfig
+from streamer.errors import ConfigError
+from streamer.faces.config import FacesConfig
+from streamer.publish.config import MqttConfig
+from streamer.sources.config import CameraConfig
+
+logger = logging.getLogger(__name__)
+
+
+class SmoothingConfig(StrictModel):
+    """Per-track Kalman filter on (valence, arousal), constant-position model."""
+
+    process_noise_per_s: float = Field(
+        0.5,
+        gt=0.0,
+        description="variance added to each VA state per second (how fast true affect may move)",
+    )
+    measurement_noise: float = Field(
+        0.05, gt=0.0, description="variance of one raw VA measurement"
+    )
+    initial_variance: float = Field(0.25, gt=0.0, description="variance of a new track's state")
+
+
+class OutputConfig(StrictModel):
+    jsonl: Path | None = Field(None, description="write every record to this JSONL file")
+
+
+class AppConfig(StrictModel):
+    """The whole analyzer."""
+
+    cameras: list[CameraConfig] = Field(default_factory=list, description="live sources")
+    faces: FacesConfig = FacesConfig()
+    affect: AffectConfig = AffectConfig()
+    smoothing: SmoothingConfig = SmoothingConfig()
+    output: OutputConfig = OutputConfig()
+    mqtt: MqttConfig | None = Field(None, description="publish to MQTT when set")
+    llm: LlmConfig | None = Field(None, description="describe tracks with an LLM when set")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _unique_camera_names(self) -> AppConfig:
+        seen: set[str] = set()
+        for cam in self.cameras:
+            if cam.name in seen:
+                raise ValueError(f"camera name {cam.name!r} is used twice")
+            seen.add(cam.name)
+        return self
+
+
+def _key_lines(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+    """Record the 1-based line of every mapping key / sequence item under ``node``."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            out[(*path, key)] = key_node.start_mark.line + 1
+            _key_lines(value_node, (*path, key), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out[(*path, i)] = item.start_mark.line + 1
+            _key_lines(item, (*path, i), out)
+
+
+def _line_for(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | None:
+    # Pydantic locations may carry union tags; walk back to the nearest known prefix.
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None
+
+
+def format_validation_error(err: ValidationError, source: str, lines: dict) -> str:
+    rows = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        line = _line_for(loc, lines)
+        prefix = f"{source}:{line}" if line else source
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        rows.append(f"{prefix}: {where}: {msg}")
+    return "\n".join(rows)
+
+
+def parse_config(text: str, source: str = "<config>") -> AppConfig:
+    """Parse YAML text into an :class:`AppConfig`; errors name key and line."""
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise ConfigError(f"{where}: not valid YAML: {getattr(err, 'problem', err)}") from err
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    lines: dict[tuple[Any, ...], int] = {}
+    if root is not None:
+        _key_lines(root, (), lines)
+    try:
+        return AppConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source, lines)) from err
+
+
+def load_config(path: str | Path) -> AppConfig:
+    """Load and validate a YAML config file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise ConfigError(f"{p}: config file not found") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{p}: cannot read config: {err}") from err
+    return parse_config(text, str(p))

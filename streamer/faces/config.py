@@ -1,0 +1,55 @@
+"""Config of face detection and tracking."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from streamer.config_base import StrictModel
+
+
+class DetectorConfig(StrictModel):
+    """YuNet face detector (``cv2.FaceDetectorYN``)."""
+
+    score_threshold: float = Field(0.7, ge=0.0, le=1.0, description="minimum face score")
+    nms_threshold: float = Field(0.3, ge=0.0, le=1.0, description="NMS IoU threshold")
+    top_k: int = Field(5000, ge=1, description="candidates kept before NMS")
+    detect_width_px: int = Field(
+        320,
+        ge=64,
+        le=4096,
+        description="frames are downscaled to this width for detection (boxes are mapped "
+        "back to full resolution); 0-cost upscaling is never done",
+    )
+    detect_every_n_frames: int = Field(
+        2,
+        ge=1,
+        le=30,
+        description="run the detector every N frames; the tracker predicts boxes in between",
+    )
+    min_face_px: int = Field(24, ge=8, description="ignore faces smaller than this (full-res px)")
+
+
+class TrackerConfig(StrictModel):
+    """SORT-style IoU tracker with a constant-velocity Kalman box model."""
+
+    iou_threshold: float = Field(0.3, ge=0.0, le=1.0, description="minimum IoU to associate")
+    min_hits: int = Field(3, ge=1, description="detections before a track is confirmed")
+    max_age_s: float = Field(
+        0.3, gt=0.0, description="a track unmatched for this long (media time) is deleted"
+    )
+    max_tracks: int = Field(32, ge=1, description="live tracks per camera (bound on memory)")
+
+
+class CropConfig(StrictModel):
+    """How face crops for the VA model are cut."""
+
+    margin: float = Field(
+        0.2, ge=0.0, le=1.0, description="extra border around the box, as a fraction of its size"
+    )
+    align: bool = Field(True, description="rotate so the eyes are level (uses landmarks)")
+
+
+class FacesConfig(StrictModel):
+    detector: DetectorConfig = DetectorConfig()
+    tracker: TrackerConfig = TrackerConfig()
+    crop: CropConfig = CropConfig()

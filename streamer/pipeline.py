@@ -1,0 +1,350 @@
+"""The analysis pipeline, shared by replay and live runs.
+
+Per camera, frames flow through two overlapping steps::
+
+    frames ──▶ prepare (thread: detect every N frames, track, crop) ──▶ queue(2)
+           ──▶ VA (AffectEngine, batched across cameras) ──▶ smooth ──▶ EventBus
+
+Preparing frame k+1 overlaps the VA inference of frame k; decoding runs ahead in the
+source's own thread. Everything leaves through the :class:`EventBus`: the JSONL writer,
+MQTT, the describer and later sinks subscribe to it.
+
+    async with Pipeline(cfg, store, out=path) as pipe:
+        async with FileSource(video) as src:
+            stats = await pipe.run_camera(src.camera, src, lossless=True)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from streamer.config import AppConfig
+from streamer.faces.crops import CROP_SIZE, crop_faces
+from streamer.faces.tracker import Track, Tracker
+from streamer.faces.yunet import YuNetDetector
+from streamer.messages import (
+    CameraState,
+    CameraStatus,
+    Frame,
+    Message,
+    TrackEvent,
+    TrackEventKind,
+    VASample,
+    clamp_va,
+)
+from streamer.publish.bus import EventBus
+from streamer.publish.jsonl import JsonlWriter
+from streamer.smoothing import VAFilter
+from streamer.store import ModelStore
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("decode", "detect", "track", "crop", "va", "smooth")
+LATENCY_WINDOW = 10_000  # latest per-frame latencies kept for percentiles
+
+
+@dataclass
+class CameraStats:
+    """Counters and per-stage time of one camera's run."""
+
+    camera: str
+    frames: int = 0
+    faces: int = 0
+    detector_runs: int = 0
+    va_rejected: int = 0  # non-finite or failed VA results (predict-only steps)
+    tracks_appeared: int = 0
+    stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    # Seconds from a frame's decode (wall clock) to its VA result; live runs only.
+    latencies_s: collections.deque[float] = field(
+        default_factory=lambda: collections.deque(maxlen=LATENCY_WINDOW)
+    )
+
+    def stage_ms_per_frame(self) -> dict[str, float]:
+        n = max(self.frames, 1)
+        return {k: round(v * 1000.0 / n, 3) for k, v in self.stage_s.items()}
+
+
+@dataclass
+class _Prepared:
+    frame: Frame
+    visible: list[Track]
+    appeared: list[Track]
+    lost: list[Track]
+    crops: np.ndarray  # (N, 64, 64) uint8
+
+
+class CameraAnalyzer:
+    """Detector, tracker and VA filters of one camera (not thread-safe by design:
+    ``prepare`` runs in one worker thread at a time, ``finish`` on the event loop)."""
+
+    def __init__(
+        self, camera: str, cfg: AppConfig, detector: YuNetDetector, model_name: str,
+        stats: CameraStats,
+    ) -> None:
+        self.camera = camera
+        self.cfg = cfg
+        self.detector = detector
+        self.tracker = Tracker(cfg.faces.tracker)
+        self.model_name = model_name
+        self.stats = stats
+        self.filters: dict[int, VAFilter] = {}
+        self._crop_buf = np.empty((cfg.faces.tracker.max_tracks, CROP_SIZE, CROP_SIZE), np.uint8)
+        self._processed = 0
+
+    def prepare(self, frame: Frame) -> _Prepared:
+        """Detect (every N frames), track and crop: the blocking part, run in a thread."""
+        st = self.stats.stage_s
+        t0 = time.perf_counter()
+        detections = None
+        if self._processed % self.cfg.faces.detector.detect_every_n_frames == 0:
+            detections = self.detector.detect(frame.image)
+            self.stats.detector_runs += 1
+        self._processed += 1
+        t1 = time.perf_counter()
+        step = self.tracker.step(frame.t, detections)
+        t2 = time.perf_counter()
+        if step.visible:
+            gray = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
+            crops = crop_faces(
+                gray,
+                [tr.box for tr in step.visible],
+                [tr.angle if self.cfg.faces.crop.align else 0.0 for tr in step.visible],
+                margin=self.cfg.faces.crop.margin,
+                out=self._crop_buf,
+            )
+        else:
+            crops = self._crop_buf[:0]
+        t3 = time.perf_counter()
+        st["detect"] += t1 - t0
+        st["track"] += t2 - t1
+        st["crop"] += t3 - t2
+        return _Prepared(frame, step.visible, step.appeared, step.lost, crops)
+
+    def finish(self, prep: _Prepared, va: np.ndarray, live: bool) -> list[Message]:
+        """Smooth each visible track's VA and build the messages of one frame."""
+        t0 = time.perf_counter()
+        frame = prep.frame
+        wall = time.time() if live else None
+        out: list[Message] = []
+        sm = self.cfg.smoothing
+        for tr in prep.appeared:
+            self.filters[tr.id] = VAFilter(
+                sm.process_noise_per_s, sm.measurement_noise, sm.initial_variance
+            )
+            self.stats.tracks_appeared += 1
+            out.append(TrackEvent(self.camera, tr.id, TrackEventKind.APPEARED, frame.index,
+                                  frame.t, wall))
+        visible_ids = set()
+        for i, tr in enumerate(prep.visible):
+            visible_ids.add(tr.id)
+            v_raw, a_raw = float(va[i, 0]), float(va[i, 1])
+            if not (math.isfinite(v_raw) and math.isfinite(a_raw)):
+                self.stats.va_rejected += 1
+                v_raw_out = a_raw_out = None
+            else:
+                v_raw_out, a_raw_out = clamp_va(v_raw), clamp_va(a_raw)
+            filt = self.filters[tr.id]
+            v, a, var = filt.step(frame.t, v_raw_out, a_raw_out)
+            out.append(VASample(
+                self.camera, frame.index, frame.t, tr.id, tr.box, v, a,
+                v_raw_out, a_raw_out, var, self.model_name, wall,
+            ))
+        # Tracks that exist but were not seen: predict-only, no record.
+        for tid, filt in self.filters.items():
+            if tid not in visible_ids:
+                filt.step(frame.t, None, None)
+        for tr in prep.lost:
+            self.filters.pop(tr.id, None)
+            out.append(TrackEvent(self.camera, tr.id, TrackEventKind.LOST, frame.index, frame.t,
+                                  wall, duration_s=tr.last_t - tr.first_t))
+        self.stats.faces += len(prep.visible)
+        self.stats.stage_s["smooth"] += time.perf_counter() - t0
+        return out
+
+    def end_of_stream(self, frame: Frame | None, live: bool) -> list[Message]:
+        """Close every remaining confirmed track (the stream is over)."""
+        out: list[Message] = []
+        if frame is None:
+            return out
+        wall = time.time() if live else None
+        for tr in self.tracker.tracks:
+            if tr.confirmed:
+                out.append(TrackEvent(self.camera, tr.id, TrackEventKind.LOST, frame.index,
+                                      frame.t, wall, duration_s=tr.last_t - tr.first_t))
+        self.tracker.tracks.clear()
+        self.filters.clear()
+        return out
+
+
+class Pipeline:
+    """Models, sinks and per-camera analysis; replay and live runs share it."""
+
+    def __init__(
+        self,
+        cfg: AppConfig,
+        store: ModelStore,
+        *,
+        out: Path | None = None,
+        stdout_jsonl: bool = False,
+        bus: EventBus | None = None,
+    ) -> None:
+        from streamer.affect import AffectEngine, load_va_model
+
+        self.cfg = cfg
+        self.store = store
+        self.bus = bus or EventBus()
+        self.detector_path = store.path("yunet")
+        self.model = load_va_model(cfg.affect, store)
+        self.engine = AffectEngine(
+            self.model, max_batch=cfg.affect.max_batch, max_wait_ms=cfg.affect.max_wait_ms
+        )
+        self.stats: dict[str, CameraStats] = {}
+        out = out or cfg.output.jsonl
+        self._writer: JsonlWriter | None = None
+        if out is not None or stdout_jsonl:
+            self._writer = JsonlWriter(out)
+        self._stack = contextlib.AsyncExitStack()
+        self._sink_tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def model_name(self) -> str:
+        return str(self.model.name)
+
+    async def __aenter__(self) -> Pipeline:
+        await self._stack.__aenter__()
+        try:
+            await self._stack.enter_async_context(self.engine)
+            if self._writer is not None:
+                sub = self.bus.subscribe("jsonl", maxsize=4096, lossless=True)
+                self._sink_tasks.append(
+                    asyncio.create_task(self._writer.consume(sub), name="sink-jsonl")
+                )
+            await self._enter_optional_sinks()
+        except BaseException:
+            await self._stack.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def _enter_optional_sinks(self) -> None:
+        cameras = [c.name for c in self.cfg.cameras]
+        if self.cfg.mqtt is not None:
+            from streamer.publish.mqtt import MqttPublisher
+
+            await self._stack.enter_async_context(
+                MqttPublisher(self.cfg.mqtt, self.bus, cameras)
+            )
+        if self.cfg.llm is not None:
+            from streamer.describe import Describer
+
+            await self._stack.enter_async_context(Describer(self.cfg.llm, self.bus))
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            # Sinks first see everything published, then the bus closes.
+            self.bus.close()
+            if self._sink_tasks:
+                await asyncio.gather(*self._sink_tasks, return_exceptions=exc_type is not None)
+        finally:
+            await self._stack.__aexit__(exc_type, exc, tb)
+            if self._writer is not None:
+                if exc_type is None:
+                    self._writer.commit()
+                else:
+                    self._writer.abort()
+
+    def publish_status(self, camera: str, state: CameraState, detail: str = "") -> None:
+        st = self.stats.get(camera)
+        self.bus.publish(CameraStatus(camera, state, time.time(), detail,
+                                      frames=st.frames if st else 0))
+
+    async def run_camera(
+        self, camera: str, frames: AsyncIterable[Frame], *, lossless: bool,
+        decode_stats: dict[str, Any] | None = None,
+    ) -> CameraStats:
+        """Analyse ``frames`` until they end; returns the camera's counters.
+
+        Args:
+            camera: camera name (outputs and topics).
+            frames: the source (replay: every frame; live: latest-frame-wins).
+            lossless: replay mode: wait for slow lossless sinks instead of dropping, and
+                outputs carry media time only (deterministic).
+            decode_stats: the source's counters; ``decode_s`` is copied into the stats.
+        """
+        stats = self.stats.setdefault(camera, CameraStats(camera))
+        detector = YuNetDetector(self.detector_path, self.cfg.faces.detector)
+        analyzer = CameraAnalyzer(camera, self.cfg, detector, self.model_name, stats)
+        live = not lossless
+        handoff: asyncio.Queue[_Prepared | None] = asyncio.Queue(maxsize=2)
+        publish = self.bus.publish_wait if lossless else _async(self.bus.publish)
+
+        async def prepare_loop() -> None:
+            try:
+                async for frame in frames:
+                    prep = await asyncio.to_thread(analyzer.prepare, frame)
+                    await handoff.put(prep)
+            finally:
+                await handoff.put(None)
+
+        async def infer_loop() -> None:
+            last: Frame | None = None
+            while (prep := await handoff.get()) is not None:
+                t0 = time.perf_counter()
+                if len(prep.crops):
+                    va = await self.engine.infer(prep.crops)
+                else:
+                    va = np.empty((0, 2), np.float32)
+                stats.stage_s["va"] += time.perf_counter() - t0
+                for msg in analyzer.finish(prep, va, live):
+                    await publish(msg)
+                stats.frames += 1
+                if prep.frame.wall_time:
+                    stats.latencies_s.append(time.time() - prep.frame.wall_time)
+                last = prep.frame
+            for msg in analyzer.end_of_stream(last, live):
+                await publish(msg)
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(prepare_loop(), name=f"prepare-{camera}")
+                tg.create_task(infer_loop(), name=f"infer-{camera}")
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+        if decode_stats and "decode_s" in decode_stats:
+            stats.stage_s["decode"] = float(decode_stats["decode_s"])
+        return stats
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    """The error a caller should see from a task group (ours before library ones)."""
+    from streamer.errors import StreamerError
+
+    leaves: list[BaseException] = []
+
+    def walk(g: BaseExceptionGroup) -> None:
+        for e in g.exceptions:
+            walk(e) if isinstance(e, BaseExceptionGroup) else leaves.append(e)
+
+    walk(group)
+    for e in leaves:
+        if isinstance(e, StreamerError):
+            return e
+    return leaves[0]
+
+
+def _async(fn: Any) -> Any:
+    async def call(msg: Message) -> None:
+        fn(msg)
+
+    return call

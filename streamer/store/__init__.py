@@ -1,0 +1,256 @@
+"""Model store: a sha256-pinned manifest, a local cache, and explicit fetching.
+
+Nothing is downloaded implicitly: :meth:`ModelStore.path` either returns a verified
+cached file or raises :class:`ModelMissingError` holding the exact command that fetches
+it. Fetching (``streamer models fetch``) tries the offline mirror folders named by
+``$STREAMER_MODEL_MIRROR`` first, then the manifest's sources in order.
+
+    store = default_store()
+    onnx_path = store.path("yunet")
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from streamer.errors import ChecksumError, ModelMissingError, StoreError
+from streamer.store.fetch import extract_member, is_archive, obtain, sha256_file
+from streamer.store.manifest import Artifact, Source, load_manifest
+
+__all__ = ["Artifact", "ArtifactStatus", "ModelStore", "Source", "default_store"]
+
+logger = logging.getLogger(__name__)
+
+MIRROR_ENV = "STREAMER_MODEL_MIRROR"
+MODELS_DIR_ENV = "STREAMER_MODELS_DIR"
+CACHE_DIR_ENV = "STREAMER_CACHE_DIR"
+RECORDED = "recorded-sha256.json"
+# Files up to this size are re-hashed on every lookup; larger ones trust the stamp.
+REHASH_MAX_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class ArtifactStatus:
+    artifact: Artifact
+    cached: bool
+    path: Path
+    sha256: str  # expected (manifest or recorded), "" if unknown
+
+
+def repo_models_dir() -> Path:
+    """The checkout's ``models/`` folder (the manifest lives there)."""
+    return Path(__file__).resolve().parents[2] / "models"
+
+
+class ModelStore:
+    """A manifest plus a cache folder of verified artifacts."""
+
+    def __init__(
+        self,
+        models_dir: Path,
+        cache_dir: Path | None = None,
+        mirrors: list[Path] | None = None,
+    ) -> None:
+        self.models_dir = Path(models_dir)
+        self.manifest_path = self.models_dir / "manifest.toml"
+        self.manifest = load_manifest(self.manifest_path)
+        self.cache_dir = Path(cache_dir) if cache_dir else self.models_dir / "cache"
+        self.mirrors = list(mirrors or [])
+
+    # -- lookup ------------------------------------------------------------------------
+    @property
+    def derived_dir(self) -> Path:
+        """Folder for files derived from artifacts (ONNX graphs, TensorRT engines)."""
+        d = self.cache_dir / "derived"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def artifact(self, name: str) -> Artifact:
+        try:
+            return self.manifest[name]
+        except KeyError:
+            known = ", ".join(sorted(self.manifest))
+            raise StoreError(f"unknown artifact {name!r} (known: {known})") from None
+
+    def cached_path(self, name: str) -> Path:
+        return self.cache_dir / self.artifact(name).file
+
+    def expected_sha256(self, name: str) -> str:
+        art = self.artifact(name)
+        return art.sha256 or self._recorded().get(name, "")
+
+    def has(self, name: str) -> bool:
+        try:
+            self.path(name)
+        except (ModelMissingError, ChecksumError):
+            return False
+        return True
+
+    def path(self, name: str) -> Path:
+        """The verified cached file of ``name``.
+
+        Raises:
+            ModelMissingError: not cached; the message holds the fetch command.
+            ChecksumError: cached but altered since it was verified.
+        """
+        p = self.cached_path(name)
+        stamp = p.with_name(p.name + ".sha256")
+        if not p.is_file() or not stamp.is_file():
+            raise ModelMissingError(
+                f"model {name!r} is not in the store ({p}); fetch it with: "
+                f"streamer models fetch {name}"
+                + (f"  (or add a file you have: streamer models add {name} PATH)"
+                   if name == "facechannel" else "")
+            )
+        expected = self.expected_sha256(name) or stamp.read_text().strip()
+        if p.stat().st_size <= REHASH_MAX_BYTES:
+            actual = sha256_file(p)
+        else:
+            actual = stamp.read_text().strip()
+        if actual != expected:
+            raise ChecksumError(
+                f"{p}: sha256 {actual} does not match {expected}; "
+                f"re-fetch it with: streamer models fetch --force {name}"
+            )
+        return p
+
+    def status(self) -> list[ArtifactStatus]:
+        out = []
+        for name, art in self.manifest.items():
+            out.append(
+                ArtifactStatus(art, self.has(name), self.cached_path(name),
+                               self.expected_sha256(name))
+            )
+        return out
+
+    # -- fetching ----------------------------------------------------------------------
+    def fetch(self, name: str, *, force: bool = False) -> Path:
+        """Obtain ``name`` (mirror first, then its sources), verify it, cache it."""
+        art = self.artifact(name)
+        if not force and self.has(name):
+            return self.cached_path(name)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        errors: list[str] = []
+        for label, produce in self._candidates(art):
+            try:
+                return self._install(art, produce, origin=label)
+            except ChecksumError:
+                raise
+            except StoreError as err:
+                errors.append(f"{label}: {err}")
+                logger.warning("%s: %s", name, err)
+        hint = f" (set ${MIRROR_ENV} to a folder holding {art.file})"
+        raise StoreError(f"could not fetch {name!r}:\n  " + "\n  ".join(errors) + hint)
+
+    def add(self, name: str, src: Path, validate: Callable[[Path], str] | None = None) -> Path:
+        """Check a file the user already has and cache it like a fetched one.
+
+        ``src`` may be the artifact itself or an archive holding it (the manifest's
+        ``member``). ``validate`` checks the content (e.g. loads the weights) and returns
+        a one-line summary; it raises on a bad file.
+        """
+        art = self.artifact(name)
+        src = Path(src)
+        if not src.is_file():
+            raise StoreError(f"{src}: no such file")
+        member = next((s.member for s in art.sources if s.member), art.file)
+
+        def produce(dest: Path) -> None:
+            if is_archive(src):
+                extract_member(src, member, dest)
+            else:
+                shutil.copyfile(src, dest)
+            if validate is not None:
+                logger.info("%s", validate(dest))
+
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        return self._install(art, produce, origin=str(src))
+
+    def _candidates(self, art: Artifact) -> list[tuple[str, Callable[[Path], None]]]:
+        out: list[tuple[str, Callable[[Path], None]]] = []
+        member = next((s.member for s in art.sources if s.member), art.file)
+        for folder in self.mirrors:
+            direct = folder / art.file
+            if direct.is_file():
+                out.append((f"mirror {direct}", _copier(direct)))
+            if art.archive and (folder / art.archive).is_file():
+                arch = folder / art.archive
+                out.append((f"mirror {arch}", lambda d, a=arch: extract_member(a, member, d)))
+        for src in art.sources:
+            out.append((src.describe(), lambda d, s=src: obtain(s, d)))
+        return out
+
+    def _install(self, art: Artifact, produce: Callable[[Path], None], origin: str) -> Path:
+        final = self.cache_dir / art.file
+        fd, tmp_name = tempfile.mkstemp(dir=self.cache_dir, prefix=f".{art.file}.", suffix=".part")
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            produce(tmp)
+            if tmp.stat().st_size == 0:
+                raise ChecksumError(f"{art.file} from {origin}: empty file")
+            actual = sha256_file(tmp)
+            expected = self.expected_sha256(art.name)
+            if expected and actual != expected:
+                raise ChecksumError(
+                    f"{art.file} from {origin}: sha256 {actual} does not match the "
+                    f"manifest's {expected} (truncated or altered file); nothing was cached"
+                )
+            if not expected:
+                self._record(art.name, actual)
+                logger.warning(
+                    "%s has no published checksum: recorded sha256 %s on first download "
+                    "(in %s); later fetches and lookups are checked against it",
+                    art.name, actual, self.cache_dir / RECORDED,
+                )
+            os.replace(tmp, final)
+            final.with_name(final.name + ".sha256").write_text(actual + "\n")
+            logger.info("%s: cached %s (sha256 %s) from %s", art.name, final, actual[:12], origin)
+            return final
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _recorded(self) -> dict[str, str]:
+        p = self.cache_dir / RECORDED
+        try:
+            data = json.loads(p.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(v, str)}
+
+    def _record(self, name: str, sha: str) -> None:
+        data = self._recorded()
+        data[name] = sha
+        p = self.cache_dir / RECORDED
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, p)
+
+
+def _copier(src: Path) -> Callable[[Path], None]:
+    def copy(dest: Path) -> None:
+        try:
+            shutil.copyfile(src, dest)
+        except OSError as err:
+            raise StoreError(f"cannot copy {src}: {err}") from err
+
+    return copy
+
+
+def mirrors_from_env() -> list[Path]:
+    raw = os.environ.get(MIRROR_ENV, "")
+    return [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
+
+
+def default_store() -> ModelStore:
+    """The store configured by the environment (or the checkout's ``models/``)."""
+    models_dir = Path(os.environ.get(MODELS_DIR_ENV) or repo_models_dir())
+    cache = os.environ.get(CACHE_DIR_ENV)
+    return ModelStore(models_dir, Path(cache) if cache else None, mirrors_from_env())

@@ -1,0 +1,41 @@
+"""Shared fixtures: real artifacts through the project's own model store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from streamer.errors import StreamerError
+from streamer.store import MIRROR_ENV, ModelStore, default_store
+
+
+@pytest.fixture(scope="session")
+def store() -> ModelStore:
+    return default_store()
+
+
+@pytest.fixture(scope="session")
+def store_path(store: ModelStore) -> Callable[[str], Path]:
+    """``store_path(name)``: a verified artifact, fetched from the offline mirror if needed.
+
+    Tests never download from the internet: when the artifact is neither cached nor in
+    a mirror folder ($STREAMER_MODEL_MIRROR), the test is skipped with the command that
+    would fetch it.
+    """
+
+    def get(name: str) -> Path:
+        if store.has(name):
+            return store.path(name)
+        if store.mirrors:
+            try:
+                return store.fetch(name)
+            except StreamerError as err:
+                pytest.skip(f"{name} not available from the mirror: {err}")
+        pytest.skip(
+            f"{name} is not in the model store and no ${MIRROR_ENV} is set; "
+            f"run `streamer models fetch {name}` (needs network) to run this test"
+        )
+
+    return get

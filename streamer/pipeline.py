@@ -76,13 +76,27 @@ class CameraStats:
         return {k: round(v * 1000.0 / n, 3) for k, v in self.stage_s.items()}
 
 
-@dataclass
+@dataclass(frozen=True)
+class _Seen:
+    """A snapshot of a track taken in ``prepare`` (tracks mutate on the next frame)."""
+
+    id: int
+    box: tuple[float, float, float, float]
+    first_t: float
+    last_t: float
+
+    @classmethod
+    def of(cls, tr: Track) -> _Seen:
+        return cls(tr.id, tr.box, tr.first_t, tr.last_t)
+
+
+@dataclass(frozen=True)
 class _Prepared:
     frame: Frame
-    visible: list[Track]
-    appeared: list[Track]
-    lost: list[Track]
-    crops: np.ndarray  # (N, 64, 64) uint8
+    visible: list[_Seen]
+    appeared: list[_Seen]
+    lost: list[_Seen]
+    crops: np.ndarray  # (N, 64, 64) uint8, owned by this frame
 
 
 class CameraAnalyzer:
@@ -100,7 +114,6 @@ class CameraAnalyzer:
         self.model_name = model_name
         self.stats = stats
         self.filters: dict[int, VAFilter] = {}
-        self._crop_buf = np.empty((cfg.faces.tracker.max_tracks, CROP_SIZE, CROP_SIZE), np.uint8)
         self._processed = 0
 
     def prepare(self, frame: Frame) -> _Prepared:
@@ -117,20 +130,26 @@ class CameraAnalyzer:
         t2 = time.perf_counter()
         if step.visible:
             gray = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
+            # A fresh array per frame: the VA step of this frame overlaps the next prepare.
             crops = crop_faces(
                 gray,
                 [tr.box for tr in step.visible],
                 [tr.angle if self.cfg.faces.crop.align else 0.0 for tr in step.visible],
                 margin=self.cfg.faces.crop.margin,
-                out=self._crop_buf,
             )
         else:
-            crops = self._crop_buf[:0]
+            crops = np.empty((0, CROP_SIZE, CROP_SIZE), np.uint8)
         t3 = time.perf_counter()
         st["detect"] += t1 - t0
         st["track"] += t2 - t1
         st["crop"] += t3 - t2
-        return _Prepared(frame, step.visible, step.appeared, step.lost, crops)
+        return _Prepared(
+            frame,
+            [_Seen.of(tr) for tr in step.visible],
+            [_Seen.of(tr) for tr in step.appeared],
+            [_Seen.of(tr) for tr in step.lost],
+            crops,
+        )
 
     def finish(self, prep: _Prepared, va: np.ndarray, live: bool) -> list[Message]:
         """Smooth each visible track's VA and build the messages of one frame."""
@@ -174,7 +193,7 @@ class CameraAnalyzer:
         return out
 
     def end_of_stream(self, frame: Frame | None, live: bool) -> list[Message]:
-        """Close every remaining confirmed track (the stream is over)."""
+        """Close every remaining confirmed track (the stream is over; prepare is done)."""
         out: list[Message] = []
         if frame is None:
             return out
@@ -207,9 +226,7 @@ class Pipeline:
         self.bus = bus or EventBus()
         self.detector_path = store.path("yunet")
         self.model = load_va_model(cfg.affect, store)
-        self.engine = AffectEngine(
-            self.model, max_batch=cfg.affect.max_batch, max_wait_ms=cfg.affect.max_wait_ms
-        )
+        self.engine = AffectEngine.from_config(self.model, cfg.affect)
         self.stats: dict[str, CameraStats] = {}
         out = out or cfg.output.jsonl
         self._writer: JsonlWriter | None = None

@@ -62,9 +62,13 @@ def setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else logging.INFO if verbose < 2 else logging.DEBUG
     if verbose == 0 and not quiet:
         level = logging.INFO
+    from rich.console import Console
     from rich.logging import RichHandler
 
-    handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False)
+    # Logs go to stderr: stdout carries data (JSON lines).
+    handler = RichHandler(
+        console=Console(stderr=True), show_path=False, rich_tracebacks=False, markup=False
+    )
     logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]", handlers=[handler])
 
 

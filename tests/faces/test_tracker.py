@@ -1,0 +1,91 @@
+"""SORT tracker: stable ids, confirmation after N hits, deletion after max age, bounds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamer.faces.config import TrackerConfig
+from streamer.faces.tracker import Tracker, iou_matrix
+from streamer.messages import Detection
+
+FPS = 30.0
+
+
+def det(x: float, y: float, size: float = 80.0) -> Detection:
+    return Detection((x, y, x + size, y + size), 0.9)
+
+
+def run(tracker: Tracker, frames: list[list[Detection] | None]) -> list:
+    return [tracker.step(i / FPS, d) for i, d in enumerate(frames)]
+
+
+def test_iou_matrix_table() -> None:
+    a = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], float)
+    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], float)
+    np.testing.assert_allclose(iou_matrix(a, b), [[1, 1 / 3, 0], [1, 1 / 3, 0]])
+    assert iou_matrix(a[:0], b).shape == (0, 3)
+    assert iou_matrix(a, b[:0]).shape == (2, 0)
+
+
+def test_two_moving_faces_keep_their_ids() -> None:
+    tr = Tracker(TrackerConfig(min_hits=3, max_age_s=0.3))
+    frames = [[det(100 + 3 * i, 100), det(400 - 3 * i, 120)] for i in range(40)]
+    steps = run(tr, frames)
+    ids_a = {s.visible[0].id for s in steps[5:] if s.visible}
+    assert len(tr.tracks) == 2
+    assert ids_a <= {1, 2}
+    by_x = {}
+    for s in steps[5:]:
+        for t in s.visible:
+            by_x.setdefault(t.id, []).append(t.box[0])
+    # Track 1 moves right, track 2 moves left: ids did not swap.
+    assert by_x[1] == sorted(by_x[1]) and by_x[2] == sorted(by_x[2], reverse=True)
+
+
+@pytest.mark.parametrize("min_hits", [1, 3, 5])
+def test_confirmation_after_min_hits(min_hits: int) -> None:
+    tr = Tracker(TrackerConfig(min_hits=min_hits))
+    steps = run(tr, [[det(100, 100)] for _ in range(10)])
+    first_visible = next(i for i, s in enumerate(steps) if s.visible)
+    assert first_visible == min_hits - 1
+    assert sum(len(s.appeared) for s in steps) == 1
+
+
+def test_track_deleted_after_max_age_and_reported_lost() -> None:
+    tr = Tracker(TrackerConfig(min_hits=2, max_age_s=0.3))
+    frames: list[list[Detection] | None] = [[det(100, 100)] for _ in range(10)]
+    frames += [[] for _ in range(20)]
+    steps = run(tr, frames)
+    lost_at = [i for i, s in enumerate(steps) if s.lost]
+    assert len(lost_at) == 1
+    gone_for = (lost_at[0] - 9) / FPS
+    assert 0.3 < gone_for <= 0.3 + 1.5 / FPS
+    assert not steps[10].visible, "an unmatched face is not reported as visible"
+    assert tr.tracks == []
+
+
+def test_frames_without_detector_run_carry_tracks() -> None:
+    tr = Tracker(TrackerConfig(min_hits=2))
+    frames = [[det(100 + 2 * i, 100)] if i % 3 == 0 else None for i in range(30)]
+    steps = run(tr, frames)
+    visible_frames = [i for i, s in enumerate(steps) if s.visible]
+    assert visible_frames == list(range(3, 30))
+    assert len({t.id for s in steps for t in s.visible}) == 1
+
+
+def test_unconfirmed_flicker_never_appears() -> None:
+    tr = Tracker(TrackerConfig(min_hits=3, max_age_s=0.1))
+    frames = [[det(100, 100)] if i % 10 == 0 else [] for i in range(50)]
+    steps = run(tr, frames)
+    assert not any(s.visible or s.appeared or s.lost for s in steps)
+
+
+def test_face_churn_is_bounded_by_max_tracks() -> None:
+    tr = Tracker(TrackerConfig(min_hits=1, max_age_s=0.1, max_tracks=4))
+    rng = np.random.default_rng(0)
+    for i in range(300):
+        dets = [det(float(x), float(y), 40) for x, y in rng.uniform(0, 2000, size=(10, 2))]
+        tr.step(i / FPS, dets)
+        assert len(tr.tracks) <= 4
+    assert tr.rejected_capacity > 0

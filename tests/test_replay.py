@@ -1,0 +1,190 @@
+"""``streamer replay`` end to end on real videos (through the model store), and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from streamer.messages import VA_SCHEMA
+
+# Hard cuts seen by looking at the frames: face_noface.mov shows the face up to frame 71
+# and a black/cartoon frame from frame 72 (t = 2.400 s); noface_face.mov shows the face
+# from frame 96 (t = 3.945 s).
+FACE_LEAVES_T = 2.400
+FACE_ENTERS_T = 3.945
+TOLERANCE_S = 0.5
+
+
+def replay(video: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streamer", "replay", str(video), "--no-progress", *args],
+        capture_output=True, text=True, check=False, cwd=cwd, timeout=300,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+
+
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def va_records(path: Path) -> list[dict]:
+    return [r for r in records(path) if r["schema"] == VA_SCHEMA]
+
+
+@pytest.fixture(scope="module")
+def single_face_run(
+    store_path: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    out = tmp_path_factory.mktemp("replay") / "single.jsonl"
+    proc = replay(store_path("single_face.mp4"), "--out", str(out))
+    return out, proc
+
+
+def test_single_face_one_track_and_valence_rises(single_face_run) -> None:
+    out, proc = single_face_run
+    assert proc.returncode == 0, proc.stderr
+    va = va_records(out)
+    assert {r["track_id"] for r in va} == {1}, "one person must keep one track id"
+    first = [r["valence"] for r in va if r["t"] < 1.0]
+    last_t = max(r["t"] for r in va)
+    last = [r["valence"] for r in va if r["t"] > last_t - 1.0]
+    assert first and last
+    assert statistics.mean(last) > statistics.mean(first) + 0.2, (first, last)
+
+
+def test_records_have_the_documented_fields(single_face_run) -> None:
+    out, _ = single_face_run
+    rec = va_records(out)[0]
+    for key in ("schema", "camera", "frame", "t", "track_id", "box", "valence", "arousal",
+                "valence_raw", "arousal_raw", "variance", "model"):
+        assert key in rec
+    assert rec["camera"] == "single_face"
+    assert "approx" in rec["model"], "the embedded default model must say it is approximate"
+    assert len(rec["box"]) == 4 and rec["box"][0] < rec["box"][2]
+    for r in va_records(out):
+        assert -1.0 <= r["valence"] <= 1.0 and -1.0 <= r["arousal"] <= 1.0
+    frames = [r["frame"] for r in va_records(out)]
+    assert frames == sorted(frames)
+
+
+def test_replay_is_byte_identical(single_face_run, store_path, tmp_path: Path) -> None:
+    out, _ = single_face_run
+    again = tmp_path / "again.jsonl"
+    proc = replay(store_path("single_face.mp4"), "--out", str(again))
+    assert proc.returncode == 0, proc.stderr
+    assert again.read_bytes() == out.read_bytes()
+
+
+def test_summary_table_on_stderr(single_face_run) -> None:
+    _, proc = single_face_run
+    assert "mean valence" in proc.stderr
+    assert "V+A+" in proc.stderr  # smiling man: positive valence dominates
+
+
+def test_stdout_mode_prints_jsonl(store_path) -> None:
+    proc = replay(store_path("carphone_pristine.mp4"))
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert any(r["schema"] == VA_SCHEMA for r in lines)
+
+
+def test_no_face_video_has_no_track(store_path, tmp_path: Path) -> None:
+    out = tmp_path / "none.jsonl"
+    proc = replay(store_path("no_face.mp4"), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert records(out) == []
+    assert "no face tracked" in proc.stderr
+
+
+def test_track_ends_when_face_leaves(store_path, tmp_path: Path) -> None:
+    out = tmp_path / "fnf.jsonl"
+    proc = replay(store_path("face_noface.mov"), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    va = va_records(out)
+    assert {r["track_id"] for r in va} == {1}
+    last_seen = max(r["t"] for r in va)
+    lost = [r for r in records(out) if r.get("event") == "lost"]
+    assert len(lost) == 1
+    assert abs(last_seen - FACE_LEAVES_T) <= TOLERANCE_S
+    assert 0 <= lost[0]["t"] - FACE_LEAVES_T <= TOLERANCE_S
+
+
+def test_track_starts_when_face_enters(store_path, tmp_path: Path) -> None:
+    out = tmp_path / "nff.jsonl"
+    proc = replay(store_path("noface_face.mov"), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    va = va_records(out)
+    assert {r["track_id"] for r in va} == {1}
+    first_seen = min(r["t"] for r in va)
+    assert 0 <= first_seen - FACE_ENTERS_T <= TOLERANCE_S
+    appeared = [r for r in records(out) if r.get("event") == "appeared"]
+    assert len(appeared) == 1 and abs(appeared[0]["t"] - first_seen) < 1e-6
+
+
+# ---- bad input ---------------------------------------------------------------------------
+
+
+def _truncated(src: Path, dst: Path) -> Path:
+    """A 'faststart' copy (index first) cut in half: opens, then runs out of data."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as o:
+        s_in = inp.streams.video[0]
+        s_out = o.add_stream_from_template(s_in)
+        for pkt in inp.demux(s_in):
+            if pkt.dts is None:
+                continue
+            pkt.stream = s_out
+            o.mux(pkt)
+    data = dst.read_bytes()
+    dst.write_bytes(data[: len(data) // 2])
+    return dst
+
+
+def _corrupt(src: Path, dst: Path) -> Path:
+    data = bytearray(src.read_bytes())
+    start = len(data) // 3
+    for i in range(start, start + 20000, 7):
+        data[i] = (data[i] * 31 + 7) % 256
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+BAD_INPUTS: dict[str, Callable[[Path, Path], Path]] = {
+    "missing": lambda src, d: d / "missing.mp4",
+    "empty": lambda src, d: (d / "empty.mp4").write_bytes(b"") or d / "empty.mp4",
+    "not-video": lambda src, d: (d / "notes.mp4").write_text("hello\n" * 50) and d / "notes.mp4",
+    "moov-cut": lambda src, d: (d / "cut.mp4").write_bytes(src.read_bytes()[:5000]) or d / "cut.mp4",
+    "truncated": lambda src, d: _truncated(src, d / "trunc.mp4"),
+    "corrupt": lambda src, d: _corrupt(src, d / "corrupt.mp4"),
+    "directory": lambda src, d: (d / "adir.mp4").mkdir() or d / "adir.mp4",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_one_clear_error_nothing_written(case: str, store_path, tmp_path: Path) -> None:
+    bad = BAD_INPUTS[case](store_path("single_face.mp4"), tmp_path)
+    out = tmp_path / "out" / "result.jsonl"
+    proc = replay(bad, "--out", str(out))
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and str(bad) in errors[0], proc.stderr
+    assert not out.exists()
+    assert not list(out.parent.glob("*")) if out.parent.exists() else True
+
+
+def test_skip_corrupt_keeps_going_and_counts(store_path, tmp_path: Path) -> None:
+    bad = _corrupt(store_path("single_face.mp4"), tmp_path / "corrupt.mp4")
+    out = tmp_path / "result.jsonl"
+    proc = replay(bad, "--out", str(out), "--skip-corrupt")
+    assert proc.returncode == 0, proc.stderr
+    assert "corrupt" in proc.stderr
+    assert va_records(out), "frames around the damage are still analysed"

@@ -111,7 +111,9 @@ def parse_config(text: str, source: str = "<config>") -> AppConfig:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+        raise ConfigError(
+            f"{source}: expected a mapping at the top level, got {type(data).__name__}"
+        )
     lines: dict[tuple[Any, ...], int] = {}
     if root is not None:
         _key_lines(root, (), lines)

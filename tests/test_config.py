@@ -17,9 +17,15 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("faces:\n  detector:\n    scor_threshold: 0.5\n", ":3: faces.detector.scor_threshold: unknown key"),
+        (
+            "faces:\n  detector:\n    scor_threshold: 0.5\n",
+            ":3: faces.detector.scor_threshold: unknown key",
+        ),
         ("faces:\n  detector:\n    score_threshold: 7\n", ":3: faces.detector.score_threshold"),
-        ("cameras:\n  - name: a\n    url: x\n    colour: red\n", ":4: cameras.0.colour: unknown key"),
+        (
+            "cameras:\n  - name: a\n    url: x\n    colour: red\n",
+            ":4: cameras.0.colour: unknown key",
+        ),
         ("smoothing:\n  measurement_noise: -1\n", ":2: smoothing.measurement_noise"),
         ("cameras:\n  - {name: a, url: x}\n  - {name: a, url: y}\n", "used twice"),
         ("- just\n- a list\n", "expected a mapping"),

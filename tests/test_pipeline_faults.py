@@ -7,6 +7,7 @@ produce them on demand.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 from pathlib import Path
 
@@ -89,6 +90,6 @@ async def test_bad_model_output_is_discarded_counted_and_never_published(
         assert math.isfinite(m.valence) and math.isfinite(m.arousal)
         assert -1.0 <= m.valence <= 1.0 and -1.0 <= m.arousal <= 1.0
     # A rejected step is predict-only: the variance grows instead of shrinking.
-    for prev, cur in zip(va, va[1:], strict=False):
+    for prev, cur in itertools.pairwise(va):
         if cur.valence_raw is None and prev.track_id == cur.track_id:
             assert cur.variance[0] > prev.variance[0]

@@ -161,7 +161,8 @@ BAD_INPUTS: dict[str, Callable[[Path, Path], Path]] = {
     "missing": lambda src, d: d / "missing.mp4",
     "empty": lambda src, d: (d / "empty.mp4").write_bytes(b"") or d / "empty.mp4",
     "not-video": lambda src, d: (d / "notes.mp4").write_text("hello\n" * 50) and d / "notes.mp4",
-    "moov-cut": lambda src, d: (d / "cut.mp4").write_bytes(src.read_bytes()[:5000]) or d / "cut.mp4",
+    "moov-cut": lambda src, d: (d / "cut.mp4").write_bytes(src.read_bytes()[:5000])
+    or d / "cut.mp4",
     "truncated": lambda src, d: _truncated(src, d / "trunc.mp4"),
     "corrupt": lambda src, d: _corrupt(src, d / "corrupt.mp4"),
     "directory": lambda src, d: (d / "adir.mp4").mkdir() or d / "adir.mp4",

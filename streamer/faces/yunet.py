@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -18,10 +19,8 @@ logger = logging.getLogger(__name__)
 
 def _quiet_opencv() -> None:
     """OpenCV 5 warns once per net about targets of its new graph engine: harmless."""
-    try:
+    with contextlib.suppress(AttributeError):  # older builds lack the logging utils
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    except AttributeError:  # older builds without the logging utils
-        pass
 
 
 class YuNetDetector:

@@ -83,7 +83,7 @@ def http_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 def test_missing_model_names_the_fetch_command(tmp_path: Path) -> None:
     write_manifest(tmp_path / "models", SHA)
     store = ModelStore(tmp_path / "models")
-    with pytest.raises(ModelMissingError, match="streamer models fetch demo"):
+    with pytest.raises(ModelMissingError, match=r"streamer models fetch demo"):
         store.path("demo")
     assert not store.has("demo")
 
@@ -99,7 +99,7 @@ def test_fetch_from_mirror_verifies_and_caches(tmp_path: Path) -> None:
     assert store.path("demo") == path
     # Altered after caching: detected on lookup.
     path.write_bytes(PAYLOAD + b"x")
-    with pytest.raises(ChecksumError, match="demo.bin"):
+    with pytest.raises(ChecksumError, match=r"demo\.bin"):
         store.path("demo")
 
 
@@ -160,7 +160,10 @@ def _build_wheel(folder: Path) -> None:
             "demo_pkg-1.0.dist-info/METADATA",
             "Metadata-Version: 2.1\nName: demo-pkg\nVersion: 1.0\n",
         )
-        zf.writestr("demo_pkg-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr(
+            "demo_pkg-1.0.dist-info/WHEEL",
+            "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
         zf.writestr("demo_pkg-1.0.dist-info/RECORD", "")
 
 

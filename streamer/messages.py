@@ -106,7 +106,7 @@ class VASample:
         return rec
 
 
-class TrackEventKind(str, enum.Enum):
+class TrackEventKind(enum.StrEnum):
     APPEARED = "appeared"
     LOST = "lost"
 
@@ -140,7 +140,7 @@ class TrackEvent:
         return rec
 
 
-class CameraState(str, enum.Enum):
+class CameraState(enum.StrEnum):
     STARTING = "starting"
     ONLINE = "online"
     RECONNECTING = "reconnecting"

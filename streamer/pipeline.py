@@ -234,6 +234,8 @@ class Pipeline:
             self._writer = JsonlWriter(out)
         self._stack = contextlib.AsyncExitStack()
         self._sink_tasks: list[asyncio.Task[None]] = []
+        self._describer: Any = None
+        self._replay = False  # a lossless run: wait for late LLM answers at the end
 
     @property
     def model_name(self) -> str:
@@ -265,10 +267,18 @@ class Pipeline:
         if self.cfg.llm is not None:
             from streamer.describe import Describer
 
-            await self._stack.enter_async_context(Describer(self.cfg.llm, self.bus))
+            self._describer = await self._stack.enter_async_context(
+                Describer(self.cfg.llm, self.bus)
+            )
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
+            if self._describer is not None and self.cfg.llm is not None:
+                # Fallbacks for every sample already published go out in any case; a
+                # replay also waits (bounded) for the LLM answers still in flight. A live
+                # stop must be quick, so it does not wait.
+                wait_s = self.cfg.llm.drain_timeout_s if self._replay and exc_type is None else 0.0
+                await self._describer.drain(wait_s)
             # Sinks first see everything published, then the bus closes.
             self.bus.close()
             if self._sink_tasks:
@@ -300,6 +310,7 @@ class Pipeline:
             decode_stats: the source's counters; ``decode_s`` is copied into the stats.
         """
         stats = self.stats.setdefault(camera, CameraStats(camera))
+        self._replay = self._replay or lossless
         detector = YuNetDetector(self.detector_path, self.cfg.faces.detector)
         analyzer = CameraAnalyzer(camera, self.cfg, detector, self.model_name, stats)
         live = not lossless

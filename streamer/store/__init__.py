@@ -171,7 +171,9 @@ class ModelStore:
                 logger.info("%s", validate(dest))
 
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        return self._install(art, produce, origin=str(src))
+        # Adding a file on purpose replaces a checksum recorded on first use; a checksum
+        # pinned in the manifest still applies.
+        return self._install(art, produce, origin=str(src), replace_recorded=True)
 
     def _candidates(self, art: Artifact) -> list[tuple[str, Callable[[Path], None]]]:
         out: list[tuple[str, Callable[[Path], None]]] = []
@@ -187,7 +189,13 @@ class ModelStore:
             out.append((src.describe(), lambda d, s=src: obtain(s, d)))
         return out
 
-    def _install(self, art: Artifact, produce: Callable[[Path], None], origin: str) -> Path:
+    def _install(
+        self,
+        art: Artifact,
+        produce: Callable[[Path], None],
+        origin: str,
+        replace_recorded: bool = False,
+    ) -> Path:
         final = self.cache_dir / art.file
         fd, tmp_name = tempfile.mkstemp(dir=self.cache_dir, prefix=f".{art.file}.", suffix=".part")
         os.close(fd)
@@ -197,7 +205,7 @@ class ModelStore:
             if tmp.stat().st_size == 0:
                 raise ChecksumError(f"{art.file} from {origin}: empty file")
             actual = sha256_file(tmp)
-            expected = self.expected_sha256(art.name)
+            expected = art.sha256 if replace_recorded else self.expected_sha256(art.name)
             if expected and actual != expected:
                 raise ChecksumError(
                     f"{art.file} from {origin}: sha256 {actual} does not match the "
@@ -206,9 +214,9 @@ class ModelStore:
             if not expected:
                 self._record(art.name, actual)
                 logger.warning(
-                    "%s has no published checksum: recorded sha256 %s on first download "
+                    "%s has no published checksum: recorded sha256 %s from %s "
                     "(in %s); later fetches and lookups are checked against it",
-                    art.name, actual, self.cache_dir / RECORDED,
+                    art.name, actual, origin, self.cache_dir / RECORDED,
                 )
             os.replace(tmp, final)
             final.with_name(final.name + ".sha256").write_text(actual + "\n")

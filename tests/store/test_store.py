@@ -149,6 +149,12 @@ def test_unknown_checksum_is_recorded_on_first_download(
     with pytest.raises(ChecksumError):
         store.fetch("demo", force=True)
     assert store.path("demo").read_bytes() == PAYLOAD
+    # Adding a file on purpose replaces the recorded checksum (not a pinned one).
+    mine = tmp_path / "mine.bin"
+    mine.write_bytes(b"my own weights")
+    store.add("demo", mine)
+    assert store.path("demo").read_bytes() == b"my own weights"
+    assert store.expected_sha256("demo") == hashlib.sha256(b"my own weights").hexdigest()
 
 
 def _build_wheel(folder: Path) -> None:

@@ -1,0 +1,226 @@
+"""VA models: the interface, the two networks, and the selection at start-up.
+
+    model = load_va_model(cfg.affect, default_store())
+    va = model.predict(crops)        # (N, 64, 64) uint8 -> (N, 2) [valence, arousal]
+
+``auto`` selects FaceChannel when its weights are in the store, otherwise the embedded
+default (the fer mini-Xception, its 7 class probabilities projected onto valence and
+arousal: approximate, and named so in every output).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from streamer.affect.config import AffectConfig
+from streamer.affect.facechannel import facechannel_graph
+from streamer.affect.graph import Graph
+from streamer.affect.keras_graph import graph_from_keras
+from streamer.affect.keras_h5 import KerasFile, read_keras_h5
+from streamer.affect.projection import FER_CLASSES, project_va
+from streamer.affect.runtimes import ModelSource, Runtime, make_runtime
+from streamer.errors import ModelError, WeightsError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "FACECHANNEL_NAME",
+    "FER_VA_NAME",
+    "FaceChannelModel",
+    "FerVAModel",
+    "VAModel",
+    "build_source",
+    "load_va_model",
+]
+
+FER_VA_NAME = "fer-minixception-va~approx"
+FACECHANNEL_NAME = "facechannel-v1"
+INPUT_SIZE = 64  # crop side, pixels
+
+
+@runtime_checkable
+class VAModel(Protocol):
+    """A valence/arousal network on 64x64 grayscale face crops."""
+
+    name: str  # goes into every output's `model` field
+    approximate: bool
+    input_size: int
+
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        """(N, 64, 64) uint8 crops -> (N, 2) float32 [valence, arousal]; N may be 0."""
+        ...
+
+
+def _check_crops(crops: np.ndarray, size: int) -> np.ndarray:
+    arr = np.asarray(crops)
+    if arr.ndim != 3 or arr.shape[1:] != (size, size) or arr.dtype != np.uint8:
+        raise ValueError(
+            f"expected crops of shape (N, {size}, {size}) uint8, got {arr.shape} {arr.dtype}"
+        )
+    return arr
+
+
+class _GraphModel:
+    """Shared part: vectorised normalisation into a preallocated buffer, then the runtime.
+
+    Not thread-safe (one buffer): :class:`~streamer.affect.engine.AffectEngine` calls it
+    from its one worker thread.
+    """
+
+    name: str
+    approximate: bool
+    input_size = INPUT_SIZE
+    _scale: float
+    _offset: float
+
+    def __init__(self, runtime: Runtime, graph: Graph, weights: Path | None = None) -> None:
+        self.runtime = runtime
+        self.graph = graph
+        self.weights = weights
+        self._buf = np.empty((0, 1, INPUT_SIZE, INPUT_SIZE), np.float32)
+
+    @property
+    def param_count(self) -> int:
+        return self.graph.param_count
+
+    @classmethod
+    def normalise(cls, crops: np.ndarray) -> np.ndarray:
+        """(N, 64, 64) uint8 crops -> (N, 1, 64, 64) float32 network input (a new array)."""
+        arr = _check_crops(crops, cls.input_size)
+        x = arr[:, None].astype(np.float32) * np.float32(cls._scale)
+        return x + np.float32(cls._offset) if cls._offset else x
+
+    def _inputs(self, crops: np.ndarray) -> np.ndarray:
+        arr = _check_crops(crops, self.input_size)
+        n = arr.shape[0]
+        if self._buf.shape[0] < n:
+            self._buf = np.empty((max(n, 2 * self._buf.shape[0]), 1, INPUT_SIZE, INPUT_SIZE),
+                                 np.float32)
+        x = self._buf[:n]
+        np.multiply(arr[:, None], np.float32(self._scale), out=x, casting="unsafe")
+        if self._offset:
+            x += np.float32(self._offset)
+        return x
+
+    def close(self) -> None:
+        self.runtime.close()
+
+
+class FerVAModel(_GraphModel):
+    """The embedded default: fer mini-Xception, 7 classes projected onto (valence, arousal).
+
+    Input normalisation as in fer's training: x / 127.5 - 1.
+    """
+
+    name = FER_VA_NAME
+    approximate = True
+    classes = FER_CLASSES
+    _scale = 1.0 / 127.5
+    _offset = -1.0
+
+    def predict_proba(self, crops: np.ndarray) -> np.ndarray:
+        """(N, 64, 64) uint8 -> (N, 7) float32 class probabilities (see ``classes``)."""
+        if len(crops) == 0:
+            return np.zeros((0, len(FER_CLASSES)), np.float32)
+        (probs,) = self.runtime.run(self._inputs(crops))
+        return np.asarray(probs, np.float32)
+
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        if len(crops) == 0:
+            return np.zeros((0, 2), np.float32)
+        return project_va(self.predict_proba(crops))
+
+
+class FaceChannelModel(_GraphModel):
+    """FaceChannel V1 (dimensional). Input gray / 255 as in the reference's preProcess."""
+
+    name = FACECHANNEL_NAME
+    approximate = False
+    _scale = 1.0 / 255.0
+    _offset = 0.0
+
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        if len(crops) == 0:
+            return np.zeros((0, 2), np.float32)
+        arousal, valence = self.runtime.run(self._inputs(crops))
+        return np.concatenate([valence, arousal], axis=1).astype(np.float32, copy=False)
+
+
+_NETWORKS: dict[str, tuple[str, str, Any, type[FerVAModel] | type[FaceChannelModel]]] = {
+    # config name: (store artifact, network key, graph builder, wrapper)
+    "fer-va": ("fer", "fer", graph_from_keras, FerVAModel),
+    "facechannel": ("facechannel", "facechannel", facechannel_graph, FaceChannelModel),
+}
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def build_source(model: str, weights: Path, derived_dir: Path) -> tuple[ModelSource, KerasFile]:
+    """Import ``weights`` for network ``model`` ("fer-va" or "facechannel").
+
+    Both networks go through the same reader (:func:`read_keras_h5`); every tensor's
+    shape is checked and every weight of the file must be used.
+
+    Raises:
+        WeightsError: the file does not match the network (names file and layer).
+    """
+    _, network, builder, _ = _NETWORKS[model]
+    kf = read_keras_h5(weights)
+    graph = builder(kf)
+    if kf.weights.used_param_count != kf.weights.file_param_count:  # belt and braces
+        raise WeightsError(f"{weights}: not every weight of the file was used")
+    return ModelSource(network, graph, sha256_of(weights), derived_dir), kf
+
+
+def load_va_model(cfg: AffectConfig, store: Any) -> VAModel:
+    """Load the VA model ``cfg`` selects; logs one line saying which and why.
+
+    Args:
+        cfg: the affect section.
+        store: the model store (``has``, ``path``, ``derived_dir``).
+
+    Raises:
+        ModelMissingError: the needed artifact is not in the store (message has the
+            fetch command).
+        WeightsError: the weights do not match the network.
+        ModelError: the runtime cannot be created.
+    """
+    choice = cfg.model
+    if cfg.weights is not None:
+        if choice == "auto":
+            raise ModelError("affect.weights needs affect.model set to facechannel or fer-va")
+        weights = Path(cfg.weights)
+        reason = f"weights file {weights} given in the config"
+    elif choice == "auto":
+        if store.has("facechannel"):
+            choice, reason = "facechannel", "FaceChannel weights are in the store"
+        else:
+            choice = "fer-va"
+            reason = (
+                "FaceChannel weights are not in the store (add them with `streamer models "
+                "add facechannel PATH`); running the embedded default, approximate VA"
+            )
+        weights = store.path(_NETWORKS[choice][0])
+    else:
+        reason = f"affect.model is {choice}"
+        weights = store.path(_NETWORKS[choice][0])
+    source, kf = build_source(choice, weights, store.derived_dir)
+    runtime = make_runtime(cfg.runtime, source)
+    wrapper = _NETWORKS[choice][3]
+    model = wrapper(runtime, source.graph, weights)
+    logger.info(
+        "affect model: %s (%d parameters from %s) on %s: %s",
+        model.name, kf.weights.used_param_count, weights.name, runtime.name, reason,
+    )
+    return model

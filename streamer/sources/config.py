@@ -1,0 +1,122 @@
+"""Config of video sources (cameras, files). Owned by the sources stage."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from streamer.config_base import StrictModel
+from streamer.errors import ConfigError
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class BackoffConfig(StrictModel):
+    """Capped, jittered exponential backoff between reconnect attempts."""
+
+    initial_s: float = Field(0.5, gt=0.0, le=60.0, description="delay before the first retry")
+    max_s: float = Field(30.0, gt=0.0, le=3600.0, description="upper bound of any delay")
+    multiplier: float = Field(2.0, ge=1.0, le=10.0, description="growth factor per failure")
+    jitter: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="each delay is scaled by a uniform factor in [1 - jitter, 1] so that "
+        "many cameras do not retry in lockstep",
+    )
+    healthy_after_s: float = Field(
+        30.0,
+        gt=0.0,
+        le=3600.0,
+        description="frames flowing this long reset the backoff to its initial delay",
+    )
+
+    @model_validator(mode="after")
+    def _initial_le_max(self) -> BackoffConfig:
+        if self.initial_s > self.max_s:
+            raise ValueError(f"initial_s ({self.initial_s}) must be <= max_s ({self.max_s})")
+        return self
+
+
+class CameraConfig(StrictModel):
+    """One camera: a name and a URL (``rtsp://``, ``http(s)://``, ``/dev/videoN``, file)."""
+
+    name: str = Field(
+        description="camera name; used in MQTT topics and outputs",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+    )
+    url: str = Field(
+        min_length=1,
+        description="source URL or path: rtsp://, rtsps://, http(s):// (MJPEG, HLS .m3u8), "
+        "/dev/videoN (V4L2) or a video file; ${NAME} is replaced by the environment "
+        "variable NAME when the camera opens (keep passwords out of YAML); credentials "
+        "are redacted in logs",
+    )
+    transport: Literal["tcp", "udp", "http", "https"] = Field(
+        "tcp", description="RTSP lower transport (TCP interleaved by default: no UDP loss)"
+    )
+    open_timeout_s: float = Field(
+        5.0,
+        gt=0.0,
+        le=120.0,
+        description="give up opening (connect, handshake, stream probe) after this long",
+    )
+    stall_timeout_s: float = Field(
+        5.0,
+        gt=0.0,
+        le=600.0,
+        description="no decoded frame for this long reopens the source; raised to at least "
+        "10 frame intervals for slow streams (fps-aware)",
+    )
+    fps: float | None = Field(
+        None,
+        gt=0.0,
+        le=480.0,
+        description="expected frame rate (frames/s); when unset it is read from the stream",
+    )
+    max_corrupt_in_row: int = Field(
+        30,
+        ge=1,
+        le=100_000,
+        description="this many undecodable packets in a row restart the source",
+    )
+    realtime: bool = Field(
+        True,
+        description="files only: pace frames at their media time (like a camera); when "
+        "false, decode as fast as the pipeline consumes and lose no frame",
+    )
+    loop: bool = Field(False, description="files only: start again at the end")
+    hwaccel: str | None = Field(
+        None,
+        min_length=1,
+        description="FFmpeg hardware decoder device type, e.g. 'cuda' on NVIDIA; falls back "
+        "to software decoding when unavailable",
+    )
+    options: dict[str, str] = Field(
+        default_factory=dict,
+        description="extra FFmpeg demuxer options, e.g. {video_size: 1280x720, "
+        "input_format: mjpeg} for V4L2",
+    )
+    backoff: BackoffConfig = BackoffConfig()
+
+    def resolved_url(self) -> str:
+        """``url`` with every ``${NAME}`` replaced by the environment variable NAME.
+
+        Raises:
+            ConfigError: a referenced variable is not set.
+        """
+
+        def value(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name not in os.environ:
+                raise ConfigError(
+                    f"cameras[{self.name}].url: environment variable {name} is not set"
+                )
+            return os.environ[name]
+
+        return _ENV_REF.sub(value, self.url)

@@ -1,0 +1,237 @@
+"""A real HTTP server on loopback that speaks the Ollama API the describer uses.
+
+Endpoints: ``POST /api/chat`` (streaming NDJSON and not), ``GET /api/tags``,
+``POST /api/embed``, ``GET /api/version``. Behaviour is chosen by ``mode`` (may change
+while running):
+
+- ``happy``: a valid structured answer that echoes the VA numbers of the prompt.
+- ``slow``: holds the request until :meth:`FakeOllama.release` (or 30 s), then answers.
+- ``error500``: HTTP 500 with an Ollama-style ``{"error": ...}`` body.
+- ``malformed``: HTTP 200 whose body is not JSON.
+- ``garbage``: a valid envelope whose message content is prose, not JSON.
+- ``blank``: a valid envelope with empty content.
+- ``invalid_once``: ``garbage`` for the first chat request, ``happy`` afterwards.
+
+Every request is recorded (path and parsed JSON body) for assertions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+MODES = ("happy", "slow", "error500", "malformed", "garbage", "blank", "invalid_once")
+
+_VA = re.compile(r"valence ([+-]\d\.\d\d), arousal ([+-]\d\.\d\d)")
+SLOW_HOLD_S = 30.0  # upper bound on how long a slow handler holds a request
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def embed_text(text: str, dim: int = 64) -> list[float]:
+    """Deterministic bag-of-words vector: shared words give a high cosine."""
+    vec = [0.0] * dim
+    for word in re.findall(r"[a-z]+", text.lower()):
+        h = int(hashlib.sha256(word.encode()).hexdigest(), 16)
+        vec[h % dim] += 1.0 if (h >> 8) & 1 else -1.0
+    norm = math.sqrt(sum(x * x for x in vec)) or 1.0
+    return [x / norm for x in vec]
+
+
+class FakeOllama:
+    """``with FakeOllama("happy") as srv: srv.url`` -> ``http://127.0.0.1:PORT``."""
+
+    def __init__(self, mode: str = "happy", port: int = 0, model: str = "llama3.2") -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}")
+        self.mode = mode
+        self.model = model
+        self.requests: list[tuple[str, Any]] = []
+        self._release = threading.Event()
+        self._lock = threading.Lock()
+        self.holding = 0  # slow requests being held right now
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                return
+
+            def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _json(self, status: int, obj: Any) -> None:
+                self._send(status, json.dumps(obj).encode())
+
+            def do_GET(self) -> None:
+                fake._record(self.path, None)
+                if self.path == "/api/tags":
+                    self._json(
+                        200,
+                        {
+                            "models": [
+                                {"name": f"{fake.model}:latest", "model": f"{fake.model}:latest"},
+                                {"name": "embedder:latest", "model": "embedder:latest"},
+                            ]
+                        },
+                    )
+                elif self.path == "/api/version":
+                    self._json(200, {"version": "0.0.0-fake"})
+                else:
+                    self._json(404, {"error": f"no route {self.path}"})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                try:
+                    body = json.loads(raw or b"{}")
+                except json.JSONDecodeError:
+                    body = {"_unparsed": raw.decode("utf-8", "replace")}
+                n = fake._record(self.path, body)
+                if self.path == "/api/embed":
+                    inputs = body.get("input", [])
+                    if isinstance(inputs, str):
+                        inputs = [inputs]
+                    self._json(
+                        200,
+                        {"model": body.get("model"), "embeddings": [embed_text(t) for t in inputs]},
+                    )
+                    return
+                if self.path != "/api/chat":
+                    self._json(404, {"error": f"no route {self.path}"})
+                    return
+                mode = fake.mode
+                if mode == "invalid_once":
+                    mode = "garbage" if n == 1 else "happy"
+                if mode == "slow":
+                    with fake._lock:
+                        fake.holding += 1
+                    try:
+                        fake._release.wait(SLOW_HOLD_S)
+                    finally:
+                        with fake._lock:
+                            fake.holding -= 1
+                    mode = "happy"
+                if mode == "error500":
+                    self._json(500, {"error": "model runner crashed"})
+                    return
+                if mode == "malformed":
+                    self._send(200, b'{"model": "x", "message": {"role": "assist')
+                    return
+                if mode == "garbage":
+                    content = "I think this person looks quite happy, maybe content!"
+                elif mode == "blank":
+                    content = "   "
+                else:
+                    content = json.dumps(fake.answer_for(body))
+                self._chat_reply(body, content)
+
+            def _chat_reply(self, body: dict[str, Any], content: str) -> None:
+                model = body.get("model", fake.model)
+                if not body.get("stream", True):
+                    self._json(
+                        200,
+                        {
+                            "model": model,
+                            "created_at": "2026-01-01T00:00:00Z",
+                            "message": {"role": "assistant", "content": content},
+                            "done": True,
+                            "done_reason": "stop",
+                        },
+                    )
+                    return
+                step = max(1, len(content) // 4)
+                pieces = [content[i : i + step] for i in range(0, len(content), step)] or [""]
+                lines = [
+                    {"model": model, "message": {"role": "assistant", "content": p}, "done": False}
+                    for p in pieces
+                ]
+                lines.append(
+                    {
+                        "model": model,
+                        "message": {"role": "assistant", "content": ""},
+                        "done": True,
+                        "done_reason": "stop",
+                    }
+                )
+                payload = b"".join(json.dumps(x).encode() + b"\n" for x in lines)
+                self._send(200, payload, "application/x-ndjson")
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def _record(self, path: str, body: Any) -> int:
+        """Record a request; returns how many chat requests there were so far."""
+        with self._lock:
+            self.requests.append((path, body))
+            return sum(1 for p, _ in self.requests if p == "/api/chat")
+
+    @staticmethod
+    def answer_for(body: dict[str, Any]) -> dict[str, Any]:
+        """A schema-valid answer echoing the current VA of the prompt."""
+        user = next(
+            (m.get("content", "") for m in body.get("messages", []) if m.get("role") == "user"),
+            "",
+        )
+        m = _VA.search(user)
+        va = f"valence {m.group(1)}, arousal {m.group(2)}" if m else "no numbers"
+        return {
+            "basic": "happiness",
+            "complex": ["Happiness", "pleasure"],
+            "description": f"A warm smile with relaxed eyes ({va}).",
+        }
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def chat_bodies(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [b for p, b in self.requests if p == "/api/chat"]
+
+    def count(self, path: str) -> int:
+        with self._lock:
+            return sum(1 for p, _ in self.requests if p == path)
+
+    def release(self) -> None:
+        """Let held (slow) requests answer."""
+        self._release.set()
+
+    def start(self) -> FakeOllama:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._release.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> FakeOllama:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

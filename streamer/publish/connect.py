@@ -1,0 +1,165 @@
+"""Building aiomqtt clients from :class:`MqttConfig` and explaining connection failures.
+
+Shared by the publisher and ``streamer subscribe``. Error texts name the broker, the user
+and where the password came from, never the password itself.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import random
+import re
+import socket
+import ssl
+from typing import Any
+
+import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.reasoncodes import ReasonCode
+
+from streamer.errors import ConfigError
+from streamer.publish.config import MqttConfig, MqttTlsConfig
+
+# MQTT 5 reason codes (paho maps MQTT 3.1.1 CONNACK codes 4 and 5 onto 134 and 135).
+_AUTH_REASON_CODES = {134, 135, 138, 140}  # bad user/password, not authorized, banned, bad method
+_AUTH_V3_CODES = {4, 5}
+
+
+class FailureKind(enum.Enum):
+    """Why a connection attempt failed; decides the retry delay."""
+
+    NETWORK = "network"  # refused, unreachable, timeout, dropped: normal backoff
+    AUTH = "auth"  # credentials refused: long delay, never a tight loop
+    TLS = "tls"  # certificate or handshake failure: long delay, never plaintext
+
+
+def default_client_id() -> str:
+    """``streamer-<host name>-<pid>``, restricted to safe characters."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40]
+    return f"streamer-{host}-{os.getpid()}"
+
+
+def build_tls_context(tls: MqttTlsConfig) -> ssl.SSLContext:
+    """A verifying TLS client context (blocking: reads certificate files).
+
+    Raises:
+        ConfigError: a certificate or key file cannot be read or parsed.
+    """
+    try:
+        ctx = ssl.create_default_context(
+            cafile=str(tls.ca_file) if tls.ca_file is not None else None
+        )
+    except (OSError, ssl.SSLError) as err:
+        raise ConfigError(f"mqtt.tls.ca_file: cannot load {tls.ca_file}: {err}") from err
+    ctx.check_hostname = tls.check_hostname
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    if tls.cert_file is not None:
+        try:
+            ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        except (OSError, ssl.SSLError) as err:
+            raise ConfigError(
+                f"mqtt.tls.cert_file/key_file: cannot load {tls.cert_file} / {tls.key_file}: {err}"
+            ) from err
+    return ctx
+
+
+def client_kwargs(
+    cfg: MqttConfig,
+    password: str | None,
+    tls_context: ssl.SSLContext | None,
+    client_id: str | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments for :class:`aiomqtt.Client` (without ``will``)."""
+    kwargs: dict[str, Any] = {
+        "hostname": cfg.host,
+        "port": cfg.port,
+        "identifier": client_id or cfg.client_id or default_client_id(),
+        "protocol": aiomqtt.ProtocolVersion.V5
+        if cfg.protocol == "5"
+        else aiomqtt.ProtocolVersion.V311,
+        "keepalive": cfg.keepalive_s,
+        "timeout": cfg.connect_timeout_s,
+    }
+    if cfg.username is not None:
+        kwargs["username"] = cfg.username
+        kwargs["password"] = password
+    if tls_context is not None:
+        kwargs["tls_context"] = tls_context
+    return kwargs
+
+
+def password_source(cfg: MqttConfig) -> str:
+    """Where the password comes from, for error messages (never the value)."""
+    if cfg.password_env is not None:
+        return f"environment variable {cfg.password_env}"
+    if cfg.password_file is not None:
+        return f"file {cfg.password_file}"
+    return "no password configured"
+
+
+def explain_failure(err: BaseException, cfg: MqttConfig) -> tuple[FailureKind, str]:
+    """Classify a failed connection and describe it for a log line.
+
+    Args:
+        err: the exception raised by entering the aiomqtt client (or by the connection
+            later).
+        cfg: the MQTT config (host, user and password source are named).
+
+    Returns:
+        The failure kind and an actionable message without secrets.
+    """
+    where = f"MQTT broker {cfg.host}:{cfg.port}" + (" (TLS)" if cfg.tls is not None else "")
+    if isinstance(err, MqttConnectError):
+        rc = err.rc
+        code = rc.value if isinstance(rc, ReasonCode) else rc
+        is_auth = (isinstance(rc, ReasonCode) and code in _AUTH_REASON_CODES) or (
+            not isinstance(rc, ReasonCode) and code in _AUTH_V3_CODES
+        )
+        reason = str(rc) if isinstance(rc, ReasonCode) else str(err)
+        if is_auth:
+            who = f"user {cfg.username!r}" if cfg.username else "an anonymous client"
+            return FailureKind.AUTH, (
+                f"{where} refused the login of {who}: {reason}; check mqtt.username and "
+                f"the password ({password_source(cfg)}) and the broker's ACL"
+            )
+        return FailureKind.NETWORK, f"{where} refused the connection: {reason}"
+    # aiomqtt re-raises socket errors as MqttError(str(exc)) "from None"; the original
+    # exception is still the implicit context.
+    cause: BaseException | None = err
+    seen = 0
+    while cause is not None and not isinstance(cause, OSError) and seen < 5:
+        cause = cause.__cause__ or cause.__context__
+        seen += 1
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return FailureKind.TLS, (
+            f"{where}: TLS certificate verification failed ({cause.verify_message}); "
+            "check mqtt.tls.ca_file and that the broker certificate names mqtt.host; "
+            "not falling back to plaintext"
+        )
+    if isinstance(cause, ssl.SSLError):
+        why = getattr(cause, "reason", None) or cause
+        return FailureKind.TLS, (
+            f"{where}: TLS handshake failed ({why}); is the port a TLS "
+            "listener, and is the client certificate accepted? not falling back to plaintext"
+        )
+    if isinstance(cause, ConnectionRefusedError):
+        return FailureKind.NETWORK, f"{where} refused the TCP connection (is it running?)"
+    if isinstance(cause, socket.gaierror):
+        return FailureKind.NETWORK, f"{where}: cannot resolve host name ({cause.strerror})"
+    if isinstance(cause, OSError):
+        return FailureKind.NETWORK, f"{where}: {cause.strerror or type(cause).__name__}"
+    return FailureKind.NETWORK, f"{where}: {str(err)[:200] or type(err).__name__}"
+
+
+def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
+    """Capped exponential delay with jitter in [cap/2, cap] ("equal jitter").
+
+    Args:
+        attempt: 0 for the first retry after a failure.
+        min_s: the delay cap of the first retry.
+        max_s: the largest cap.
+        rng: the random source (seeded in tests).
+    """
+    cap = min(max_s, min_s * float(2 ** min(attempt, 30)))
+    return cap / 2 + rng.random() * cap / 2

@@ -11,6 +11,7 @@ it. Fetching (``streamer models fetch``) tries the offline mirror folders named 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -184,9 +185,9 @@ class ModelStore:
                 out.append((f"mirror {direct}", _copier(direct)))
             if art.archive and (folder / art.archive).is_file():
                 arch = folder / art.archive
-                out.append((f"mirror {arch}", lambda d, a=arch: extract_member(a, member, d)))
+                out.append((f"mirror {arch}", functools.partial(extract_member, arch, member)))
         for src in art.sources:
-            out.append((src.describe(), lambda d, s=src: obtain(s, d)))
+            out.append((src.describe(), functools.partial(obtain, src)))
         return out
 
     def _install(

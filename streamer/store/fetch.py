@@ -62,8 +62,8 @@ def extract_member(archive: Path, member: str, dest: Path) -> None:
                 names = [n for n in zf.namelist() if ("/" + n).endswith(suffix)]
                 if not names:
                     raise StoreError(f"{archive.name}: has no member {member!r}")
-                with zf.open(names[0]) as src, dest.open("wb") as out:
-                    shutil.copyfileobj(src, out, CHUNK)
+                with zf.open(names[0]) as member_file, dest.open("wb") as out:
+                    shutil.copyfileobj(member_file, out, CHUNK)
             return
         with tarfile.open(archive) as tf:
             for info in tf:

@@ -217,6 +217,7 @@ class Pipeline:
         *,
         out: Path | None = None,
         stdout_jsonl: bool = False,
+        atomic_out: bool = True,
         bus: EventBus | None = None,
     ) -> None:
         from streamer.affect import AffectEngine, load_va_model
@@ -231,7 +232,7 @@ class Pipeline:
         out = out or cfg.output.jsonl
         self._writer: JsonlWriter | None = None
         if out is not None or stdout_jsonl:
-            self._writer = JsonlWriter(out)
+            self._writer = JsonlWriter(out, atomic=atomic_out)
         self._stack = contextlib.AsyncExitStack()
         self._sink_tasks: list[asyncio.Task[None]] = []
         self._describer: Any = None

@@ -125,12 +125,14 @@ class Tracker:
         """
         for tr in self.tracks:
             tr.predict()
-        appeared: list[Track] = []
-        if detections is not None:
-            appeared = self._associate(t, detections)
+        # Age out first: a face returning after a gap longer than max_age_s (a camera
+        # reconnect) starts a new track instead of reviving the stale one.
         lost = [tr for tr in self.tracks if t - tr.last_t > self.cfg.max_age_s]
         if lost:
             self.tracks = [tr for tr in self.tracks if t - tr.last_t <= self.cfg.max_age_s]
+        appeared: list[Track] = []
+        if detections is not None:
+            appeared = self._associate(t, detections)
         visible = [tr for tr in self.tracks if tr.confirmed and tr.matched]
         return TrackerStep(visible, appeared, [tr for tr in lost if tr.confirmed])
 

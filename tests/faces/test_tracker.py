@@ -65,6 +65,16 @@ def test_track_deleted_after_max_age_and_reported_lost() -> None:
     assert tr.tracks == []
 
 
+def test_face_back_at_the_same_place_after_a_gap_is_a_new_track() -> None:
+    tr = Tracker(TrackerConfig(min_hits=2, max_age_s=0.3))
+    for i in range(10):
+        tr.step(i / FPS, [det(100, 100)])
+    step = tr.step(10 / FPS + 2.0, [det(100, 100)])  # 2 s outage, e.g. a reconnect
+    assert [t.id for t in step.lost] == [1]
+    steps = [tr.step(11 / FPS + 2.0 + i / FPS, [det(100, 100)]) for i in range(3)]
+    assert {t.id for s in steps for t in s.visible} == {2}
+
+
 def test_frames_without_detector_run_carry_tracks() -> None:
     tr = Tracker(TrackerConfig(min_hits=2))
     frames = [[det(100 + 2 * i, 100)] if i % 3 == 0 else None for i in range(30)]

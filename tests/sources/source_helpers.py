@@ -1,0 +1,60 @@
+"""Helpers of the sources tests: status collection and polling with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from streamer.messages import CameraState, CameraStatus
+from streamer.publish.bus import EventBus, Subscription
+
+
+def drain_statuses(sub: Subscription) -> list[CameraStatus]:
+    out = []
+    while (msg := sub.get_nowait()) is not None:
+        if isinstance(msg, CameraStatus):
+            out.append(msg)
+    return out
+
+
+class StatusLog:
+    """Collects a bus's CameraStatus messages (call :meth:`poll` from the loop)."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.sub = bus.subscribe(
+            "test-status", maxsize=10_000, accept=lambda m: isinstance(m, CameraStatus)
+        )
+        self.seen: list[CameraStatus] = []
+
+    def poll(self) -> list[CameraStatus]:
+        self.seen.extend(drain_statuses(self.sub))
+        return self.seen
+
+    def states(self, camera: str | None = None) -> list[CameraState]:
+        return [s.state for s in self.poll() if camera is None or s.camera == camera]
+
+    async def wait_for(
+        self, pred: Callable[[CameraStatus], bool], timeout_s: float
+    ) -> CameraStatus:
+        """First status (old or new) matching ``pred``; fails after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for st in self.poll():
+                if pred(st):
+                    return st
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"no matching status within {timeout_s} s; saw "
+                    f"{[(s.camera, s.state.value, s.detail) for s in self.seen]}"
+                )
+            await asyncio.sleep(0.05)
+
+
+async def wait_until(pred: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``pred`` until true (a deadline, not a timing assertion)."""
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.05)

@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from streamer.errors import ModelError
+
 __all__ = [
     "Graph",
     "Node",
@@ -168,7 +170,7 @@ def _np_conv(x: np.ndarray, n: Node) -> np.ndarray:
             x.shape[0], group * mult, win.shape[2], win.shape[3]
         )
     else:
-        raise NotImplementedError(f"grouped conv with group={group}")
+        raise ModelError(f"grouped convolution with group={group} is not supported")
     if "b" in n.params:
         y = y + n.params["b"].astype(np.float64)[None, :, None, None]
     return y
@@ -232,6 +234,6 @@ def run_numpy(graph: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
         elif n.op == "dense":
             y = ins[0] @ n.params["W"].astype(np.float64) + n.params["b"].astype(np.float64)
         else:
-            raise NotImplementedError(n.op)
+            raise ModelError(f"graph op {n.op!r} has no numpy reference")
         vals[n.name] = y
     return {out: vals[src] for src, out in graph.outputs}

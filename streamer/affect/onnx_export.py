@@ -23,6 +23,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from streamer.affect.graph import Graph, fold_batchnorm
+from streamer.errors import ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def build_onnx(graph: Graph, fold_bn: bool = True) -> onnx.ModelProto:
                          const(f"{n.name}.b", n.params["b"])], [out], name=n.name,
             ))
         else:
-            raise NotImplementedError(f"op {n.op!r} has no ONNX translation")
+            raise ModelError(f"graph op {n.op!r} has no ONNX translation")
         tensor[n.name] = out
 
     outputs = []

@@ -26,6 +26,7 @@ from streamer.affect.facechannel import (
     keras_layer_names,
 )
 from streamer.affect.graph import Graph, Node
+from streamer.errors import ModelError
 
 __all__ = ["FaceChannelV1", "GraphModule"]
 
@@ -197,6 +198,6 @@ class GraphModule(nn.Module):
             elif n.op == "dense":
                 y = ins[0] @ self._p(n, "W") + self._p(n, "b")
             else:
-                raise NotImplementedError(n.op)
+                raise ModelError(f"graph op {n.op!r} has no torch translation")
             vals[n.name] = y
         return [vals[src] for src, _ in self.graph.outputs]

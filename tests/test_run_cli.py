@@ -7,6 +7,7 @@ real models from the store and a real ``streamer`` process.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import itertools
 import json
 import os
@@ -528,7 +529,11 @@ async def test_tracks_age_out_across_a_reconnect(
                 return
 
     driver = asyncio.create_task(drive())
-    await asyncio.wait_for(run_live(cfg, stop=stop, pipeline=pipe, handle_signals=False), 90)
+    try:
+        await asyncio.wait_for(run_live(cfg, stop=stop, pipeline=pipe, handle_signals=False), 90)
+    except TimeoutError:
+        faulthandler.dump_traceback(all_threads=True)  # where the reconnect got stuck
+        raise
     await driver
     kinds = [(e.track_id, e.kind) for e in events]
     first, second = kinds[0][0], [t for t, k in kinds if k is TrackEventKind.APPEARED][1]

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import shutil
@@ -140,6 +139,10 @@ class RtspServer:
             line = self._read_line(deadline)
             if line.startswith("READY"):
                 return self
+            # Not ready (port still held, or just slow): make sure this instance is gone
+            # before trying again, or a late starter would keep serving on the port after
+            # a later kill() and a "dead" camera would come back.
+            self.proc.kill()
             self._reap()
             # The port may still be held by the previous instance's sockets: retry.
             if time.monotonic() > deadline:
@@ -189,7 +192,10 @@ class RtspServer:
     def _reap(self) -> None:
         if self.proc is None:
             return
-        with contextlib.suppress(subprocess.TimeoutExpired):
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
             self.proc.wait(5)
         for pipe in (self.proc.stdout, self.proc.stderr):
             if pipe is not None:

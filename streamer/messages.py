@@ -121,7 +121,7 @@ class TrackEvent:
     frame: int
     t: float
     wall_time: float | None = None
-    # Summary carried on LOST so sinks need no state: (duration_s, mean_v, mean_a, n).
+    # Carried on LOST so sinks need no state: how long the track was seen (media time).
     duration_s: float | None = None
 
     def to_record(self) -> dict[str, Any]:

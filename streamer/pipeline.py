@@ -35,8 +35,6 @@ from streamer.faces.crops import CROP_SIZE, crop_faces
 from streamer.faces.tracker import Track, Tracker
 from streamer.faces.yunet import YuNetDetector
 from streamer.messages import (
-    CameraState,
-    CameraStatus,
     Frame,
     Message,
     TrackEvent,
@@ -291,11 +289,6 @@ class Pipeline:
                     self._writer.commit()
                 else:
                     self._writer.abort()
-
-    def publish_status(self, camera: str, state: CameraState, detail: str = "") -> None:
-        st = self.stats.get(camera)
-        self.bus.publish(CameraStatus(camera, state, time.time(), detail,
-                                      frames=st.frames if st else 0))
 
     async def run_camera(
         self, camera: str, frames: AsyncIterable[Frame], *, lossless: bool,

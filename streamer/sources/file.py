@@ -145,10 +145,6 @@ class FileSource:
         return self._info.get("fps", 0.0)
 
     @property
-    def duration_s(self) -> float:
-        return self._info.get("duration_s", 0.0)
-
-    @property
     def frame_count(self) -> int:
         return int(self._info.get("frames", 0))
 
@@ -158,13 +154,7 @@ class FileSource:
         container = await asyncio.to_thread(open_video, self.path)
         try:
             s = container.streams.video[0]
-            self._info = {
-                "fps": float(s.average_rate or 0.0),
-                "frames": float(s.frames or 0),
-                "duration_s": float(s.duration * s.time_base)
-                if s.duration and s.time_base
-                else float(container.duration or 0) / 1e6,
-            }
+            self._info = {"fps": float(s.average_rate or 0.0), "frames": float(s.frames or 0)}
         finally:
             container.close()
         self._thread = threading.Thread(

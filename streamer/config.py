@@ -34,14 +34,20 @@ class SmoothingConfig(StrictModel):
         gt=0.0,
         description="variance added to each VA state per second (how fast true affect may move)",
     )
-    measurement_noise: float = Field(
-        0.05, gt=0.0, description="variance of one raw VA measurement"
-    )
+    measurement_noise: float = Field(0.05, gt=0.0, description="variance of one raw VA measurement")
     initial_variance: float = Field(0.25, gt=0.0, description="variance of a new track's state")
 
 
 class OutputConfig(StrictModel):
     jsonl: Path | None = Field(None, description="write every record to this JSONL file")
+    live_lossless_wait_s: float = Field(
+        2.0,
+        ge=0.0,
+        le=60.0,
+        description="live runs: how long a frame's results wait for a full lossless sink "
+        "(the JSONL file) before they are dropped for it, counted and logged; replay "
+        "always waits",
+    )
 
 
 class AppConfig(StrictModel):

@@ -30,6 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from streamer.bus import EventBus
 from streamer.config import AppConfig
 from streamer.faces.crops import CROP_SIZE, crop_faces
 from streamer.faces.tracker import Track, Tracker
@@ -42,7 +43,6 @@ from streamer.messages import (
     VASample,
     clamp_va,
 )
-from streamer.publish.bus import EventBus
 from streamer.publish.jsonl import JsonlWriter
 from streamer.smoothing import VAFilter
 from streamer.store import ModelStore
@@ -102,7 +102,11 @@ class CameraAnalyzer:
     ``prepare`` runs in one worker thread at a time, ``finish`` on the event loop)."""
 
     def __init__(
-        self, camera: str, cfg: AppConfig, detector: YuNetDetector, model_name: str,
+        self,
+        camera: str,
+        cfg: AppConfig,
+        detector: YuNetDetector,
+        model_name: str,
         stats: CameraStats,
     ) -> None:
         self.camera = camera
@@ -161,8 +165,9 @@ class CameraAnalyzer:
                 sm.process_noise_per_s, sm.measurement_noise, sm.initial_variance
             )
             self.stats.tracks_appeared += 1
-            out.append(TrackEvent(self.camera, tr.id, TrackEventKind.APPEARED, frame.index,
-                                  frame.t, wall))
+            out.append(
+                TrackEvent(self.camera, tr.id, TrackEventKind.APPEARED, frame.index, frame.t, wall)
+            )
         visible_ids = set()
         for i, tr in enumerate(prep.visible):
             visible_ids.add(tr.id)
@@ -174,18 +179,39 @@ class CameraAnalyzer:
                 v_raw_out, a_raw_out = clamp_va(v_raw), clamp_va(a_raw)
             filt = self.filters[tr.id]
             v, a, var = filt.step(frame.t, v_raw_out, a_raw_out)
-            out.append(VASample(
-                self.camera, frame.index, frame.t, tr.id, tr.box, v, a,
-                v_raw_out, a_raw_out, var, self.model_name, wall,
-            ))
+            out.append(
+                VASample(
+                    self.camera,
+                    frame.index,
+                    frame.t,
+                    tr.id,
+                    tr.box,
+                    v,
+                    a,
+                    v_raw_out,
+                    a_raw_out,
+                    var,
+                    self.model_name,
+                    wall,
+                )
+            )
         # Tracks that exist but were not seen: predict-only, no record.
         for tid, filt in self.filters.items():
             if tid not in visible_ids:
                 filt.step(frame.t, None, None)
         for tr in prep.lost:
             self.filters.pop(tr.id, None)
-            out.append(TrackEvent(self.camera, tr.id, TrackEventKind.LOST, frame.index, frame.t,
-                                  wall, duration_s=tr.last_t - tr.first_t))
+            out.append(
+                TrackEvent(
+                    self.camera,
+                    tr.id,
+                    TrackEventKind.LOST,
+                    frame.index,
+                    frame.t,
+                    wall,
+                    duration_s=tr.last_t - tr.first_t,
+                )
+            )
         self.stats.faces += len(prep.visible)
         self.stats.stage_s["smooth"] += time.perf_counter() - t0
         return out
@@ -198,8 +224,17 @@ class CameraAnalyzer:
         wall = time.time() if live else None
         for tr in self.tracker.tracks:
             if tr.confirmed:
-                out.append(TrackEvent(self.camera, tr.id, TrackEventKind.LOST, frame.index,
-                                      frame.t, wall, duration_s=tr.last_t - tr.first_t))
+                out.append(
+                    TrackEvent(
+                        self.camera,
+                        tr.id,
+                        TrackEventKind.LOST,
+                        frame.index,
+                        frame.t,
+                        wall,
+                        duration_s=tr.last_t - tr.first_t,
+                    )
+                )
         self.tracker.tracks.clear()
         self.filters.clear()
         return out
@@ -260,9 +295,7 @@ class Pipeline:
         if self.cfg.mqtt is not None:
             from streamer.publish.mqtt import MqttPublisher
 
-            await self._stack.enter_async_context(
-                MqttPublisher(self.cfg.mqtt, self.bus, cameras)
-            )
+            await self._stack.enter_async_context(MqttPublisher(self.cfg.mqtt, self.bus, cameras))
         if self.cfg.llm is not None:
             from streamer.describe import Describer
 
@@ -291,7 +324,11 @@ class Pipeline:
                     self._writer.abort()
 
     async def run_camera(
-        self, camera: str, frames: AsyncIterable[Frame], *, lossless: bool,
+        self,
+        camera: str,
+        frames: AsyncIterable[Frame],
+        *,
+        lossless: bool,
         decode_stats: dict[str, Any] | None = None,
     ) -> CameraStats:
         """Analyse ``frames`` until they end; returns the camera's counters.
@@ -309,7 +346,6 @@ class Pipeline:
         analyzer = CameraAnalyzer(camera, self.cfg, detector, self.model_name, stats)
         live = not lossless
         handoff: asyncio.Queue[_Prepared | None] = asyncio.Queue(maxsize=2)
-        publish = self.bus.publish_wait if lossless else _async(self.bus.publish)
 
         async def prepare_loop() -> None:
             try:
@@ -329,13 +365,13 @@ class Pipeline:
                     va = np.empty((0, 2), np.float32)
                 stats.stage_s["va"] += time.perf_counter() - t0
                 for msg in analyzer.finish(prep, va, live):
-                    await publish(msg)
+                    await self.bus.publish(msg)
                 stats.frames += 1
                 if prep.frame.wall_time:
                     stats.latencies_s.append(time.time() - prep.frame.wall_time)
                 last = prep.frame
             for msg in analyzer.end_of_stream(last, live):
-                await publish(msg)
+                await self.bus.publish(msg)
 
         try:
             async with asyncio.TaskGroup() as tg:
@@ -363,10 +399,3 @@ def _first_error(group: BaseExceptionGroup) -> BaseException:
         if isinstance(e, StreamerError):
             return e
     return leaves[0]
-
-
-def _async(fn: Any) -> Any:
-    async def call(msg: Message) -> None:
-        fn(msg)
-
-    return call

@@ -44,8 +44,10 @@ class VAFilter:
         dt = 0.0 if self._t is None else max(0.0, t - self._t)
         self._t = t
         measured = (
-            valence is not None and arousal is not None
-            and math.isfinite(valence) and math.isfinite(arousal)
+            valence is not None
+            and arousal is not None
+            and math.isfinite(valence)
+            and math.isfinite(arousal)
         )
         if not measured and (valence is not None or arousal is not None):
             self.rejected += 1

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from streamer.bus import Subscription
 from streamer.messages import Message, VASample
-from streamer.publish.bus import Subscription
 
 # Circumplex quadrants (Russell 1980), named by sign of valence and arousal.
 QUADRANTS = {

@@ -58,7 +58,9 @@ def test_validate_config_cli(tmp_path: Path) -> None:
     bad.write_text("affect:\n  max_batch: 0\n  colour: red\n")
     proc = subprocess.run(
         [sys.executable, "-m", "streamer", "validate-config", str(bad)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 1
     assert f"{bad}:2: affect.max_batch" in proc.stderr
@@ -68,6 +70,8 @@ def test_validate_config_cli(tmp_path: Path) -> None:
     good.write_text("faces:\n  detector:\n    detect_every_n_frames: 1\n")
     proc = subprocess.run(
         [sys.executable, "-m", "streamer", "validate-config", str(good)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr

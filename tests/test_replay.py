@@ -25,7 +25,11 @@ TOLERANCE_S = 0.5
 def replay(video: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "streamer", "replay", str(video), "--no-progress", *args],
-        capture_output=True, text=True, check=False, cwd=cwd, timeout=300,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd,
+        timeout=300,
         env={**os.environ, "COLUMNS": "160"},
     )
 
@@ -62,8 +66,20 @@ def test_single_face_one_track_and_valence_rises(single_face_run) -> None:
 def test_records_have_the_documented_fields(single_face_run) -> None:
     out, _ = single_face_run
     rec = va_records(out)[0]
-    for key in ("schema", "camera", "frame", "t", "track_id", "box", "valence", "arousal",
-                "valence_raw", "arousal_raw", "variance", "model"):
+    for key in (
+        "schema",
+        "camera",
+        "frame",
+        "t",
+        "track_id",
+        "box",
+        "valence",
+        "arousal",
+        "valence_raw",
+        "arousal_raw",
+        "variance",
+        "model",
+    ):
         assert key in rec
     assert rec["camera"] == "single_face"
     assert "approx" in rec["model"], "the embedded default model must say it is approximate"
@@ -161,8 +177,9 @@ BAD_INPUTS: dict[str, Callable[[Path, Path], Path]] = {
     "missing": lambda src, d: d / "missing.mp4",
     "empty": lambda src, d: (d / "empty.mp4").write_bytes(b"") or d / "empty.mp4",
     "not-video": lambda src, d: (d / "notes.mp4").write_text("hello\n" * 50) and d / "notes.mp4",
-    "moov-cut": lambda src, d: (d / "cut.mp4").write_bytes(src.read_bytes()[:5000])
-    or d / "cut.mp4",
+    "moov-cut": lambda src, d: (
+        (d / "cut.mp4").write_bytes(src.read_bytes()[:5000]) or d / "cut.mp4"
+    ),
     "truncated": lambda src, d: _truncated(src, d / "trunc.mp4"),
     "corrupt": lambda src, d: _corrupt(src, d / "corrupt.mp4"),
     "directory": lambda src, d: (d / "adir.mp4").mkdir() or d / "adir.mp4",

@@ -38,12 +38,26 @@ def _free_port() -> int:
 
 
 def _replay(video: Path, out: Path, config: Path | None) -> None:
-    cmd = [sys.executable, "-m", "streamer", "replay", str(video), "--no-progress",
-           "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamer",
+        "replay",
+        str(video),
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     if config is not None:
         cmd += ["--config", str(config)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False,
-                          env={**os.environ, "COLUMNS": "160"})
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "COLUMNS": "160"},
+    )
     assert proc.returncode == 0, proc.stderr
 
 

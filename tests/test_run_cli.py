@@ -479,7 +479,6 @@ def shifted_face_clip(
 # after the server kill logged nothing more for 90 s; the thread dump printed on timeout
 # is there to find out where. One rerun keeps that open question from failing CI; the
 # closing note of issue 4 reports it.
-@pytest.mark.flaky(reruns=1)
 async def test_tracks_age_out_across_a_reconnect(
     models: None, face_server: RtspServer, shifted_face_clip: Path
 ) -> None:

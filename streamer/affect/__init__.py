@@ -1,8 +1,8 @@
 """The affect stage: face crops -> valence/arousal.
 
-    model = load_va_model(cfg.affect, default_store())
-    async with AffectEngine.from_config(model, cfg.affect) as engine:
-        va = await engine.infer(crops)   # (N, 64, 64) uint8 -> (N, 2) [valence, arousal]
+model = load_va_model(cfg.affect, default_store())
+async with AffectEngine.from_config(model, cfg.affect) as engine:
+    va = await engine.infer(crops)   # (N, 64, 64) uint8 -> (N, 2) [valence, arousal]
 """
 
 from __future__ import annotations

@@ -105,12 +105,9 @@ class AffectConfig(StrictModel):
         3,
         ge=1,
         le=100,
-        description="worker restarts within restart_window_s before the stage is marked "
-        "degraded",
+        description="worker restarts within restart_window_s before the stage is marked degraded",
     )
-    restart_window_s: float = Field(
-        60.0, gt=0.0, description="window for counting worker restarts"
-    )
+    restart_window_s: float = Field(60.0, gt=0.0, description="window for counting worker restarts")
 
     @model_validator(mode="after")
     def _weights_need_a_model(self) -> AffectConfig:

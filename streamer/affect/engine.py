@@ -153,8 +153,7 @@ class AffectEngine:
             wait_s = min(self.timeout_s, STOP_WAIT_S)
             await asyncio.to_thread(thread.join, wait_s)
             if thread.is_alive():
-                logger.warning("affect worker did not stop within %.1f s (hung model call)",
-                               wait_s)
+                logger.warning("affect worker did not stop within %.1f s (hung model call)", wait_s)
         while True:  # answer whatever is still queued
             try:
                 item = self._queue.get_nowait()
@@ -218,8 +217,9 @@ class AffectEngine:
             caller = id(task) if task is not None else 0
             self._callers[caller] = now
             if len(self._callers) > 64:  # bound memory when callers are short-lived tasks
-                self._callers = {c: t for c, t in self._callers.items()
-                                 if now - t <= ACTIVE_CALLER_S}
+                self._callers = {
+                    c: t for c, t in self._callers.items() if now - t <= ACTIVE_CALLER_S
+                }
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[np.ndarray] = loop.create_future()
         req = _Request(arr, fut, loop, caller, self._generation)
@@ -251,7 +251,9 @@ class AffectEngine:
             logger.error(
                 "affect model hung %d times within %.0f s: stage degraded, faces get no "
                 "VA for %.0f s before the model is tried again",
-                len(self._restart_times), self.restart_window_s, self.degraded_retry_s,
+                len(self._restart_times),
+                self.restart_window_s,
+                self.degraded_retry_s,
             )
         else:
             logger.warning(
@@ -321,12 +323,11 @@ class AffectEngine:
                 with contextlib.suppress(RuntimeError):
                     req.loop.call_soon_threadsafe(_deliver, req.future, rows)
             if failed and (failures == 1 or failures % _LOG_EVERY == 0):
-                logger.warning("affect model failed on a batch (%d failures so far): %s",
-                               failures, failed)
+                logger.warning(
+                    "affect model failed on a batch (%d failures so far): %s", failures, failed
+                )
 
-    def _run(
-        self, batch: list[_Request], stage: np.ndarray
-    ) -> tuple[list[np.ndarray], str]:
+    def _run(self, batch: list[_Request], stage: np.ndarray) -> tuple[list[np.ndarray], str]:
         total = sum(len(r.crops) for r in batch)
         if len(batch) == 1:
             x = batch[0].crops
@@ -336,12 +337,11 @@ class AffectEngine:
         error = ""
         nonfinite = 0
         for start in range(0, total, self.max_batch):
-            chunk = x[start:start + self.max_batch]
+            chunk = x[start : start + self.max_batch]
             try:
                 va = np.asarray(self.model.predict(chunk), dtype=np.float32)
                 if va.shape != (len(chunk), 2):
-                    raise ModelError(f"expected output of shape ({len(chunk)}, 2), got "
-                                     f"{va.shape}")
+                    raise ModelError(f"expected output of shape ({len(chunk)}, 2), got {va.shape}")
             except Exception as err:  # supervisor: any model failure becomes NaN rows
                 error = f"{type(err).__name__}: {err}"
                 with self._lock:
@@ -351,7 +351,7 @@ class AffectEngine:
             finite = np.isfinite(va).all(axis=1)
             va[~finite] = np.nan
             nonfinite += int((~finite).sum())
-            out[start:start + len(chunk)] = va
+            out[start : start + len(chunk)] = va
         with self._lock:
             self._stats.batches += 1
             self._stats.largest_batch = max(self._stats.largest_batch, total)
@@ -362,6 +362,6 @@ class AffectEngine:
         results = []
         pos = 0
         for r in batch:
-            results.append(out[pos:pos + len(r.crops)])
+            results.append(out[pos : pos + len(r.crops)])
             pos += len(r.crops)
         return results, error

@@ -113,8 +113,7 @@ def facechannel_graph(kf: KerasFile) -> Graph:
         fmt = lay.config.get("data_format")
         if lay.class_name == "Conv2D" and fmt not in (None, "channels_first"):
             raise WeightsError(
-                f"{kf.path}: layer {lay.name!r}: data_format {fmt!r}, FaceChannel is "
-                "channels_first"
+                f"{kf.path}: layer {lay.name!r}: data_format {fmt!r}, FaceChannel is channels_first"
             )
     conv_cfg = {"kernel_size": (3, 3), "strides": (1, 1), "padding": "same", "use_bias": True}
     nodes: list[Node] = [Node("input", "Vision_Network_Input", (), INPUT_SHAPE)]
@@ -123,8 +122,13 @@ def facechannel_graph(kf: KerasFile) -> Graph:
         src = keras_conv_node(book, name, {**conv_cfg, "filters": filters}, src)
         nodes.append(src)
         if bn:
-            src = keras_bn_node(book, bn_of[name], {"axis": 1, "epsilon": _eps(kf, bn_of[name])},
-                                src, channel_axis=1)
+            src = keras_bn_node(
+                book,
+                bn_of[name],
+                {"axis": 1, "epsilon": _eps(kf, bn_of[name])},
+                src,
+                channel_axis=1,
+            )
             nodes.append(src)
             src = Node("relu", f"{name}/relu", (src.name,), src.shape)
             nodes.append(src)
@@ -137,11 +141,21 @@ def facechannel_graph(kf: KerasFile) -> Graph:
         relu = Node("relu", f"{name}/relu", (conv.name,), conv.shape)
         nodes += [conv, relu]
         branches.append(relu)
-    shunt = Node("shunt", "shunting_inhibition", (branches[0].name, branches[1].name),
-                 branches[0].shape, {"decay": INHIBITION_DECAY})
+    shunt = Node(
+        "shunt",
+        "shunting_inhibition",
+        (branches[0].name, branches[1].name),
+        branches[0].shape,
+        {"decay": INHIBITION_DECAY},
+    )
     pooled = _pool(shunt)
-    flat = Node("flatten", "flatten", (pooled.name,), (int(np.prod(pooled.shape)),),
-                {"channels_last": _flatten_channels_last(kf)})
+    flat = Node(
+        "flatten",
+        "flatten",
+        (pooled.name,),
+        (int(np.prod(pooled.shape)),),
+        {"channels_last": _flatten_channels_last(kf)},
+    )
     dense = keras_dense_node(book, "denseLayer", {"units": DENSE_UNITS}, flat)
     dense_relu = Node("relu", "denseLayer/relu", (dense.name,), dense.shape)
     nodes += [shunt, pooled, flat, dense, dense_relu]
@@ -165,8 +179,13 @@ def _eps(kf: KerasFile, bn_layer: str) -> float:
 
 def _pool(src: Node) -> Node:
     c, h, w = src.shape
-    return Node("maxpool", f"{src.name}/pool", (src.name,), (c, h // 2, w // 2),
-                {"kernel": (2, 2), "strides": (2, 2), "pads": (0, 0, 0, 0)})
+    return Node(
+        "maxpool",
+        f"{src.name}/pool",
+        (src.name,),
+        (c, h // 2, w // 2),
+        {"kernel": (2, 2), "strides": (2, 2), "pads": (0, 0, 0, 0)},
+    )
 
 
 # -- the same network in Keras' file layout (for round trips, tests and benchmarks) ----
@@ -188,48 +207,88 @@ def keras_model_config(flatten_data_format: str | None = "channels_first") -> di
     layers: list[dict[str, Any]] = []
 
     def layer(cls: str, name: str, config: dict[str, Any], inbound: list[str]) -> str:
-        layers.append({
-            "class_name": cls,
-            "name": name,
-            "config": {"name": name, "trainable": True, **config},
-            "inbound_nodes": [[[i, 0, 0, {}] for i in inbound]] if inbound else [],
-        })
+        layers.append(
+            {
+                "class_name": cls,
+                "name": name,
+                "config": {"name": name, "trainable": True, **config},
+                "inbound_nodes": [[[i, 0, 0, {}] for i in inbound]] if inbound else [],
+            }
+        )
         return name
 
-    conv = {"kernel_size": [3, 3], "strides": [1, 1], "padding": "same",
-            "data_format": "channels_first", "dilation_rate": [1, 1], "use_bias": True}
+    conv = {
+        "kernel_size": [3, 3],
+        "strides": [1, 1],
+        "padding": "same",
+        "data_format": "channels_first",
+        "dilation_rate": [1, 1],
+        "use_bias": True,
+    }
     bn_names = keras_layer_names()
-    prev = layer("InputLayer", "Vision_Network_Input",
-                 {"batch_input_shape": [None, *INPUT_SHAPE], "dtype": "float32"}, [])
+    prev = layer(
+        "InputLayer",
+        "Vision_Network_Input",
+        {"batch_input_shape": [None, *INPUT_SHAPE], "dtype": "float32"},
+        [],
+    )
     n_act = n_pool = n_drop = 0
     for name, filters, bn, pool in CONV_BLOCKS:
         prev = layer("Conv2D", name, {**conv, "filters": filters, "activation": "linear"}, [prev])
         if bn:
-            prev = layer("BatchNormalization", bn_names[name],
-                         {"axis": 1, "momentum": 0.99, "epsilon": 0.001, "center": True,
-                          "scale": True}, [prev])
+            prev = layer(
+                "BatchNormalization",
+                bn_names[name],
+                {"axis": 1, "momentum": 0.99, "epsilon": 0.001, "center": True, "scale": True},
+                [prev],
+            )
             n_act += 1
             prev = layer("Activation", f"activation_{n_act}", {"activation": "relu"}, [prev])
         if pool:
             n_pool += 1
             n_drop += 1
-            prev = layer("MaxPooling2D", f"max_pooling2d_{n_pool}",
-                         {"pool_size": [2, 2], "strides": [2, 2], "padding": "valid",
-                          "data_format": "channels_first"}, [prev])
+            prev = layer(
+                "MaxPooling2D",
+                f"max_pooling2d_{n_pool}",
+                {
+                    "pool_size": [2, 2],
+                    "strides": [2, 2],
+                    "padding": "valid",
+                    "data_format": "channels_first",
+                },
+                [prev],
+            )
             prev = layer("Dropout", f"dropout_{n_drop}", {"rate": 0.25}, [prev])
     c10 = layer("Conv2D", "conv10", {**conv, "filters": 256, "activation": "relu"}, [prev])
-    c10i = layer("Conv2D", "conv10_inhibition", {**conv, "filters": 256, "activation": "relu"},
-                 [prev])
-    prev = layer("Lambda", "lambda_1", {"function": ["<bytecode>", None, None],
-                                        "function_type": "lambda"}, [c10, c10i])
-    prev = layer("MaxPooling2D", "max_pooling2d_4",
-                 {"pool_size": [2, 2], "strides": [2, 2], "padding": "valid",
-                  "data_format": "channels_first"}, [prev])
+    c10i = layer(
+        "Conv2D", "conv10_inhibition", {**conv, "filters": 256, "activation": "relu"}, [prev]
+    )
+    prev = layer(
+        "Lambda",
+        "lambda_1",
+        {"function": ["<bytecode>", None, None], "function_type": "lambda"},
+        [c10, c10i],
+    )
+    prev = layer(
+        "MaxPooling2D",
+        "max_pooling2d_4",
+        {
+            "pool_size": [2, 2],
+            "strides": [2, 2],
+            "padding": "valid",
+            "data_format": "channels_first",
+        },
+        [prev],
+    )
     prev = layer("Dropout", "dropout_4", {"rate": 0.25}, [prev])
     flat_cfg = {} if flatten_data_format is None else {"data_format": flatten_data_format}
     prev = layer("Flatten", "flatten_1", flat_cfg, [prev])
-    prev = layer("Dense", "denseLayer", {"units": DENSE_UNITS, "activation": "relu",
-                                         "use_bias": True}, [prev])
+    prev = layer(
+        "Dense",
+        "denseLayer",
+        {"units": DENSE_UNITS, "activation": "relu", "use_bias": True},
+        [prev],
+    )
     for head in ("arousal_output", "valence_output"):
         layer("Dense", head, {"units": 1, "activation": "tanh", "use_bias": True}, [prev])
     return {
@@ -280,7 +339,8 @@ def random_keras_weights(seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
     for head in ("arousal_output", "valence_output"):
         out[head] = {
             "kernel": rng.normal(0, np.sqrt(1.0 / DENSE_UNITS), (DENSE_UNITS, 1)).astype(
-                np.float32),
+                np.float32
+            ),
             "bias": np.zeros(1, np.float32),
         }
     return out

@@ -37,8 +37,9 @@ def _pair(v: Any) -> tuple[int, int]:
     return int(v[0]), int(v[1])
 
 
-def _spatial(shape: tuple[int, ...], kernel: tuple[int, int], strides: tuple[int, int],
-             padding: str) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+def _spatial(
+    shape: tuple[int, ...], kernel: tuple[int, int], strides: tuple[int, int], padding: str
+) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
     _, h, w = shape
     ho = conv_out(h, kernel[0], strides[0], padding)
     wo = conv_out(w, kernel[1], strides[1], padding)
@@ -66,12 +67,19 @@ def keras_conv_node(
     if cfg.get("use_bias", True):
         params["b"] = book.take(layer, "bias", (filters,))
     (ho, wo), pads = _spatial(src.shape, k, s, cfg.get("padding", "valid"))
-    return Node("conv", name or layer, (src.name,), (filters, ho, wo),
-                {"strides": s, "pads": pads, "group": 1}, params)
+    return Node(
+        "conv",
+        name or layer,
+        (src.name,),
+        (filters, ho, wo),
+        {"strides": s, "pads": pads, "group": 1},
+        params,
+    )
 
 
-def keras_bn_node(book: WeightBook, layer: str, cfg: dict[str, Any], src: Node,
-                  channel_axis: int) -> Node:
+def keras_bn_node(
+    book: WeightBook, layer: str, cfg: dict[str, Any], src: Node, channel_axis: int
+) -> Node:
     """A BatchNormalization layer as a ``bn`` node over the channel axis."""
     axis = cfg.get("axis", -1)
     axis = axis[0] if isinstance(axis, list) else axis
@@ -90,8 +98,9 @@ def keras_bn_node(book: WeightBook, layer: str, cfg: dict[str, Any], src: Node,
         "mean": book.take(layer, "moving_mean", (c,)),
         "var": book.take(layer, "moving_variance", (c,)),
     }
-    return Node("bn", layer, (src.name,), src.shape, {"eps": float(cfg.get("epsilon", 1e-3))},
-                params)
+    return Node(
+        "bn", layer, (src.name,), src.shape, {"eps": float(cfg.get("epsilon", 1e-3))}, params
+    )
 
 
 def keras_dense_node(book: WeightBook, layer: str, cfg: dict[str, Any], src: Node) -> Node:
@@ -107,8 +116,7 @@ def keras_dense_node(book: WeightBook, layer: str, cfg: dict[str, Any], src: Nod
     return Node("dense", layer, (src.name,), (units,), {}, {"W": w, "b": b})
 
 
-def _activation(book: WeightBook, layer: str, act: str | None, src: Node, name: str
-                ) -> Node | None:
+def _activation(book: WeightBook, layer: str, act: str | None, src: Node, name: str) -> Node | None:
     if act in ("linear", None):
         return None
     if act not in _ACTIVATIONS:
@@ -168,8 +176,11 @@ def graph_from_keras(kf: KerasFile, name: str | None = None) -> Graph:
             if not shape or len(shape) != 4:
                 raise WeightsError(f"{kf.path}: layer {lay.name!r}: expected an image input")
             dims = shape[1:]
-            chw = (dims[0], dims[1], dims[2]) if fmt == "channels_first" else (
-                dims[2], dims[0], dims[1])
+            chw = (
+                (dims[0], dims[1], dims[2])
+                if fmt == "channels_first"
+                else (dims[2], dims[0], dims[1])
+            )
             out = add(Node("input", lay.name, (), tuple(int(d) for d in chw)))
         elif cls == "Conv2D":
             conv = add(keras_conv_node(book, lay.name, cfg, src_of(lay)))
@@ -191,16 +202,32 @@ def graph_from_keras(kf: KerasFile, name: str | None = None) -> Graph:
             dparams = {"W": np.ascontiguousarray(w_dw)}
             if cls == "DepthwiseConv2D" and cfg.get("use_bias", True):
                 dparams["b"] = book.take(lay.name, "bias", (c_in * mult,))
-            conv = add(Node("conv", dw_name, (src.name,), (c_in * mult, ho, wo),
-                            {"strides": s, "pads": pads, "group": c_in}, dparams))
+            conv = add(
+                Node(
+                    "conv",
+                    dw_name,
+                    (src.name,),
+                    (c_in * mult, ho, wo),
+                    {"strides": s, "pads": pads, "group": c_in},
+                    dparams,
+                )
+            )
             if cls == "SeparableConv2D":
                 filters = int(cfg["filters"])
                 pw = book.take(lay.name, "pointwise_kernel", (1, 1, c_in * mult, filters))
                 pparams = {"W": np.ascontiguousarray(pw.transpose(3, 2, 0, 1))}
                 if cfg.get("use_bias", True):
                     pparams["b"] = book.take(lay.name, "bias", (filters,))
-                conv = add(Node("conv", lay.name, (conv.name,), (filters, ho, wo),
-                                {"strides": (1, 1), "pads": (0, 0, 0, 0), "group": 1}, pparams))
+                conv = add(
+                    Node(
+                        "conv",
+                        lay.name,
+                        (conv.name,),
+                        (filters, ho, wo),
+                        {"strides": (1, 1), "pads": (0, 0, 0, 0), "group": 1},
+                        pparams,
+                    )
+                )
             act = _activation(book, lay.name, cfg.get("activation"), conv, f"{lay.name}/act")
             out = add(act) if act else conv
         elif cls == "BatchNormalization":
@@ -216,8 +243,15 @@ def graph_from_keras(kf: KerasFile, name: str | None = None) -> Graph:
             k = _pair(cfg.get("pool_size", 2))
             s = _pair(cfg.get("strides") or k)
             (ho, wo), pads = _spatial(src.shape, k, s, cfg.get("padding", "valid"))
-            out = add(Node("maxpool", lay.name, (src.name,), (src.shape[0], ho, wo),
-                           {"kernel": k, "strides": s, "pads": pads}))
+            out = add(
+                Node(
+                    "maxpool",
+                    lay.name,
+                    (src.name,),
+                    (src.shape[0], ho, wo),
+                    {"kernel": k, "strides": s, "pads": pads},
+                )
+            )
         elif cls == "Add":
             srcs = [src_of(lay, i) for i in range(len(lay.inbound))]
             if len({s.shape for s in srcs}) != 1:
@@ -231,8 +265,15 @@ def graph_from_keras(kf: KerasFile, name: str | None = None) -> Graph:
             # Keras flattens in its tensor layout; a channels_first Flatten (Keras >= 2.2)
             # permutes to channels_last first.
             hwc = fmt == "channels_last" or cfg.get("data_format") == "channels_first"
-            out = add(Node("flatten", lay.name, (src.name,), (int(np.prod(src.shape)),),
-                           {"channels_last": hwc}))
+            out = add(
+                Node(
+                    "flatten",
+                    lay.name,
+                    (src.name,),
+                    (int(np.prod(src.shape)),),
+                    {"channels_last": hwc},
+                )
+            )
         elif cls == "Dense":
             dense = add(keras_dense_node(book, lay.name, cfg, src_of(lay)))
             act = _activation(book, lay.name, cfg.get("activation"), dense, f"{lay.name}/act")

@@ -99,8 +99,9 @@ class _GraphModel:
         arr = _check_crops(crops, self.input_size)
         n = arr.shape[0]
         if self._buf.shape[0] < n:
-            self._buf = np.empty((max(n, 2 * self._buf.shape[0]), 1, INPUT_SIZE, INPUT_SIZE),
-                                 np.float32)
+            self._buf = np.empty(
+                (max(n, 2 * self._buf.shape[0]), 1, INPUT_SIZE, INPUT_SIZE), np.float32
+            )
         x = self._buf[:n]
         np.multiply(arr[:, None], np.float32(self._scale), out=x, casting="unsafe")
         if self._offset:
@@ -221,6 +222,10 @@ def load_va_model(cfg: AffectConfig, store: Any) -> VAModel:
     model = wrapper(runtime, source.graph, weights)
     logger.info(
         "affect model: %s (%d parameters from %s) on %s: %s",
-        model.name, kf.weights.used_param_count, weights.name, runtime.name, reason,
+        model.name,
+        kf.weights.used_param_count,
+        weights.name,
+        runtime.name,
+        reason,
     )
     return model

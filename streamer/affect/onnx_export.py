@@ -64,22 +64,40 @@ def build_onnx(graph: Graph, fold_bn: bool = True) -> onnx.ModelProto:
             if "b" in n.params:
                 args.append(const(f"{n.name}.b", n.params["b"]))
             w = n.params["W"]
-            nodes.append(helper.make_node(
-                "Conv", args, [out], name=n.name,
-                kernel_shape=[int(w.shape[2]), int(w.shape[3])],
-                strides=list(n.attrs["strides"]),
-                pads=[n.attrs["pads"][0], n.attrs["pads"][1], n.attrs["pads"][2],
-                      n.attrs["pads"][3]],
-                group=int(n.attrs["group"]),
-            ))
+            nodes.append(
+                helper.make_node(
+                    "Conv",
+                    args,
+                    [out],
+                    name=n.name,
+                    kernel_shape=[int(w.shape[2]), int(w.shape[3])],
+                    strides=list(n.attrs["strides"]),
+                    pads=[
+                        n.attrs["pads"][0],
+                        n.attrs["pads"][1],
+                        n.attrs["pads"][2],
+                        n.attrs["pads"][3],
+                    ],
+                    group=int(n.attrs["group"]),
+                )
+            )
         elif n.op == "bn":
             p = n.params
-            nodes.append(helper.make_node(
-                "BatchNormalization",
-                [ins[0], const(f"{n.name}.gamma", p["gamma"]), const(f"{n.name}.beta", p["beta"]),
-                 const(f"{n.name}.mean", p["mean"]), const(f"{n.name}.var", p["var"])],
-                [out], name=n.name, epsilon=float(n.attrs["eps"]),
-            ))
+            nodes.append(
+                helper.make_node(
+                    "BatchNormalization",
+                    [
+                        ins[0],
+                        const(f"{n.name}.gamma", p["gamma"]),
+                        const(f"{n.name}.beta", p["beta"]),
+                        const(f"{n.name}.mean", p["mean"]),
+                        const(f"{n.name}.var", p["var"]),
+                    ],
+                    [out],
+                    name=n.name,
+                    epsilon=float(n.attrs["eps"]),
+                )
+            )
         elif n.op in ("relu", "tanh", "sigmoid"):
             op = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid"}[n.op]
             nodes.append(helper.make_node(op, ins, [out], name=n.name))
@@ -87,10 +105,17 @@ def build_onnx(graph: Graph, fold_bn: bool = True) -> onnx.ModelProto:
             nodes.append(helper.make_node("Softmax", ins, [out], name=n.name, axis=1))
         elif n.op == "maxpool":
             t, left, b, r = n.attrs["pads"]
-            nodes.append(helper.make_node(
-                "MaxPool", ins, [out], name=n.name, kernel_shape=list(n.attrs["kernel"]),
-                strides=list(n.attrs["strides"]), pads=[t, left, b, r],
-            ))
+            nodes.append(
+                helper.make_node(
+                    "MaxPool",
+                    ins,
+                    [out],
+                    name=n.name,
+                    kernel_shape=list(n.attrs["kernel"]),
+                    strides=list(n.attrs["strides"]),
+                    pads=[t, left, b, r],
+                )
+            )
         elif n.op == "add":
             acc = ins[0]
             for i, other in enumerate(ins[1:]):
@@ -99,26 +124,42 @@ def build_onnx(graph: Graph, fold_bn: bool = True) -> onnx.ModelProto:
                 acc = name
         elif n.op == "shunt":
             decay = const(f"{n.name}.decay", np.array(n.attrs["decay"], np.float32))
-            nodes.append(helper.make_node("Add", [ins[1], decay], [f"{n.name}/den"],
-                                          name=f"{n.name}/den"))
+            nodes.append(
+                helper.make_node("Add", [ins[1], decay], [f"{n.name}/den"], name=f"{n.name}/den")
+            )
             nodes.append(helper.make_node("Div", [ins[0], f"{n.name}/den"], [out], name=n.name))
         elif n.op == "gap":
-            nodes.append(helper.make_node("GlobalAveragePool", ins, [f"{n.name}/4d"],
-                                          name=f"{n.name}/4d"))
-            nodes.append(helper.make_node("Flatten", [f"{n.name}/4d"], [out], name=n.name,
-                                          axis=1))
+            nodes.append(
+                helper.make_node("GlobalAveragePool", ins, [f"{n.name}/4d"], name=f"{n.name}/4d")
+            )
+            nodes.append(helper.make_node("Flatten", [f"{n.name}/4d"], [out], name=n.name, axis=1))
         elif n.op == "flatten":
             src = ins[0]
             if n.attrs.get("channels_last"):
-                nodes.append(helper.make_node("Transpose", [src], [f"{n.name}/nhwc"],
-                                              name=f"{n.name}/nhwc", perm=[0, 2, 3, 1]))
+                nodes.append(
+                    helper.make_node(
+                        "Transpose",
+                        [src],
+                        [f"{n.name}/nhwc"],
+                        name=f"{n.name}/nhwc",
+                        perm=[0, 2, 3, 1],
+                    )
+                )
                 src = f"{n.name}/nhwc"
             nodes.append(helper.make_node("Flatten", [src], [out], name=n.name, axis=1))
         elif n.op == "dense":
-            nodes.append(helper.make_node(
-                "Gemm", [ins[0], const(f"{n.name}.W", n.params["W"]),
-                         const(f"{n.name}.b", n.params["b"])], [out], name=n.name,
-            ))
+            nodes.append(
+                helper.make_node(
+                    "Gemm",
+                    [
+                        ins[0],
+                        const(f"{n.name}.W", n.params["W"]),
+                        const(f"{n.name}.b", n.params["b"]),
+                    ],
+                    [out],
+                    name=n.name,
+                )
+            )
         else:
             raise ModelError(f"graph op {n.op!r} has no ONNX translation")
         tensor[n.name] = out

@@ -80,8 +80,10 @@ class FaceChannelV1(nn.Module):
         """Build the module with the weights of an imported (unfolded) FaceChannel graph."""
         flat = next(n for n in graph.nodes if n.op == "flatten")
         bns = [n for n in graph.nodes if n.op == "bn"]
-        net = cls(flatten_channels_last=bool(flat.attrs.get("channels_last")),
-                  bn_eps=float(bns[0].attrs["eps"]) if bns else 1e-3)
+        net = cls(
+            flatten_channels_last=bool(flat.attrs.get("channels_last")),
+            bn_eps=float(bns[0].attrs["eps"]) if bns else 1e-3,
+        )
         by_input = {n.inputs[0]: n for n in bns}
         with torch.no_grad():
             for i, (name, bn, _) in enumerate(net.blocks):
@@ -91,8 +93,12 @@ class FaceChannelV1(nn.Module):
                     b = by_input[name]
                     mod = getattr(net, f"bn{i + 1}")
                     mod.eps = float(b.attrs["eps"])
-                    for attr, key in (("weight", "gamma"), ("bias", "beta"),
-                                      ("running_mean", "mean"), ("running_var", "var")):
+                    for attr, key in (
+                        ("weight", "gamma"),
+                        ("bias", "beta"),
+                        ("running_mean", "mean"),
+                        ("running_var", "var"),
+                    ):
                         getattr(mod, attr).copy_(torch.from_numpy(b.params[key]))
             _set_conv(net.conv10, graph.node("conv10"))
             _set_conv(net.conv10_inhibition, graph.node("conv10_inhibition"))
@@ -110,8 +116,10 @@ class FaceChannelV1(nn.Module):
 
         def conv(mod: nn.Conv2d) -> dict[str, np.ndarray]:
             assert mod.bias is not None  # every FaceChannel conv has a bias
-            return {"kernel": mod.weight.detach().numpy().transpose(2, 3, 1, 0).copy(),
-                    "bias": mod.bias.detach().numpy().copy()}
+            return {
+                "kernel": mod.weight.detach().numpy().transpose(2, 3, 1, 0).copy(),
+                "bias": mod.bias.detach().numpy().copy(),
+            }
 
         for i, (name, bn, _) in enumerate(self.blocks):
             out[name] = conv(getattr(self, name))
@@ -127,8 +135,10 @@ class FaceChannelV1(nn.Module):
         out["conv10_inhibition"] = conv(self.conv10_inhibition)
         for head in ("denseLayer", "arousal_output", "valence_output"):
             lin = getattr(self, head)
-            out[head] = {"kernel": lin.weight.detach().numpy().T.copy(),
-                         "bias": lin.bias.detach().numpy().copy()}
+            out[head] = {
+                "kernel": lin.weight.detach().numpy().T.copy(),
+                "bias": lin.bias.detach().numpy().copy(),
+            }
         return out
 
 
@@ -148,8 +158,7 @@ class GraphModule(nn.Module):
         for n in graph.nodes:
             for k, v in n.params.items():
                 key = f"{n.name}.{k}".replace(".", "__").replace("/", "_")
-                self.params[key] = nn.Parameter(torch.from_numpy(v.copy()),
-                                                requires_grad=False)
+                self.params[key] = nn.Parameter(torch.from_numpy(v.copy()), requires_grad=False)
         self.eval()
 
     def _p(self, n: Node, k: str) -> torch.Tensor:
@@ -165,12 +174,24 @@ class GraphModule(nn.Module):
                 t, left, b, r = n.attrs["pads"]
                 z = F.pad(ins[0], (left, r, t, b)) if any(n.attrs["pads"]) else ins[0]
                 bias = self._p(n, "b") if "b" in n.params else None
-                y = F.conv2d(z, self._p(n, "W"), bias, stride=tuple(n.attrs["strides"]),
-                             groups=int(n.attrs["group"]))
+                y = F.conv2d(
+                    z,
+                    self._p(n, "W"),
+                    bias,
+                    stride=tuple(n.attrs["strides"]),
+                    groups=int(n.attrs["group"]),
+                )
             elif n.op == "bn":
-                y = F.batch_norm(ins[0], self._p(n, "mean"), self._p(n, "var"),
-                                 self._p(n, "gamma"), self._p(n, "beta"), False, 0.0,
-                                 n.attrs["eps"])
+                y = F.batch_norm(
+                    ins[0],
+                    self._p(n, "mean"),
+                    self._p(n, "var"),
+                    self._p(n, "gamma"),
+                    self._p(n, "beta"),
+                    False,
+                    0.0,
+                    n.attrs["eps"],
+                )
             elif n.op == "relu":
                 y = F.relu(ins[0])
             elif n.op == "tanh":
@@ -181,8 +202,11 @@ class GraphModule(nn.Module):
                 y = F.softmax(ins[0], dim=1)
             elif n.op == "maxpool":
                 t, left, b, r = n.attrs["pads"]
-                z = (F.pad(ins[0], (left, r, t, b), value=float("-inf"))
-                     if any(n.attrs["pads"]) else ins[0])
+                z = (
+                    F.pad(ins[0], (left, r, t, b), value=float("-inf"))
+                    if any(n.attrs["pads"])
+                    else ins[0]
+                )
                 y = F.max_pool2d(z, tuple(n.attrs["kernel"]), tuple(n.attrs["strides"]))
             elif n.op == "add":
                 y = ins[0]

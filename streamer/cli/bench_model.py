@@ -34,12 +34,16 @@ BATCHES = (1, 8, 32)
 def register(bsub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = bsub.add_parser("model", help="VA model faces/s by backend and batch size")
     p.add_argument("--network", choices=["facechannel", "fer-va", "all"], default="all")
-    p.add_argument("--backend", action="append",
-                   choices=["onnx", "onnx-int8", "onnx-int8-static", "torch", "tensorrt"],
-                   help="backends to measure (repeatable; default: all available)")
+    p.add_argument(
+        "--backend",
+        action="append",
+        choices=["onnx", "onnx-int8", "onnx-int8-static", "torch", "tensorrt"],
+        help="backends to measure (repeatable; default: all available)",
+    )
     p.add_argument("--batch", type=int, action="append", help="batch sizes (default 1 8 32)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="intra-op threads (default 1, as the pipeline runs)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="intra-op threads (default 1, as the pipeline runs)"
+    )
     p.add_argument("--seconds", type=float, default=2.0, help="timed seconds per case")
     p.add_argument("--out", type=Path, help="also write the JSON to this file")
     p.set_defaults(func=cmd_bench_model)
@@ -127,7 +131,8 @@ def _int8_accuracy(fp32: Any, int8: Any, crops: np.ndarray) -> dict[str, Any]:
         "max_abs_diff_arousal": round(float(diff[:, 1].max()), 5),
         "mean_abs_diff": round(float(diff.mean()), 5),
         "valence_correlation": round(float(np.corrcoef(a[:, 0], b[:, 0])[0, 1]), 4)
-        if a[:, 0].std() > 0 and b[:, 0].std() > 0 else None,
+        if a[:, 0].std() > 0 and b[:, 0].std() > 0
+        else None,
     }
     if hasattr(fp32, "predict_proba"):
         pa, pb = fp32.predict_proba(crops), int8.predict_proba(crops)
@@ -136,9 +141,17 @@ def _int8_accuracy(fp32: Any, int8: Any, crops: np.ndarray) -> dict[str, Any]:
 
 
 def bench_network(
-    network: str, weights: Path, weights_note: str, derived: Path, workdir: Path,
+    network: str,
+    weights: Path,
+    weights_note: str,
+    derived: Path,
+    workdir: Path,
     crops: np.ndarray,
-    crops_note: str, backends: list[str], batches: list[int], threads: int, seconds: float,
+    crops_note: str,
+    backends: list[str],
+    batches: list[int],
+    threads: int,
+    seconds: float,
 ) -> dict[str, Any]:
     """Measure one network on every backend and batch size."""
     from streamer.affect.models import _NETWORKS, build_source
@@ -173,16 +186,22 @@ def bench_network(
     }
     for backend in ("onnx-int8", "onnx-int8-static"):
         if "onnx" in models and backend in models:
-            note = {"calibration": "every other crop of the same set"} if backend.endswith(
-                "static") else {}
+            note = (
+                {"calibration": "every other crop of the same set"}
+                if backend.endswith("static")
+                else {}
+            )
             entry.setdefault("int8_vs_fp32", {})[backend] = {
-                "on": crops_note, **note,
-                **_int8_accuracy(models["onnx"], models[backend], crops)}
+                "on": crops_note,
+                **note,
+                **_int8_accuracy(models["onnx"], models[backend], crops),
+            }
     return entry
 
 
-def _static_int8_runtime(source: Any, wrapper: Any, crops: np.ndarray, workdir: Path,
-                         threads: int) -> Any:
+def _static_int8_runtime(
+    source: Any, wrapper: Any, crops: np.ndarray, workdir: Path, threads: int
+) -> Any:
     """Static (QDQ) int8 model calibrated on every other crop, for comparison."""
     from streamer.affect.config import OnnxRuntimeConfig
     from streamer.affect.runtimes.onnxrt import OnnxRuntime, quantize_int8_static
@@ -232,16 +251,38 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
             else:
                 fc_weights = tmpdir / "DimensionalFaceChannel-random.h5"
                 write_keras_h5(fc_weights, random_keras_weights(seed=0), keras_model_config())
-                note = ("random weights: the real FaceChannel weights are not in the store "
-                        "(speed depends on the architecture only)")
+                note = (
+                    "random weights: the real FaceChannel weights are not in the store "
+                    "(speed depends on the architecture only)"
+                )
                 derived = tmpdir
             report["networks"]["facechannel"] = bench_network(
-                "facechannel", fc_weights, note, derived, tmpdir, crops, crops_note, backends,
-                batches, args.threads, args.seconds)
+                "facechannel",
+                fc_weights,
+                note,
+                derived,
+                tmpdir,
+                crops,
+                crops_note,
+                backends,
+                batches,
+                args.threads,
+                args.seconds,
+            )
         if args.network in ("fer-va", "all"):
             report["networks"]["fer-va"] = bench_network(
-                "fer-va", store.path("fer"), "real (from the store)", store.derived_dir,
-                tmpdir, crops, crops_note, backends, batches, args.threads, args.seconds)
+                "fer-va",
+                store.path("fer"),
+                "real (from the store)",
+                store.derived_dir,
+                tmpdir,
+                crops,
+                crops_note,
+                backends,
+                batches,
+                args.threads,
+                args.seconds,
+            )
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

@@ -38,15 +38,29 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "face (file, face, box, score, valence, arousal, model) on stdout. Unreadable "
         "images are reported on stderr and skipped; the exit code is 1 if any failed.",
     )
-    p.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_DIR",
-                   help="image files or folders of images")
-    p.add_argument("--model", choices=["auto", "facechannel", "fer-va"], default=None,
-                   help="VA model (default: the config's, auto)")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        type=Path,
+        metavar="IMAGE_OR_DIR",
+        help="image files or folders of images",
+    )
+    p.add_argument(
+        "--model",
+        choices=["auto", "facechannel", "fer-va"],
+        default=None,
+        help="VA model (default: the config's, auto)",
+    )
     p.add_argument("--weights", type=Path, help="Keras HDF5 weights file for --model")
-    p.add_argument("--runtime", choices=["onnx", "torch", "tensorrt"], default=None,
-                   help="inference backend (default: the config's, onnx)")
-    p.add_argument("--crops", action="store_true",
-                   help="images are already cropped faces: skip detection")
+    p.add_argument(
+        "--runtime",
+        choices=["onnx", "torch", "tensorrt"],
+        default=None,
+        help="inference backend (default: the config's, onnx)",
+    )
+    p.add_argument(
+        "--crops", action="store_true", help="images are already cropped faces: skip detection"
+    )
     p.add_argument("--config", type=Path, help="YAML config (faces and affect sections)")
     p.set_defaults(func=cmd_predict)
 
@@ -55,8 +69,9 @@ def iter_images(inputs: list[Path]) -> Iterator[Path]:
     """Files as given, folders expanded to their image files (sorted, recursive)."""
     for item in inputs:
         if item.is_dir():
-            yield from sorted(p for p in item.rglob("*")
-                              if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            yield from sorted(
+                p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
         else:
             yield item
 

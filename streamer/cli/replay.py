@@ -104,14 +104,30 @@ async def _watch(progress: Progress, task: object, pipe: Pipeline, camera: str, 
 
 
 def print_summary(console: Console, summary: Summarizer, stats: CameraStats, wall_s: float) -> None:
-    table = Table(title=f"{stats.frames} frames, {stats.faces} faces, {wall_s:.2f} s "
-                  f"({stats.frames / max(wall_s, 1e-9):.0f} fps)")
-    for col in ("camera", "track", "from s", "duration s", "mean valence", "mean arousal",
-                "dominant quadrant"):
+    table = Table(
+        title=f"{stats.frames} frames, {stats.faces} faces, {wall_s:.2f} s "
+        f"({stats.frames / max(wall_s, 1e-9):.0f} fps)"
+    )
+    for col in (
+        "camera",
+        "track",
+        "from s",
+        "duration s",
+        "mean valence",
+        "mean arousal",
+        "dominant quadrant",
+    ):
         table.add_column(col)
     for s in sorted(summary.tracks.values(), key=lambda s: (s.camera, s.track_id)):
-        table.add_row(s.camera, str(s.track_id), f"{s.first_t:.2f}", f"{s.duration_s:.2f}",
-                      f"{s.mean_valence:+.3f}", f"{s.mean_arousal:+.3f}", s.dominant_quadrant)
+        table.add_row(
+            s.camera,
+            str(s.track_id),
+            f"{s.first_t:.2f}",
+            f"{s.duration_s:.2f}",
+            f"{s.mean_valence:+.3f}",
+            f"{s.mean_arousal:+.3f}",
+            s.dominant_quadrant,
+        )
     if not summary.tracks:
         table.caption = "no face tracked"
     console.print(table)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streamer.bus import EventBus
 from streamer.config import AppConfig, load_config
 from streamer.errors import ConfigError
 from streamer.pipeline import CameraStats, Pipeline
@@ -193,7 +194,13 @@ async def run_live(
 
             store = default_store()
         # Models load before any camera opens: a missing model fails fast and clearly.
-        pipeline = Pipeline(cfg, store, out=out, atomic_out=False)
+        pipeline = Pipeline(
+            cfg,
+            store,
+            out=out,
+            atomic_out=False,
+            bus=EventBus(lossless_wait_s=cfg.output.live_lossless_wait_s),
+        )
     result = RunResult()
     with _signals(stop, handle_signals):
         async with pipeline as pipe:

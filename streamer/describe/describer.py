@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Self
 
+from streamer.bus import EventBus, Subscription
 from streamer.describe.answer import ANSWER_SCHEMA, Answer, parse_answer
 from streamer.describe.config import LlmConfig
 from streamer.describe.errors import InvalidAnswerError
@@ -44,7 +45,6 @@ from streamer.describe.prompts import TrackSummary, build_messages, summarize
 from streamer.describe.providers import Provider, create_provider
 from streamer.errors import DescriberError
 from streamer.messages import Description, Message, TrackEvent, TrackEventKind, VASample, clamp_va
-from streamer.publish.bus import EventBus, Subscription
 
 logger = logging.getLogger(__name__)
 
@@ -268,7 +268,7 @@ class Describer:
         track.last_desc_t = t
         track.last_desc_va = (v, a)
         logger.debug("track %s due (%s) at t=%.3f: %s", key, reason, t, desc.id)
-        self._bus.publish(desc)
+        self._bus.publish_nowait(desc)
         self.fallbacks += 1
         self._enqueue(_Job(key, desc, summary))
         return desc
@@ -448,7 +448,7 @@ class Describer:
             model=self.model,
             wall_time=time.time() if fb.wall_time is not None else None,
         )
-        self._bus.publish(update)
+        self._bus.publish_nowait(update)
         self.answered += 1
 
 

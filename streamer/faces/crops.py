@@ -54,7 +54,11 @@ def crop_faces(
         m[0, 2] += size / 2.0 - cx
         m[1, 2] += size / 2.0 - cy
         cv2.warpAffine(
-            gray, m, (size, size), dst=out[i], flags=cv2.INTER_LINEAR,
+            gray,
+            m,
+            (size, size),
+            dst=out[i],
+            flags=cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_REPLICATE,
         )
     return out[:n]

@@ -163,8 +163,14 @@ class Tracker:
             if len(self.tracks) >= self.cfg.max_tracks:
                 self.rejected_capacity += 1
                 continue
-            tr = Track(self._next_id, _box_filter(det.box), first_t=t, last_t=t,
-                       angle=eye_angle(det.landmarks), box=det.box)
+            tr = Track(
+                self._next_id,
+                _box_filter(det.box),
+                first_t=t,
+                last_t=t,
+                angle=eye_angle(det.landmarks),
+                box=det.box,
+            )
             self._next_id += 1
             if self.cfg.min_hits <= 1:
                 tr.confirmed = True

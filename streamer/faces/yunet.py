@@ -16,7 +16,6 @@ from streamer.messages import Detection
 logger = logging.getLogger(__name__)
 
 
-
 def _quiet_opencv() -> None:
     """OpenCV 5 warns once per net about targets of its new graph engine: harmless."""
     with contextlib.suppress(AttributeError):  # older builds lack the logging utils

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from streamer.bus import Subscription
 from streamer.errors import PublishError
 from streamer.messages import Message
-from streamer.publish.bus import Subscription
 
 logger = logging.getLogger(__name__)
 

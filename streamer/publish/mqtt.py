@@ -31,10 +31,10 @@ from types import TracebackType
 
 import aiomqtt
 
+from streamer.bus import EventBus, Subscription
 from streamer.messages import CameraState, CameraStatus, Description, Message, TrackEvent, VASample
 from streamer.publish import homeassistant as ha
 from streamer.publish.buffer import OutboundBuffer
-from streamer.publish.bus import EventBus, Subscription
 from streamer.publish.config import MqttConfig
 from streamer.publish.connect import (
     FailureKind,

@@ -39,9 +39,9 @@ from typing import Any, Protocol
 import av
 import av.error
 
+from streamer.bus import EventBus
 from streamer.errors import ConfigError, MediaError, SourceError
 from streamer.messages import CameraState, CameraStatus, Frame
-from streamer.publish.bus import EventBus
 from streamer.sources.backoff import Backoff
 from streamer.sources.config import CameraConfig
 from streamer.sources.file import open_video
@@ -313,10 +313,10 @@ class LiveSource:
         if self._bus is None or self._loop is None:
             return
         if self._in_loop_thread():
-            self._bus.publish(status)
+            self._bus.publish_nowait(status)
             return
         with contextlib.suppress(RuntimeError):  # loop closed during shutdown
-            self._loop.call_soon_threadsafe(self._bus.publish, status)
+            self._loop.call_soon_threadsafe(self._bus.publish_nowait, status)
 
     def _in_loop_thread(self) -> bool:
         try:

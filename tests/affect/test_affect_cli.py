@@ -48,7 +48,8 @@ def test_predict_prints_one_json_per_face(media: dict[str, Path], capsys) -> Non
         x1, y1, x2, y2 = r["box"]
         assert x2 > x1 and y2 > y1
     assert [r["face"] for r in per_file[media["multi"]]] == list(
-        range(len(per_file[media["multi"]])))
+        range(len(per_file[media["multi"]]))
+    )
 
 
 def test_predict_reports_unreadable_images_and_fails(
@@ -86,7 +87,8 @@ def test_predict_crops_skips_detection(
     assert recs[1]["box"] == [0.0, 0.0, 100.0, 80.0]
     # a 64x64 crop goes to the model unchanged: same VA as predicting the array
     expected = load_va_model(AffectConfig(model="fer-va"), default_store()).predict(
-        single_face_crops[-1:])[0]
+        single_face_crops[-1:]
+    )[0]
     assert recs[0]["valence"] == pytest.approx(float(expected[0]), abs=1e-5)
     assert recs[0]["arousal"] == pytest.approx(float(expected[1]), abs=1e-5)
 
@@ -145,9 +147,7 @@ def test_models_add_accepts_the_official_archive(tmp_store: Path, tmp_path: Path
     assert default_store().has("facechannel")
 
 
-def test_models_add_rejects_the_wrong_network(
-    tmp_store: Path, fer_path: Path, capsys
-) -> None:
+def test_models_add_rejects_the_wrong_network(tmp_store: Path, fer_path: Path, capsys) -> None:
     rc = main(["-q", "models", "add", "facechannel", str(fer_path)])
     err = capsys.readouterr().err
     assert rc == 1
@@ -164,9 +164,25 @@ def test_bench_model_prints_json_per_backend_and_batch(
 ) -> None:
     default_store().add("fer", fer_path)
     out_file = tmp_path / "bench.json"
-    rc = main(["-q", "bench", "model", "--seconds", "0.05", "--backend", "onnx",
-               "--backend", "onnx-int8", "--batch", "1", "--batch", "8",
-               "--out", str(out_file)])
+    rc = main(
+        [
+            "-q",
+            "bench",
+            "model",
+            "--seconds",
+            "0.05",
+            "--backend",
+            "onnx",
+            "--backend",
+            "onnx-int8",
+            "--batch",
+            "1",
+            "--batch",
+            "8",
+            "--out",
+            str(out_file),
+        ]
+    )
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert report == json.loads(out_file.read_text())
@@ -177,7 +193,8 @@ def test_bench_model_prints_json_per_backend_and_batch(
     for entry in nets.values():
         rows = entry["results"]
         assert {(r["backend"], r["batch"]) for r in rows} == {
-            (b, n) for b in ("onnxruntime-cpu", "onnxruntime-cpu-int8") for n in (1, 8)}
+            (b, n) for b in ("onnxruntime-cpu", "onnxruntime-cpu-int8") for n in (1, 8)
+        }
         assert all(r["faces_per_s"] > 0 and r["ms_per_face"] > 0 for r in rows)
         acc = entry["int8_vs_fp32"]["onnx-int8"]
         assert 0 <= acc["mean_abs_diff"] < 0.2

@@ -63,8 +63,9 @@ def _crops(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, 64, 64), dtype=np.uint8)
 
 
-async def test_single_call_matches_the_model(fer_model: FerVAModel,
-                                             single_face_crops: np.ndarray) -> None:
+async def test_single_call_matches_the_model(
+    fer_model: FerVAModel, single_face_crops: np.ndarray
+) -> None:
     crops = single_face_crops[:5]
     async with AffectEngine(fer_model) as engine:
         va = await engine.infer(crops)
@@ -79,8 +80,11 @@ async def test_single_call_matches_the_model(fer_model: FerVAModel,
 
 @pytest.mark.parametrize(
     "bad",
-    [np.zeros((2, 64, 64), np.float32), np.zeros((2, 48, 48), np.uint8),
-     np.zeros((64, 64), np.uint8)],
+    [
+        np.zeros((2, 64, 64), np.float32),
+        np.zeros((2, 48, 48), np.uint8),
+        np.zeros((64, 64), np.uint8),
+    ],
     ids=["float", "48px", "2d"],
 )
 async def test_bad_crops_are_rejected(fer_model: FerVAModel, bad: np.ndarray) -> None:
@@ -111,8 +115,10 @@ async def test_concurrent_callers_are_batched(fer_model: FerVAModel) -> None:
     async with AffectEngine(model, max_batch=32, max_wait_ms=0) as engine:
         first = asyncio.create_task(engine.infer(inputs[0]), name="cam0")
         await asyncio.to_thread(model.entered.wait, 60)  # worker is busy with cam0
-        rest = [asyncio.create_task(engine.infer(x), name=f"cam{i + 1}")
-                for i, x in enumerate(inputs[1:])]
+        rest = [
+            asyncio.create_task(engine.infer(x), name=f"cam{i + 1}")
+            for i, x in enumerate(inputs[1:])
+        ]
         await asyncio.sleep(0)  # let the three submit while the worker is blocked
         while engine.stats.calls < 4:
             await asyncio.sleep(0.01)
@@ -135,8 +141,10 @@ async def test_active_callers_wait_for_each_other(fer_model: FerVAModel) -> None
 
     async with AffectEngine(model, max_batch=32, max_wait_ms=200) as engine:
         await asyncio.wait_for(
-            asyncio.gather(asyncio.create_task(camera(1), name="cam1"),
-                           asyncio.create_task(camera(2), name="cam2")),
+            asyncio.gather(
+                asyncio.create_task(camera(1), name="cam1"),
+                asyncio.create_task(camera(2), name="cam2"),
+            ),
             timeout=120,
         )
     # Both cameras' crops share batches: 10 calls in at most 6 model calls (the first
@@ -157,8 +165,11 @@ async def test_max_batch_splits_large_requests(fer_model: FerVAModel) -> None:
 
 @pytest.mark.parametrize(
     ("action", "bad_rows", "counter"),
-    [("raise", [0, 1, 2], "model_errors"), ("shape", [0, 1, 2], "model_errors"),
-     ("nan", [0, 2], "nonfinite_faces")],
+    [
+        ("raise", [0, 1, 2], "model_errors"),
+        ("shape", [0, 1, 2], "model_errors"),
+        ("nan", [0, 2], "nonfinite_faces"),
+    ],
 )
 async def test_model_faults_give_nan_rows_and_are_counted(
     fer_model: FerVAModel, action: str, bad_rows: list[int], counter: str
@@ -200,8 +211,9 @@ async def test_restart_storm_marks_the_stage_degraded(fer_model: FerVAModel) -> 
     model = Faulty(fer_model, ["hang", "hang"])
     crops = _crops(1, 12)
     try:
-        async with AffectEngine(model, timeout_s=0.3, max_restarts=1,
-                                degraded_retry_s=3600) as engine:
+        async with AffectEngine(
+            model, timeout_s=0.3, max_restarts=1, degraded_retry_s=3600
+        ) as engine:
             await engine.infer(crops)
             assert not engine.degraded
             await engine.infer(crops)
@@ -218,8 +230,9 @@ async def test_degraded_stage_recovers_when_the_model_answers(fer_model: FerVAMo
     model = Faulty(fer_model, ["hang", "hang"])
     crops = _crops(1, 13)
     try:
-        async with AffectEngine(model, timeout_s=0.3, max_restarts=1,
-                                degraded_retry_s=0.0) as engine:
+        async with AffectEngine(
+            model, timeout_s=0.3, max_restarts=1, degraded_retry_s=0.0
+        ) as engine:
             await engine.infer(crops)
             await engine.infer(crops)
             assert engine.degraded
@@ -234,7 +247,11 @@ async def test_engine_from_config(fer_model: FerVAModel) -> None:
     cfg = AffectConfig(max_batch=7, max_wait_ms=3.0, infer_timeout_s=4.0, max_restarts=2)
     engine = AffectEngine.from_config(fer_model, cfg)
     assert (engine.max_batch, engine.max_wait_s, engine.timeout_s, engine.max_restarts) == (
-        7, 0.003, 4.0, 2)
+        7,
+        0.003,
+        4.0,
+        2,
+    )
 
 
 async def test_shutdown_is_not_blocked_by_a_hung_model(

@@ -89,8 +89,9 @@ def test_batchnorm_folding_removes_bn_and_keeps_outputs(fer_path: Path) -> None:
     assert sum(n.op == "bn" for n in graph.nodes) == 14
     assert sum(n.op == "bn" for n in folded.nodes) == 0
     x = np.random.default_rng(3).uniform(-1, 1, (4, 1, 64, 64))
-    np.testing.assert_allclose(run_numpy(folded, x)["predictions"],
-                               run_numpy(graph, x)["predictions"], atol=1e-6)
+    np.testing.assert_allclose(
+        run_numpy(folded, x)["predictions"], run_numpy(graph, x)["predictions"], atol=1e-6
+    )
 
 
 # -- malformed files -----------------------------------------------------------------
@@ -114,8 +115,11 @@ def _drop_layer(path: Path, layer: str) -> None:
 def _reshape_weight(path: Path, layer: str, weight: str, shape: tuple[int, ...]) -> None:
     with h5py.File(path, "r+") as fh:
         group = fh["model_weights"][layer]
-        name = next(n.decode() for n in group.attrs["weight_names"]
-                    if n.decode().rsplit("/", 1)[-1] == f"{weight}:0")
+        name = next(
+            n.decode()
+            for n in group.attrs["weight_names"]
+            if n.decode().rsplit("/", 1)[-1] == f"{weight}:0"
+        )
         del group[name]
         group.create_dataset(name, data=np.zeros(shape, np.float32))
 
@@ -208,14 +212,16 @@ def test_facechannel_flatten_order_follows_the_file(tmp_path: Path) -> None:
     assert new.node("flatten").attrs["channels_last"] is True
     assert old.node("flatten").attrs["channels_last"] is False
     x = np.random.default_rng(0).uniform(0, 1, (2, 1, 64, 64))
-    assert not np.allclose(run_numpy(new, x)["valence_output"],
-                           run_numpy(old, x)["valence_output"])
+    assert not np.allclose(run_numpy(new, x)["valence_output"], run_numpy(old, x)["valence_output"])
 
 
 @pytest.mark.parametrize(
     ("layer", "words"),
-    [("conv10_inhibition", "missing"), ("batch_normalization_9", "missing"),
-     ("valence_output", "missing")],
+    [
+        ("conv10_inhibition", "missing"),
+        ("batch_normalization_9", "missing"),
+        ("valence_output", "missing"),
+    ],
 )
 def test_facechannel_missing_layer_names_layer_and_file(
     tmp_path: Path, layer: str, words: str
@@ -254,16 +260,34 @@ def test_fer_file_is_not_a_facechannel(fer_path: Path) -> None:
 
 def _sequential_layers() -> list[dict]:
     return [
-        {"class_name": "Conv2D", "config": {
-            "name": "c1", "filters": 4, "kernel_size": [3, 3], "strides": [2, 2],
-            "padding": "same", "activation": "relu", "use_bias": True,
-            "data_format": "channels_last", "batch_input_shape": [None, 9, 9, 1]}},
-        {"class_name": "MaxPooling2D", "config": {
-            "name": "p1", "pool_size": [2, 2], "padding": "same",
-            "data_format": "channels_last"}},
+        {
+            "class_name": "Conv2D",
+            "config": {
+                "name": "c1",
+                "filters": 4,
+                "kernel_size": [3, 3],
+                "strides": [2, 2],
+                "padding": "same",
+                "activation": "relu",
+                "use_bias": True,
+                "data_format": "channels_last",
+                "batch_input_shape": [None, 9, 9, 1],
+            },
+        },
+        {
+            "class_name": "MaxPooling2D",
+            "config": {
+                "name": "p1",
+                "pool_size": [2, 2],
+                "padding": "same",
+                "data_format": "channels_last",
+            },
+        },
         {"class_name": "Flatten", "config": {"name": "f1"}},
-        {"class_name": "Dense", "config": {"name": "d1", "units": 3, "activation": "softmax",
-                                           "use_bias": True}},
+        {
+            "class_name": "Dense",
+            "config": {"name": "d1", "units": 3, "activation": "softmax", "use_bias": True},
+        },
     ]
 
 
@@ -288,9 +312,22 @@ def test_sequential_models_import_and_match_the_reference(tmp_path: Path, layout
     # the numpy reference itself, checked by hand for the first output: NHWC flatten order
     k = weights["c1"]["kernel"]
     xp = np.pad(x[0, 0], ((1, 1), (1, 1)))  # TF "same", 3x3 stride 2 on 9 px: pad 1 / 1
-    conv = np.maximum(np.array([[[(xp[2 * i:2 * i + 3, 2 * j:2 * j + 3] * k[:, :, 0, c]).sum()
-                                  + weights["c1"]["bias"][c] for c in range(4)]
-                                 for j in range(5)] for i in range(5)]), 0)  # (5, 5, 4) HWC
+    conv = np.maximum(
+        np.array(
+            [
+                [
+                    [
+                        (xp[2 * i : 2 * i + 3, 2 * j : 2 * j + 3] * k[:, :, 0, c]).sum()
+                        + weights["c1"]["bias"][c]
+                        for c in range(4)
+                    ]
+                    for j in range(5)
+                ]
+                for i in range(5)
+            ]
+        ),
+        0,
+    )  # (5, 5, 4) HWC
     pooled = np.pad(conv, ((0, 1), (0, 1), (0, 0)), constant_values=-np.inf)  # 2x2 s2: 0 / 1
     pooled = pooled.reshape(3, 2, 3, 2, 4).max(axis=(1, 3))  # (3, 3, 4)
     logits = pooled.reshape(-1) @ weights["d1"]["kernel"] + weights["d1"]["bias"]
@@ -302,8 +339,11 @@ def test_unsupported_layer_names_layer_and_file(tmp_path: Path) -> None:
     layers = _sequential_layers()
     layers.insert(3, {"class_name": "LSTM", "config": {"name": "rnn", "units": 3}})
     path = tmp_path / "rnn.h5"
-    write_keras_h5(path, {"c1": {"kernel": np.zeros((3, 3, 1, 4)), "bias": np.zeros(4)}},
-                   {"class_name": "Sequential", "config": layers})
+    write_keras_h5(
+        path,
+        {"c1": {"kernel": np.zeros((3, 3, 1, 4)), "bias": np.zeros(4)}},
+        {"class_name": "Sequential", "config": layers},
+    )
     with pytest.raises(WeightsError) as exc:
         graph_from_keras(read_keras_h5(path))
     assert str(path) in str(exc.value) and "'rnn'" in str(exc.value)

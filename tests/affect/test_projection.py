@@ -10,9 +10,15 @@ from streamer.affect.projection import FER_CLASSES, FER_VA, project_va
 
 @pytest.mark.parametrize(
     ("cls", "va"),
-    [("angry", (-0.51, 0.59)), ("disgust", (-0.60, 0.35)), ("fear", (-0.64, 0.60)),
-     ("happy", (0.81, 0.51)), ("sad", (-0.63, -0.27)), ("surprise", (0.40, 0.67)),
-     ("neutral", (0.0, 0.0))],
+    [
+        ("angry", (-0.51, 0.59)),
+        ("disgust", (-0.60, 0.35)),
+        ("fear", (-0.64, 0.60)),
+        ("happy", (0.81, 0.51)),
+        ("sad", (-0.63, -0.27)),
+        ("surprise", (0.40, 0.67)),
+        ("neutral", (0.0, 0.0)),
+    ],
 )
 def test_one_hot_gives_the_category_coordinates(cls: str, va: tuple[float, float]) -> None:
     p = np.zeros((1, 7), np.float32)

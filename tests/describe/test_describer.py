@@ -13,12 +13,12 @@ from collections.abc import Callable
 
 import pytest
 
+from streamer.bus import EventBus, Subscription
 from streamer.describe import Describer
 from streamer.describe.config import LlmConfig
 from streamer.describe.describer import due_reason
 from streamer.describe.prompts import is_text_only
 from streamer.messages import Description, Message, TrackEvent, TrackEventKind, VASample
-from streamer.publish.bus import EventBus, Subscription
 
 FPS = 30.0
 DEADLINE_S = 20.0  # generous bound for polling; tests never assert on time
@@ -100,7 +100,7 @@ class Rig:
 
     async def feed(self, samples: list[VASample]) -> None:
         for s in samples:
-            await self.bus.publish_wait(s)
+            await self.bus.publish(s)
             await asyncio.sleep(0)  # let the describer's tasks run, as a pipeline would
 
 
@@ -141,7 +141,7 @@ async def test_happy_fallback_then_llm_update_same_id(fake_ollama, stream: bool)
     rig = Rig(len(samples))
     async with Describer(cfg_for(srv.url, stream=stream), rig.bus) as d:
         for s in samples:
-            await rig.bus.publish_wait(s)
+            await rig.bus.publish(s)
             await asyncio.sleep(0)
             # one description at a time, so every job gets its answer (no superseding)
             if d.pending or d.in_flight:
@@ -303,7 +303,7 @@ async def test_lost_track_drops_pending_job_and_state(fake_ollama) -> None:
         await poll(lambda: srv.holding == 1)
         await rig.feed(make_samples(20, tracks=(2,)))  # track 2's job waits in the queue
         await poll(lambda: d.pending == 1)
-        rig.bus.publish(TrackEvent("cam", 2, TrackEventKind.LOST, 20, 20 / FPS))
+        rig.bus.publish_nowait(TrackEvent("cam", 2, TrackEventKind.LOST, 20, 20 / FPS))
         await poll(lambda: d.pending == 0)
         assert d.drop_reasons["track_lost"] == 1
         srv.release()
@@ -388,7 +388,7 @@ async def test_drain_hands_over_the_inbox_even_with_zero_timeout(refused_url: st
     rig = Rig(len(samples))
     async with Describer(cfg_for(refused_url), rig.bus) as d:
         for s in samples:  # publish without yielding: all 600 wait in the inbox
-            rig.bus.publish(s)
+            rig.bus.publish_nowait(s)
         assert d.fallbacks == 0
         await d.drain(0.0)
         assert d.fallbacks == 20  # the last samples' fallbacks are out before the bus closes

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from streamer.bus import EventBus
 from streamer.describe import ANSWER_SCHEMA, Describer, TrackSummary, build_messages
 from streamer.describe.answer import parse_answer
 from streamer.describe.config import LlmConfig
@@ -18,7 +19,6 @@ from streamer.describe.providers.llamacpp import (
 )
 from streamer.describe.taxonomy import BASIC
 from streamer.messages import Description, VASample
-from streamer.publish.bus import EventBus
 
 CFG = LlmConfig(provider="llamacpp", timeout_s=120.0, max_tokens=120, interval_s=1.0)
 
@@ -69,7 +69,7 @@ async def test_describer_with_real_model_keeps_the_stream_flowing() -> None:
     async with Describer(CFG, bus) as d:
         for i in range(n):
             s = VASample("cam", i, i / 30, 7, (0, 0, 9, 9), 0.6, 0.3, None, None, (0, 0), "t")
-            await bus.publish_wait(s)
+            await bus.publish(s)
             await asyncio.sleep(0)
         assert len(va_sink) == n  # generation runs in a thread: the loop never stalled
         assert await d.drain(240.0)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from streamer.bus import EventBus
 from streamer.messages import VASample
-from streamer.publish.bus import EventBus
 from streamer.publish.config import MqttConfig
 from streamer.publish.mqtt import MqttPublisher
 
@@ -31,7 +31,7 @@ async def main(host: str, port: int, prefix: str) -> None:
         frame = 0
         while True:
             t = frame / 20
-            bus.publish(
+            bus.publish_nowait(
                 VASample(
                     camera="proc",
                     frame=frame,

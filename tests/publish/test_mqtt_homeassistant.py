@@ -8,7 +8,7 @@ import logging
 import pytest
 from mqtt_helpers import Collector, make_event, make_va, wait_until
 
-from streamer.publish.bus import EventBus
+from streamer.bus import EventBus
 from streamer.publish.config import HomeAssistantConfig, MqttConfig
 from streamer.publish.homeassistant import camera_discovery, parse_ha_status, track_discovery
 from streamer.publish.mqtt import MqttPublisher
@@ -64,8 +64,8 @@ async def test_discovery_announced_reannounced_and_hostile_status_ignored(broker
         MqttPublisher(cfg, bus, ["cam1"]) as pub,
     ):
         await wait_until(lambda: col.payloads(faces_cfg), what="camera discovery")
-        bus.publish(make_event("cam1", 4, "appeared"))
-        bus.publish(make_va("cam1", 4, t=0.0, v=0.3))
+        bus.publish_nowait(make_event("cam1", 4, "appeared"))
+        bus.publish_nowait(make_va("cam1", 4, t=0.0, v=0.3))
         await wait_until(lambda: col.payloads(val_cfg), what="track discovery")
         await wait_until(lambda: col.payloads("test/cam1/faces/4/va"), what="va")
         va = json.loads(col.payloads("test/cam1/faces/4/va")[0])
@@ -84,5 +84,5 @@ async def test_discovery_announced_reannounced_and_hostile_status_ignored(broker
         await wait_until(lambda: len(col.payloads(val_cfg)) == 2, what="track re-announced")
         assert pub.stats.ha_announcements == 2
         # A lost track's sensors are removed (empty retained config).
-        bus.publish(make_event("cam1", 4, "lost", t=2.0))
+        bus.publish_nowait(make_event("cam1", 4, "lost", t=2.0))
         await wait_until(lambda: col.payloads(val_cfg)[-1:] == [b""], what="removal")

@@ -19,8 +19,8 @@ from mqtt_helpers import (
     wait_until,
 )
 
+from streamer.bus import EventBus
 from streamer.messages import Frame
-from streamer.publish.bus import EventBus
 from streamer.publish.config import MqttConfig
 from streamer.publish.mqtt import MqttPublisher
 from streamer.publish.payloads import validate_record
@@ -53,7 +53,7 @@ async def test_every_message_type_round_trips_and_validates(broker, protocol: st
     ):
         await wait_until(lambda: pub.connected, what="publisher connected")
         # A frame on the bus (image data) must never reach the broker.
-        bus.publish(Frame("cam1", 0, 0.0, np.full((480, 640, 3), 7, np.uint8)))  # type: ignore[arg-type]
+        bus.publish_nowait(Frame("cam1", 0, 0.0, np.full((480, 640, 3), 7, np.uint8)))  # type: ignore[arg-type]
         sent = [
             make_status("cam1", "online"),
             make_event("cam1", 7, "appeared", t=0.0),
@@ -61,7 +61,7 @@ async def test_every_message_type_round_trips_and_validates(broker, protocol: st
             make_description("cam1", 7),
         ]
         for msg in sent:
-            bus.publish(msg)
+            bus.publish_nowait(msg)
         # Retained state coalesces (newest wins), so wait for count 1 before the loss.
         await wait_until(
             lambda: (
@@ -69,7 +69,7 @@ async def test_every_message_type_round_trips_and_validates(broker, protocol: st
             ),
             what="face count 1",
         )
-        bus.publish(make_event("cam1", 7, "lost", t=2.5))
+        bus.publish_nowait(make_event("cam1", 7, "lost", t=2.5))
         await wait_until(lambda: len(col.payloads(f"{PREFIX}/cam1/events")) == 2, what="two events")
         await wait_until(lambda: col.payloads(f"{PREFIX}/cam1/faces/7/va"), what="va")
         await wait_until(
@@ -114,7 +114,7 @@ async def test_mosquitto_sub_reads_retained_state(broker) -> None:
     """An independent client (mosquitto_sub) sees retained availability and status."""
     bus = EventBus()
     async with MqttPublisher(cfg_for(broker.port), bus, ["door"]) as pub:
-        bus.publish(make_status("door", "online"))
+        bus.publish_nowait(make_status("door", "online"))
         await wait_until(lambda: pub.stats.published["status"] >= 1, what="status sent")
         out = await asyncio.to_thread(
             subprocess.run,
@@ -149,7 +149,7 @@ async def test_no_broker_at_start_then_connects(make_broker) -> None:
     async with MqttPublisher(cfg_for(port), bus, ["cam1"]) as pub:
         # The pipeline keeps publishing to the bus; nothing blocks.
         for i in range(50):
-            bus.publish(make_va("cam1", 1, t=i * 0.2))
+            bus.publish_nowait(make_va("cam1", 1, t=i * 0.2))
         await wait_until(lambda: pub.stats.connect_attempts >= 2, what="retries")
         assert not pub.connected
         broker = make_broker(port=port)
@@ -158,7 +158,7 @@ async def test_no_broker_at_start_then_connects(make_broker) -> None:
             await wait_until(
                 lambda: col.payloads(f"{PREFIX}/available") == [b"online"], what="online"
             )
-            bus.publish(make_va("cam1", 1, t=100.0, v=0.75))
+            bus.publish_nowait(make_va("cam1", 1, t=100.0, v=0.75))
             await wait_until(
                 lambda: any(
                     json.loads(p)["valence"] == 0.75
@@ -174,7 +174,7 @@ async def _feed_va(bus: EventBus, camera: str, track_id: int, state: dict) -> No
     frame = 0
     while True:
         state["t"] = frame / 20
-        bus.publish(make_va(camera, track_id, t=frame / 20, frame=frame))
+        bus.publish_nowait(make_va(camera, track_id, t=frame / 20, frame=frame))
         frame += 1
         await asyncio.sleep(0.01)
 
@@ -185,7 +185,7 @@ async def test_broker_restart_republishes_online_and_va_resumes(broker) -> None:
     async with MqttPublisher(cfg_for(broker.port), bus, ["cam1"]) as pub:
         feeder = asyncio.create_task(_feed_va(bus, "cam1", 3, feed_state))
         try:
-            bus.publish(make_status("cam1", "online"))
+            bus.publish_nowait(make_status("cam1", "online"))
             await wait_until(lambda: pub.stats.published["va"] >= 3, what="VA before restart")
             broker.stop()
             await wait_until(lambda: not pub.connected, what="disconnect noticed")
@@ -220,11 +220,11 @@ async def test_broker_unreachable_buffer_bounded_and_stale_va_dropped(make_broke
     bus = EventBus()
     async with MqttPublisher(cfg, bus, ["cam1"]) as pub:
         for i in range(30):
-            bus.publish(make_description("cam1", track_id=i))
+            bus.publish_nowait(make_description("cam1", track_id=i))
         for track in range(10):
-            bus.publish(make_va("cam1", track, t=1.0))
-        bus.publish(make_status("cam1", "reconnecting"))
-        bus.publish(make_status("cam1", "online"))
+            bus.publish_nowait(make_va("cam1", track, t=1.0))
+        bus.publish_nowait(make_status("cam1", "reconnecting"))
+        bus.publish_nowait(make_status("cam1", "online"))
         await wait_until(lambda: len(bus.subscriptions[0]) == 0, what="intake drained")
         # Bounded while the broker is away: newest VA of at most 4 tracks, 10 events.
         assert pub.buffer.pending_va == 4
@@ -256,7 +256,7 @@ async def test_va_rate_limited_per_track(broker) -> None:
         # 3 s of media time at 10 Hz for two tracks; 2 Hz keeps t = 0, 0.5, ... 2.5.
         for frame in range(30):
             for track in (1, 2):
-                bus.publish(make_va("cam1", track, t=frame / 10, frame=frame))
+                bus.publish_nowait(make_va("cam1", track, t=frame / 10, frame=frame))
             await wait_until(lambda: len(bus.subscriptions[0]) == 0, what="intake")
             await wait_until(lambda: len(pub.buffer) == 0, what="sent")
         await wait_until(lambda: len(col.records("/faces/2/va")) == 6, what="track 2 VA")
@@ -273,8 +273,8 @@ async def test_nan_is_never_published(broker) -> None:
         MqttPublisher(cfg_for(broker.port), bus, ["cam1"]) as pub,
     ):
         await wait_until(lambda: pub.connected, what="connected")
-        bus.publish(make_va("cam1", 1, t=0.0, v=float("nan")))
-        bus.publish(make_va("cam1", 2, t=0.0, v=0.5))
+        bus.publish_nowait(make_va("cam1", 1, t=0.0, v=float("nan")))
+        bus.publish_nowait(make_va("cam1", 2, t=0.0, v=0.5))
         await wait_until(lambda: col.records("/faces/2/va"), what="valid VA")
     assert pub.stats.dropped["invalid"] == 1
     assert col.payloads(f"{PREFIX}/cam1/faces/1/va") == []
@@ -287,7 +287,7 @@ async def test_clean_exit_marks_every_camera_stopped(broker) -> None:
     bus = EventBus()
     async with MqttPublisher(cfg_for(broker.port), bus, ["cam1", "cam2"]) as pub:
         await wait_until(lambda: pub.connected, what="connected")
-        bus.publish(CameraStatus("cam1", CameraState.STOPPED, 1.0, "end of file", frames=72))
+        bus.publish_nowait(CameraStatus("cam1", CameraState.STOPPED, 1.0, "end of file", frames=72))
     assert pub.stats.published["available"] == 2  # online, then stopped
     async with Collector(broker.host, broker.port, f"{PREFIX}/#") as late:
         await wait_until(lambda: len(late.messages) == 3, what="retained state")

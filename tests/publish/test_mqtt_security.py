@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from mqtt_helpers import Collector, make_status, wait_until
 
+from streamer.bus import EventBus
 from streamer.errors import ConfigError
-from streamer.publish.bus import EventBus
 from streamer.publish.config import MqttConfig
 from streamer.publish.mqtt import MqttPublisher
 
@@ -193,7 +193,7 @@ async def test_tls_with_ca_and_client_certificate(tls_broker, pki: Path) -> None
     bus = EventBus()
     async with MqttPublisher(_cfg(tls_broker.port, tls=tls), bus, ["cam1"]) as pub:
         await wait_until(lambda: pub.connected, what="TLS connection")
-        bus.publish(make_status("cam1", "online"))
+        bus.publish_nowait(make_status("cam1", "online"))
         await wait_until(lambda: pub.stats.published["status"] == 1, what="status over TLS")
     assert pub.stats.tls_failures == 0
 

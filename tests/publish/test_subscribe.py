@@ -21,7 +21,7 @@ from mqtt_helpers import (
 )
 from rich.console import Console
 
-from streamer.publish.bus import EventBus
+from streamer.bus import EventBus
 from streamer.publish.config import MqttConfig
 from streamer.publish.mqtt import MqttPublisher
 from streamer.publish.payloads import Topics, dumps, encode_message, validate_record
@@ -165,7 +165,7 @@ async def test_subscribe_json_against_live_publisher(broker) -> None:
     cfg = MqttConfig(port=broker.port, prefix=P, reconnect_min_s=0.1, reconnect_max_s=0.5)
     bus = EventBus()
     async with MqttPublisher(cfg, bus, ["cam1"]) as pub:
-        bus.publish(make_status("cam1", "online"))
+        bus.publish_nowait(make_status("cam1", "online"))
         await wait_until(lambda: pub.stats.published["status"] == 1, what="retained status")
         proc = await asyncio.create_subprocess_exec(
             *_streamer(
@@ -210,10 +210,10 @@ async def test_subscribe_json_against_live_publisher(broker) -> None:
                     check=True,
                     timeout=20,
                 )
-            bus.publish(make_va("cam2", 1, t=0.0))  # filtered out by --camera
-            bus.publish(make_event("cam1", 1, "appeared"))
-            bus.publish(make_va("cam1", 1, t=0.0, v=0.5, a=0.5))
-            bus.publish(make_description("cam1", 1))
+            bus.publish_nowait(make_va("cam2", 1, t=0.0))  # filtered out by --camera
+            bus.publish_nowait(make_event("cam1", 1, "appeared"))
+            bus.publish_nowait(make_va("cam1", 1, t=0.0, v=0.5, a=0.5))
+            bus.publish_nowait(make_description("cam1", 1))
             stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
         finally:
             if proc.returncode is None:
@@ -279,7 +279,7 @@ async def test_subscribe_table_shows_tracks(broker) -> None:
     cfg = MqttConfig(port=broker.port, prefix=P, reconnect_min_s=0.1, reconnect_max_s=0.5)
     bus = EventBus()
     async with MqttPublisher(cfg, bus, ["cam1"]) as pub:
-        bus.publish(make_status("cam1", "online"))
+        bus.publish_nowait(make_status("cam1", "online"))
         await wait_until(lambda: pub.stats.published["status"] == 1, what="retained status")
         # 4 messages: retained availability and status, then one VA and one description.
         proc = await asyncio.create_subprocess_exec(
@@ -296,8 +296,8 @@ async def test_subscribe_table_shows_tracks(broker) -> None:
                 30,
                 "the subscriber's SUBSCRIBE",
             )
-            bus.publish(make_va("cam1", 7, t=0.0, v=-0.5, a=0.5))
-            bus.publish(make_description("cam1", 7))
+            bus.publish_nowait(make_va("cam1", 7, t=0.0, v=-0.5, a=0.5))
+            bus.publish_nowait(make_description("cam1", 7))
             stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
         finally:
             if proc.returncode is None:

@@ -6,8 +6,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from streamer.bus import EventBus, Subscription
 from streamer.messages import CameraState, CameraStatus
-from streamer.publish.bus import EventBus, Subscription
 
 
 def drain_statuses(sub: Subscription) -> list[CameraStatus]:

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from source_helpers import StatusLog, wait_until
 
+from streamer.bus import EventBus
 from streamer.messages import CameraState
-from streamer.publish.bus import EventBus
 from streamer.sources.config import CameraConfig
 from streamer.sources.live import LiveSource
 

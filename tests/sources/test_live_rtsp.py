@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from source_helpers import StatusLog, wait_until
 
+from streamer.bus import EventBus
 from streamer.faces.config import DetectorConfig
 from streamer.faces.yunet import YuNetDetector
 from streamer.messages import CameraState
-from streamer.publish.bus import EventBus
 from streamer.sources.config import CameraConfig
 from streamer.sources.live import LiveSource
 from streamer.sources.testing import (

@@ -19,8 +19,8 @@ import av.error
 import pytest
 from source_helpers import StatusLog, wait_until
 
+from streamer.bus import EventBus
 from streamer.messages import CameraState, Frame
-from streamer.publish.bus import EventBus
 from streamer.sources.config import CameraConfig
 from streamer.sources.live import LiveSource, demuxer_options, open_container, source_kind
 from streamer.sources.testing import corrupt_packets, make_clip

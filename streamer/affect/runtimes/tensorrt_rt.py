@@ -54,8 +54,9 @@ def _check(result: Any) -> Any:
     return values[0] if len(values) == 1 else tuple(values)
 
 
-def engine_path(onnx_file: Path, gpu_name: str, trt_version: str, cfg: TensorRtRuntimeConfig
-                ) -> Path:
+def engine_path(
+    onnx_file: Path, gpu_name: str, trt_version: str, cfg: TensorRtRuntimeConfig
+) -> Path:
     """Cache path of the engine for ``onnx_file`` on this GPU model and TensorRT."""
     gpu = re.sub(r"[^A-Za-z0-9]+", "_", gpu_name).strip("_") or "gpu"
     prec = "fp16" if cfg.fp16 else "fp32"
@@ -82,16 +83,19 @@ class TensorRtRuntime:
         runtime = trt.Runtime(self._logger)
         self._engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if self._engine is None:
-            raise ModelError(f"{path}: TensorRT cannot deserialize the engine (delete it to "
-                             "rebuild)")
+            raise ModelError(
+                f"{path}: TensorRT cannot deserialize the engine (delete it to rebuild)"
+            )
         self._context = self._engine.create_execution_context()
         self._stream = _check(cudart.cudaStreamCreate())
         self._inputs_shape = tuple(source.graph.input.shape)
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
-        self._outputs = [n for n in names
-                         if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self._out_shapes = {name: source.graph.node(src).shape
-                            for src, name in source.graph.outputs}
+        self._outputs = [
+            n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT
+        ]
+        self._out_shapes = {
+            name: source.graph.node(src).shape for src, name in source.graph.outputs
+        }
         # Device buffers sized for the largest batch, allocated once.
         self._buffers: dict[str, int] = {}
         per_sample = {INPUT_NAME: int(np.prod(self._inputs_shape))}
@@ -110,8 +114,7 @@ class TensorRtRuntime:
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise ModelError(f"{onnx_file}: TensorRT cannot parse the ONNX model: {errors}")
         config = builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE,
-                                     self.cfg.workspace_mib << 20)
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.cfg.workspace_mib << 20)
         if self.cfg.fp16:
             config.set_flag(trt.BuilderFlag.FP16)
         chw = tuple(source.graph.input.shape)
@@ -135,12 +138,15 @@ class TensorRtRuntime:
         n = x.shape[0]
         outs: list[list[np.ndarray]] = []
         for start in range(0, n, self.cfg.max_batch):
-            chunk = np.ascontiguousarray(x[start:start + self.cfg.max_batch], np.float32)
+            chunk = np.ascontiguousarray(x[start : start + self.cfg.max_batch], np.float32)
             b = chunk.shape[0]
             self._context.set_input_shape(INPUT_NAME, chunk.shape)
             h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-            _check(cudart.cudaMemcpyAsync(self._buffers[INPUT_NAME], chunk.ctypes.data,
-                                          chunk.nbytes, h2d, self._stream))
+            _check(
+                cudart.cudaMemcpyAsync(
+                    self._buffers[INPUT_NAME], chunk.ctypes.data, chunk.nbytes, h2d, self._stream
+                )
+            )
             for name, ptr in self._buffers.items():
                 self._context.set_tensor_address(name, ptr)
             if not self._context.execute_async_v3(self._stream):
@@ -149,13 +155,17 @@ class TensorRtRuntime:
             d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
             for name in self._outputs:
                 arr = np.empty((b, *self._out_shapes[name]), np.float32)
-                _check(cudart.cudaMemcpyAsync(arr.ctypes.data, self._buffers[name], arr.nbytes,
-                                              d2h, self._stream))
+                _check(
+                    cudart.cudaMemcpyAsync(
+                        arr.ctypes.data, self._buffers[name], arr.nbytes, d2h, self._stream
+                    )
+                )
                 host.append(arr)
             _check(cudart.cudaStreamSynchronize(self._stream))
             outs.append(host)
-        by_name = {name: np.concatenate([o[i] for o in outs]) for i, name in
-                   enumerate(self._outputs)}
+        by_name = {
+            name: np.concatenate([o[i] for o in outs]) for i, name in enumerate(self._outputs)
+        }
         return [by_name[name] for name in self._out_shapes]  # graph output order
 
     def close(self) -> None:

@@ -1,0 +1,29 @@
+"""The one log throttle: one event per interval, the rest counted."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamer.throttle import LogThrottle
+
+
+def test_one_event_per_interval_and_suppressed_are_counted() -> None:
+    now = [100.0]
+    th = LogThrottle(10.0, clock=lambda: now[0])
+    allowed = []
+    for step in range(25):
+        now[0] = 100.0 + step  # one event per second for 25 s
+        allowed.append(th.ready())
+    assert [i for i, ok in enumerate(allowed) if ok] == [0, 10, 20]
+    assert th.take_suppressed() == 22
+    assert th.take_suppressed() == 0
+
+
+def test_zero_interval_lets_everything_through() -> None:
+    th = LogThrottle(0.0, clock=lambda: 1.0)
+    assert all(th.ready() for _ in range(5))
+
+
+def test_negative_interval_is_refused() -> None:
+    with pytest.raises(ValueError, match="interval_s"):
+        LogThrottle(-1.0)

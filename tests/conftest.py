@@ -1,14 +1,17 @@
-"""Shared fixtures: real artifacts through the project's own model store."""
+"""Shared fixtures: real artifacts through the project's own model store, and a real
+loopback server speaking the Ollama API."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from streamer.errors import StreamerError
 from streamer.store import MIRROR_ENV, ModelStore, default_store
+from streamer.testing.net import free_port
+from streamer.testing.ollama import FakeOllama
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +42,24 @@ def store_path(store: ModelStore) -> Callable[[str], Path]:
         )
 
     return get
+
+
+@pytest.fixture
+def fake_ollama() -> Iterator[Callable[..., FakeOllama]]:
+    """``fake_ollama(mode="happy", port=0)`` starts a server; all stop at teardown."""
+    servers: list[FakeOllama] = []
+
+    def start(mode: str = "happy", port: int = 0) -> FakeOllama:
+        srv = FakeOllama(mode, port=port).start()
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.stop()
+
+
+@pytest.fixture
+def refused_url() -> str:
+    """An http URL on loopback where nothing listens (connection refused)."""
+    return f"http://127.0.0.1:{free_port()}"

@@ -1,15 +1,13 @@
 """Replay with the LLM describer on: descriptions join the JSONL, VA is untouched.
 
 The LLM is a real HTTP server on loopback speaking the Ollama API
-(tests/describe/ollama_fake.py); "refused" is a port where nothing listens.
+(:mod:`streamer.testing.ollama`); "refused" is a port where nothing listens.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,24 +15,8 @@ from pathlib import Path
 import pytest
 
 from streamer.messages import DESCRIPTION_SCHEMA, VA_SCHEMA
-
-
-def _fake_module():
-    name = "streamer_tests_ollama_fake"
-    if name not in sys.modules:
-        path = Path(__file__).parent / "describe" / "ollama_fake.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from streamer.testing.net import free_port
+from streamer.testing.ollama import FakeOllama
 
 
 def _replay(video: Path, out: Path, config: Path | None) -> None:
@@ -93,9 +75,9 @@ def test_descriptions_join_replay_and_va_is_unchanged(
 ) -> None:
     fake = None
     if server == "refused":
-        host = f"http://127.0.0.1:{_free_port()}"
+        host = f"http://127.0.0.1:{free_port()}"
     else:
-        fake = _fake_module().FakeOllama(server).start()
+        fake = FakeOllama(server).start()
         host = fake.url
     try:
         out = tmp_path / "llm.jsonl"

@@ -25,8 +25,9 @@ import pytest
 from streamer.config import parse_config
 from streamer.errors import ConfigError
 from streamer.messages import VASample
-from streamer.sources.testing import RtspServer, free_port, gst_rtsp_unavailable, loop_clip
 from streamer.store import default_store
+from streamer.testing.net import free_port
+from streamer.testing.sources import RtspServer, gst_rtsp_unavailable, loop_clip
 
 SLACK_S = 30.0  # deadline for things that take seconds on an idle machine
 

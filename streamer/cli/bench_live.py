@@ -35,7 +35,7 @@ from streamer.messages import Frame, VASample
 from streamer.pipeline import Pipeline
 from streamer.sources.config import CameraConfig
 from streamer.sources.live import LiveSource
-from streamer.sources.testing import RtspServer, gst_rtsp_unavailable, loop_clip
+from streamer.testing.sources import RtspServer, gst_rtsp_unavailable, loop_clip
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from mqtt_helpers import MOSQUITTO, Broker, free_port
+
+from streamer.testing.mqtt import MOSQUITTO, Broker
+from streamer.testing.net import free_port
 
 
 @pytest.fixture

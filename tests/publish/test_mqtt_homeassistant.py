@@ -6,13 +6,13 @@ import json
 import logging
 
 import pytest
-from mqtt_helpers import Collector, make_event, make_va, wait_until
 
 from streamer.bus import EventBus
 from streamer.publish.config import HomeAssistantConfig, MqttConfig
 from streamer.publish.homeassistant import camera_discovery, parse_ha_status, track_discovery
 from streamer.publish.mqtt import MqttPublisher
 from streamer.publish.payloads import InboundError, Topics
+from tests.helpers.mqtt import Collector, make_event, make_va, wait_until
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(60)]
 

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from mqtt_helpers import Collector, wait_until
+
+from tests.helpers.mqtt import Collector, wait_until
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(60)]
 

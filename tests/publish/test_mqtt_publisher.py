@@ -8,22 +8,22 @@ import subprocess
 
 import numpy as np
 import pytest
-from mqtt_helpers import (
-    Collector,
-    TcpProxy,
-    free_port,
-    make_description,
-    make_event,
-    make_status,
-    make_va,
-    wait_until,
-)
 
 from streamer.bus import EventBus
 from streamer.messages import Frame
 from streamer.publish.config import MqttConfig
 from streamer.publish.mqtt import MqttPublisher
 from streamer.publish.payloads import validate_record
+from streamer.testing.mqtt import TcpProxy
+from streamer.testing.net import free_port
+from tests.helpers.mqtt import (
+    Collector,
+    make_description,
+    make_event,
+    make_status,
+    make_va,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(60)]
 

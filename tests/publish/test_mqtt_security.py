@@ -9,12 +9,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from mqtt_helpers import Collector, make_status, wait_until
 
 from streamer.bus import EventBus
 from streamer.errors import ConfigError
 from streamer.publish.config import MqttConfig
 from streamer.publish.mqtt import MqttPublisher
+from tests.helpers.mqtt import Collector, make_status, wait_until
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(60)]
 

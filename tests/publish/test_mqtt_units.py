@@ -11,7 +11,6 @@ import jsonschema
 import numpy as np
 import pytest
 from aiomqtt.exceptions import MqttConnectError
-from mqtt_helpers import make_description, make_event, make_status, make_va
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -30,6 +29,7 @@ from streamer.publish.payloads import (
     topic_level,
     validate_record,
 )
+from tests.helpers.mqtt import make_description, make_event, make_status, make_va
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,13 +12,6 @@ import subprocess
 import sys
 
 import pytest
-from mqtt_helpers import (
-    make_description,
-    make_event,
-    make_status,
-    make_va,
-    wait_until,
-)
 from rich.console import Console
 
 from streamer.bus import EventBus
@@ -26,6 +19,13 @@ from streamer.publish.config import MqttConfig
 from streamer.publish.mqtt import MqttPublisher
 from streamer.publish.payloads import Topics, dumps, encode_message, validate_record
 from streamer.publish.subscriber import SubscriberView, quadrant
+from tests.helpers.mqtt import (
+    make_description,
+    make_event,
+    make_status,
+    make_va,
+    wait_until,
+)
 
 P = "test"
 TOPICS = Topics(P)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.sources.testing import RtspServer, gst_rtsp_unavailable, make_clip
+from streamer.testing.sources import RtspServer, gst_rtsp_unavailable, make_clip
 
 CLIP_S = 4.0  # seconds of the short synthetic clip
 CLIP_FPS = 30

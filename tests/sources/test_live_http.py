@@ -12,12 +12,12 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from source_helpers import StatusLog, wait_until
 
 from streamer.bus import EventBus
 from streamer.messages import CameraState
 from streamer.sources.config import CameraConfig
 from streamer.sources.live import LiveSource
+from tests.helpers.sources import StatusLog, wait_until
 
 SLACK_S = 15.0
 

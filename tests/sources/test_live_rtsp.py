@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from source_helpers import StatusLog, wait_until
 
 from streamer.bus import EventBus
 from streamer.faces.config import DetectorConfig
@@ -23,14 +22,15 @@ from streamer.faces.yunet import YuNetDetector
 from streamer.messages import CameraState
 from streamer.sources.config import CameraConfig
 from streamer.sources.live import LiveSource
-from streamer.sources.testing import (
+from streamer.testing.net import free_port
+from streamer.testing.sources import (
     RtspServer,
     SilentServer,
     corrupt_packets,
-    free_port,
     loop_clip,
     make_clip,
 )
+from tests.helpers.sources import StatusLog, wait_until
 
 pytestmark = pytest.mark.rtsp
 

@@ -10,10 +10,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from source_helpers import wait_until
 
 from streamer.sources.config import CameraConfig
 from streamer.sources.live import LiveSource
+from tests.helpers.sources import wait_until
 
 pytestmark = [pytest.mark.soak, pytest.mark.rtsp]
 

@@ -17,13 +17,13 @@ from typing import Any
 import av
 import av.error
 import pytest
-from source_helpers import StatusLog, wait_until
 
 from streamer.bus import EventBus
 from streamer.messages import CameraState, Frame
 from streamer.sources.config import CameraConfig
 from streamer.sources.live import LiveSource, demuxer_options, open_container, source_kind
-from streamer.sources.testing import corrupt_packets, make_clip
+from streamer.testing.sources import corrupt_packets, make_clip
+from tests.helpers.sources import StatusLog, wait_until
 
 FAST_BACKOFF = {"initial_s": 0.05, "max_s": 0.2, "jitter": 0.0}
 

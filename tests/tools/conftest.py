@@ -1,10 +1,9 @@
-"""Fixtures of the tools tests: the evaluation tool as a module, the fake Ollama server."""
+"""Fixtures of the tools tests: the evaluation tool as a module."""
 
 from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -28,25 +27,3 @@ def _load(name: str, path: Path) -> ModuleType:
 def evaluate_tool() -> ModuleType:
     """``tools/evaluate.py`` imported as a module (its ``main(argv)`` returns the exit code)."""
     return _load("streamer_tools_evaluate", ROOT / "tools" / "evaluate.py")
-
-
-@pytest.fixture
-def fake_ollama() -> Iterator[Callable[..., object]]:
-    """``fake_ollama(mode)``: a real loopback server speaking the Ollama API."""
-    fake = _load("streamer_tests_ollama_fake", ROOT / "tests" / "describe" / "ollama_fake.py")
-    servers: list[object] = []
-
-    def start(mode: str = "happy", port: int = 0) -> object:
-        srv = fake.FakeOllama(mode, port=port).start()
-        servers.append(srv)
-        return srv
-
-    yield start
-    for srv in servers:
-        srv.stop()
-
-
-@pytest.fixture
-def free_url() -> str:
-    fake = _load("streamer_tests_ollama_fake", ROOT / "tests" / "describe" / "ollama_fake.py")
-    return f"http://127.0.0.1:{fake.free_port()}"

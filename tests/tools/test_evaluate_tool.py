@@ -98,9 +98,9 @@ def test_llm_over_ollama_api_with_ollama_embeddings(evaluate_tool, fake_ollama, 
         )
 
 
-def test_unreachable_server_is_one_clear_error(evaluate_tool, free_url, tmp_path, capsys) -> None:
+def test_unreachable_server_is_one_clear_error(evaluate_tool, refused_url, tmp_path, capsys) -> None:
     rc = evaluate_tool.main(
-        [str(EXAMPLE), "--out", str(tmp_path / "x"), "--provider", "ollama", "--host", free_url]
+        [str(EXAMPLE), "--out", str(tmp_path / "x"), "--provider", "ollama", "--host", refused_url]
     )
     assert rc == 1
     err = capsys.readouterr().err

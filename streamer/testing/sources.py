@@ -1,6 +1,6 @@
 """Real media servers and synthetic clips for tests and benchmarks of live sources.
 
-* :class:`RtspServer` runs :mod:`streamer.sources.gst_rtsp_serve` (GStreamer's RTSP
+* :class:`RtspServer` runs :mod:`streamer.testing.gst_rtsp_serve` (GStreamer's RTSP
   server) in a child process with Debian's ``/usr/bin/python3``, and can kill, pause
   (SIGSTOP: the connection stays open but nothing is sent) and resume it.
 * :func:`make_clip` encodes a synthetic H.264 MP4 with PyAV; :func:`corrupt_packets`
@@ -27,6 +27,7 @@ import av
 import numpy as np
 
 from streamer.errors import MediaError
+from streamer.testing.net import free_port
 
 SYSTEM_PYTHON = os.environ.get("STREAMER_GST_PYTHON", "/usr/bin/python3")
 SERVER_SCRIPT = Path(__file__).with_name("gst_rtsp_serve.py")
@@ -56,34 +57,6 @@ def gst_rtsp_unavailable() -> str | None:
     if proc.returncode != 0:
         return "python3-gi with gir1.2-gst-rtsp-server-1.0 is not installed"
     return None
-
-
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now, below the ephemeral range.
-
-    Below, because a client that keeps reconnecting to a closed port inside the
-    ephemeral range can be handed that very port as its source port and connect to
-    itself (TCP simultaneous open), and a server restarted on it then cannot bind.
-    """
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(10_000, max(10_001, _ephemeral_low()))
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RtspServer:

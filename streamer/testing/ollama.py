@@ -21,7 +21,6 @@ import hashlib
 import json
 import math
 import re
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -30,13 +29,6 @@ MODES = ("happy", "slow", "error500", "malformed", "garbage", "blank", "invalid_
 
 _VA = re.compile(r"valence ([+-]\d\.\d\d), arousal ([+-]\d\.\d\d)")
 SLOW_HOLD_S = 30.0  # upper bound on how long a slow handler holds a request
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound, then closed)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def embed_text(text: str, dim: int = 64) -> list[float]:

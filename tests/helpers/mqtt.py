@@ -1,0 +1,144 @@
+"""Helpers of the MQTT tests: polling with deadlines, a collecting subscriber, messages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Awaitable, Callable
+
+
+async def wait_until(
+    predicate: Callable[[], bool], timeout_s: float = 15.0, what: str = "condition"
+) -> None:
+    """Poll ``predicate`` until true; fail the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def wait_until_async(
+    predicate: Callable[[], Awaitable[bool]], timeout_s: float = 15.0, what: str = "condition"
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+class Collector:
+    """An independent MQTT client that records every message on ``topic``.
+
+    Attributes:
+        messages: (topic, payload, retain) in arrival order.
+    """
+
+    def __init__(self, host: str, port: int, topic: str = "#") -> None:
+        import aiomqtt
+
+        self.topic = topic
+        self.client = aiomqtt.Client(host, port, identifier=f"collector-{os.getpid()}-{id(self)}")
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Collector:
+        await self.client.__aenter__()
+        await self.client.subscribe(self.topic, qos=1)
+        self._task = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            # Teardown: the reader ends with MqttError when the broker is gone.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self.client.__aexit__(None, None, None)
+
+    async def _read(self) -> None:
+        async for m in self.client.messages:
+            payload = m.payload if isinstance(m.payload, bytes) else b""
+            self.messages.append((str(m.topic), payload, bool(m.retain)))
+
+    def payloads(self, topic: str) -> list[bytes]:
+        return [p for t, p, _ in self.messages if t == topic]
+
+    def records(self, suffix: str) -> list[dict]:
+        import json
+
+        return [json.loads(p) for t, p, _ in self.messages if t.endswith(suffix) and p]
+
+
+def make_va(
+    camera: str = "cam1",
+    track_id: int = 1,
+    t: float = 0.0,
+    v: float = 0.25,
+    a: float = -0.5,
+    frame: int | None = None,
+    wall_time: float | None = None,
+):
+    from streamer.messages import VASample
+
+    return VASample(
+        camera=camera,
+        frame=round(t * 30) if frame is None else frame,
+        t=t,
+        track_id=track_id,
+        box=(10.0, 20.0, 74.0, 84.0),
+        valence=v,
+        arousal=a,
+        valence_raw=v,
+        arousal_raw=None,
+        variance=(0.01, 0.02),
+        model="fer-minixception-projected (approximate)",
+        wall_time=wall_time,
+    )
+
+
+def make_event(camera: str = "cam1", track_id: int = 1, kind: str = "appeared", t: float = 0.0):
+    from streamer.messages import TrackEvent, TrackEventKind
+
+    return TrackEvent(
+        camera=camera,
+        track_id=track_id,
+        kind=TrackEventKind(kind),
+        frame=int(t * 30),
+        t=t,
+        duration_s=2.5 if kind == "lost" else None,
+    )
+
+
+def make_status(camera: str = "cam1", state: str = "online"):
+    from streamer.messages import CameraState, CameraStatus
+
+    return CameraStatus(
+        camera=camera,
+        state=CameraState(state),
+        wall_time=time.time(),
+        detail="rtsp://***@host/stream",
+        frames=42,
+    )
+
+
+def make_description(camera: str = "cam1", track_id: int = 1, source: str = "fallback"):
+    from streamer.messages import Description
+
+    return Description(
+        id=f"{camera}-{track_id}-1",
+        camera=camera,
+        track_id=track_id,
+        t=1.5,
+        valence=0.6,
+        arousal=0.3,
+        basic="happy",
+        complex=("content", "amused"),
+        text="Looks pleased.",
+        source=source,
+        model="fallback",
+    )

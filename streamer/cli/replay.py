@@ -118,12 +118,12 @@ def print_summary(console: Console, summary: Summarizer, stats: CameraStats, wal
         "dominant quadrant",
     ):
         table.add_column(col)
-    for s in sorted(summary.tracks.values(), key=lambda s: (s.camera, s.track_id)):
+    for (camera, track_id), s in summary.tracks.items():
         table.add_row(
-            s.camera,
-            str(s.track_id),
+            camera,
+            str(track_id),
             f"{s.first_t:.2f}",
-            f"{s.duration_s:.2f}",
+            f"{s.span_s:.2f}",
             f"{s.mean_valence:+.3f}",
             f"{s.mean_arousal:+.3f}",
             s.dominant_quadrant,

@@ -7,13 +7,19 @@ that :mod:`streamer.describe.answer` validates.
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 from streamer.describe.taxonomy import BASIC, COMPLEX
-from streamer.messages import clamp_va
+from streamer.summary import TrackSummary, summarize
+
+__all__ = [
+    "SYSTEM_PROMPT",
+    "TrackSummary",
+    "build_messages",
+    "is_text_only",
+    "summarize",
+    "user_prompt",
+]
 
 SYSTEM_PROMPT = (
     "You interpret the facial affect of one person, measured by a camera as valence and "
@@ -30,79 +36,6 @@ SYSTEM_PROMPT = (
 # else (control bytes, long base64-like runs) means something other than text leaked in.
 _TEXT_ONLY = re.compile(r"[A-Za-z0-9 \n.,;:!?()\[\]'\"+\-=/%_]*")
 _LONG_TOKEN = re.compile(r"[A-Za-z0-9+/=_\-]{48,}")
-
-
-@dataclass(frozen=True, slots=True)
-class TrackSummary:
-    """What a prompt says about one track's recent affect.
-
-    Attributes:
-        n: samples in the window.
-        span_s: media seconds the window covers.
-        valence, arousal: the current (latest smoothed) value.
-        mean_valence, mean_arousal: means over the window.
-        trend_valence, trend_arousal: least-squares slope over the window, VA units per s.
-        spread_valence, spread_arousal: population standard deviation over the window.
-    """
-
-    n: int
-    span_s: float
-    valence: float
-    arousal: float
-    mean_valence: float
-    mean_arousal: float
-    trend_valence: float
-    trend_arousal: float
-    spread_valence: float
-    spread_arousal: float
-
-    @classmethod
-    def point(cls, valence: float, arousal: float) -> TrackSummary:
-        """A summary of one observation (no trend, no spread), e.g. for evaluation rows."""
-        v, a = clamp_va(valence), clamp_va(arousal)
-        return cls(1, 0.0, v, a, v, a, 0.0, 0.0, 0.0, 0.0)
-
-
-def _slope(ts: Sequence[float], xs: Sequence[float]) -> float:
-    n = len(ts)
-    if n < 2:
-        return 0.0
-    mt = sum(ts) / n
-    mx = sum(xs) / n
-    den = sum((t - mt) ** 2 for t in ts)
-    if den <= 1e-12:
-        return 0.0
-    s = sum((t - mt) * (x - mx) for t, x in zip(ts, xs, strict=True)) / den
-    return s if math.isfinite(s) else 0.0
-
-
-def summarize(samples: Sequence[tuple[float, float, float]]) -> TrackSummary:
-    """Summarise ``(t, valence, arousal)`` samples, oldest first (at least one).
-
-    Raises:
-        ValueError: when ``samples`` is empty.
-    """
-    if not samples:
-        raise ValueError("summarize needs at least one sample")
-    ts = [s[0] for s in samples]
-    vs = [clamp_va(s[1]) for s in samples]
-    as_ = [clamp_va(s[2]) for s in samples]
-    n = len(samples)
-    mv, ma = sum(vs) / n, sum(as_) / n
-    sv = math.sqrt(sum((v - mv) ** 2 for v in vs) / n)
-    sa = math.sqrt(sum((a - ma) ** 2 for a in as_) / n)
-    return TrackSummary(
-        n=n,
-        span_s=max(0.0, ts[-1] - ts[0]),
-        valence=vs[-1],
-        arousal=as_[-1],
-        mean_valence=mv,
-        mean_arousal=ma,
-        trend_valence=_slope(ts, vs),
-        trend_arousal=_slope(ts, as_),
-        spread_valence=sv,
-        spread_arousal=sa,
-    )
 
 
 def _s(x: float) -> str:

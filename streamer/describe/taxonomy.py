@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+from streamer.circumplex import NEUTRAL_RADIUS
+
 # label -> (valence, arousal); approximate, see the module docstring.
 BASIC_POINTS: dict[str, tuple[float, float]] = {
     "neutral": (0.0, 0.0),
@@ -88,7 +90,7 @@ def _nearest(points: dict[str, tuple[float, float]], v: float, a: float) -> list
     return sorted(points, key=lambda k: (math.dist(points[k], (v, a)), k))
 
 
-def nearest_basic(valence: float, arousal: float, neutral_radius: float = 0.2) -> str:
+def nearest_basic(valence: float, arousal: float, neutral_radius: float = NEUTRAL_RADIUS) -> str:
     """The basic category whose circumplex point is closest; ``neutral`` near the origin."""
     if math.hypot(valence, arousal) < neutral_radius:
         return "neutral"

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiomqtt
 
+from streamer.circumplex import quadrant
 from streamer.errors import PublishError
 from streamer.messages import DESCRIPTION_SCHEMA, EVENT_SCHEMA, STATUS_SCHEMA, VA_SCHEMA
 from streamer.publish.config import MqttConfig
@@ -50,22 +51,6 @@ logger = logging.getLogger(__name__)
 MAX_ROWS = 1000  # tracks shown at most; the least recently updated go first
 ROW_TTL_S = 300.0  # a row without updates for this long is removed
 INBOUND_QUEUE_SIZE = 10_000  # messages held by the client before it discards
-
-_QUADRANT_NEUTRAL = 0.1  # |valence| and |arousal| below this read as neutral
-
-
-def quadrant(valence: float, arousal: float) -> str:
-    """Name the valence-arousal quadrant (Russell's circumplex).
-
-    Returns:
-        ``excited`` (+V +A), ``tense`` (-V +A), ``sad`` (-V -A), ``calm`` (+V -A), or
-        ``neutral`` near the origin.
-    """
-    if abs(valence) < _QUADRANT_NEUTRAL and abs(arousal) < _QUADRANT_NEUTRAL:
-        return "neutral"
-    if arousal >= 0:
-        return "excited" if valence >= 0 else "tense"
-    return "calm" if valence >= 0 else "sad"
 
 
 @dataclass
@@ -249,13 +234,13 @@ class SubscriberView:
             table.add_column(name, **kw)
         now = self._clock()
         for row in sorted(self.rows.values(), key=lambda r: (r.camera, r.track_id)):
-            has_va = row.valence is not None and row.arousal is not None
+            v, a = row.valence, row.arousal
             table.add_row(
                 row.camera,
                 str(row.track_id),
                 f"{row.valence:+.2f}" if row.valence is not None else "-",
                 f"{row.arousal:+.2f}" if row.arousal is not None else "-",
-                quadrant(row.valence, row.arousal) if has_va else "-",  # type: ignore[arg-type]
+                quadrant(v, a).value if v is not None and a is not None else "-",
                 f"{row.basic}: {row.description}" if row.basic else row.description,
                 f"{now - row.updated:.1f} s",
             )

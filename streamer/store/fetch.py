@@ -31,6 +31,7 @@ PIP_TIMEOUT_S = 600.0
 
 
 def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks: the one file-hash helper of the package."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):

@@ -18,7 +18,7 @@ from streamer.bus import EventBus
 from streamer.publish.config import MqttConfig
 from streamer.publish.mqtt import MqttPublisher
 from streamer.publish.payloads import Topics, dumps, encode_message, validate_record
-from streamer.publish.subscriber import SubscriberView, quadrant
+from streamer.publish.subscriber import SubscriberView
 from tests.helpers.mqtt import (
     make_description,
     make_event,
@@ -43,22 +43,6 @@ def _state(view: SubscriberView) -> tuple:
         dict(view.face_counts),
         [(k, copy.copy(r)) for k, r in view.rows.items()],
     )
-
-
-@pytest.mark.parametrize(
-    ("v", "a", "expected"),
-    [
-        (0.5, 0.5, "excited"),
-        (-0.5, 0.5, "tense"),
-        (-0.5, -0.5, "sad"),
-        (0.5, -0.5, "calm"),
-        (0.05, -0.05, "neutral"),
-        (0.0, 0.2, "excited"),
-        (-1.0, 0.0, "tense"),
-    ],
-)
-def test_quadrant(v: float, a: float, expected: str) -> None:
-    assert quadrant(v, a) == expected
 
 
 def test_view_builds_rows_from_valid_messages() -> None:

@@ -9,12 +9,13 @@ up to ``max_batch`` faces. It waits up to ``max_wait_ms`` for more only while so
 second, e.g. another camera) has nothing in the batch yet, so a single caller (replay)
 never waits.
 
-Faults (RELIABILITY rows 9 and 10): a model that raises, returns the wrong shape or
+Faults: a model that raises, returns the wrong shape or
 non-finite values yields NaN rows for the affected faces (the caller rejects them; the
 tracks predict without an update), counted in :attr:`AffectEngine.stats`. A call not
 answered within ``timeout_s`` returns NaN rows, and the watchdog replaces the worker
 thread (the hung call is abandoned); more than ``max_restarts`` restarts within
-``restart_window_s`` mark the engine degraded: calls then return NaN at once until
+``restart_window_s`` (the package's one :class:`~streamer.supervise.RestartGuard`)
+mark the engine degraded: calls then return NaN at once until
 ``degraded_retry_s`` has passed, and the first successful batch clears the state.
 """
 
@@ -26,7 +27,6 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -35,6 +35,9 @@ import numpy as np
 from streamer.affect.config import AffectConfig
 from streamer.affect.models import VAModel
 from streamer.errors import ModelError
+from streamer.lifecycle import SingleUse
+from streamer.supervise import RestartGuard
+from streamer.throttle import LogThrottle
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +46,7 @@ __all__ = ["AffectEngine", "EngineStats"]
 ACTIVE_CALLER_S = 1.0  # s; a caller that submitted within this window is expected again
 STOP_WAIT_S = 2.0  # s; longest wait for the worker at shutdown
 _STOP = object()
-_LOG_EVERY = 100  # after the first failure, log one in this many
+FAILURE_LOG_INTERVAL_S = 10.0  # failed model batches: one warning per this (s)
 
 
 @dataclass
@@ -81,7 +84,7 @@ def _deliver(fut: asyncio.Future[np.ndarray], rows: np.ndarray) -> None:
         fut.set_result(rows)
 
 
-class AffectEngine:
+class AffectEngine(SingleUse):
     """Micro-batching front of a :class:`~streamer.affect.models.VAModel`.
 
     Args:
@@ -121,10 +124,11 @@ class AffectEngine:
         self._callers: dict[int, float] = {}
         self._generation = 0
         self._thread: threading.Thread | None = None
-        self._restart_times: deque[float] = deque()
+        self._restarts = RestartGuard(max_restarts, restart_window_s)
         self._degraded_until = 0.0
         self._running = False
         self._size = int(getattr(model, "input_size", 64))
+        self._failure_log = LogThrottle(FAILURE_LOG_INTERVAL_S)
 
     @classmethod
     def from_config(cls, model: VAModel, cfg: AffectConfig) -> AffectEngine:
@@ -140,6 +144,7 @@ class AffectEngine:
 
     # -- lifecycle ---------------------------------------------------------------------
     async def __aenter__(self) -> AffectEngine:
+        self._enter_once()
         self._running = True
         self._start_worker()
         return self
@@ -240,10 +245,8 @@ class AffectEngine:
                 return  # this hang was already handled by another caller's timeout
             self._generation += 1
             self._stats.restarts += 1
-            self._restart_times.append(now)
-            while self._restart_times and now - self._restart_times[0] > self.restart_window_s:
-                self._restart_times.popleft()
-            storm = len(self._restart_times) > self.max_restarts
+            restarts = self._restarts.record()
+            storm = self._restarts.storm
             if storm:
                 self._stats.degraded = True
                 self._degraded_until = now + self.degraded_retry_s
@@ -251,7 +254,7 @@ class AffectEngine:
             logger.error(
                 "affect model hung %d times within %.0f s: stage degraded, faces get no "
                 "VA for %.0f s before the model is tried again",
-                len(self._restart_times),
+                restarts,
                 self.restart_window_s,
                 self.degraded_retry_s,
             )
@@ -322,9 +325,13 @@ class AffectEngine:
                 # RuntimeError: the caller's loop is closed, nobody waits any more.
                 with contextlib.suppress(RuntimeError):
                     req.loop.call_soon_threadsafe(_deliver, req.future, rows)
-            if failed and (failures == 1 or failures % _LOG_EVERY == 0):
-                logger.warning(
-                    "affect model failed on a batch (%d failures so far): %s", failures, failed
+            if failed:
+                self._failure_log.log(
+                    logger,
+                    logging.WARNING,
+                    "affect model failed on a batch (%d failures so far): %s",
+                    failures,
+                    failed,
                 )
 
     def _run(self, batch: list[_Request], stage: np.ndarray) -> tuple[list[np.ndarray], str]:

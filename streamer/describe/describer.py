@@ -12,8 +12,9 @@ once, and a job in a bounded queue. Workers (``max_concurrency``) send jobs to t
 provider, one in flight per track; a newer job for a track replaces its waiting one. The
 LLM's answer is published as a ``Description`` with the same ``id`` and
 ``source="llm"``. Every request has a hard timeout; after a failed request no request is
-sent for ``reconnect_interval_s`` (doubling up to ``reconnect_max_s``), so a dead server
-costs one connection attempt per interval. A blank or invalid answer is retried once,
+sent for ``reconnect_interval_s`` (doubling up to ``reconnect_max_s``; the package's one
+:class:`~streamer.backoff.Backoff`), so a dead server costs one connection attempt per
+interval. A blank or invalid answer is retried once,
 then the job is dropped and counted.
 
 Counters (attributes): ``requests`` (provider calls, retries included), ``answered``
@@ -36,21 +37,25 @@ from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Self
 
+from streamer.backoff import Backoff, BackoffPolicy
 from streamer.bus import EventBus, Subscription
 from streamer.describe.answer import ANSWER_SCHEMA, Answer, parse_answer
 from streamer.describe.config import LlmConfig
 from streamer.describe.errors import InvalidAnswerError
 from streamer.describe.fallback import FALLBACK_MODEL, fallback_answer
-from streamer.describe.prompts import TrackSummary, build_messages, summarize
+from streamer.describe.prompts import build_messages
 from streamer.describe.providers import Provider, create_provider
 from streamer.errors import DescriberError
+from streamer.lifecycle import SingleUse
 from streamer.messages import Description, Message, TrackEvent, TrackEventKind, VASample, clamp_va
+from streamer.summary import TrackSummary, summarize
+from streamer.throttle import LogThrottle
 
 logger = logging.getLogger(__name__)
 
 TrackKey = tuple[str, int]
 
-DRAIN_POLL_S = 0.02  # seconds between checks while draining
+FAILURE_LOG_INTERVAL_S = 60.0  # failed LLM requests: one warning per this (s), else debug
 INBOX_DRAIN_MAX_S = 5.0  # seconds: safety bound on handing the inbox over in drain()
 TIME_REWIND_S = 1.0  # media seconds backwards that mean a restarted stream, not jitter
 
@@ -102,7 +107,7 @@ def _accept(msg: Message) -> bool:
     return isinstance(msg, VASample | TrackEvent)
 
 
-class Describer:
+class Describer(SingleUse):
     """Publishes a :class:`Description` per track, fallback first, LLM answer later.
 
     Args:
@@ -124,11 +129,17 @@ class Describer:
         self._pending: collections.OrderedDict[TrackKey, _Job] = collections.OrderedDict()
         self._in_flight: set[TrackKey] = set()
         self._work = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._idle = asyncio.Event()  # set while no job is pending or in flight
+        self._idle.set()
+        self._inbox_empty = asyncio.Event()  # set when the consumer caught up (or ended)
+        self._tasks: asyncio.TaskGroup | None = None
+        self._loops: list[asyncio.Task[None]] = []
         self._stack = contextlib.AsyncExitStack()
-        self._consumer_done = asyncio.Event()
-        # throttling of requests after failures (monotonic seconds)
-        self._failures_in_row = 0
+        # no requests for a while after failures (monotonic seconds)
+        self._backoff = Backoff(
+            BackoffPolicy(cfg.reconnect_interval_s, cfg.reconnect_max_s, multiplier=2.0)
+        )
+        self._failure_log = LogThrottle(FAILURE_LOG_INTERVAL_S)
         self._down_until = 0.0
         self.requests = 0
         self.answered = 0
@@ -142,15 +153,20 @@ class Describer:
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Self:
-        self._sub = self._bus.subscribe("describer", maxsize=self.cfg.inbox_size, accept=_accept)
+        self._enter_once()
         if self._provider is None:
             self._provider = create_provider(self.cfg)
-        self._tasks.append(asyncio.create_task(self._consume_loop(), name="describer-consume"))
-        self._tasks.append(asyncio.create_task(self._provider_loop(), name="describer-provider"))
-        for i in range(self.cfg.max_concurrency):
-            self._tasks.append(
-                asyncio.create_task(self._worker_loop(), name=f"describer-worker-{i}")
-            )
+        self._sub = self._bus.subscribe("describer", maxsize=self.cfg.inbox_size, accept=_accept)
+        tasks = self._tasks = asyncio.TaskGroup()
+        await tasks.__aenter__()
+        self._loops = [
+            tasks.create_task(self._consume_loop(), name="describer-consume"),
+            tasks.create_task(self._provider_loop(), name="describer-provider"),
+            *(
+                tasks.create_task(self._worker_loop(), name=f"describer-worker-{i}")
+                for i in range(self.cfg.max_concurrency)
+            ),
+        ]
         return self
 
     async def __aexit__(
@@ -159,11 +175,16 @@ class Describer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
-        await self._stack.aclose()
+        try:
+            if self._tasks is not None:
+                # The loops run until cancelled; a crash in one (a bug: they catch and
+                # count every expected error) surfaces here as an ExceptionGroup.
+                for task in self._loops:
+                    task.cancel()
+                await self._tasks.__aexit__(None, None, None)
+        finally:
+            self._tasks = None
+            await self._stack.aclose()
         if self._sub is not None:
             self._bus.unsubscribe(self._sub)
             self._sub = None
@@ -213,16 +234,14 @@ class Describer:
         most ``timeout_s`` seconds. Returns True when nothing is left, False when jobs
         were still pending or in flight at the deadline.
         """
-        inbox_deadline = time.monotonic() + INBOX_DRAIN_MAX_S
-        while self._sub is not None and len(self._sub) and not self._consumer_done.is_set():
-            if time.monotonic() > inbox_deadline:
-                break
-            await asyncio.sleep(0)
-        deadline = time.monotonic() + timeout_s
-        while self._pending or self._in_flight:
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(DRAIN_POLL_S)
+        if self._sub is not None and len(self._sub):
+            self._inbox_empty.clear()  # the consumer sets it when it has caught up
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._inbox_empty.wait(), INBOX_DRAIN_MAX_S)
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
         return True
 
     # ------------------------------------------------------------------ tracks
@@ -299,6 +318,7 @@ class Describer:
         while len(self._pending) > self.cfg.queue_size:
             self._pending.popitem(last=False)
             self._drop("queue_full")
+        self._idle.clear()
         self._work.set()
 
     # ------------------------------------------------------------------ loops
@@ -315,8 +335,10 @@ class Describer:
                 except Exception:  # supervisor: one bad message must not end descriptions
                     self.errors += 1
                     logger.exception("describer: failed on %r", msg)
+                if not len(self._sub):
+                    self._inbox_empty.set()
         finally:
-            self._consumer_done.set()
+            self._inbox_empty.set()
 
     async def _provider_loop(self) -> None:
         """Open the provider off the caller's path (loading a GGUF takes a while)."""
@@ -381,28 +403,22 @@ class Describer:
             finally:
                 self._in_flight.discard(job.key)
                 self._work.set()
+                if not self._pending and not self._in_flight:
+                    self._idle.set()
 
     def _note_failure(self, err: DescriberError) -> None:
         self.failed += 1
-        self._failures_in_row += 1
-        delay = min(
-            self.cfg.reconnect_max_s,
-            self.cfg.reconnect_interval_s * 2 ** (self._failures_in_row - 1),
-        )
+        delay = self._backoff.next_delay()
         self._down_until = time.monotonic() + delay
-        n = self._failures_in_row
-        log = logger.warning if n in (1, 2, 5) or n % 20 == 0 else logger.debug
-        log(
-            "LLM request failed (%d in a row), next try in %.1f s: %s",
-            self._failures_in_row,
-            delay,
-            err,
-        )
+        args = (self._backoff.failures, delay, err)
+        msg = "LLM request failed (%d in a row), next try in %.1f s: %s"
+        if not self._failure_log.log(logger, logging.WARNING, msg, *args):
+            logger.debug(msg, *args)
 
     def _note_success(self) -> None:
-        if self._failures_in_row:
-            logger.info("LLM answering again after %d failed request(s)", self._failures_in_row)
-        self._failures_in_row = 0
+        if self._backoff.failures:
+            logger.info("LLM answering again after %d failed request(s)", self._backoff.failures)
+        self._backoff.reset()
         self._down_until = 0.0
 
     async def _ask(self, messages: Sequence[dict[str, str]]) -> Answer | None:

@@ -18,6 +18,7 @@ import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.reasoncodes import ReasonCode
 
+from streamer.backoff import Backoff, BackoffPolicy
 from streamer.errors import ConfigError
 from streamer.publish.config import MqttConfig, MqttTlsConfig
 
@@ -152,14 +153,8 @@ def explain_failure(err: BaseException, cfg: MqttConfig) -> tuple[FailureKind, s
     return FailureKind.NETWORK, f"{where}: {str(err)[:200] or type(err).__name__}"
 
 
-def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
-    """Capped exponential delay with jitter in [cap/2, cap] ("equal jitter").
-
-    Args:
-        attempt: 0 for the first retry after a failure.
-        min_s: the delay cap of the first retry.
-        max_s: the largest cap.
-        rng: the random source (seeded in tests).
-    """
-    cap = min(max_s, min_s * float(2 ** min(attempt, 30)))
-    return cap / 2 + rng.random() * cap / 2
+def reconnect_backoff(cfg: MqttConfig, rng: random.Random | None = None) -> Backoff:
+    """The reconnect backoff of an MQTT client: capped exponential from
+    ``reconnect_min_s`` to ``reconnect_max_s``, each delay jittered in [cap/2, cap]."""
+    policy = BackoffPolicy(cfg.reconnect_min_s, cfg.reconnect_max_s, multiplier=2.0, jitter=0.5)
+    return Backoff(policy, rng)

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import random
 import ssl
 import time
 from collections import Counter
@@ -38,10 +37,10 @@ from streamer.publish.buffer import OutboundBuffer
 from streamer.publish.config import MqttConfig
 from streamer.publish.connect import (
     FailureKind,
-    backoff_delay,
     build_tls_context,
     client_kwargs,
     explain_failure,
+    reconnect_backoff,
 )
 from streamer.publish.payloads import (
     AVAILABLE_OFFLINE,
@@ -51,17 +50,20 @@ from streamer.publish.payloads import (
     InboundError,
     Outbound,
     Topics,
-    WarnLimiter,
     encode_available,
     encode_face_count,
     encode_message,
     preview,
 )
+from streamer.throttle import LogThrottle
 
 logger = logging.getLogger(__name__)
 
 BUS_QUEUE_SIZE = 4096  # messages; the intake loop drains it at once into the buffer
 HEALTHY_CONNECTION_S = 10.0  # a connection that lasted this long resets the backoff
+REJECT_LOG_INTERVAL_S = 60.0  # rejected-input warnings: at most REJECT_LOG_BURST per this (s)
+REJECT_LOG_BURST = 20
+RETRY_LOG_INTERVAL_S = 300.0  # the same connection failure is logged at most this often (s)
 INBOUND_QUEUE_SIZE = 100  # messages (only Home Assistant's status topic is subscribed)
 STOP_TIMEOUT_S = 4.0  # flush + "stopped" + disconnect on exit, at most
 _VA_RATE_EPS_S = 1e-6  # float slack when comparing media-time intervals
@@ -126,7 +128,9 @@ class MqttPublisher:
             stale_s=cfg.va_stale_s,
             dropped=self.stats.dropped,
         )
-        self._rng = random.Random()
+        self._backoff = reconnect_backoff(cfg)
+        self._retry_log = LogThrottle(RETRY_LOG_INTERVAL_S)
+        self._last_failure = ""
         self._password: str | None = None
         self._tls_context: ssl.SSLContext | None = None
         self._sub: Subscription | None = None
@@ -137,8 +141,8 @@ class MqttPublisher:
         self._live_tracks: dict[str, set[int]] = {}
         self._va_last_t: dict[tuple[str, int], float] = {}
         self._announced: set[tuple[str, int]] = set()
-        self._invalid_warnings = WarnLimiter(logger)
-        self._inbound_warnings = WarnLimiter(logger)
+        self._invalid_warnings = LogThrottle(REJECT_LOG_INTERVAL_S, burst=REJECT_LOG_BURST)
+        self._inbound_warnings = LogThrottle(REJECT_LOG_INTERVAL_S, burst=REJECT_LOG_BURST)
 
     async def __aenter__(self) -> MqttPublisher:
         # Credentials and certificates are checked now, so a bad config fails fast.
@@ -224,8 +228,12 @@ class MqttPublisher:
                 self.buffer.put_event(encode_message(msg, self.topics))
         except (ValueError, TypeError) as err:
             self.stats.dropped["invalid"] += 1
-            self._invalid_warnings.warn(
-                "MQTT: not publishing an invalid %s: %s", type(msg).__name__, err
+            self._invalid_warnings.log(
+                logger,
+                logging.WARNING,
+                "MQTT: not publishing an invalid %s: %s",
+                type(msg).__name__,
+                err,
             )
 
     def _ingest_va(self, msg: VASample) -> None:
@@ -301,8 +309,6 @@ class MqttPublisher:
     # ------------------------------------------------------------ connection
 
     async def _connection_loop(self) -> None:
-        attempt = 0
-        last_logged = ""
         while not self._closing.is_set():
             self.stats.connect_attempts += 1
             connected_at: float | None = None
@@ -310,7 +316,6 @@ class MqttPublisher:
                 client = self._new_client()
                 async with client:
                     connected_at = time.monotonic()
-                    last_logged = ""
                     self._on_connected()
                     await self._session(client)
                 return  # clean exit: the session ended because we are closing
@@ -322,30 +327,36 @@ class MqttPublisher:
             finally:
                 self.stats.connected = False
                 self._connected_event.clear()
-            if connected_at is not None:
-                if time.monotonic() - connected_at >= HEALTHY_CONNECTION_S:
-                    attempt = 0
-                text = f"lost the connection: {text}"
-            self.stats.last_error = text
-            if kind is FailureKind.AUTH:
-                self.stats.auth_failures += 1
-                delay = self.cfg.auth_retry_s
-            elif kind is FailureKind.TLS:
-                self.stats.tls_failures += 1
-                delay = self.cfg.auth_retry_s
-            else:
-                delay = backoff_delay(
-                    attempt, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s, self._rng
-                )
-                attempt += 1
-            # The same failure again is logged at debug level: no log flood.
-            log = logger.error if kind is not FailureKind.NETWORK else logger.warning
-            if text == last_logged:
-                log = logger.debug
-            log("MQTT: %s; retrying in %.1f s", text, delay)
-            last_logged = text
+            delay = self._after_failure(kind, text, connected_at)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), timeout=delay)
+
+    def _after_failure(self, kind: FailureKind, text: str, connected_at: float | None) -> float:
+        """Count and log a failed or lost connection; returns the delay before retrying."""
+        if connected_at is not None:
+            if time.monotonic() - connected_at >= HEALTHY_CONNECTION_S:
+                self._backoff.reset()
+            text = f"lost the connection: {text}"
+            self._last_failure = ""  # a new episode: its first failure is logged
+        self.stats.last_error = text
+        if kind is FailureKind.AUTH:
+            self.stats.auth_failures += 1
+            delay = self.cfg.auth_retry_s
+        elif kind is FailureKind.TLS:
+            self.stats.tls_failures += 1
+            delay = self.cfg.auth_retry_s
+        else:
+            delay = self._backoff.next_delay()
+        # The same failure again is logged at debug level, and at most once per
+        # RETRY_LOG_INTERVAL_S at its own level: no log flood.
+        log = logger.error if kind is not FailureKind.NETWORK else logger.warning
+        if text == self._last_failure and not self._retry_log.ready():
+            log = logger.debug
+        elif text != self._last_failure:
+            self._retry_log.ready()  # a new failure starts the interval
+        log("MQTT: %s; retrying in %.1f s", text, delay)
+        self._last_failure = text
+        return delay
 
     def _new_client(self) -> aiomqtt.Client:
         will = aiomqtt.Will(
@@ -424,7 +435,9 @@ class MqttPublisher:
                 status = ha.parse_ha_status(payload)
             except InboundError as err:
                 self.stats.rejected_inbound += 1
-                self._inbound_warnings.warn(
+                self._inbound_warnings.log(
+                    logger,
+                    logging.WARNING,
                     "MQTT: ignoring payload on %s: %s: %s",
                     str(message.topic)[:100],
                     err,

@@ -259,19 +259,3 @@ def decode_json(payload: bytes, max_bytes: int = MAX_INBOUND_BYTES) -> Any:
         return json.loads(text, parse_constant=_no_constants)
     except (ValueError, RecursionError) as err:
         raise InboundError(f"not JSON: {str(err)[:80]}") from err
-
-
-class WarnLimiter:
-    """One warning per rejected input, but no flood: after ``burst`` warnings only every
-    ``every``-th is logged (with the running count)."""
-
-    def __init__(self, log: logging.Logger, burst: int = 20, every: int = 1000) -> None:
-        self._log = log
-        self._burst = burst
-        self._every = every
-        self.count = 0
-
-    def warn(self, fmt: str, *args: Any) -> None:
-        self.count += 1
-        if self.count <= self._burst or self.count % self._every == 0:
-            self._log.warning(fmt + " [rejected inputs so far: %d]", *args, self.count)

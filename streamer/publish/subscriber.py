@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import random
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -26,11 +25,11 @@ from streamer.messages import DESCRIPTION_SCHEMA, EVENT_SCHEMA, STATUS_SCHEMA, V
 from streamer.publish.config import MqttConfig
 from streamer.publish.connect import (
     FailureKind,
-    backoff_delay,
     build_tls_context,
     client_kwargs,
     default_client_id,
     explain_failure,
+    reconnect_backoff,
 )
 from streamer.publish.payloads import (
     AVAILABLE_OFFLINE,
@@ -38,18 +37,20 @@ from streamer.publish.payloads import (
     AVAILABLE_STOPPED,
     FACE_COUNT_SCHEMA,
     InboundError,
-    WarnLimiter,
     decode_json,
     decode_text,
     preview,
     topic_level,
     validate_record,
 )
+from streamer.throttle import LogThrottle
 
 logger = logging.getLogger(__name__)
 
 MAX_ROWS = 1000  # tracks shown at most; the least recently updated go first
 ROW_TTL_S = 300.0  # a row without updates for this long is removed
+REJECT_LOG_INTERVAL_S = 60.0  # rejected-input warnings: at most REJECT_LOG_BURST per this (s)
+REJECT_LOG_BURST = 20
 INBOUND_QUEUE_SIZE = 10_000  # messages held by the client before it discards
 
 
@@ -108,11 +109,12 @@ class SubscriberView:
         self.face_counts: dict[str, int] = {}
         self.rows: collections.OrderedDict[tuple[str, int], TrackRow] = collections.OrderedDict()
         self.accepted = 0
-        self._warnings = WarnLimiter(logger)
+        self._rejected = 0
+        self._warnings = LogThrottle(REJECT_LOG_INTERVAL_S, burst=REJECT_LOG_BURST)
 
     @property
     def rejected(self) -> int:
-        return self._warnings.count
+        return self._rejected
 
     def subscriptions(self) -> list[str]:
         """Topic filters to subscribe to."""
@@ -132,8 +134,14 @@ class SubscriberView:
         try:
             inbound = self._parse(topic, payload)
         except InboundError as err:
-            self._warnings.warn(
-                "subscribe: rejected message on %s: %s: %s", topic[:120], err, preview(payload)
+            self._rejected += 1
+            self._warnings.log(
+                logger,
+                logging.WARNING,
+                "subscribe: rejected message on %s: %s: %s",
+                topic[:120],
+                err,
+                preview(payload),
             )
             return None
         if inbound is not None:
@@ -261,8 +269,7 @@ async def mqtt_messages(
     """
     password = cfg.resolve_password()
     tls_context = await asyncio.to_thread(build_tls_context, cfg.tls) if cfg.tls else None
-    rng = random.Random()
-    attempt = 0
+    backoff = reconnect_backoff(cfg)
     ident = client_id or default_client_id().replace("streamer-", "streamer-sub-", 1)
     while True:
         client = aiomqtt.Client(
@@ -272,7 +279,7 @@ async def mqtt_messages(
         try:
             async with client:
                 logger.info("subscribe: connected to %s:%d", cfg.host, cfg.port)
-                attempt = 0
+                backoff.reset()
                 for topic in topics:
                     await client.subscribe(topic, qos=1)
                 async for message in client.messages:
@@ -284,7 +291,6 @@ async def mqtt_messages(
                 raise PublishError(text) from err
         else:
             text = "the connection ended"
-        delay = backoff_delay(attempt, cfg.reconnect_min_s, cfg.reconnect_max_s, rng)
-        attempt += 1
+        delay = backoff.next_delay()
         logger.warning("subscribe: %s; retrying in %.1f s", text, delay)
         await asyncio.sleep(delay)

@@ -42,7 +42,7 @@ import av.error
 from streamer.bus import EventBus
 from streamer.errors import ConfigError, MediaError, SourceError
 from streamer.messages import CameraState, CameraStatus, Frame
-from streamer.sources.backoff import Backoff
+from streamer.backoff import Backoff
 from streamer.sources.config import CameraConfig
 from streamer.sources.file import open_video
 from streamer.sources.mailbox import Mailbox, MailboxClosed

@@ -19,7 +19,7 @@ from streamer.errors import ConfigError
 from streamer.messages import Frame
 from streamer.publish.buffer import OutboundBuffer
 from streamer.publish.config import MqttConfig
-from streamer.publish.connect import FailureKind, backoff_delay, explain_failure
+from streamer.publish.connect import FailureKind, explain_failure, reconnect_backoff
 from streamer.publish.payloads import (
     SCHEMA_FILES,
     Outbound,
@@ -203,8 +203,8 @@ def test_buffer_rejects_bad_limits(kw) -> None:
 
 
 def test_backoff_is_jittered_capped_exponential() -> None:
-    rng = random.Random(7)
-    delays = [[backoff_delay(n, 0.5, 30.0, rng) for _ in range(200)] for n in range(12)]
+    backoff = reconnect_backoff(MqttConfig(reconnect_min_s=0.5, reconnect_max_s=30.0), random.Random(7))
+    delays = [[backoff.delay_for(n) for _ in range(200)] for n in range(12)]
     for n, ds in enumerate(delays):
         cap = min(30.0, 0.5 * 2**n)
         assert all(cap / 2 <= d <= cap for d in ds)

@@ -7,7 +7,7 @@ import random
 import pytest
 from pydantic import ValidationError
 
-from streamer.sources.backoff import Backoff
+from streamer.backoff import Backoff, BackoffPolicy
 from streamer.sources.config import BackoffConfig
 
 
@@ -69,3 +69,26 @@ def test_resets_only_after_a_full_healthy_period() -> None:
 def test_bad_backoff_config_rejected(bad: dict) -> None:
     with pytest.raises(ValidationError):
         BackoffConfig(**bad)
+
+
+def test_reset_after_success_starts_over() -> None:
+    b = Backoff(BackoffPolicy(initial_s=5.0, max_s=60.0))
+    assert [b.next_delay() for _ in range(3)] == [5.0, 10.0, 20.0]
+    b.reset()
+    assert b.failures == 0 and b.next_delay() == 5.0
+    assert b.delay_for(10) == 60.0  # capped, and delay_for does not count a failure
+    assert b.failures == 1
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"initial_s": 0.0, "max_s": 1.0},
+        {"initial_s": 2.0, "max_s": 1.0},
+        {"initial_s": 1.0, "max_s": 2.0, "multiplier": 0.5},
+        {"initial_s": 1.0, "max_s": 2.0, "jitter": 1.5},
+    ],
+)
+def test_bad_policy_is_refused(kw: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="expected"):
+        BackoffPolicy(**kw)

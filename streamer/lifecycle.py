@@ -1,0 +1,33 @@
+"""Single-use async context managers: a second ``async with`` on one object is an error.
+
+Objects such as the pipeline, the describer, the MQTT publisher and the affect engine
+own tasks, subscriptions and threads that are set up once and torn down once; entering
+one of them again (even after it exited) would reuse closed queues and stopped threads.
+They inherit :class:`SingleUse` and call :meth:`SingleUse._enter_once` first thing in
+``__aenter__``, which says so clearly::
+
+    RuntimeError: Describer cannot be entered twice; create a new one
+"""
+
+from __future__ import annotations
+
+
+class SingleUse:
+    """Mixin that refuses a second ``__aenter__`` (see the module docstring)."""
+
+    _entered: bool = False
+
+    def _enter_once(self) -> None:
+        """Mark the object entered; raises on the second call.
+
+        Raises:
+            RuntimeError: the object was already entered once.
+        """
+        if self._entered:
+            raise RuntimeError(
+                f"{type(self).__name__} cannot be entered twice; create a new one"
+            )
+        self._entered = True
+
+
+__all__ = ["SingleUse"]

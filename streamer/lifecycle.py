@@ -24,9 +24,7 @@ class SingleUse:
             RuntimeError: the object was already entered once.
         """
         if self._entered:
-            raise RuntimeError(
-                f"{type(self).__name__} cannot be entered twice; create a new one"
-            )
+            raise RuntimeError(f"{type(self).__name__} cannot be entered twice; create a new one")
         self._entered = True
 
 

@@ -7,9 +7,11 @@ Per camera, frames flow through two overlapping steps::
 
 Preparing frame k+1 overlaps the VA inference of frame k; decoding runs ahead in the
 source's own thread. Everything leaves through the :class:`EventBus`: the JSONL writer,
-MQTT, the describer and later sinks subscribe to it.
+MQTT, the describer and later sinks subscribe to it. The pipeline knows no sink: the
+composition root (:mod:`streamer.compose`) builds it and wires them.
 
-    async with Pipeline(cfg, store, out=path) as pipe:
+    pipe = build_pipeline(cfg, store)           # models load here
+    async with Composition(pipe, SinkOptions(out=path, replay=True)):
         async with FileSource(video) as src:
             stats = await pipe.run_camera(src.camera, src, lossless=True)
 """
@@ -18,14 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cv2
 import numpy as np
@@ -34,8 +35,9 @@ from streamer.bus import EventBus
 from streamer.config import AppConfig
 from streamer.faces.crops import CROP_SIZE, crop_faces
 from streamer.faces.tracker import Track, Tracker
-from streamer.faces.yunet import YuNetDetector
+from streamer.lifecycle import SingleUse
 from streamer.messages import (
+    Detection,
     Frame,
     Message,
     TrackEvent,
@@ -43,9 +45,10 @@ from streamer.messages import (
     VASample,
     clamp_va,
 )
-from streamer.publish.jsonl import JsonlWriter
 from streamer.smoothing import VAFilter
-from streamer.store import ModelStore
+
+if TYPE_CHECKING:
+    from streamer.affect.models import VAModel
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +108,7 @@ class CameraAnalyzer:
         self,
         camera: str,
         cfg: AppConfig,
-        detector: YuNetDetector,
+        detector: FaceDetector,
         model_name: str,
         stats: CameraStats,
     ) -> None:
@@ -240,88 +243,63 @@ class CameraAnalyzer:
         return out
 
 
-class Pipeline:
-    """Models, sinks and per-camera analysis; replay and live runs share it."""
+class FaceDetector(Protocol):
+    """Finds faces in a BGR frame (YuNet in production, fakes in tests)."""
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Every face of ``image`` (H, W, 3) uint8 BGR, boxes in its pixels."""
+        ...
+
+
+DetectorFactory = Callable[[], FaceDetector]  # one detector per camera analysis
+
+
+class Pipeline(SingleUse):
+    """The per-camera analysis on a shared VA engine and bus; replay and live share it.
+
+    Its dependencies are passed in; :func:`streamer.compose.build_pipeline` loads them
+    from the model store, and :class:`streamer.compose.Composition` wires the sinks.
+
+    Args:
+        cfg: the app config (faces, affect, smoothing sections).
+        model: the VA model; the pipeline's :class:`AffectEngine` runs it.
+        detector_factory: makes the face detector of each camera analysis.
+        bus: the event bus every result goes to (default: a new one).
+    """
 
     def __init__(
         self,
         cfg: AppConfig,
-        store: ModelStore,
+        model: VAModel,
+        detector_factory: DetectorFactory,
         *,
-        out: Path | None = None,
-        stdout_jsonl: bool = False,
-        atomic_out: bool = True,
         bus: EventBus | None = None,
     ) -> None:
-        from streamer.affect import AffectEngine, load_va_model
-
         self.cfg = cfg
-        self.store = store
+        self.model = model
+        self.detector_factory = detector_factory
+        from streamer.affect.engine import AffectEngine  # the affect stack loads on use
+
         self.bus = bus or EventBus()
-        self.detector_path = store.path("yunet")
-        self.model = load_va_model(cfg.affect, store)
-        self.engine = AffectEngine.from_config(self.model, cfg.affect)
+        self.engine = AffectEngine.from_config(model, cfg.affect)
         self.stats: dict[str, CameraStats] = {}
-        out = out or cfg.output.jsonl
-        self._writer: JsonlWriter | None = None
-        if out is not None or stdout_jsonl:
-            self._writer = JsonlWriter(out, atomic=atomic_out)
-        self._stack = contextlib.AsyncExitStack()
-        self._sink_tasks: list[asyncio.Task[None]] = []
-        self._describer: Any = None
-        self._replay = False  # a lossless run: wait for late LLM answers at the end
 
     @property
     def model_name(self) -> str:
         return str(self.model.name)
 
     async def __aenter__(self) -> Pipeline:
-        await self._stack.__aenter__()
-        try:
-            await self._stack.enter_async_context(self.engine)
-            if self._writer is not None:
-                sub = self.bus.subscribe("jsonl", maxsize=4096, lossless=True)
-                self._sink_tasks.append(
-                    asyncio.create_task(self._writer.consume(sub), name="sink-jsonl")
-                )
-            await self._enter_optional_sinks()
-        except BaseException:
-            await self._stack.__aexit__(None, None, None)
-            raise
+        self._enter_once()
+        await self.engine.__aenter__()
         return self
 
-    async def _enter_optional_sinks(self) -> None:
-        cameras = [c.name for c in self.cfg.cameras]
-        if self.cfg.mqtt is not None:
-            from streamer.publish.mqtt import MqttPublisher
-
-            await self._stack.enter_async_context(MqttPublisher(self.cfg.mqtt, self.bus, cameras))
-        if self.cfg.llm is not None:
-            from streamer.describe import Describer
-
-            self._describer = await self._stack.enter_async_context(
-                Describer(self.cfg.llm, self.bus)
-            )
-
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        try:
-            if self._describer is not None and self.cfg.llm is not None:
-                # Fallbacks for every sample already published go out in any case; a
-                # replay also waits (bounded) for the LLM answers still in flight. A live
-                # stop must be quick, so it does not wait.
-                wait_s = self.cfg.llm.drain_timeout_s if self._replay and exc_type is None else 0.0
-                await self._describer.drain(wait_s)
-            # Sinks first see everything published, then the bus closes.
-            self.bus.close()
-            if self._sink_tasks:
-                await asyncio.gather(*self._sink_tasks, return_exceptions=exc_type is not None)
-        finally:
-            await self._stack.__aexit__(exc_type, exc, tb)
-            if self._writer is not None:
-                if exc_type is None:
-                    self._writer.commit()
-                else:
-                    self._writer.abort()
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.engine.__aexit__(exc_type, exc, tb)
 
     async def run_camera(
         self,
@@ -341,8 +319,7 @@ class Pipeline:
             decode_stats: the source's counters; ``decode_s`` is copied into the stats.
         """
         stats = self.stats.setdefault(camera, CameraStats(camera))
-        self._replay = self._replay or lossless
-        detector = YuNetDetector(self.detector_path, self.cfg.faces.detector)
+        detector = self.detector_factory()
         analyzer = CameraAnalyzer(camera, self.cfg, detector, self.model_name, stats)
         live = not lossless
         handoff: asyncio.Queue[_Prepared | None] = asyncio.Queue(maxsize=2)
@@ -378,13 +355,13 @@ class Pipeline:
                 tg.create_task(prepare_loop(), name=f"prepare-{camera}")
                 tg.create_task(infer_loop(), name=f"infer-{camera}")
         except BaseExceptionGroup as group:
-            raise _first_error(group) from None
+            raise first_error(group) from None
         if decode_stats and "decode_s" in decode_stats:
             stats.stage_s["decode"] = float(decode_stats["decode_s"])
         return stats
 
 
-def _first_error(group: BaseExceptionGroup) -> BaseException:
+def first_error(group: BaseExceptionGroup) -> BaseException:
     """The error a caller should see from a task group (ours before library ones)."""
     from streamer.errors import StreamerError
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import streamer.affect
+from streamer.affect import load_va_model
+from streamer.compose import Composition, SinkOptions, build_pipeline
 from streamer.config import AppConfig
 from streamer.messages import VASample
-from streamer.pipeline import Pipeline
 from streamer.sources.file import FileSource
 from streamer.store import default_store
 
@@ -50,16 +50,11 @@ class Faulty:
         raise RuntimeError("injected model failure")
 
 
-async def _run(video: Path, mode: str, monkeypatch: pytest.MonkeyPatch) -> tuple[list, object]:
-    real = streamer.affect.load_va_model
-    wrapped: list[Faulty] = []
-
-    def load(cfg: object, store: object) -> Faulty:
-        wrapped.append(Faulty(real(cfg, store), mode))
-        return wrapped[0]
-
-    monkeypatch.setattr(streamer.affect, "load_va_model", load)
-    pipe = Pipeline(AppConfig(), default_store())
+async def _run(video: Path, mode: str) -> tuple[list, object]:
+    cfg = AppConfig()
+    store = default_store()
+    faulty = Faulty(load_va_model(cfg.affect, store), mode)
+    pipe = build_pipeline(cfg, store, model=faulty)  # type: ignore[arg-type]
     sub = pipe.bus.subscribe("test", maxsize=100_000, lossless=True)
     got: list = []
 
@@ -67,21 +62,21 @@ async def _run(video: Path, mode: str, monkeypatch: pytest.MonkeyPatch) -> tuple
         async for m in sub:
             got.append(m)
 
-    async with FileSource(video) as src, pipe:
+    async with FileSource(video) as src, Composition(pipe, SinkOptions(replay=True)):
         task = asyncio.create_task(collect())
         stats = await pipe.run_camera(src.camera, src, lossless=True)
     await task
-    assert wrapped[0].calls > 0
+    assert faulty.calls > 0
     return got, stats
 
 
 @pytest.mark.parametrize("mode", ["nan", "inf", "shape", "raise"])
 async def test_bad_model_output_is_discarded_counted_and_never_published(
-    mode: str, store_path, monkeypatch: pytest.MonkeyPatch
+    mode: str, store_path
 ) -> None:
     video = store_path("single_face.mp4")
     store_path("yunet"), store_path("fer")
-    msgs, stats = await _run(video, mode, monkeypatch)
+    msgs, stats = await _run(video, mode)
     va = [m for m in msgs if isinstance(m, VASample)]
     assert len(va) == stats.faces > 0, "every visible face still gets a record"
     rejected = [m for m in va if m.valence_raw is None]

@@ -101,7 +101,7 @@ def test_replay_is_byte_identical(single_face_run, store_path, tmp_path: Path) -
 def test_summary_table_on_stderr(single_face_run) -> None:
     _, proc = single_face_run
     assert "mean valence" in proc.stderr
-    assert "V+A+" in proc.stderr  # smiling man: positive valence dominates
+    assert "excited" in proc.stderr  # smiling man: positive valence (V+A+) dominates
 
 
 def test_stdout_mode_prints_jsonl(store_path) -> None:

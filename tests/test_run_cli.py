@@ -22,11 +22,15 @@ from typing import Any
 
 import pytest
 
-from streamer.config import parse_config
+import numpy as np
+
+from streamer.config import AppConfig, parse_config
 from streamer.errors import ConfigError
-from streamer.messages import VASample
+from streamer.messages import Detection, VASample
+from streamer.pipeline import FaceDetector
 from streamer.store import default_store
 from streamer.testing.net import free_port
+from streamer.supervise import RestartPolicy
 from streamer.testing.sources import RtspServer, gst_rtsp_unavailable, loop_clip
 
 SLACK_S = 30.0  # deadline for things that take seconds on an idle machine
@@ -114,14 +118,14 @@ def test_sigterm_stops_a_live_run_cleanly(
 @pytest.mark.rtsp
 async def test_run_live_in_process_leaves_no_thread(models: None, face_server: RtspServer) -> None:
     from streamer.cli.run import run_live
-    from streamer.pipeline import Pipeline
+    from streamer.compose import build_pipeline
 
     cfg = parse_config(
         f"cameras:\n  - name: front\n    url: {face_server.url}\n"
         f"  - name: dead\n    url: rtsp://127.0.0.1:{free_port()}/x\n"
     )
     before = set(threading.enumerate())
-    pipe = Pipeline(cfg, default_store())
+    pipe = build_pipeline(cfg, default_store())
     sub = pipe.bus.subscribe("test", maxsize=100_000)
     stop = asyncio.Event()
 
@@ -190,41 +194,43 @@ def test_bad_camera_config_names_the_key_and_line(yaml_text: str, needle: str) -
 
 
 class _HangingDetector:
-    """Wraps the real YuNet detector class: chosen calls block until released."""
+    """Makes real YuNet detectors whose chosen calls block until released."""
 
     def __init__(self, hang_on: Callable[[int], bool]) -> None:
-        from streamer.faces.yunet import YuNetDetector
-
         self.release = threading.Event()
         self.calls = 0
         self.hung = 0
+        self.hang_on = hang_on
+
+    def factory(self, cfg: AppConfig) -> Callable[[], FaceDetector]:
+        from streamer.faces.yunet import YuNetDetector
+
         outer = self
+        path = default_store().path("yunet")
 
         class Detector(YuNetDetector):
-            def detect(self, image):  # type: ignore[no-untyped-def]
+            def detect(self, image: np.ndarray) -> list[Detection]:
                 outer.calls += 1
-                if hang_on(outer.calls):
+                if outer.hang_on(outer.calls):
                     outer.hung += 1
                     outer.release.wait(120)
                 return super().detect(image)
 
-        self.cls = Detector
+        return lambda: Detector(path, cfg.faces.detector)
 
 
 async def _run_with_detector(
-    monkeypatch: pytest.MonkeyPatch,
     store_path: Callable[[str], Path],
     detector: _HangingDetector,
     until: Callable[[Any], bool],
+    policy: RestartPolicy,
 ) -> Any:
-    import streamer.pipeline
     from streamer.cli.run import run_live
-    from streamer.pipeline import Pipeline
+    from streamer.compose import build_pipeline
 
-    monkeypatch.setattr(streamer.pipeline, "YuNetDetector", detector.cls)
     clip = store_path("single_face.mp4")
     cfg = parse_config(f"cameras:\n  - {{name: cam, url: '{clip}', loop: true}}\n")
-    pipe = Pipeline(cfg, default_store())
+    pipe = build_pipeline(cfg, default_store(), detector_factory=detector.factory(cfg))
     stop = asyncio.Event()
 
     async def watch() -> None:
@@ -235,7 +241,7 @@ async def _run_with_detector(
     watcher = asyncio.create_task(watch())
     try:
         return await asyncio.wait_for(
-            run_live(cfg, stop=stop, pipeline=pipe, handle_signals=False, hang_timeout_s=1.0),
+            run_live(cfg, stop=stop, pipeline=pipe, handle_signals=False, policy=policy),
             90,
         )
     finally:
@@ -244,17 +250,17 @@ async def _run_with_detector(
 
 
 async def test_hung_analysis_is_restarted_and_frames_flow_again(
-    models: None, monkeypatch: pytest.MonkeyPatch, store_path: Callable[[str], Path]
+    models: None, store_path: Callable[[str], Path]
 ) -> None:
     """Row 10: the analysis of a camera hangs once; the watchdog restarts it."""
     detector = _HangingDetector(lambda n: n == 10)
     result = await _run_with_detector(
-        monkeypatch,
         store_path,
         detector,
         # Detection runs every 2nd frame, so call 10 is near frame 20: 60 analysed
         # frames can only come from the restarted analysis.
         lambda pipe: "cam" in pipe.stats and pipe.stats["cam"].frames >= 60,
+        RestartPolicy(hang_timeout_s=1.0),
     )
     health = result.analysis["cam"]
     assert detector.hung == 1
@@ -264,15 +270,12 @@ async def test_hung_analysis_is_restarted_and_frames_flow_again(
 
 
 async def test_restart_storm_marks_the_analysis_degraded(
-    models: None, monkeypatch: pytest.MonkeyPatch, store_path: Callable[[str], Path]
+    models: None, store_path: Callable[[str], Path]
 ) -> None:
-    import streamer.cli.run as run_mod
-
-    monkeypatch.setattr(run_mod, "STORM_RESTARTS", 1)
-    monkeypatch.setattr(run_mod, "RESTART_MAX_S", 0.5)
     detector = _HangingDetector(lambda n: True)  # every analysis hangs at once
+    policy = RestartPolicy(hang_timeout_s=1.0, storm_restarts=1, restart_max_s=0.5)
     result = await _run_with_detector(
-        monkeypatch, store_path, detector, lambda pipe: detector.hung >= 3
+        store_path, detector, lambda pipe: detector.hung >= 3, policy
     )
     health = result.analysis["cam"]
     assert health.hangs >= 2
@@ -328,7 +331,7 @@ async def test_face_churn_keeps_live_tracks_bounded(
     """Row 11 on the live path: faces come and go; tracks stay within max_tracks."""
     from streamer.cli.run import run_live
     from streamer.messages import TrackEvent, TrackEventKind
-    from streamer.pipeline import Pipeline
+    from streamer.compose import build_pipeline
 
     clip = _make_churn_clip(store_path("multi_face.jpg"), tmp_path / "churn.mp4")
     max_tracks = 3
@@ -337,7 +340,7 @@ async def test_face_churn_keeps_live_tracks_bounded(
         f"faces:\n  tracker: {{max_tracks: {max_tracks}, min_hits: 3, max_age_s: 0.2}}\n"
         "  detector: {detect_every_n_frames: 1}\n"
     )
-    pipe = Pipeline(cfg, default_store())
+    pipe = build_pipeline(cfg, default_store())
     sub = pipe.bus.subscribe("churn", maxsize=1_000_000, lossless=True)
     result = await asyncio.wait_for(run_live(cfg, pipeline=pipe, handle_signals=False), SLACK_S * 3)
     assert result.cameras["churn"].frames == 120  # the file ended the run; no frame lost
@@ -492,13 +495,13 @@ async def test_tracks_age_out_across_a_reconnect(
     """
     from streamer.cli.run import run_live
     from streamer.messages import CameraState, CameraStatus, TrackEvent, TrackEventKind
-    from streamer.pipeline import Pipeline
+    from streamer.compose import build_pipeline
 
     cfg = parse_config(
         f"cameras:\n  - name: front\n    url: {face_server.url}\n"
         "    backoff: {initial_s: 0.2, max_s: 1.0}\n"
     )
-    pipe = Pipeline(cfg, default_store())
+    pipe = build_pipeline(cfg, default_store())
     sub = pipe.bus.subscribe("test", maxsize=100_000)
     stop = asyncio.Event()
     events: list[TrackEvent] = []
@@ -552,11 +555,15 @@ async def test_tracks_age_out_across_a_reconnect(
 
 HANGING_RUN = """
 import sys, threading
-import streamer.pipeline
-from streamer.cli import main
+from streamer.cli import setup_logging
+from streamer.cli.run import report_run, run_until_stopped
+from streamer.compose import build_pipeline
+from streamer.config import load_config
 from streamer.faces.yunet import YuNetDetector
+from streamer.store import default_store
 
 calls = 0
+
 
 class Hangs(YuNetDetector):
     def detect(self, image):
@@ -567,8 +574,12 @@ class Hangs(YuNetDetector):
             threading.Event().wait()  # blocked for good, like a wedged native call
         return super().detect(image)
 
-streamer.pipeline.YuNetDetector = Hangs
-sys.exit(main(sys.argv[1:]))
+
+setup_logging(0, False)
+cfg = load_config(sys.argv[1])
+path = default_store().path("yunet")
+pipe = build_pipeline(cfg, detector_factory=lambda: Hangs(path, cfg.faces.detector))
+sys.exit(report_run(run_until_stopped(cfg, pipeline=pipe)))
 """
 
 
@@ -579,7 +590,7 @@ def test_sigterm_with_a_stuck_stage_thread_still_exits(
     """Row 21 with row 10 at the same time: a wedged worker thread cannot block the exit."""
     cfg = write_config(tmp_path / "stuck.yaml", [("front", face_server.url)])
     proc = subprocess.Popen(
-        [sys.executable, "-c", HANGING_RUN, "run", "--config", str(cfg)],
+        [sys.executable, "-c", HANGING_RUN, str(cfg)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

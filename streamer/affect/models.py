@@ -24,6 +24,7 @@ from streamer.affect.keras_h5 import KerasFile, read_keras_h5
 from streamer.affect.projection import FER_CLASSES, project_va
 from streamer.affect.runtimes import ModelSource, Runtime, make_runtime
 from streamer.errors import ModelError, WeightsError
+from streamer.store import ArtifactStore
 from streamer.store.fetch import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ def build_source(model: str, weights: Path, derived_dir: Path) -> tuple[ModelSou
     return ModelSource(network, graph, sha256_file(weights), derived_dir), kf
 
 
-def load_va_model(cfg: AffectConfig, store: Any) -> VAModel:
+def load_va_model(cfg: AffectConfig, store: ArtifactStore) -> VAModel:
     """Load the VA model ``cfg`` selects; logs one line saying which and why.
 
     Args:

@@ -14,8 +14,8 @@ import resource
 import time
 from pathlib import Path
 
+from streamer.compose import Composition, SinkOptions, build_pipeline
 from streamer.config import AppConfig, load_config
-from streamer.pipeline import Pipeline
 from streamer.sources.file import FileSource, iter_frames
 from streamer.store import default_store
 
@@ -38,9 +38,9 @@ async def _run_once(cfg: AppConfig, path: Path) -> dict[str, object]:
     store = default_store()
     source = FileSource(path)
     async with source:
-        pipe = Pipeline(cfg, store)
+        pipe = build_pipeline(cfg, store)
         t0 = time.perf_counter()
-        async with pipe:
+        async with Composition(pipe, SinkOptions(replay=True)):
             stats = await pipe.run_camera(
                 source.camera, source, lossless=True, decode_stats=source.counters
             )

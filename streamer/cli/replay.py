@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -12,9 +13,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from streamer.compose import Composition, SinkOptions, build_pipeline
 from streamer.config import AppConfig, load_config
 from streamer.messages import VASample
-from streamer.pipeline import CameraStats, Pipeline
+from streamer.pipeline import CameraStats, Pipeline, first_error
 from streamer.sources.file import FileSource
 from streamer.store import default_store
 from streamer.summary import Summarizer
@@ -53,32 +55,44 @@ def cmd_replay(args: argparse.Namespace) -> int:
 async def replay(
     cfg: AppConfig, args: argparse.Namespace, console: Console
 ) -> tuple[Summarizer, CameraStats, float]:
-    store = default_store()
     source = FileSource(
         args.video, args.camera, realtime=args.realtime, skip_corrupt=args.skip_corrupt
     )
     summary = Summarizer()
     t0 = time.perf_counter()
     async with source:
-        pipe = Pipeline(cfg, store, out=args.out, stdout_jsonl=args.out is None)
+        pipe = build_pipeline(cfg, default_store())
         logger.info("replaying %s with model %s", args.video, pipe.model_name)
         sub = pipe.bus.subscribe(
             "summary", maxsize=4096, lossless=True, accept=lambda m: isinstance(m, VASample)
         )
-        async with pipe:
-            summary_task = asyncio.create_task(summary.consume(sub))
-            with _progress(console, not args.no_progress) as progress:
-                task = progress.add_task("replay", total=source.frame_count or None, fps="-")
-                watcher = asyncio.create_task(_watch(progress, task, pipe, source.camera, t0))
-                try:
-                    stats = await pipe.run_camera(
-                        source.camera, source, lossless=True, decode_stats=source.counters
-                    )
-                finally:
-                    watcher.cancel()
-                progress.update(task, completed=stats.frames)
-        await summary_task
+        sinks = SinkOptions(out=args.out, stdout_jsonl=args.out is None, replay=True)
+        try:
+            # The summary reads the bus until the composition closes it.
+            async with asyncio.TaskGroup() as tg, Composition(pipe, sinks):
+                tg.create_task(summary.consume(sub), name="summary")
+                stats = await _run_with_progress(console, args, pipe, source, t0)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
     return summary, stats, time.perf_counter() - t0
+
+
+async def _run_with_progress(
+    console: Console, args: argparse.Namespace, pipe: Pipeline, source: FileSource, t0: float
+) -> CameraStats:
+    with _progress(console, not args.no_progress) as progress:
+        task = progress.add_task("replay", total=source.frame_count or None, fps="-")
+        watcher = asyncio.create_task(_watch(progress, task, pipe, source.camera, t0))
+        try:
+            stats = await pipe.run_camera(
+                source.camera, source, lossless=True, decode_stats=source.counters
+            )
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        progress.update(task, completed=stats.frames)
+    return stats
 
 
 def _progress(console: Console, enabled: bool) -> Progress:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import concurrent.futures
 import contextlib
 import logging
@@ -24,20 +23,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streamer.backoff import Backoff, BackoffPolicy
 from streamer.bus import EventBus
+from streamer.compose import Composition, SinkOptions, build_pipeline
 from streamer.config import AppConfig, load_config
 from streamer.errors import ConfigError
 from streamer.pipeline import CameraStats, Pipeline
 from streamer.sources.live import LiveSource, SourceStats, build_sources
+from streamer.store import ArtifactStore
+from streamer.supervise import RestartGuard, RestartPolicy
 
 logger = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 1.5  # after the sources closed, how long analysis may take to drain (s)
-RESTART_MAX_S = 30.0  # cap of the delay before a failed camera analysis restarts (s)
-ANALYSIS_HANG_S = 10.0  # frames arriving but none analysed this long: a hang (s)
 WATCH_EVERY_S = 0.5  # how often the analysis watchdog looks (s)
-STORM_RESTARTS = 3  # more restarts than this within STORM_WINDOW_S: degraded
-STORM_WINDOW_S = 300.0  # seconds
 EXIT_GRACE_S = 1.0  # how long stuck worker threads get before the process exits anyway (s)
 
 
@@ -86,6 +85,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.duration_s is not None and args.duration_s <= 0:
         raise ConfigError(f"--duration-s must be > 0, got {args.duration_s}")
     result = run_until_stopped(cfg, out=args.out, duration_s=args.duration_s)
+    return report_run(result)
+
+
+def report_run(result: RunResult) -> int:
+    """Log what a live run did; exits the process at once if stage threads are stuck.
+
+    Returns:
+        The exit code (0).
+    """
     for name, st in sorted(result.sources.items()):
         cam = result.cameras.get(name)
         logger.info(
@@ -166,10 +174,10 @@ async def run_live(
     out: Path | None = None,
     duration_s: float | None = None,
     stop: asyncio.Event | None = None,
-    store: Any = None,
+    store: ArtifactStore | None = None,
     handle_signals: bool = True,
     pipeline: Pipeline | None = None,
-    hang_timeout_s: float = ANALYSIS_HANG_S,
+    policy: RestartPolicy | None = None,
 ) -> RunResult:
     """Run the live pipeline over ``cfg.cameras`` until ``stop`` is set (or a signal).
 
@@ -180,8 +188,10 @@ async def run_live(
         stop: set it to stop the run (tests, embedding).
         store: the model store (default: :func:`streamer.store.default_store`).
         handle_signals: install SIGINT/SIGTERM handlers that set ``stop``.
-        pipeline: an already built pipeline (not yet entered), e.g. with extra sinks.
-        hang_timeout_s: analysis watchdog (see :func:`camera_loop`).
+        pipeline: an already built pipeline (not yet entered), e.g. with fake models;
+            default: :func:`~streamer.compose.build_pipeline` from ``store``.
+        policy: how each camera's analysis is supervised (default:
+            :class:`~streamer.supervise.RestartPolicy`).
 
     Returns:
         The counters of every source and camera analysis.
@@ -189,64 +199,18 @@ async def run_live(
     stop = stop or asyncio.Event()
     threads_before = set(threading.enumerate())
     if pipeline is None:
-        if store is None:
-            from streamer.store import default_store
-
-            store = default_store()
         # Models load before any camera opens: a missing model fails fast and clearly.
-        pipeline = Pipeline(
-            cfg,
-            store,
-            out=out,
-            atomic_out=False,
-            bus=EventBus(lossless_wait_s=cfg.output.live_lossless_wait_s),
-        )
+        bus = EventBus(lossless_wait_s=cfg.output.live_lossless_wait_s)
+        pipeline = build_pipeline(cfg, store, bus=bus)
     result = RunResult()
     with _signals(stop, handle_signals):
-        async with pipeline as pipe:
-            sources = build_sources(cfg.cameras, pipe.bus)
-            tasks: list[asyncio.Task[AnalysisHealth]] = []
-            t_stop: float | None = None
-            try:
-                for src in sources:
-                    src.start()
-                    health = result.analysis.setdefault(src.name, AnalysisHealth())
-                    tasks.append(
-                        asyncio.create_task(
-                            camera_loop(pipe, src, stop, health, hang_timeout_s=hang_timeout_s),
-                            name=f"camera-{src.name}",
-                        )
-                    )
-                waiters: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait(), name="stop")]
-                if duration_s is not None:
-                    waiters.append(asyncio.create_task(asyncio.sleep(duration_s), name="duration"))
-                all_done = asyncio.create_task(_all(tasks), name="cameras-done")
-                await asyncio.wait([*waiters, all_done], return_when=asyncio.FIRST_COMPLETED)
-                t_stop = time.monotonic()
-                stop.set()
-                for w in [*waiters, all_done]:
-                    w.cancel()
-            finally:
-                stop.set()
-                if t_stop is None:
-                    t_stop = time.monotonic()
-                await asyncio.gather(*(s.aclose() for s in sources))
-                pending: set[asyncio.Task[AnalysisHealth]] = set()
-                if tasks:
-                    _, pending = await asyncio.wait(tasks, timeout=DRAIN_TIMEOUT_S)
-                for task in pending:
-                    logger.warning("%s did not drain in time; cancelling", task.get_name())
-                    task.cancel()
-                if pending:
-                    await asyncio.gather(*pending, return_exceptions=True)
-                for task in tasks:
-                    if task.done() and not task.cancelled() and task.exception() is not None:
-                        logger.error(
-                            "%s ended with an error", task.get_name(), exc_info=task.exception()
-                        )
-            for src in sources:
-                result.sources[src.name] = src.stats()
-            result.cameras = dict(pipe.stats)
+        async with Composition(pipeline, SinkOptions(out=out, atomic_out=False)) as run:
+            sources = build_sources(cfg.cameras, run.bus)
+            t_stop = await _run_cameras(
+                run.pipe, sources, stop, duration_s, result, policy or RestartPolicy()
+            )
+            result.sources = {src.name: src.stats() for src in sources}
+            result.cameras = dict(run.pipe.stats)
     result.stop_s = time.monotonic() - t_stop
     await asyncio.sleep(0)
     result.leftover_threads = [
@@ -257,19 +221,76 @@ async def run_live(
     return result
 
 
-async def _all(tasks: list[asyncio.Task[AnalysisHealth]]) -> None:
-    if tasks:
-        await asyncio.wait(tasks)
+async def _run_cameras(
+    pipe: Pipeline,
+    sources: list[LiveSource],
+    stop: asyncio.Event,
+    duration_s: float | None,
+    result: RunResult,
+    policy: RestartPolicy,
+) -> float:
+    """Start every source and its supervised analysis; stop them all on ``stop``,
+    after ``duration_s`` or when every camera ended.
+
+    Returns:
+        The monotonic time the stop began.
+    """
+    async with asyncio.TaskGroup() as tg:
+        analyses = []
+        for src in sources:
+            src.start()
+            health = result.analysis.setdefault(src.name, AnalysisHealth())
+            loop = _camera_task(pipe, src, stop, health, policy)
+            analyses.append(tg.create_task(loop, name=f"camera-{src.name}"))
+        try:
+            await _wait_for_stop(stop, duration_s, analyses)
+        finally:
+            t_stop = time.monotonic()
+            stop.set()
+            # Sources first (their statuses go to "stopped"), then the analyses drain.
+            await asyncio.gather(*(src.aclose() for src in sources))
+            _, pending = await asyncio.wait(analyses, timeout=DRAIN_TIMEOUT_S)
+            for task in pending:
+                logger.warning("%s did not drain in time; cancelling", task.get_name())
+                task.cancel()
+    return t_stop
+
+
+async def _wait_for_stop(
+    stop: asyncio.Event, duration_s: float | None, analyses: list[asyncio.Task[None]]
+) -> None:
+    """Return when ``stop`` is set, ``duration_s`` passed, or every analysis ended."""
+    waiters: set[asyncio.Future[Any]] = {asyncio.ensure_future(stop.wait())}
+    if analyses:
+        waiters.add(asyncio.ensure_future(asyncio.wait(analyses)))
+    try:
+        await asyncio.wait(waiters, timeout=duration_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def _camera_task(
+    pipe: Pipeline,
+    source: LiveSource,
+    stop: asyncio.Event,
+    health: AnalysisHealth,
+    policy: RestartPolicy,
+) -> None:
+    """:func:`camera_loop`, whose unexpected error is logged: other cameras go on."""
+    try:
+        await camera_loop(pipe, source, stop, health, policy=policy)
+    except Exception:  # supervisor: one camera's bug never stops the others
+        logger.exception("camera %s: supervision ended with an error", source.name)
 
 
 @dataclass
 class AnalysisHealth:
-    """Supervision counters of one camera's analysis (RELIABILITY row 10)."""
+    """Supervision counters of one camera's analysis."""
 
     failures: int = 0  # run_camera raised
     hangs: int = 0  # frames kept coming but none was analysed for hang_timeout_s
-    degraded: bool = False  # too many restarts within STORM_WINDOW_S
-    restart_times: collections.deque[float] = field(default_factory=collections.deque)
+    degraded: bool = False  # a restart storm (see RestartPolicy)
 
 
 async def camera_loop(
@@ -278,64 +299,72 @@ async def camera_loop(
     stop: asyncio.Event,
     health: AnalysisHealth | None = None,
     *,
-    hang_timeout_s: float = ANALYSIS_HANG_S,
+    policy: RestartPolicy | None = None,
 ) -> AnalysisHealth:
     """Analyse one camera's frames, supervised; other cameras are never affected.
 
     A failure of the analysis (an exception) or a hang (the source keeps decoding frames
-    but none is analysed for ``hang_timeout_s``) restarts it after a growing delay; more
-    than ``STORM_RESTARTS`` restarts within ``STORM_WINDOW_S`` mark it degraded (logged
-    once, then restarts wait ``RESTART_MAX_S``). Returns when the source ends (stopped,
-    or a file that finished).
+    but none is analysed for ``policy.hang_timeout_s``) restarts it after a growing
+    delay (:class:`~streamer.backoff.Backoff`); more than ``policy.storm_restarts``
+    restarts within ``policy.storm_window_s`` (:class:`~streamer.supervise.RestartGuard`)
+    mark it degraded (logged once, then restarts wait ``policy.restart_max_s``). Returns
+    when the source ends (stopped, or a file that finished).
     """
     health = health or AnalysisHealth()
+    policy = policy or RestartPolicy()
+    guard = RestartGuard(policy.storm_restarts, policy.storm_window_s)
+    backoff = Backoff(BackoffPolicy(policy.restart_initial_s, policy.restart_max_s))
     while not stop.is_set():
-        task = asyncio.create_task(
-            pipe.run_camera(source.name, source, lossless=False), name=f"analysis-{source.name}"
-        )
-        try:
-            hung = await _watch(task, pipe, source, hang_timeout_s)
-        except asyncio.CancelledError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-            raise
-        if hung:
-            health.hangs += 1
-            task.cancel()
-            await asyncio.wait({task}, timeout=DRAIN_TIMEOUT_S)
-            logger.error(
-                "camera %s: analysis made no progress for %.1f s while frames arrived; "
-                "restarting it",
-                source.name,
-                hang_timeout_s,
-            )
-        else:
-            try:
-                task.result()
-                return health
-            except Exception:  # supervisor loop: log, count, back off; other cameras go on
-                health.failures += 1
-                logger.exception("camera %s: analysis failed; restarting it", source.name)
-        now = time.monotonic()
-        health.restart_times.append(now)
-        while health.restart_times and now - health.restart_times[0] > STORM_WINDOW_S:
-            health.restart_times.popleft()
-        n = len(health.restart_times)
-        if n > STORM_RESTARTS and not health.degraded:
+        if await _analyse_once(pipe, source, health, policy.hang_timeout_s):
+            return health
+        restarts = guard.record()
+        if guard.storm and not health.degraded:
             health.degraded = True
             logger.error(
                 "camera %s: analysis restarted %d times within %.0f s: degraded, retrying "
                 "every %.0f s",
                 source.name,
-                n,
-                STORM_WINDOW_S,
-                RESTART_MAX_S,
+                restarts,
+                policy.storm_window_s,
+                policy.restart_max_s,
             )
-        delay = RESTART_MAX_S if health.degraded else min(RESTART_MAX_S, 0.5 * 2 ** (n - 1))
+        delay = policy.restart_max_s if health.degraded else backoff.delay_for(restarts - 1)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)
     return health
+
+
+async def _analyse_once(
+    pipe: Pipeline, source: LiveSource, health: AnalysisHealth, hang_timeout_s: float
+) -> bool:
+    """One supervised analysis run; True when it ended because the source ended."""
+    task = asyncio.create_task(
+        pipe.run_camera(source.name, source, lossless=False), name=f"analysis-{source.name}"
+    )
+    try:
+        hung = await _watch(task, pipe, source, hang_timeout_s)
+    except asyncio.CancelledError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise
+    if hung:
+        health.hangs += 1
+        task.cancel()  # the hung stage thread is abandoned; its task ends at once
+        await asyncio.wait({task}, timeout=DRAIN_TIMEOUT_S)
+        logger.error(
+            "camera %s: analysis made no progress for %.1f s while frames arrived; restarting it",
+            source.name,
+            hang_timeout_s,
+        )
+        return False
+    try:
+        task.result()
+    except Exception:  # supervisor loop: log, count, back off; other cameras go on
+        health.failures += 1
+        logger.exception("camera %s: analysis failed; restarting it", source.name)
+        return False
+    return True
 
 
 async def _watch(

@@ -20,12 +20,13 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from streamer.errors import ChecksumError, ModelMissingError, StoreError
 from streamer.store.fetch import extract_member, is_archive, obtain, sha256_file
 from streamer.store.manifest import Artifact, Source, load_manifest
 
-__all__ = ["Artifact", "ArtifactStatus", "ModelStore", "Source", "default_store"]
+__all__ = ["Artifact", "ArtifactStatus", "ArtifactStore", "ModelStore", "Source", "default_store"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,24 @@ class ArtifactStatus:
 def repo_models_dir() -> Path:
     """The checkout's ``models/`` folder (the manifest lives there)."""
     return Path(__file__).resolve().parents[2] / "models"
+
+
+class ArtifactStore(Protocol):
+    """What the running pipeline needs from a model store (:class:`ModelStore` is one;
+    tests may pass a folder-backed fake)."""
+
+    @property
+    def derived_dir(self) -> Path:
+        """Folder for files derived from artifacts (ONNX graphs, TensorRT engines)."""
+        ...
+
+    def has(self, name: str) -> bool:
+        """True when the artifact ``name`` is in the store and verified."""
+        ...
+
+    def path(self, name: str) -> Path:
+        """The verified file of ``name``; raises ModelMissingError when absent."""
+        ...
 
 
 class ModelStore:

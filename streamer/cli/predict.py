@@ -19,11 +19,17 @@ import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from streamer.errors import ConfigError, MediaError
+
+if TYPE_CHECKING:
+    from streamer.affect.config import AffectConfig
+    from streamer.faces.config import FacesConfig
+    from streamer.pipeline import FaceDetector
 
 logger = logging.getLogger(__name__)
 
@@ -95,34 +101,15 @@ def _va(x: float) -> float | None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from streamer.affect import load_va_model
+    from streamer.compose import yunet_factory
     from streamer.config import AppConfig, load_config
-    from streamer.faces.crops import crop_faces, eye_angle
     from streamer.store import default_store
 
     cfg = load_config(args.config) if args.config else AppConfig()
-    affect = cfg.affect
-    updates: dict[str, object] = {}
-    if args.model:
-        updates["model"] = args.model
-    if args.weights:
-        if (args.model or affect.model) == "auto":
-            raise ConfigError("--weights needs --model facechannel or --model fer-va")
-        updates["weights"] = args.weights
-    if args.runtime:
-        updates["runtime"] = {"type": args.runtime}
-    if updates:
-        affect = type(affect).model_validate({**affect.model_dump(), **updates})
     store = default_store()
-    model = load_va_model(affect, store)
-    size = model.input_size
-    detector = None
-    if not args.crops:
-        from streamer.faces.yunet import YuNetDetector
-
-        detector = YuNetDetector(store.path("yunet"), cfg.faces.detector)
-
+    model = load_va_model(affect_config(cfg.affect, args), store)
+    detector = None if args.crops else yunet_factory(cfg, store)()
     failed = 0
-    out = sys.stdout
     for path in iter_images(list(args.inputs)):
         try:
             img = read_image(path)
@@ -130,21 +117,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
             failed += 1
             print(f"error: {err}", file=sys.stderr)
             continue
-        gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-        h, w = gray.shape
-        if detector is None:
-            crops = cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA)[None]
-            boxes = [(0.0, 0.0, float(w), float(h))]
-            scores: list[float | None] = [None]
-        else:
-            dets = detector.detect(img)
-            if not dets:
-                logger.info("%s: no face found", path)
-                continue
-            boxes = [d.box for d in dets]
-            angles = [eye_angle(d.landmarks) if cfg.faces.crop.align else 0.0 for d in dets]
-            crops = crop_faces(gray, boxes, angles, margin=cfg.faces.crop.margin, size=size)
-            scores = [d.score for d in dets]
+        faces = find_faces(img, detector, cfg.faces, model.input_size)
+        if faces is None:
+            logger.info("%s: no face found", path)
+            continue
+        boxes, scores, crops = faces
         va = model.predict(crops)
         for i, (box, score, (v, a)) in enumerate(zip(boxes, scores, va, strict=True)):
             rec = {
@@ -156,9 +133,56 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 "arousal": _va(a),
                 "model": model.name,
             }
-            out.write(json.dumps(rec) + "\n")
-        out.flush()
+            sys.stdout.write(json.dumps(rec) + "\n")
+        sys.stdout.flush()
     if failed:
         print(f"error: {failed} image(s) could not be read", file=sys.stderr)
         return 1
     return 0
+
+
+def affect_config(affect: AffectConfig, args: argparse.Namespace) -> AffectConfig:
+    """The config's affect section with ``--model``, ``--weights``, ``--runtime`` applied.
+
+    Raises:
+        ConfigError: ``--weights`` without a named model.
+    """
+    updates: dict[str, object] = {}
+    if args.model:
+        updates["model"] = args.model
+    if args.weights:
+        if (args.model or affect.model) == "auto":
+            raise ConfigError("--weights needs --model facechannel or --model fer-va")
+        updates["weights"] = args.weights
+    if args.runtime:
+        updates["runtime"] = {"type": args.runtime}
+    if not updates:
+        return affect
+    return type(affect).model_validate({**affect.model_dump(), **updates})
+
+
+Box = tuple[float, float, float, float]
+
+
+def find_faces(
+    img: np.ndarray, detector: FaceDetector | None, cfg: FacesConfig, size: int
+) -> tuple[list[Box], list[float | None], np.ndarray] | None:
+    """Boxes, detector scores and (N, size, size) uint8 crops of the faces in ``img``.
+
+    Without a detector the whole image is one face (``--crops``). None when no face
+    was found.
+    """
+    from streamer.faces.crops import crop_faces, eye_angle
+
+    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    h, w = gray.shape
+    if detector is None:
+        crop = cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA)[None]
+        return [(0.0, 0.0, float(w), float(h))], [None], crop
+    dets = detector.detect(img)
+    if not dets:
+        return None
+    boxes = [d.box for d in dets]
+    angles = [eye_angle(d.landmarks) if cfg.crop.align else 0.0 for d in dets]
+    crops = crop_faces(gray, boxes, angles, margin=cfg.crop.margin, size=size)
+    return boxes, [d.score for d in dets], crops

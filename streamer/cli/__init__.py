@@ -42,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"streamer {__version__}")
     parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="debug log output of streamer (-vv: of the libraries too)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -57,10 +61,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def log_levels(verbose: int, quiet: bool) -> tuple[int, int]:
+    """(root level, ``streamer`` level): info by default; ``-q`` warnings only; ``-v``
+    debug for streamer's own loggers; ``-vv`` debug for every library too."""
+    if quiet:
+        return logging.WARNING, logging.WARNING
+    if verbose >= 2:
+        return logging.DEBUG, logging.DEBUG
+    if verbose == 1:
+        return logging.INFO, logging.DEBUG
+    return logging.INFO, logging.INFO
+
+
 def setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else logging.INFO if verbose < 2 else logging.DEBUG
-    if verbose == 0 and not quiet:
-        level = logging.INFO
+    level, own_level = log_levels(verbose, quiet)
     from rich.console import Console
     from rich.logging import RichHandler
 
@@ -69,6 +83,7 @@ def setup_logging(verbose: int, quiet: bool) -> None:
         console=Console(stderr=True), show_path=False, rich_tracebacks=False, markup=False
     )
     logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]", handlers=[handler])
+    logger.setLevel(own_level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from streamer.config import load_config
+
+logger = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -15,5 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def cmd_validate(args: argparse.Namespace) -> int:
     cfg = load_config(args.file)
+    # Names only: camera URLs may hold credentials.
+    sections = [name for name, value in cfg if value is not None and name != "cameras"]
+    cameras = ", ".join(c.name for c in cfg.cameras) or "none"
+    logger.debug("%s: cameras: %s; sections: %s", args.file, cameras, ", ".join(sections))
     print(f"{args.file}: ok ({len(cfg.cameras)} camera(s))")
     return 0

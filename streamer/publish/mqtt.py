@@ -31,6 +31,7 @@ from types import TracebackType
 import aiomqtt
 
 from streamer.bus import EventBus, Subscription
+from streamer.lifecycle import SingleUse
 from streamer.messages import CameraState, CameraStatus, Description, Message, TrackEvent, VASample
 from streamer.publish import homeassistant as ha
 from streamer.publish.buffer import OutboundBuffer
@@ -106,7 +107,7 @@ def _is_published(msg: Message) -> bool:
     return isinstance(msg, VASample | TrackEvent | CameraStatus | Description)
 
 
-class MqttPublisher:
+class MqttPublisher(SingleUse):
     """Publishes bus messages to MQTT in the background; see the module docstring.
 
     Args:
@@ -135,6 +136,7 @@ class MqttPublisher:
         self._tls_context: ssl.SSLContext | None = None
         self._sub: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._group: asyncio.TaskGroup | None = None
         self._closing = asyncio.Event()
         self._connected_event = asyncio.Event()
         self._last_status: dict[str, CameraStatus] = {}
@@ -145,6 +147,7 @@ class MqttPublisher:
         self._inbound_warnings = LogThrottle(REJECT_LOG_INTERVAL_S, burst=REJECT_LOG_BURST)
 
     async def __aenter__(self) -> MqttPublisher:
+        self._enter_once()
         # Credentials and certificates are checked now, so a bad config fails fast.
         self._password = self.cfg.resolve_password()
         if self.cfg.tls is not None:
@@ -152,9 +155,11 @@ class MqttPublisher:
         self._sub = self.bus.subscribe("mqtt", BUS_QUEUE_SIZE, accept=_is_published)
         for camera in self.cameras:
             self._live_tracks.setdefault(camera, set())
+        group = self._group = asyncio.TaskGroup()
+        await group.__aenter__()
         self._tasks = [
-            asyncio.create_task(self._intake_loop(self._sub), name="mqtt-intake"),
-            asyncio.create_task(self._connection_loop(), name="mqtt-connection"),
+            group.create_task(self._intake_loop(self._sub), name="mqtt-intake"),
+            group.create_task(self._connection_loop(), name="mqtt-connection"),
         ]
         return self
 
@@ -183,12 +188,12 @@ class MqttPublisher:
             )
         for task in self._tasks:
             task.cancel()
-        results = await asyncio.gather(*self._tasks, return_exceptions=True)
-        for task, result in zip(self._tasks, results, strict=True):
-            if isinstance(result, Exception):
-                logger.error("MQTT: task %s failed: %r", task.get_name(), result)
+        # Both loops catch and count every expected error; a crash (a bug) is raised here.
+        group, self._group = self._group, None
         self._tasks = []
         self._sub = None
+        if group is not None:
+            await group.__aexit__(None, None, None)
 
     @property
     def connected(self) -> bool:

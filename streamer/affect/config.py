@@ -1,73 +1,35 @@
 """Config of the valence/arousal model and its runtime. Owned by the affect stage.
 
-The runtime is a discriminated union on ``type``::
+The runtime is a discriminated union on ``type``, built from the runtimes registered in
+:mod:`streamer.affect.runtimes` (each declares its key, config and factory)::
 
     affect:
       model: auto
       runtime:
-        type: onnx            # onnx | tensorrt | torch
+        type: onnx            # onnx | tensorrt | torch | any registered runtime
         intra_op_threads: 1
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
+from streamer.affect.runtimes import RuntimeConfigBase, runtime_config_union
+
+# The built-in runtimes' configs, re-exported for convenience; the union below holds
+# every registered runtime (see streamer.affect.runtimes).
+from streamer.affect.runtimes.onnxrt import OnnxRuntimeConfig
+from streamer.affect.runtimes.tensorrt_rt import TensorRtRuntimeConfig
+from streamer.affect.runtimes.torch_rt import TorchRuntimeConfig
 from streamer.config_base import StrictModel
 
-
-class OnnxRuntimeConfig(StrictModel):
-    """onnxruntime: the default; CPU, or CUDA when the CUDA provider is installed."""
-
-    type: Literal["onnx"] = "onnx"
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="auto = CUDA provider when onnxruntime has it, else CPU"
-    )
-    intra_op_threads: int = Field(
-        1,
-        ge=1,
-        le=256,
-        description="threads one inference may use (default 1: decode and detection run "
-        "on the other cores)",
-    )
-    quantize: Literal["none", "int8"] = Field(
-        "none",
-        description="int8 = dynamic int8 quantization of the weights (see `streamer bench "
-        "model` for its accuracy against fp32)",
-    )
-
-
-class TensorRtRuntimeConfig(StrictModel):
-    """TensorRT engine built from the same ONNX (needs the `tensorrt` extra and a GPU)."""
-
-    type: Literal["tensorrt"] = "tensorrt"
-    fp16: bool = Field(True, description="build the engine with FP16 kernels allowed")
-    max_batch: int = Field(
-        32, ge=1, le=1024, description="largest batch of the engine's optimization profile"
-    )
-    workspace_mib: int = Field(
-        1024, ge=16, le=65536, description="builder workspace memory limit, MiB"
-    )
-
-
-class TorchRuntimeConfig(StrictModel):
-    """PyTorch (needs the `torch` extra)."""
-
-    type: Literal["torch"] = "torch"
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="auto = CUDA when torch sees a GPU, else CPU"
-    )
-    half: bool = Field(False, description="run in float16 (CUDA only)")
-    threads: int = Field(1, ge=1, le=256, description="CPU threads (torch.set_num_threads)")
-
-
-RuntimeConfig = Annotated[
-    OnnxRuntimeConfig | TensorRtRuntimeConfig | TorchRuntimeConfig,
-    Field(discriminator="type"),
-]
+if TYPE_CHECKING:
+    RuntimeConfig = RuntimeConfigBase
+else:
+    RuntimeConfig = runtime_config_union()
 
 
 class AffectConfig(StrictModel):
@@ -114,3 +76,12 @@ class AffectConfig(StrictModel):
         if self.weights is not None and self.model == "auto":
             raise ValueError("affect.weights needs affect.model set to facechannel or fer-va")
         return self
+
+
+__all__ = [
+    "AffectConfig",
+    "OnnxRuntimeConfig",
+    "RuntimeConfig",
+    "TensorRtRuntimeConfig",
+    "TorchRuntimeConfig",
+]

@@ -5,26 +5,53 @@ A runtime runs one network (a :class:`~streamer.affect.graph.Graph`) on a batch:
     rt = make_runtime(cfg.runtime, source)
     arousal, valence = rt.run(x)    # x: (N, C, H, W) float32; outputs in graph order
 
-Registered types: ``onnx`` (onnxruntime, default), ``tensorrt`` (optional extra),
+Built-in types: ``onnx`` (onnxruntime, default), ``tensorrt`` (optional extra),
 ``torch`` (optional extra). The ONNX model is built from the graph without torch and
 cached under the store's derived folder.
+
+Adding a runtime is one new module in this package that declares, in one place, its
+type key, its pydantic config and its factory::
+
+    class MyRuntimeConfig(RuntimeConfigBase):
+        type: Literal["mine"] = "mine"
+        ...                                   # fields with descriptions
+
+    def create(cfg: MyRuntimeConfig, source: ModelSource) -> Runtime: ...
+
+    PLUGIN = RuntimePlugin("mine", MyRuntimeConfig, create)
+
+Every module of the package with a ``PLUGIN`` is found at start-up; the config's
+``affect.runtime`` union is built from them, so ``type: mine`` works in YAML at once.
+Modules are imported to build the config, so they import heavy packages (the
+runtime's library) inside their functions, never at module level.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Annotated, Any, Protocol, Union
 
 import numpy as np
+from pydantic import Field
 
-from streamer.affect.config import OnnxRuntimeConfig, TensorRtRuntimeConfig, TorchRuntimeConfig
 from streamer.affect.graph import Graph
+from streamer.config_base import StrictModel
 from streamer.errors import ModelError
 
-__all__ = ["ModelSource", "Runtime", "make_runtime"]
+__all__ = [
+    "ModelSource",
+    "Runtime",
+    "RuntimeConfigBase",
+    "RuntimePlugin",
+    "make_runtime",
+    "runtime_config_union",
+    "runtime_plugins",
+]
 
 
 class Runtime(Protocol):
@@ -58,24 +85,67 @@ class ModelSource:
     derived_dir: Path
 
 
-_MODULES: dict[type, str] = {
-    OnnxRuntimeConfig: "streamer.affect.runtimes.onnxrt",
-    TensorRtRuntimeConfig: "streamer.affect.runtimes.tensorrt_rt",
-    TorchRuntimeConfig: "streamer.affect.runtimes.torch_rt",
-}
+class RuntimeConfigBase(StrictModel):
+    """Base of every runtime's config: ``type`` is the key its plugin registers."""
+
+    type: str
 
 
-def make_runtime(
-    cfg: OnnxRuntimeConfig | TensorRtRuntimeConfig | TorchRuntimeConfig, source: ModelSource
-) -> Runtime:
+@dataclass(frozen=True)
+class RuntimePlugin:
+    """One runtime: its ``type`` key, its config class and its factory.
+
+    Raises:
+        ValueError: the config's ``type`` default is not ``key``.
+    """
+
+    key: str
+    config: type[RuntimeConfigBase]
+    create: Callable[[Any, ModelSource], Runtime]
+
+    def __post_init__(self) -> None:
+        default = self.config.model_fields["type"].default
+        if default != self.key:
+            raise ValueError(
+                f"runtime plugin {self.key!r}: {self.config.__name__}.type defaults to "
+                f"{default!r}; expected {self.key!r}"
+            )
+
+
+@functools.cache
+def runtime_plugins() -> dict[str, RuntimePlugin]:
+    """Every runtime plugin of this package, by key (modules found and imported once)."""
+    plugins: dict[str, RuntimePlugin] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        plugin = getattr(module, "PLUGIN", None)
+        if isinstance(plugin, RuntimePlugin):
+            if plugin.key in plugins:
+                raise ValueError(f"runtime key {plugin.key!r} is registered twice")
+            plugins[plugin.key] = plugin
+    return plugins
+
+
+def runtime_config_union() -> Any:
+    """The ``affect.runtime`` config type: a union of every plugin's config on ``type``."""
+    configs = tuple(p.config for p in runtime_plugins().values())
+    if len(configs) == 1:
+        return configs[0]
+    return Annotated[Union[configs], Field(discriminator="type")]  # noqa: UP007
+
+
+def make_runtime(cfg: RuntimeConfigBase, source: ModelSource) -> Runtime:
     """Create the runtime ``cfg`` selects for ``source``.
 
     Raises:
-        ModelError: the runtime's optional package is not installed, or it cannot load.
+        ModelError: no runtime has that type, its optional package is not installed,
+            or it cannot load.
     """
-    module = importlib.import_module(_MODULES[type(cfg)])
-    factory: Callable[..., Runtime] = module.create
-    return factory(cfg, source)
+    plugin = runtime_plugins().get(cfg.type)
+    if plugin is None:
+        known = ", ".join(runtime_plugins())
+        raise ModelError(f"affect.runtime.type: unknown runtime {cfg.type!r}; known: {known}")
+    return plugin.create(cfg, source)
 
 
 def require(module: str, extra: str) -> object:

@@ -5,22 +5,52 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
-import onnxruntime as ort
+from pydantic import Field
 
-from streamer.affect.config import OnnxRuntimeConfig
-from streamer.affect.onnx_export import INPUT_NAME, build_onnx, cached_onnx
-from streamer.affect.runtimes import ModelSource
+from streamer.affect.runtimes import ModelSource, RuntimeConfigBase, RuntimePlugin
 from streamer.errors import ModelError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OnnxRuntime", "create", "onnx_path", "quantize_int8", "quantize_int8_static"]
+__all__ = [
+    "PLUGIN",
+    "OnnxRuntime",
+    "OnnxRuntimeConfig",
+    "create",
+    "onnx_path",
+    "quantize_int8",
+    "quantize_int8_static",
+]
+
+
+class OnnxRuntimeConfig(RuntimeConfigBase):
+    """onnxruntime: the default; CPU, or CUDA when the CUDA provider is installed."""
+
+    type: Literal["onnx"] = "onnx"
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto = CUDA provider when onnxruntime has it, else CPU"
+    )
+    intra_op_threads: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="threads one inference may use (default 1: decode and detection run "
+        "on the other cores)",
+    )
+    quantize: Literal["none", "int8"] = Field(
+        "none",
+        description="int8 = dynamic int8 quantization of the weights (see `streamer bench "
+        "model` for its accuracy against fp32)",
+    )
 
 
 def onnx_path(source: ModelSource) -> Path:
     """The fp32 ONNX model of ``source`` (built and cached on first use)."""
+    from streamer.affect.onnx_export import build_onnx, cached_onnx
+
     return cached_onnx(
         source.derived_dir, source.network, source.sha256, lambda: build_onnx(source.graph)
     )
@@ -75,6 +105,8 @@ def quantize_int8_static(source: ModelSource, calibration: np.ndarray, out: Path
         quantize_static,
     )
 
+    from streamer.affect.onnx_export import INPUT_NAME
+
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self._it = iter(
@@ -99,6 +131,11 @@ class OnnxRuntime:
     """An onnxruntime session; graph optimisation on, threads as configured."""
 
     def __init__(self, path: Path, cfg: OnnxRuntimeConfig) -> None:
+        import onnxruntime as ort
+
+        from streamer.affect.onnx_export import INPUT_NAME
+
+        self._input_name = INPUT_NAME
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = cfg.intra_op_threads
         opts.inter_op_num_threads = 1
@@ -124,12 +161,15 @@ class OnnxRuntime:
         self._outputs = [o.name for o in self._session.get_outputs()]
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
-        return list(self._session.run(self._outputs, {INPUT_NAME: x}))
+        return list(self._session.run(self._outputs, {self._input_name: x}))
 
     def close(self) -> None:
-        self._session = None  # type: ignore[assignment]
+        self._session = None
 
 
 def create(cfg: OnnxRuntimeConfig, source: ModelSource) -> OnnxRuntime:
     path = quantize_int8(source) if cfg.quantize == "int8" else onnx_path(source)
     return OnnxRuntime(path, cfg)
+
+
+PLUGIN = RuntimePlugin("onnx", OnnxRuntimeConfig, create)

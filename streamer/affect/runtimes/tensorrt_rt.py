@@ -16,19 +16,31 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from streamer.affect.config import TensorRtRuntimeConfig
-from streamer.affect.onnx_export import INPUT_NAME
-from streamer.affect.runtimes import ModelSource, require
+from streamer.affect.runtimes import ModelSource, RuntimeConfigBase, RuntimePlugin, require
 from streamer.affect.runtimes.onnxrt import onnx_path
 from streamer.errors import ModelError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TensorRtRuntime", "create", "engine_path"]
+__all__ = ["PLUGIN", "TensorRtRuntime", "TensorRtRuntimeConfig", "create", "engine_path"]
+
+
+class TensorRtRuntimeConfig(RuntimeConfigBase):
+    """TensorRT engine built from the same ONNX (needs the `tensorrt` extra and a GPU)."""
+
+    type: Literal["tensorrt"] = "tensorrt"
+    fp16: bool = Field(True, description="build the engine with FP16 kernels allowed")
+    max_batch: int = Field(
+        32, ge=1, le=1024, description="largest batch of the engine's optimization profile"
+    )
+    workspace_mib: int = Field(
+        1024, ge=16, le=65536, description="builder workspace memory limit, MiB"
+    )
 
 
 def _cudart() -> Any:
@@ -69,7 +81,10 @@ class TensorRtRuntime:
     """Runs a deserialized TensorRT engine on one CUDA stream."""
 
     def __init__(self, source: ModelSource, cfg: TensorRtRuntimeConfig) -> None:
+        from streamer.affect.onnx_export import INPUT_NAME
+
         trt: Any = require("tensorrt", "tensorrt")
+        self._input_name = INPUT_NAME
         self._trt = trt
         self._cudart = cudart = _cudart()
         self.cfg = cfg
@@ -120,7 +135,7 @@ class TensorRtRuntime:
         chw = tuple(source.graph.input.shape)
         profile = builder.create_optimization_profile()
         opt = min(8, self.cfg.max_batch)
-        profile.set_shape(INPUT_NAME, (1, *chw), (opt, *chw), (self.cfg.max_batch, *chw))
+        profile.set_shape(self._input_name, (1, *chw), (opt, *chw), (self.cfg.max_batch, *chw))
         config.add_optimization_profile(profile)
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
@@ -140,11 +155,15 @@ class TensorRtRuntime:
         for start in range(0, n, self.cfg.max_batch):
             chunk = np.ascontiguousarray(x[start : start + self.cfg.max_batch], np.float32)
             b = chunk.shape[0]
-            self._context.set_input_shape(INPUT_NAME, chunk.shape)
+            self._context.set_input_shape(self._input_name, chunk.shape)
             h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
             _check(
                 cudart.cudaMemcpyAsync(
-                    self._buffers[INPUT_NAME], chunk.ctypes.data, chunk.nbytes, h2d, self._stream
+                    self._buffers[self._input_name],
+                    chunk.ctypes.data,
+                    chunk.nbytes,
+                    h2d,
+                    self._stream,
                 )
             )
             for name, ptr in self._buffers.items():
@@ -179,3 +198,6 @@ class TensorRtRuntime:
 
 def create(cfg: TensorRtRuntimeConfig, source: ModelSource) -> TensorRtRuntime:
     return TensorRtRuntime(source, cfg)
+
+
+PLUGIN = RuntimePlugin("tensorrt", TensorRtRuntimeConfig, create)

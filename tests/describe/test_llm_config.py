@@ -6,7 +6,10 @@ import pytest
 from pydantic import ValidationError
 
 from streamer.config import parse_config
-from streamer.describe.config import LlmConfig, host_is_loopback
+from streamer.describe.config import host_is_loopback
+from streamer.describe.providers import provider_plugins
+from streamer.describe.providers.llamacpp import LlamaCppConfig
+from streamer.describe.providers.ollama import OllamaConfig
 from streamer.errors import ConfigError
 
 
@@ -29,15 +32,17 @@ def test_host_is_loopback(host: str, loopback: bool) -> None:
 
 
 def test_defaults_are_loopback_ollama_with_timeout() -> None:
-    cfg = LlmConfig()
+    cfg = OllamaConfig()
     assert cfg.provider == "ollama" and host_is_loopback(cfg.host)
     assert cfg.timeout_s > 0 and cfg.keep_alive
 
 
 def test_remote_host_needs_explicit_permission() -> None:
     with pytest.raises(ValidationError, match="not a loopback address"):
-        LlmConfig(host="http://10.1.2.3:11434")
-    assert LlmConfig(host="http://10.1.2.3:11434", allow_remote_host=True).host.startswith("http")
+        OllamaConfig(host="http://10.1.2.3:11434")
+    assert OllamaConfig(host="http://10.1.2.3:11434", allow_remote_host=True).host.startswith(
+        "http"
+    )
 
 
 @pytest.mark.parametrize(
@@ -56,9 +61,9 @@ def test_remote_host_needs_explicit_permission() -> None:
         {"drain_timeout_s": -1},
     ],
 )
-def test_bad_values_are_rejected(bad: dict) -> None:
+def test_bad_values_are_rejected(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
-        LlmConfig(**bad)
+        OllamaConfig(**bad)
 
 
 def test_yaml_error_names_key_and_line() -> None:
@@ -75,3 +80,38 @@ def test_example_config_file_is_valid() -> None:
     path = Path(__file__).resolve().parents[2] / "configs" / "llm.yaml"
     cfg = load_config(path)
     assert cfg.llm is not None and cfg.llm.provider == "ollama"
+
+
+@pytest.mark.parametrize("key", sorted(provider_plugins()))
+def test_every_registered_provider_is_reachable_from_yaml(key: str) -> None:
+    cfg = parse_config(f"llm:\n  provider: {key}\n  interval_s: 2\n")
+    assert type(cfg.llm) is provider_plugins()[key].config
+    assert cfg.llm is not None and cfg.llm.interval_s == 2.0
+
+
+def test_provider_defaults_to_ollama() -> None:
+    cfg = parse_config("llm:\n  model: llama3.2\n")
+    assert isinstance(cfg.llm, OllamaConfig)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "needle"),
+    [
+        ("llm:\n  provider: openai\n", "<config>:1: llm: unknown LLM provider; known: "),
+        (
+            "llm:\n  provider: llamacpp\n  host: http://127.0.0.1\n",
+            "<config>:3: llm.host: unknown key",
+        ),
+        ("llm:\n  provider: ollama\n  n_threads: 4\n", "<config>:3: llm.n_threads: unknown key"),
+        ("llm:\n  host: http://10.0.0.9\n", "not a loopback address"),
+    ],
+)
+def test_provider_keys_are_checked_per_provider(yaml_text: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(yaml_text)
+    assert needle in str(info.value)
+
+
+def test_llamacpp_fields() -> None:
+    cfg = LlamaCppConfig(n_threads=3)
+    assert cfg.provider == "llamacpp" and cfg.n_threads == 3 and cfg.gguf_path is None

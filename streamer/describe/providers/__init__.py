@@ -2,8 +2,18 @@
 
 A provider is an async context manager with ``label`` (names the model in outputs) and
 ``complete(messages, schema) -> str`` (the raw answer text), raising only the errors of
-:mod:`streamer.describe.errors`. Modules load lazily, so an absent optional package
-(``llama_cpp``) costs nothing until that provider is chosen.
+:mod:`streamer.describe.errors`.
+
+Adding a provider is one new module in this package that declares, in one place, its
+key, its config (a subclass of :class:`~streamer.describe.config.LlmConfig` with
+``provider: Literal["key"]`` and its own fields) and its factory::
+
+    PLUGIN = ProviderPlugin("mine", MineConfig, MineProvider)
+
+Every module of the package with a ``PLUGIN`` is found at start-up and the ``llm``
+config section is built from them, so ``provider: mine`` works in YAML at once.
+Modules are imported to build the config: an optional package (``llama_cpp``) is
+imported inside the provider's methods, never at module level.
 
     provider = create_provider(cfg)
     async with provider:
@@ -12,13 +22,20 @@ A provider is an async context manager with ``label`` (names the model in output
 
 from __future__ import annotations
 
+import functools
 import importlib
+import pkgutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Annotated, Any, Protocol, Self, Union
+
+from pydantic import Discriminator, Tag
 
 from streamer.describe.config import LlmConfig
 from streamer.errors import ConfigError
+
+DEFAULT_PROVIDER = "ollama"  # the provider of an llm section without a provider key
 
 
 class Provider(Protocol):
@@ -40,36 +57,81 @@ class Provider(Protocol):
         ...
 
 
-ProviderFactory = Callable[[LlmConfig], Provider]
-
-# key -> "module:attribute" (imported on first use) or a factory registered at run time.
-_REGISTRY: dict[str, str | ProviderFactory] = {
-    "ollama": "streamer.describe.providers.ollama:OllamaProvider",
-    "llamacpp": "streamer.describe.providers.llamacpp:LlamaCppProvider",
-}
+ProviderFactory = Callable[[Any], Provider]
 
 
-def register_provider(key: str, factory: ProviderFactory) -> None:
-    """Add or replace a provider under ``key`` (for plug-ins)."""
-    _REGISTRY[key] = factory
+@dataclass(frozen=True)
+class ProviderPlugin:
+    """One LLM provider: its key, its config class and its factory.
+
+    Raises:
+        ValueError: the config's ``provider`` default is not ``key``.
+    """
+
+    key: str
+    config: type[LlmConfig]
+    create: ProviderFactory
+
+    def __post_init__(self) -> None:
+        default = self.config.model_fields["provider"].default
+        if default != self.key:
+            raise ValueError(
+                f"provider plugin {self.key!r}: {self.config.__name__}.provider defaults "
+                f"to {default!r}; expected {self.key!r}"
+            )
+
+
+@functools.cache
+def provider_plugins() -> dict[str, ProviderPlugin]:
+    """Every provider plugin of this package, by key (modules found and imported once)."""
+    plugins: dict[str, ProviderPlugin] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        plugin = getattr(module, "PLUGIN", None)
+        if isinstance(plugin, ProviderPlugin):
+            if plugin.key in plugins:
+                raise ValueError(f"provider key {plugin.key!r} is registered twice")
+            plugins[plugin.key] = plugin
+    return plugins
 
 
 def provider_keys() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
+    return tuple(provider_plugins())
+
+
+def _provider_of(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("provider", DEFAULT_PROVIDER))
+    return str(getattr(value, "provider", DEFAULT_PROVIDER))
+
+
+def llm_config_union() -> Any:
+    """The ``llm`` config type: every provider's config, chosen by ``provider``."""
+    plugins = provider_plugins()
+    members = tuple(Annotated[p.config, Tag(key)] for key, p in plugins.items())
+    pick = Discriminator(
+        _provider_of,
+        custom_error_type="unknown_provider",
+        custom_error_message=f"unknown LLM provider; known: {', '.join(plugins)}",
+    )
+    return Annotated[Union[members], pick]  # noqa: UP007
 
 
 def create_provider(cfg: LlmConfig) -> Provider:
     """Build the provider ``cfg.provider`` names (not yet entered).
 
     Raises:
-        ConfigError: no provider has that key.
+        ConfigError: no provider has that key, or ``cfg`` is not its config class.
     """
-    entry = _REGISTRY.get(cfg.provider)
-    if entry is None:
+    plugin = provider_plugins().get(cfg.provider)
+    if plugin is None:
         raise ConfigError(
-            f"llm.provider: unknown provider {cfg.provider!r}; known: {', '.join(_REGISTRY)}"
+            f"llm.provider: unknown provider {cfg.provider!r}; known: "
+            f"{', '.join(provider_plugins())}"
         )
-    if isinstance(entry, str):
-        module_name, _, attr = entry.partition(":")
-        entry = getattr(importlib.import_module(module_name), attr)
-    return entry(cfg)
+    if not isinstance(cfg, plugin.config):
+        raise ConfigError(
+            f"llm.provider {cfg.provider!r} needs a {plugin.config.__name__}, got "
+            f"{type(cfg).__name__}"
+        )
+    return plugin.create(cfg)

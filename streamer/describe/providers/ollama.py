@@ -12,19 +12,21 @@ import json
 import logging
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import httpx
 import ollama
 import pydantic
+from pydantic import Field, field_validator, model_validator
 
-from streamer.describe.config import LlmConfig
+from streamer.describe.config import LlmConfig, host_is_loopback
 from streamer.describe.errors import (
     InvalidAnswerError,
     ProviderResponseError,
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
+from streamer.describe.providers import ProviderPlugin
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +39,57 @@ if _httpx_logger.level == logging.NOTSET:
 CONNECT_TIMEOUT_S = 5.0  # seconds; a loopback server that does not accept is down
 
 
+class OllamaConfig(LlmConfig):
+    """The ``llm`` section for an Ollama server (the default provider)."""
+
+    provider: Literal["ollama"] = Field("ollama", description="LLM provider key")
+    host: str = Field(
+        "http://127.0.0.1:11434",
+        description="ollama: server URL; loopback unless allow_remote_host is true",
+    )
+    allow_remote_host: bool = Field(
+        False,
+        description="ollama: permit a non-loopback host (VA numbers and text then leave "
+        "this machine; never images)",
+    )
+    keep_alive: str | float = Field(
+        "5m",
+        description="ollama: how long the server keeps the model loaded: a duration "
+        "('5m', '1h') or seconds (-1 = forever, 0 = unload at once)",
+    )
+    stream: bool = Field(False, description="ollama: stream the answer (NDJSON) and join it")
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _keep_alive_not_blank(cls, v: str | float) -> str | float:
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("keep_alive must not be blank")
+        return v
+
+    @field_validator("host")
+    @classmethod
+    def _host_has_scheme(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("host must not be empty")
+        if "://" in v and not v.startswith(("http://", "https://")):
+            raise ValueError(f"host must be an http:// or https:// URL, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _loopback_unless_allowed(self) -> Self:
+        if not self.allow_remote_host and not host_is_loopback(self.host):
+            raise ValueError(
+                f"llm.host {self.host!r} is not a loopback address; set "
+                "allow_remote_host: true to send VA numbers to another machine"
+            )
+        return self
+
+
 class OllamaProvider:
     """Talks to one Ollama server (``cfg.host``) about one model (``cfg.model``)."""
 
-    def __init__(self, cfg: LlmConfig) -> None:
+    def __init__(self, cfg: OllamaConfig) -> None:
         self._cfg = cfg
         self._client: ollama.AsyncClient | None = None
         self.label = f"ollama:{cfg.model}"
@@ -149,3 +198,6 @@ class OllamaProvider:
         if len(vectors) != len(texts):
             raise InvalidAnswerError(f"embed: expected {len(texts)} vector(s), got {len(vectors)}")
         return vectors
+
+
+PLUGIN = ProviderPlugin("ollama", OllamaConfig, OllamaProvider)

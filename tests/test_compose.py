@@ -1,0 +1,141 @@
+"""The composition root: a pipeline built from fakes, its sinks entered and closed in order."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import pytest
+
+from streamer import compose
+from streamer.compose import Composition, SinkContext, SinkOptions, build_pipeline
+from streamer.config import AppConfig
+from streamer.messages import Detection, Frame, Message, VASample
+from streamer.pipeline import FaceDetector
+
+
+class _OneFace:
+    """A detector that finds one face in the middle of every frame."""
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        h, w = image.shape[:2]
+        return [Detection((w * 0.3, h * 0.2, w * 0.7, h * 0.8), 0.9)]
+
+
+class _Constant:
+    """A VA model answering (0.5, -0.25) for every face."""
+
+    name = "constant-test"
+    approximate = False
+    input_size = 64
+
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        return np.tile(np.array([[0.5, -0.25]], np.float32), (len(crops), 1))
+
+
+def _one_face() -> FaceDetector:
+    return _OneFace()
+
+
+async def _frames(n: int) -> AsyncIterator[Frame]:
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        yield Frame("cam", i, i / 10, rng.integers(0, 255, (120, 160, 3), np.uint8))
+
+
+def _pipeline() -> Any:
+    # No model store: the model and the detector factory are passed in.
+    return build_pipeline(AppConfig(), model=_Constant(), detector_factory=_one_face)
+
+
+async def test_fakes_drive_the_pipeline_and_the_jsonl_file(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    pipe = _pipeline()
+    async with Composition(pipe, SinkOptions(out=out, replay=True)):
+        stats = await pipe.run_camera("cam", _frames(12), lossless=True)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    va = [r for r in records if r["schema"] == "streamer.va/1"]
+    assert stats.frames == 12 and len(va) == stats.faces > 0
+    assert {r["model"] for r in va} == {"constant-test"}
+    assert all(r["valence_raw"] == 0.5 and r["arousal_raw"] == -0.25 for r in va)
+
+
+class _Recorder:
+    """An optional sink that records its lifecycle and what the bus gave it."""
+
+    def __init__(self, ctx: SinkContext, log: list[str]) -> None:
+        self.sub = ctx.bus.subscribe("recorder", maxsize=10_000, lossless=True)
+        self.log = log
+        self.seen: list[Message] = []
+
+    async def __aenter__(self) -> _Recorder:
+        self.log.append("enter")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        while (msg := self.sub.get_nowait()) is not None:
+            self.seen.append(msg)
+        self.log.append("exit")
+
+
+@pytest.fixture
+def recorder_sink() -> Iterator[list[str]]:
+    log: list[str] = []
+
+    def enter(ctx: SinkContext) -> AbstractAsyncContextManager[Any] | None:
+        return _Recorder(ctx, log) if ctx.cfg.output.jsonl is None else None
+
+    compose.OPTIONAL_SINKS["recorder"] = enter
+    try:
+        yield log
+    finally:
+        del compose.OPTIONAL_SINKS["recorder"]
+
+
+async def test_an_optional_sink_is_entered_fed_and_closed(recorder_sink: list[str]) -> None:
+    pipe = _pipeline()
+    async with Composition(pipe, SinkOptions(replay=True)) as run:
+        assert recorder_sink == ["enter"] and "recorder" in run.sinks
+        stats = await pipe.run_camera("cam", _frames(5), lossless=True)
+    assert recorder_sink == ["enter", "exit"]
+    samples = [m for m in run.sinks["recorder"].seen if isinstance(m, VASample)]
+    assert len(samples) == stats.faces > 0
+
+
+async def test_a_sink_whose_section_is_unset_is_not_entered(
+    recorder_sink: list[str], tmp_path: Path
+) -> None:
+    cfg = AppConfig.model_validate({"output": {"jsonl": str(tmp_path / "x.jsonl")}})
+    pipe = build_pipeline(cfg, model=_Constant(), detector_factory=_one_face)
+    async with Composition(pipe, SinkOptions(replay=True)) as run:
+        await pipe.run_camera("cam", _frames(2), lossless=True)
+    assert recorder_sink == [] and "recorder" not in run.sinks
+
+
+async def test_a_failing_output_stops_the_run_with_its_own_error() -> None:
+    full = Path("/dev/full")  # every write fails with ENOSPC: a full disk, for real
+    if not full.exists():
+        pytest.skip("/dev/full not available on this system")
+    pipe = _pipeline()
+    with pytest.raises(OSError, match="No space left"):
+        async with Composition(pipe, SinkOptions(out=full, atomic_out=False)):
+            await pipe.run_camera("cam", _frames(200), lossless=False)
+
+
+async def test_a_composition_is_single_use() -> None:
+    composition = Composition(_pipeline())
+    async with composition:
+        pass
+    with pytest.raises(RuntimeError, match="Composition cannot be entered twice"):
+        async with composition:
+            pass

@@ -122,10 +122,12 @@ async def test_a_sink_whose_section_is_unset_is_not_entered(
     assert recorder_sink == [] and "recorder" not in run.sinks
 
 
+FULL = Path("/dev/full")  # every write fails with ENOSPC: a full disk, for real
+
+
+@pytest.mark.skipif(not FULL.exists(), reason="/dev/full not available on this system")
 async def test_a_failing_output_stops_the_run_with_its_own_error() -> None:
-    full = Path("/dev/full")  # every write fails with ENOSPC: a full disk, for real
-    if not full.exists():
-        pytest.skip("/dev/full not available on this system")
+    full = FULL
     pipe = _pipeline()
     with pytest.raises(OSError, match="No space left"):
         async with Composition(pipe, SinkOptions(out=full, atomic_out=False)):

@@ -20,11 +20,14 @@ import platform
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from streamer.errors import StreamerError
+
+if TYPE_CHECKING:
+    from streamer.store import ArtifactStore
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +77,7 @@ def _runtime_cfg(backend: str, threads: int) -> Any:
     return TensorRtRuntimeConfig(max_batch=max(BATCHES))
 
 
-def _real_crops(store: Any, limit: int = 64) -> np.ndarray | None:
+def _real_crops(store: ArtifactStore, limit: int = 64) -> np.ndarray | None:
     """Face crops of single_face.mp4 when the store has the clip and YuNet."""
     if not (store.has("single_face.mp4") and store.has("yunet")):
         return None

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import os
 import shutil
@@ -142,6 +143,9 @@ class TcpProxy:
         for w in self._writers:
             w.close()
         self._writers.clear()
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task in tasks:  # a pipe ends quietly on cancel; any other error is raised
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

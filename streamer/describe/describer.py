@@ -254,6 +254,12 @@ class Describer(SingleUse):
         self._tracks.pop(key, None)
         if self._pending.pop(key, None) is not None:
             self._drop("track_lost")
+            self._note_if_idle()
+
+    def _note_if_idle(self) -> None:
+        """Set the idle event once no job is pending or in flight (``drain`` waits on it)."""
+        if not self._pending and not self._in_flight:
+            self._idle.set()
 
     def _track_for(self, key: TrackKey, t: float) -> _Track:
         track = self._tracks.get(key)
@@ -403,8 +409,7 @@ class Describer(SingleUse):
             finally:
                 self._in_flight.discard(job.key)
                 self._work.set()
-                if not self._pending and not self._in_flight:
-                    self._idle.set()
+                self._note_if_idle()
 
     def _note_failure(self, err: DescriberError) -> None:
         self.failed += 1

@@ -412,3 +412,31 @@ async def test_provider_that_crashes_on_start_leaves_fallbacks_running(refused_u
         check_accounting(d)
         assert d.fallbacks == 2 and d.errors == 1 and d.requests == 0
         assert d.drop_reasons["provider_unavailable"] == 2
+
+
+class _NeverReady:
+    """A provider whose start never ends (a model still loading): jobs stay pending."""
+
+    label = "never:ready"
+
+    async def __aenter__(self) -> _NeverReady:
+        await asyncio.Event().wait()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def complete(self, messages: list[dict[str, str]], schema: dict[str, object]) -> str:
+        raise AssertionError("never called")
+
+
+async def test_drain_returns_as_soon_as_the_last_pending_job_is_dropped() -> None:
+    rig = Rig(1000)
+    cfg = cfg_for("http://127.0.0.1:9", drain_timeout_s=600.0)
+    async with Describer(cfg, rig.bus, _NeverReady()) as d:
+        await rig.feed(make_samples(20, tracks=(4,)))
+        await poll(lambda: d.pending == 1)
+        rig.bus.publish_nowait(TrackEvent("cam", 4, TrackEventKind.LOST, 20, 20 / FPS))
+        # Nothing is left to wait for: drain answers True without using its timeout.
+        assert await asyncio.wait_for(d.drain(600.0), DEADLINE_S)
+        assert d.drop_reasons["track_lost"] == 1

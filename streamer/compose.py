@@ -197,9 +197,13 @@ class Composition(SingleUse):
                 sink = enter(ctx)
                 if sink is not None:
                     self.sinks[name] = await stack.enter_async_context(sink)
-        except BaseException:
-            await self._close_sinks(None)
-            await stack.__aexit__(None, None, None)
+        except BaseException as err:
+            try:
+                await self._close_sinks(err)
+                await stack.__aexit__(type(err), err, err.__traceback__)
+            finally:
+                if self._writer is not None:
+                    self._writer.abort()
             raise
         return self
 
@@ -209,6 +213,7 @@ class Composition(SingleUse):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        ok = False
         try:
             describer = self.describer
             if describer is not None:
@@ -218,10 +223,12 @@ class Composition(SingleUse):
                 replay = self.options.replay and exc_type is None
                 await describer.drain(llm.drain_timeout_s if llm is not None and replay else 0.0)
             await self._close_sinks(exc)
+            ok = exc_type is None
         finally:
             await self._stack.__aexit__(exc_type, exc, tb)
             if self._writer is not None:
-                if exc_type is None:
+                # A failed run (or a failed sink) leaves no half-written output behind.
+                if ok:
                     self._writer.commit()
                 else:
                     self._writer.abort()

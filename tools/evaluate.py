@@ -37,13 +37,13 @@ from streamer.describe.evaluation import (
     render_markdown,
     write_report,
 )
-from streamer.describe.providers import create_provider
-from streamer.describe.providers.ollama import OllamaProvider
+from streamer.describe.providers import create_provider, provider_keys
+from streamer.describe.providers.ollama import OllamaConfig, OllamaProvider
 from streamer.errors import DescriberError, StreamerError
 
 logger = logging.getLogger("evaluate")
 
-PROVIDERS = ("ollama", "llamacpp", "fallback")
+PROVIDERS = (*provider_keys(), "fallback")  # every registered LLM provider
 EMBEDDERS = ("auto", "minilm", "ollama", "none")
 
 
@@ -90,7 +90,7 @@ def llm_config(args: argparse.Namespace) -> LlmConfig:
         if app.llm is not None:
             base = app.llm.model_dump()
     for key, value in (
-        ("provider", args.provider if args.provider in ("ollama", "llamacpp") else None),
+        ("provider", args.provider if args.provider in provider_keys() else None),
         ("host", args.host),
         ("model", args.model),
         ("gguf_path", args.gguf),
@@ -167,7 +167,9 @@ async def _embedder(
             return None, None
     provider = ollama_provider
     if provider is None:
-        provider = await res.enter_async_context(OllamaProvider(cfg))
+        # Embeddings come from an Ollama server, whichever provider answers.
+        ollama_cfg = cfg if isinstance(cfg, OllamaConfig) else OllamaConfig(timeout_s=cfg.timeout_s)
+        provider = await res.enter_async_context(OllamaProvider(ollama_cfg))
     model = args.embed_model
 
     async def embed(texts: Sequence[str]) -> list[list[float]]:

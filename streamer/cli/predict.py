@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+from pydantic import ValidationError
 
 from streamer.errors import ConfigError, MediaError
 
@@ -60,9 +61,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--weights", type=Path, help="Keras HDF5 weights file for --model")
     p.add_argument(
         "--runtime",
-        choices=["onnx", "torch", "tensorrt"],
+        metavar="TYPE",
         default=None,
-        help="inference backend (default: the config's, onnx)",
+        help="inference backend: onnx, torch, tensorrt or any registered runtime "
+        "(default: the config's, onnx)",
     )
     p.add_argument(
         "--crops", action="store_true", help="images are already cropped faces: skip detection"
@@ -145,7 +147,7 @@ def affect_config(affect: AffectConfig, args: argparse.Namespace) -> AffectConfi
     """The config's affect section with ``--model``, ``--weights``, ``--runtime`` applied.
 
     Raises:
-        ConfigError: ``--weights`` without a named model.
+        ConfigError: ``--weights`` without a named model, or an unknown runtime.
     """
     updates: dict[str, object] = {}
     if args.model:
@@ -158,7 +160,13 @@ def affect_config(affect: AffectConfig, args: argparse.Namespace) -> AffectConfi
         updates["runtime"] = {"type": args.runtime}
     if not updates:
         return affect
-    return type(affect).model_validate({**affect.model_dump(), **updates})
+    try:
+        return type(affect).model_validate({**affect.model_dump(), **updates})
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
+        )
+        raise ConfigError(f"bad --model/--weights/--runtime: {problems}") from err
 
 
 Box = tuple[float, float, float, float]

@@ -57,3 +57,17 @@ def test_plugin_key_must_match_its_config_type() -> None:
 def test_make_runtime_refuses_an_unregistered_type() -> None:
     with pytest.raises(ModelError, match="unknown runtime 'mine'"):
         make_runtime(_MineConfig(), cast(ModelSource, None))
+
+
+def test_predict_runtime_flag_takes_every_registered_runtime() -> None:
+    from argparse import Namespace
+
+    from streamer.affect.config import AffectConfig
+    from streamer.cli.predict import affect_config
+
+    for key in runtime_plugins():
+        args = Namespace(model=None, weights=None, runtime=key)
+        assert affect_config(AffectConfig(), args).runtime.type == key
+    bad = Namespace(model=None, weights=None, runtime="quantum")
+    with pytest.raises(ConfigError, match="quantum"):
+        affect_config(AffectConfig(), bad)

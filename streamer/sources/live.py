@@ -39,10 +39,10 @@ from typing import Any, Protocol
 import av
 import av.error
 
+from streamer.backoff import Backoff
 from streamer.bus import EventBus
 from streamer.errors import ConfigError, MediaError, SourceError
 from streamer.messages import CameraState, CameraStatus, Frame
-from streamer.backoff import Backoff
 from streamer.sources.config import CameraConfig
 from streamer.sources.file import open_video
 from streamer.sources.mailbox import Mailbox, MailboxClosed

@@ -203,7 +203,9 @@ def test_buffer_rejects_bad_limits(kw) -> None:
 
 
 def test_backoff_is_jittered_capped_exponential() -> None:
-    backoff = reconnect_backoff(MqttConfig(reconnect_min_s=0.5, reconnect_max_s=30.0), random.Random(7))
+    backoff = reconnect_backoff(
+        MqttConfig(reconnect_min_s=0.5, reconnect_max_s=30.0), random.Random(7)
+    )
     delays = [[backoff.delay_for(n) for _ in range(200)] for n in range(12)]
     for n, ds in enumerate(delays):
         cap = min(30.0, 0.5 * 2**n)

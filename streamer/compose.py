@@ -126,10 +126,10 @@ class SinkContext:
     cameras: list[str]
 
 
-OptionalSink = Callable[[SinkContext], AbstractAsyncContextManager[Any] | None]
+OptionalSink = Callable[[SinkContext], AbstractAsyncContextManager[object] | None]
 
 
-def _enter_mqtt(ctx: SinkContext) -> AbstractAsyncContextManager[Any] | None:
+def _enter_mqtt(ctx: SinkContext) -> AbstractAsyncContextManager[object] | None:
     if ctx.cfg.mqtt is None:
         return None
     from streamer.publish.mqtt import MqttPublisher
@@ -137,7 +137,7 @@ def _enter_mqtt(ctx: SinkContext) -> AbstractAsyncContextManager[Any] | None:
     return MqttPublisher(ctx.cfg.mqtt, ctx.bus, ctx.cameras)
 
 
-def _enter_describer(ctx: SinkContext) -> AbstractAsyncContextManager[Any] | None:
+def _enter_describer(ctx: SinkContext) -> AbstractAsyncContextManager[object] | None:
     if ctx.cfg.llm is None:
         return None
     from streamer.describe import Describer

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 
 class LogThrottle:
@@ -52,7 +51,7 @@ class LogThrottle:
         self.suppressed += 1
         return False
 
-    def log(self, log: logging.Logger, level: int, msg: str, *args: Any) -> bool:
+    def log(self, log: logging.Logger, level: int, msg: str, *args: object) -> bool:
         """Log ``msg % args`` when :meth:`ready`, saying how many lines were held back.
 
         Returns:

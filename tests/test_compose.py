@@ -92,7 +92,7 @@ class _Recorder:
 def recorder_sink() -> Iterator[list[str]]:
     log: list[str] = []
 
-    def enter(ctx: SinkContext) -> AbstractAsyncContextManager[Any] | None:
+    def enter(ctx: SinkContext) -> AbstractAsyncContextManager[object] | None:
         return _Recorder(ctx, log) if ctx.cfg.output.jsonl is None else None
 
     compose.OPTIONAL_SINKS["recorder"] = enter

@@ -151,6 +151,10 @@ class EpisodeEngine:
         i = next(i for i, r in enumerate(self.rules) if r.name == rule)
         return sum(1 for (cam, _), tr in self._tracks.items() if cam == camera and tr.rules[i].id)
 
+    def tracks(self) -> list[TrackKey]:
+        """Tracks seen and not lost yet."""
+        return list(self._tracks)
+
     def on_sample(self, s: VASample) -> list[Episode]:
         """Fold one smoothed sample in; returns episodes that started or ended."""
         key = (s.camera, s.track_id)

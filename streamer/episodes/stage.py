@@ -23,9 +23,8 @@ from typing import Any, Self
 from streamer.bus import EventBus, Subscription
 from streamer.episodes.config import EpisodesConfig, MoodConfig
 from streamer.episodes.mood import MoodTracker
-from streamer.episodes.rules import EndHook, EpisodeEngine, Trajectory
+from streamer.episodes.rules import REASON_END_OF_STREAM, EndHook, EpisodeEngine, Trajectory
 from streamer.messages import (
-    EPISODE_SCHEMA,
     EVENT_SCHEMA,
     VA_SCHEMA,
     Episode,
@@ -200,14 +199,21 @@ def replay_records(
     """The episodes of recorded VA samples and track events (``streamer episodes``).
 
     The engine decides on values at the records' precision, so a JSONL written by a
-    replay gives exactly that replay's episodes.
+    replay gives exactly that replay's episodes. Tracks still open when the records end
+    (a live log cut short) end with ``end_of_stream`` at their camera's last frame.
     """
     engine = EpisodeEngine(episodes)
+    last: dict[str, tuple[int, float]] = {}
     for rec in records:
-        if rec.get("schema") == EPISODE_SCHEMA:
-            continue
         msg = _message_of(rec)
         if isinstance(msg, VASample):
+            last[msg.camera] = (msg.frame, msg.t)
             yield from engine.on_sample(msg)
         elif isinstance(msg, TrackEvent) and msg.kind is TrackEventKind.LOST:
             yield from engine.on_lost(msg)
+    for camera, track_id in engine.tracks():
+        frame, t = last.get(camera, (0, 0.0))
+        end = TrackEvent(
+            camera, track_id, TrackEventKind.LOST, frame, t, reason=REASON_END_OF_STREAM
+        )
+        yield from engine.on_lost(end)

@@ -60,7 +60,7 @@ def run(cfg: EpisodesConfig, valences: Sequence[float | None], **kw: object) -> 
 @dataclass(frozen=True)
 class Case:
     name: str
-    valences: list[float | None]
+    valences: Sequence[float | None]
     # (state, decision frame, t_start, t_end or None, reason or None)
     expected: list[tuple[str, int, float, float | None, str | None]]
 

@@ -30,8 +30,10 @@ logger = logging.getLogger(__name__)
 class SmoothingConfig(StrictModel):
     """Per-track Kalman filter on (valence, arousal), constant-position model."""
 
+    # Tuned on the project's clips with `streamer bench smoothing` (docs/episodes.md):
+    # about 3x less frame-to-frame jitter than the raw model output, ~130 ms step lag.
     process_noise_per_s: float = Field(
-        0.5,
+        0.05,
         gt=0.0,
         description="variance added to each VA state per second (how fast true affect may move)",
     )

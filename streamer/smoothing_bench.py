@@ -15,19 +15,13 @@ the smoothed values of the same replay:
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections.abc import Sequence
 
 STEP_WINDOW = 5  # frames on each side of a step candidate
 MIN_STEP = 0.3  # VA units: a smaller change of level is not a step
-
-
-def _rms_diff(xs: Sequence[float]) -> float | None:
-    if len(xs) < 2:
-        return None
-    d = [b - a for a, b in zip(xs, xs[1:], strict=False)]
-    return math.sqrt(sum(v * v for v in d) / len(d))
 
 
 def find_step(raw: Sequence[float]) -> tuple[int, float] | None:
@@ -85,7 +79,7 @@ def trajectory_figures(
     sq_raw = sq_sm = 0.0
     n = 0
     for run in runs:
-        for a, b in zip(run, run[1:], strict=False):
+        for a, b in itertools.pairwise(run):
             sq_raw += (raw[b] - raw[a]) ** 2
             sq_sm += (smoothed[b] - smoothed[a]) ** 2
             n += 1

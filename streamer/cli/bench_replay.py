@@ -25,6 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("video", type=Path)
     p.add_argument("--config", type=Path, help="YAML config (default: embedded defaults)")
     p.add_argument("--repeat", type=int, default=3, help="pipeline runs; the best is reported")
+    p.add_argument(
+        "--episode-load",
+        nargs=2,
+        type=int,
+        metavar=("RULES", "TRACKS"),
+        help="also measure the episodes stage with this many rules and tracks per frame",
+    )
     p.set_defaults(func=cmd_bench_replay)
 
 
@@ -75,5 +82,15 @@ def cmd_bench_replay(args: argparse.Namespace) -> int:
         "detect_width_px": cfg.faces.detector.detect_width_px,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+    if args.episode_load:
+        from streamer.episodes.load import stage_load
+
+        rules, tracks = args.episode_load
+        frames, video_fps = int(str(best["frames"])), float(str(best["video_fps"]))
+        load = stage_load(rules, tracks, frames, video_fps)
+        frame_ms = 1000.0 / float(str(best["fps"]))
+        load["frame_ms"] = round(frame_ms, 3)
+        load["percent_of_frame"] = round(100.0 * load["added_ms_per_frame"] / frame_ms, 3)
+        result["episodes_stage"] = load
     print(json.dumps(result, indent=2))
     return 0

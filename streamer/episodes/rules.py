@@ -15,7 +15,6 @@ that is lost ends its open episodes (``track_lost``); the end of a stream ends t
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -36,26 +35,6 @@ Trajectory = Sequence[tuple[float, float, float]]
 EndHook = Callable[[Episode, Trajectory], None]
 
 
-class Truth(enum.Enum):
-    TRUE = 1
-    FALSE = 0
-    UNSURE = -1
-
-
-def sample_truth(
-    rule: EpisodeRule,
-    valence: float,
-    arousal: float,
-    variance: tuple[float, float],
-    measured: bool,
-    max_variance: float,
-) -> Truth:
-    """Whether ``rule`` holds on one smoothed sample (UNSURE when the filter is unsure)."""
-    if not measured or variance[0] > max_variance or variance[1] > max_variance:
-        return Truth.UNSURE
-    return Truth.TRUE if rule.when.holds(valence, arousal) else Truth.FALSE
-
-
 @dataclass
 class _Acc:
     """Running mean/min/max of valence and arousal."""
@@ -72,8 +51,14 @@ class _Acc:
         self.n += 1
         self.sv += v
         self.sa += a
-        self.vmin, self.vmax = min(self.vmin, v), max(self.vmax, v)
-        self.amin, self.amax = min(self.amin, a), max(self.amax, a)
+        if v < self.vmin:
+            self.vmin = v
+        if v > self.vmax:
+            self.vmax = v
+        if a < self.amin:
+            self.amin = a
+        if a > self.amax:
+            self.amax = a
 
     def merge(self, o: _Acc) -> None:
         if not o.n:
@@ -95,9 +80,9 @@ class _Acc:
 
 @dataclass
 class _RuleState:
-    """One rule on one track: idle (since None), pending (since set) or open (id set)."""
+    """One rule on one track, pending (``id`` None) or open; an idle rule has no state."""
 
-    since: float | None = None
+    since: float
     id: str | None = None
     false_since: float | None = None
     acc: _Acc = field(default_factory=_Acc)
@@ -105,11 +90,6 @@ class _RuleState:
     trajectory: list[tuple[float, float, float]] = field(default_factory=list)
     stride: int = 1
     seen: int = 0
-
-    def reset(self) -> None:
-        self.since = self.id = self.false_since = None
-        self.acc, self.clearing = _Acc(), _Acc()
-        self.trajectory, self.stride, self.seen = [], 1, 0
 
     def keep(self, t: float, v: float, a: float) -> None:
         """Record a trajectory point; halve the resolution when the buffer is full."""
@@ -124,7 +104,7 @@ class _RuleState:
 @dataclass
 class _Track:
     last_t: float
-    rules: list[_RuleState]
+    rules: list[_RuleState | None]  # per rule; None = idle
 
 
 def episode_id(camera: str, track_id: int, rule: str, t_start: float) -> str:
@@ -144,12 +124,28 @@ class EpisodeEngine:
         self.cfg = cfg
         self.rules = list(cfg.rules)
         self.on_end = on_end
+        self._keep = on_end is not None  # trajectories are only for the end hook
         self._tracks: dict[TrackKey, _Track] = {}
+        inf = float("inf")
+        # (valence low, valence high, arousal low, arousal high): holds when strictly inside.
+        self._bounds = [
+            (
+                -inf if r.when.valence_above is None else r.when.valence_above,
+                inf if r.when.valence_below is None else r.when.valence_below,
+                -inf if r.when.arousal_above is None else r.when.arousal_above,
+                inf if r.when.arousal_below is None else r.when.arousal_below,
+            )
+            for r in self.rules
+        ]
 
     def open_count(self, camera: str, rule: str) -> int:
         """Open episodes of ``rule`` on ``camera``."""
         i = next(i for i, r in enumerate(self.rules) if r.name == rule)
-        return sum(1 for (cam, _), tr in self._tracks.items() if cam == camera and tr.rules[i].id)
+        return sum(
+            1
+            for (cam, _), tr in self._tracks.items()
+            if cam == camera and (st := tr.rules[i]) is not None and st.id is not None
+        )
 
     def tracks(self) -> list[TrackKey]:
         """Tracks seen and not lost yet."""
@@ -160,22 +156,36 @@ class EpisodeEngine:
         key = (s.camera, s.track_id)
         track = self._tracks.get(key)
         if track is None:
-            track = self._tracks[key] = _Track(0.0, [_RuleState() for _ in self.rules])
+            track = self._tracks[key] = _Track(0.0, [None] * len(self.rules))
         # Decide on the values at the precision of the JSONL records, so that the rules
         # over a recording (``streamer episodes``) give exactly the replay's episodes.
-        t, v, a = round(s.t, 6), round(s.valence, 6), round(s.arousal, 6)
-        var = (round(s.variance[0], 8), round(s.variance[1], 8))
-        measured = s.valence_raw is not None and s.arousal_raw is not None
+        t = round(s.t, 6)
         track.last_t = t
+        if s.valence_raw is None or s.arousal_raw is None or self._unsure(s.variance):
+            return []  # unsure: no rule moves
+        v, a = round(s.valence, 6), round(s.arousal, 6)
         out: list[Episode] = []
-        for rule, st in zip(self.rules, track.rules, strict=True):
-            truth = sample_truth(rule, v, a, var, measured, self.cfg.max_variance)
-            if truth is Truth.UNSURE:
-                continue
-            ep = self._step(rule, st, s, t, v, a, truth is Truth.TRUE)
+        states = track.rules
+        for i, (vlo, vhi, alo, ahi) in enumerate(self._bounds):
+            holds = vlo < v < vhi and alo < a < ahi
+            st = states[i]
+            if st is None:
+                if not holds:
+                    continue  # idle and false: the common case, nothing to do
+                st = states[i] = _RuleState(since=t)
+            ep, alive = self._step(self.rules[i], st, s, t, v, a, holds)
+            if not alive:
+                states[i] = None
             if ep is not None:
                 out.append(ep)
         return out
+
+    def _unsure(self, variance: tuple[float, float]) -> bool:
+        mv = self.cfg.max_variance
+        v0, v1 = variance
+        if v0 < mv - 1e-8 and v1 < mv - 1e-8:
+            return False  # the common case, without rounding
+        return round(v0, 8) > mv or round(v1, 8) > mv
 
     def _step(
         self,
@@ -186,37 +196,37 @@ class EpisodeEngine:
         v: float,
         a: float,
         holds: bool,
-    ) -> Episode | None:
-        if st.id is None:  # idle or pending
-            if not holds:
-                if st.since is not None:
-                    st.reset()
-                return None
-            if st.since is None:
-                st.since = t
-            st.acc.add(v, a)
+    ) -> tuple[Episode | None, bool]:
+        """Advance one pending or open rule; (episode or None, whether it stays)."""
+        if self._keep:
             st.keep(t, v, a)
+        if st.id is None:  # pending
+            if not holds:
+                return None, False
+            st.acc.add(v, a)
             if t - st.since < rule.for_s:
-                return None
+                return None, True
             st.id = episode_id(s.camera, s.track_id, rule.name, st.since)
-            return self._episode(
+            ep = self._episode(
                 st, rule, s.camera, s.track_id, STARTED, t, s.frame, None, None, s.wall_time
             )
-        st.keep(t, v, a)
+            return ep, True
         if holds:
-            st.acc.merge(st.clearing)
-            st.clearing = _Acc()
+            if st.false_since is not None:
+                st.acc.merge(st.clearing)
+                st.clearing = _Acc()
+                st.false_since = None
             st.acc.add(v, a)
-            st.false_since = None
-            return None
+            return None, True
         if st.false_since is None:
             st.false_since = t
         st.clearing.add(v, a)
         if t - st.false_since < rule.clear_after_s:
-            return None
-        return self._end(
+            return None, True
+        ep = self._end(
             st, rule, s.camera, s.track_id, t, s.frame, st.false_since, REASON_CLEARED, s.wall_time
         )
+        return ep, False
 
     def on_lost(self, event: TrackEvent) -> list[Episode]:
         """A track ended: close its open episodes (``event.reason`` or ``track_lost``)."""
@@ -226,7 +236,7 @@ class EpisodeEngine:
         reason = event.reason or REASON_TRACK_LOST
         out = []
         for rule, st in zip(self.rules, track.rules, strict=True):
-            if st.id is None:
+            if st is None or st.id is None:
                 continue
             t_end = st.false_since if st.false_since is not None else track.last_t
             out.append(
@@ -257,10 +267,8 @@ class EpisodeEngine:
         wall_time: float | None,
     ) -> Episode:
         ep = self._episode(st, rule, camera, track_id, ENDED, t, frame, t_end, reason, wall_time)
-        trajectory = st.trajectory
-        st.reset()
         if self.on_end is not None:
-            self.on_end(ep, trajectory)
+            self.on_end(ep, st.trajectory)
         return ep
 
     def _episode(
@@ -276,7 +284,7 @@ class EpisodeEngine:
         reason: str | None,
         wall_time: float | None,
     ) -> Episode:
-        assert st.id is not None and st.since is not None
+        assert st.id is not None
         vs, as_ = st.acc.stats()
         return Episode(
             id=st.id,

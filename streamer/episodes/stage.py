@@ -127,24 +127,35 @@ class EpisodeStage:
             await asyncio.sleep(0)
 
     async def _loop(self, sub: Subscription) -> None:
-        async for msg in sub:
+        async for first in sub:
             self._busy = True
             try:
+                # Everything queued now is handled in one go (one clock reading per batch).
+                batch: list[Message] = [first]
+                while (more := sub.get_nowait()) is not None:
+                    batch.append(more)
                 t0 = time.perf_counter()
-                try:
-                    out = self.logic.feed(msg)
-                except Exception:  # supervisor: one bad message must not end the stage
-                    self.errors += 1
-                    logger.exception("episodes: failed on %r", msg)
-                    out = []
-                cam = msg.camera
-                self.busy_s[cam] = self.busy_s.get(cam, 0.0) + time.perf_counter() - t0
+                out = self._feed(batch)
+                busy = time.perf_counter() - t0
+                cams = {m.camera for m in batch}
+                for cam in cams:
+                    self.busy_s[cam] = self.busy_s.get(cam, 0.0) + busy / len(cams)
                 for item in out:
                     await self._bus.publish(item)
                     self.published += 1
                 self._hand_over_ended()
             finally:
                 self._busy = len(sub) > 0
+
+    def _feed(self, batch: list[Message]) -> list[Episode | Mood]:
+        out: list[Episode | Mood] = []
+        for msg in batch:
+            try:
+                out.extend(self.logic.feed(msg))
+            except Exception:  # supervisor: one bad message must not end the stage
+                self.errors += 1
+                logger.exception("episodes: failed on %r", msg)
+        return out
 
     def _hand_over_ended(self) -> None:
         """Ended episodes go to the hook after the episode itself was published."""

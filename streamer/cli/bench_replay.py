@@ -88,7 +88,7 @@ def cmd_bench_replay(args: argparse.Namespace) -> int:
         rules, tracks = args.episode_load
         frames, video_fps = int(str(best["frames"])), float(str(best["video_fps"]))
         load = stage_load(rules, tracks, frames, video_fps)
-        frame_ms = 1000.0 / float(str(best["fps"]))
+        frame_ms = 1000.0 * float(str(best["wall_s"])) / frames
         load["frame_ms"] = round(frame_ms, 3)
         load["percent_of_frame"] = round(100.0 * load["added_ms_per_frame"] / frame_ms, 3)
         result["episodes_stage"] = load

@@ -106,3 +106,18 @@ async def test_removed_rule_is_removed_from_home_assistant(broker: Broker) -> No
     async with Collector(broker.host, broker.port, f"{BINARY}/#") as late:
         await wait_until(lambda: bool(late.payloads(kept)), what="retained kept config")
         assert late.payloads(gone) == [], "Home Assistant no longer sees the removed rule"
+
+
+def test_subscriber_view_ignores_episode_topics_without_warnings() -> None:
+    from streamer.publish.subscriber import SubscriberView
+
+    view = SubscriberView("test")
+    for topic, payload in (
+        ("test/cam1/episodes", b'{"schema": "streamer.episode/1"}'),
+        ("test/cam1/mood", b'{"schema": "streamer.mood/1"}'),
+        ("test/cam1/rules/distress/active", b"ON"),
+    ):
+        assert view.handle(topic, payload) is None
+    assert view.rejected == 0
+    assert view.handle("test/cam1/nonsense", b"{}") is None
+    assert view.rejected == 1, "other unknown topics are still rejected"

@@ -67,11 +67,13 @@ async def test_episode_and_mood_payloads_and_binary_sensor(broker: Broker) -> No
         await wait_until(lambda: col.payloads(active)[-1:] == [b"OFF"], what="sensor off")
         assert col.payloads(active) == [b"OFF", b"ON", b"OFF"]
 
+        await wait_until(lambda: len(col.records("/cam1/episodes")) == 2, what="episodes")
         episodes = col.records("/cam1/episodes")
         assert [e["state"] for e in episodes] == ["started", "ended"]
         for rec in episodes:
             validate_record(rec, EPISODE_SCHEMA)
         assert episodes[1]["reason"] == "cleared"
+        await wait_until(lambda: bool(col.records("/cam1/mood")), what="a room mood")
         moods = col.records("/cam1/mood")
         assert moods and moods[0]["count"] == 1
         for rec in moods:

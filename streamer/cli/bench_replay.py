@@ -53,6 +53,10 @@ async def _run_once(cfg: AppConfig, path: Path) -> dict[str, object]:
             )
         wall = time.perf_counter() - t0
     fps = stats.frames / wall
+    by_stage = stats.stage_ms_per_frame()
+    episodes = getattr(pipe, "_episodes", None)  # with `episodes:` / `mood:` configured
+    if episodes is not None and stats.frames:
+        by_stage["episodes"] = round(1000.0 * sum(episodes.busy_s.values()) / stats.frames, 3)
     return {
         "model": pipe.model_name,
         "frames": stats.frames,
@@ -62,7 +66,7 @@ async def _run_once(cfg: AppConfig, path: Path) -> dict[str, object]:
         "fps": round(fps, 1),
         "video_fps": round(source.fps, 3),
         "realtime_factor": round(fps / source.fps, 2) if source.fps else None,
-        "ms_per_frame_by_stage": stats.stage_ms_per_frame(),
+        "ms_per_frame_by_stage": by_stage,
     }
 
 

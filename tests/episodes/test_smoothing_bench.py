@@ -76,3 +76,26 @@ def test_episode_load_runs_rules_on_many_tracks() -> None:
     load = stage_load(rules=10, tracks=25, frames=60, fps=30.0)
     assert load["published"] > 25, "the synthetic trajectories start and end episodes"
     assert load["stage_ms_per_frame"] > 0
+
+
+def test_bench_replay_reports_the_episodes_stage(
+    store_path: Callable[[str], Path], tmp_path: Path
+) -> None:
+    cfg = tmp_path / "rules.yaml"
+    cfg.write_text(
+        "episodes:\n  rules:\n    - {name: smiling, when: {valence_above: 0.3}, for_s: 0.5}\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamer", "-q", "bench", "replay",
+         str(store_path("single_face.mp4")), "--config", str(cfg), "--repeat", "1",
+         "--episode-load", "10", "25"],
+        capture_output=True, text=True, check=False, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["ms_per_frame_by_stage"]["episodes"] >= 0
+    load = result["episodes_stage"]
+    assert (load["rules"], load["tracks"], load["frames"]) == (10, 25, result["frames"])
+    for key in ("stage_ms_per_frame", "added_ms_per_frame", "frame_ms", "percent_of_frame"):
+        assert load[key] >= 0
+    assert load["published"] > 0

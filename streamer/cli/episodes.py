@@ -39,8 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=cmd_episodes)
 
 
-def read_records(path: Path) -> Iterator[dict[str, Any]]:
-    """The JSON objects of a JSONL file; a bad line is an error naming file and line."""
+def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, JSON object) of a JSONL file; a bad line is an error naming it."""
     try:
         fh = path.open(encoding="utf-8")
     except OSError as err:
@@ -56,7 +56,7 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
                     raise MediaError(f"{path}:{n}: not a JSON line: {err}") from err
                 if not isinstance(rec, dict):
                     raise MediaError(f"{path}:{n}: expected a JSON object")
-                yield rec
+                yield n, rec
         except UnicodeDecodeError as err:
             raise MediaError(f"{path}: not UTF-8 text") from err
 
@@ -65,10 +65,19 @@ def _episodes(path: Path, cfg_path: Path) -> list[Episode]:
     cfg = load_config(cfg_path)
     if cfg.episodes is None:
         raise ConfigError(f"{cfg_path}: no `episodes:` section with rules")
+    line = 0
+
+    def numbered() -> Iterator[dict[str, Any]]:
+        nonlocal line
+        for line, rec in read_records(path):  # noqa: B007 (the line is read on error)
+            yield rec
+
     try:
-        return list(replay_records(read_records(path), cfg.episodes))
+        return list(replay_records(numbered(), cfg.episodes))
     except (KeyError, TypeError, ValueError, IndexError) as err:
-        raise MediaError(f"{path}: a record is not a streamer record: {err!r}") from err
+        raise MediaError(
+            f"{path}:{line}: not a streamer record ({type(err).__name__}: {err})"
+        ) from err
 
 
 def cmd_episodes(args: argparse.Namespace) -> int:

@@ -121,6 +121,7 @@ class EpisodePublishing:
         self.open: Counter[tuple[str, str]] = Counter()
         self.open_ids: set[str] = set()
         self.removed = 0  # stale rule sensors removed from Home Assistant
+        self._retained: dict[str, Outbound] = {}  # topic -> latest mood / rule state
 
     @property
     def discovery_filter(self) -> str:
@@ -131,7 +132,7 @@ class EpisodePublishing:
     def encode(self, msg: Episode | Mood) -> tuple[list[Outbound], list[Outbound]]:
         """(events, retained states) to publish for ``msg``."""
         if isinstance(msg, Mood):
-            return [], [encode_message(msg, self.topics)]
+            return [], [self._keep(encode_message(msg, self.topics))]
         events = [encode_message(msg, self.topics)]
         key = (msg.camera, msg.rule)
         if msg.state == "started" and msg.id not in self.open_ids:
@@ -140,7 +141,18 @@ class EpisodePublishing:
         elif msg.state == "ended" and msg.id in self.open_ids:
             self.open_ids.discard(msg.id)
             self.open[key] -= 1
-        return events, [rule_state(self.topics, msg.camera, msg.rule, self.open[key] > 0)]
+        return events, [
+            self._keep(rule_state(self.topics, msg.camera, msg.rule, self.open[key] > 0))
+        ]
+
+    def _keep(self, item: Outbound) -> Outbound:
+        self._retained[item.topic] = item
+        return item
+
+    def retained(self) -> list[Outbound]:
+        """The latest mood and rule state of every camera (again after a reconnect: a
+        restarted broker may have lost them)."""
+        return list(self._retained.values())
 
     def announce(self, cameras: Iterable[str]) -> tuple[list[Outbound], list[Outbound]]:
         """(discovery configs, rule states) of ``cameras``."""
@@ -150,7 +162,8 @@ class EpisodePublishing:
             for rule in self.rules:
                 if self.cfg.homeassistant.enabled:
                     configs.append(rule_discovery(self.cfg, self.topics, camera, rule))
-                states.append(rule_state(self.topics, camera, rule, self.open[(camera, rule)] > 0))
+                on = self.open[(camera, rule)] > 0
+                states.append(self._keep(rule_state(self.topics, camera, rule, on)))
             if self.mood and self.cfg.homeassistant.enabled:
                 configs.extend(mood_discovery(self.cfg, self.topics, camera))
         return configs, states

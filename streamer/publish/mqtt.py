@@ -412,6 +412,8 @@ class MqttPublisher:
         # Retained state again, so it reflects now (a restarted broker may have lost it).
         for status in self._last_status.values():
             self.buffer.put_state(encode_message(status, self.topics))
+        for item in self.episodes.retained():
+            self.buffer.put_state(item)
         if self.cfg.homeassistant.enabled:
             self._announce_all()
 

@@ -123,3 +123,32 @@ def test_subscriber_view_ignores_episode_topics_without_warnings() -> None:
     assert view.rejected == 0
     assert view.handle("test/cam1/nonsense", b"{}") is None
     assert view.rejected == 1, "other unknown topics are still rejected"
+
+
+async def test_broker_restart_gets_mood_and_rule_state_again(broker: Broker) -> None:
+    bus = EventBus()
+    cfg = MqttConfig(port=broker.port, prefix="test", reconnect_min_s=0.1, reconnect_max_s=0.5)
+    rules = EpisodesConfig.model_validate({"rules": [DISTRESS]})
+    async with (
+        MqttPublisher(cfg, bus, ["cam1"], rules=["distress"], mood=True) as pub,
+        EpisodeStage(bus, rules, MoodConfig(interval_s=0.5)),
+    ):
+        async with Collector(broker.host, broker.port, "test/cam1/#") as before:
+            for i in range(20):
+                await bus.publish(measured(i / 30, -0.7))
+            await wait_until(
+                lambda: before.payloads("test/cam1/rules/distress/active")[-1:] == [b"ON"],
+                what="ON before the restart",
+            )
+            await wait_until(lambda: bool(before.records("/cam1/mood")), what="a mood")
+        broker.stop()
+        await wait_until(lambda: not pub.connected, what="disconnect noticed")
+        broker.start()  # same port; persistence off: retained state is gone
+        await wait_until(lambda: pub.stats.connections >= 2, what="reconnected")
+        async with Collector(broker.host, broker.port, "test/cam1/#") as col:
+            await wait_until(
+                lambda: col.payloads("test/cam1/rules/distress/active") == [b"ON"],
+                what="rule state retained again",
+            )
+            await wait_until(lambda: bool(col.records("/cam1/mood")), what="mood retained again")
+            assert col.records("/cam1/mood")[-1]["count"] == 1

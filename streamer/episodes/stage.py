@@ -95,6 +95,7 @@ class EpisodeStage:
         self._sub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
         self._busy = False
+        self._idle = asyncio.Event()
         self.busy_s: dict[str, float] = {}
         self.published = 0
         self.errors = 0
@@ -122,9 +123,15 @@ class EpisodeStage:
         """Return once every message already on the bus was handled and its results
         published (call it before the bus closes)."""
         while self._sub is not None and (len(self._sub) or self._busy):
-            if self._task is None or self._task.done():
+            task = self._task
+            if task is None or task.done():
                 return
-            await asyncio.sleep(0)
+            self._idle.clear()
+            idle = asyncio.ensure_future(self._idle.wait())
+            try:
+                await asyncio.wait({idle, task}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                idle.cancel()
 
     async def _loop(self, sub: Subscription) -> None:
         async for first in sub:
@@ -146,6 +153,8 @@ class EpisodeStage:
                 self._hand_over_ended()
             finally:
                 self._busy = len(sub) > 0
+                if not self._busy:
+                    self._idle.set()
 
     def _feed(self, batch: list[Message]) -> list[Episode | Mood]:
         out: list[Episode | Mood] = []

@@ -149,3 +149,25 @@ def test_ended_episode_is_described_with_its_id(
     fallback = next(d for d in descs if d["source"] == "fallback")
     assert fallback["text"].startswith("Smiling for 1.")
     assert len({d["id"] for d in descs}) == 1
+
+
+def test_face_leaving_ends_the_episode_as_track_lost(
+    store_path: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """face_noface.mov: the face leaves at 2.4 s, long before the clip ends."""
+    cfg = tmp_path / "present.yaml"
+    cfg.write_text(
+        "episodes:\n  rules:\n    - {name: present, when: {valence_above: -1.0}, for_s: 0.5}\n"
+    )
+    out = tmp_path / "fnf.jsonl"
+    proc = streamer(
+        "replay", str(store_path("face_noface.mov")), "--no-progress", "--out", str(out),
+        "--config", str(cfg),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    eps = records(out, EPISODE_SCHEMA)
+    assert [(e["state"], e["reason"]) for e in eps] == [("started", None), ("ended", "track_lost")]
+    last_va = max(r["t"] for r in records(out, VA_SCHEMA))
+    assert eps[1]["t_end"] == last_va and abs(last_va - 2.4) <= 0.5
+    (lost,) = [r for r in records(out, "streamer.event/1") if r["event"] == "lost"]
+    assert "reason" not in lost, "the tracker lost it: not the end of the stream"

@@ -316,7 +316,7 @@ class Pipeline:
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
-            if self._episodes is not None:
+            if self._episodes is not None and exc_type is None:
                 await self._episodes.drain()  # its episodes, moods and descriptions first
             if self._describer is not None and self.cfg.llm is not None:
                 # Fallbacks for every sample already published go out in any case; a

@@ -118,23 +118,35 @@ class SinkOptions:
 
 @dataclass(frozen=True)
 class SinkContext:
-    """What an optional sink's enter function may use."""
+    """What an optional sink's enter function may use.
+
+    Attributes:
+        cfg: the app config.
+        bus: the pipeline's bus (subscribe in the sink's ``__aenter__``).
+        pipe: the pipeline (entered: its engine runs).
+        cameras: the names of the configured cameras.
+        sinks: the sinks entered before this one, by name (e.g. ``"describer"``).
+    """
 
     cfg: AppConfig
     bus: EventBus
     pipe: Pipeline
     cameras: list[str]
+    sinks: dict[str, Any]
 
 
 OptionalSink = Callable[[SinkContext], AbstractAsyncContextManager[object] | None]
 
 
 def _enter_mqtt(ctx: SinkContext) -> AbstractAsyncContextManager[object] | None:
-    if ctx.cfg.mqtt is None:
+    cfg = ctx.cfg
+    if cfg.mqtt is None:
         return None
     from streamer.publish.mqtt import MqttPublisher
 
-    return MqttPublisher(ctx.cfg.mqtt, ctx.bus, ctx.cameras)
+    rules = [r.name for r in cfg.episodes.rules] if cfg.episodes else []
+    mood = cfg.mood is not None and cfg.mood.enabled
+    return MqttPublisher(cfg.mqtt, ctx.bus, ctx.cameras, rules=rules, mood=mood)
 
 
 def _enter_describer(ctx: SinkContext) -> AbstractAsyncContextManager[object] | None:
@@ -145,10 +157,26 @@ def _enter_describer(ctx: SinkContext) -> AbstractAsyncContextManager[object] | 
     return Describer(ctx.cfg.llm, ctx.bus)
 
 
+def _enter_episodes(ctx: SinkContext) -> AbstractAsyncContextManager[object] | None:
+    cfg = ctx.cfg
+    if cfg.episodes is None and (cfg.mood is None or not cfg.mood.enabled):
+        return None
+    from streamer.episodes import EpisodeStage
+
+    on_end = None
+    describer = ctx.sinks.get("describer")
+    if describer is not None and cfg.episodes is not None and cfg.episodes.describe:
+        from streamer.episodes.describe import describer_hook
+
+        on_end = describer_hook(describer)  # ended episodes are described too
+    return EpisodeStage(ctx.bus, cfg.episodes, cfg.mood, on_end)
+
+
 # name -> enter function; entered in this order, exited in reverse. Add new ones here.
 OPTIONAL_SINKS: dict[str, OptionalSink] = {
     "mqtt": _enter_mqtt,
     "describer": _enter_describer,
+    "episodes": _enter_episodes,
 }
 
 
@@ -192,7 +220,7 @@ class Composition(SingleUse):
                 await tasks.__aenter__()
                 tasks.create_task(self._writer.consume(sub), name="sink-jsonl")
             cameras = [c.name for c in self.pipe.cfg.cameras]
-            ctx = SinkContext(self.pipe.cfg, self.bus, self.pipe, cameras)
+            ctx = SinkContext(self.pipe.cfg, self.bus, self.pipe, cameras, self.sinks)
             for name, enter in OPTIONAL_SINKS.items():
                 sink = enter(ctx)
                 if sink is not None:
@@ -215,6 +243,9 @@ class Composition(SingleUse):
     ) -> None:
         ok = False
         try:
+            episodes = self.sinks.get("episodes")
+            if episodes is not None and exc_type is None:
+                await episodes.drain()  # its episodes, moods and descriptions first
             describer = self.describer
             if describer is not None:
                 # Fallbacks for every sample already published go out in any case; a

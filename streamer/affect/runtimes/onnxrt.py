@@ -75,7 +75,7 @@ def quantize_int8_static(source: ModelSource, calibration: np.ndarray, out: Path
         quantize_static,
     )
 
-    class _Reader(CalibrationDataReader):
+    class _Reader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime is untyped
         def __init__(self) -> None:
             self._it = iter(
                 [{INPUT_NAME: calibration[i : i + 8]} for i in range(0, len(calibration), 8)]
@@ -127,7 +127,7 @@ class OnnxRuntime:
         return list(self._session.run(self._outputs, {INPUT_NAME: x}))
 
     def close(self) -> None:
-        self._session = None  # type: ignore[assignment]
+        self._session = None
 
 
 def create(cfg: OnnxRuntimeConfig, source: ModelSource) -> OnnxRuntime:

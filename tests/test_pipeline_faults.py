@@ -1,4 +1,4 @@
-"""Pipeline under model faults (RELIABILITY row 9): NaN, wrong shape, exceptions.
+"""Pipeline under model faults: NaN, wrong shape, exceptions.
 
 The faults are injected by wrapping the real default model: a real network does not
 produce them on demand.
@@ -9,15 +9,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import streamer.affect
+from streamer.affect.config import AffectConfig
+from streamer.affect.models import VAModel
 from streamer.config import AppConfig
-from streamer.messages import VASample
-from streamer.pipeline import Pipeline
+from streamer.messages import Message, VASample
+from streamer.pipeline import CameraStats, Pipeline
 from streamer.sources.file import FileSource
 from streamer.store import default_store
 
@@ -25,18 +29,18 @@ from streamer.store import default_store
 class Faulty:
     """Wraps a VA model; every ``every``-th call misbehaves in the given way."""
 
-    def __init__(self, inner: object, mode: str, every: int = 3) -> None:
+    def __init__(self, inner: VAModel, mode: str, every: int = 3) -> None:
         self.inner = inner
         self.mode = mode
         self.every = every
         self.calls = 0
-        self.name = inner.name  # type: ignore[attr-defined]
-        self.approximate = inner.approximate  # type: ignore[attr-defined]
-        self.input_size = inner.input_size  # type: ignore[attr-defined]
+        self.name = inner.name
+        self.approximate = inner.approximate
+        self.input_size = inner.input_size
 
     def predict(self, crops: np.ndarray) -> np.ndarray:
         self.calls += 1
-        out = self.inner.predict(crops)  # type: ignore[attr-defined]
+        out = self.inner.predict(crops)
         if self.calls % self.every:
             return out
         if self.mode == "nan":
@@ -50,18 +54,20 @@ class Faulty:
         raise RuntimeError("injected model failure")
 
 
-async def _run(video: Path, mode: str, monkeypatch: pytest.MonkeyPatch) -> tuple[list, object]:
+async def _run(
+    video: Path, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[Message], CameraStats]:
     real = streamer.affect.load_va_model
     wrapped: list[Faulty] = []
 
-    def load(cfg: object, store: object) -> Faulty:
+    def load(cfg: AffectConfig, store: Any) -> Faulty:
         wrapped.append(Faulty(real(cfg, store), mode))
         return wrapped[0]
 
     monkeypatch.setattr(streamer.affect, "load_va_model", load)
     pipe = Pipeline(AppConfig(), default_store())
     sub = pipe.bus.subscribe("test", maxsize=100_000, lossless=True)
-    got: list = []
+    got: list[Message] = []
 
     async def collect() -> None:
         async for m in sub:
@@ -77,7 +83,7 @@ async def _run(video: Path, mode: str, monkeypatch: pytest.MonkeyPatch) -> tuple
 
 @pytest.mark.parametrize("mode", ["nan", "inf", "shape", "raise"])
 async def test_bad_model_output_is_discarded_counted_and_never_published(
-    mode: str, store_path, monkeypatch: pytest.MonkeyPatch
+    mode: str, store_path: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     video = store_path("single_face.mp4")
     store_path("yunet"), store_path("fer")

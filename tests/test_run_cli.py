@@ -20,14 +20,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from streamer.config import parse_config
 from streamer.errors import ConfigError
-from streamer.messages import VASample
+from streamer.messages import Detection, VASample
 from streamer.store import default_store
 from streamer.testing.net import free_port
 from streamer.testing.sources import RtspServer, gst_rtsp_unavailable, loop_clip
+from tests.helpers.wait import wait_until
 
 SLACK_S = 30.0  # deadline for things that take seconds on an idle machine
 
@@ -62,7 +64,7 @@ def write_config(path: Path, cameras: list[tuple[str, str]], extra: str = "") ->
     return path
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -201,7 +203,7 @@ class _HangingDetector:
         outer = self
 
         class Detector(YuNetDetector):
-            def detect(self, image):  # type: ignore[no-untyped-def]
+            def detect(self, image: np.ndarray) -> list[Detection]:
                 outer.calls += 1
                 if hang_on(outer.calls):
                     outer.hung += 1
@@ -228,8 +230,7 @@ async def _run_with_detector(
     stop = asyncio.Event()
 
     async def watch() -> None:
-        while not until(pipe):
-            await asyncio.sleep(0.05)
+        await wait_until(lambda: until(pipe), 90, "the condition of the test")
         stop.set()
 
     watcher = asyncio.create_task(watch())
@@ -246,7 +247,7 @@ async def _run_with_detector(
 async def test_hung_analysis_is_restarted_and_frames_flow_again(
     models: None, monkeypatch: pytest.MonkeyPatch, store_path: Callable[[str], Path]
 ) -> None:
-    """Row 10: the analysis of a camera hangs once; the watchdog restarts it."""
+    """The analysis of a camera hangs once; the watchdog restarts it."""
     detector = _HangingDetector(lambda n: n == 10)
     result = await _run_with_detector(
         monkeypatch,
@@ -285,9 +286,9 @@ def _make_churn_clip(faces_jpg: Path, out: Path, seconds: float = 8.0, fps: int 
 
     import av
     import cv2
-    import numpy as np
 
     photo = cv2.imread(str(faces_jpg))
+    assert photo is not None, f"cannot read {faces_jpg}"
     boxes = [
         (686, 292, 787, 424),
         (315, 234, 410, 364),
@@ -325,7 +326,7 @@ def _make_churn_clip(faces_jpg: Path, out: Path, seconds: float = 8.0, fps: int 
 async def test_face_churn_keeps_live_tracks_bounded(
     models: None, store_path: Callable[[str], Path], tmp_path: Path
 ) -> None:
-    """Row 11 on the live path: faces come and go; tracks stay within max_tracks."""
+    """Face churn on the live path: faces come and go; tracks stay within max_tracks."""
     from streamer.cli.run import run_live
     from streamer.messages import TrackEvent, TrackEventKind
     from streamer.pipeline import Pipeline
@@ -376,7 +377,7 @@ def test_run_with_unset_url_variable_fails_before_opening(tmp_path: Path) -> Non
     assert "STREAMER_TEST_UNSET is not set" in proc.stderr
 
 
-def _retained(port: int, topic: str) -> dict | None:
+def _retained(port: int, topic: str) -> dict[str, Any] | None:
     """The retained message on ``topic`` (via the real mosquitto_sub), or None."""
     proc = subprocess.run(
         [
@@ -405,7 +406,7 @@ def _retained(port: int, topic: str) -> dict | None:
 def test_sigterm_with_mqtt_leaves_retained_stopped_statuses(
     models: None, face_server: RtspServer, tmp_path: Path
 ) -> None:
-    """Row 21: statuses are retained on the broker; after SIGTERM they say ``stopped``."""
+    """SIGTERM: statuses are retained on the broker; after SIGTERM they say ``stopped``."""
     import getpass
     import shutil
 
@@ -476,19 +477,17 @@ def shifted_face_clip(
 
 
 @pytest.mark.rtsp
-# Once in about four full-suite runs (never alone, 11 tries under CPU load) the reconnect
-# after the server kill logged nothing more for 90 s; the thread dump printed on timeout
-# is there to find out where. One rerun keeps that open question from failing CI; the
-# closing note of issue 4 reports it.
+# Rarely, in full-suite runs under heavy CPU load, the reconnect after the server kill
+# has logged nothing more for 90 s; the thread dump printed on a timeout shows where.
 async def test_tracks_age_out_across_a_reconnect(
     models: None, face_server: RtspServer, shifted_face_clip: Path
 ) -> None:
-    """Row 3: after the stream drops and comes back, the old track is lost, a new one
+    """After the stream drops and comes back, the old track is lost, a new one
     appears, and media time never goes backwards.
 
     The camera comes back with the face elsewhere in the picture. (When it comes back
     at the very same place, today's tracker matches the stale track before ageing it
-    out and the track continues: see the report to the lead.)
+    out and the track continues: a known limit of the tracker.)
     """
     from streamer.cli.run import run_live
     from streamer.messages import CameraState, CameraStatus, TrackEvent, TrackEventKind
@@ -576,7 +575,7 @@ sys.exit(main(sys.argv[1:]))
 def test_sigterm_with_a_stuck_stage_thread_still_exits(
     models: None, face_server: RtspServer, tmp_path: Path
 ) -> None:
-    """Row 21 with row 10 at the same time: a wedged worker thread cannot block the exit."""
+    """SIGTERM while the analysis hangs: a wedged worker thread cannot block the exit."""
     cfg = write_config(tmp_path / "stuck.yaml", [("front", face_server.url)])
     proc = subprocess.Popen(
         [sys.executable, "-c", HANGING_RUN, "run", "--config", str(cfg)],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -66,6 +67,6 @@ def test_resets_only_after_a_full_healthy_period() -> None:
         {"retry_s": 1},
     ],
 )
-def test_bad_backoff_config_rejected(bad: dict) -> None:
+def test_bad_backoff_config_rejected(bad: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         BackoffConfig(**bad)

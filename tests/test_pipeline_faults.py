@@ -11,7 +11,6 @@ import itertools
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -60,7 +59,7 @@ async def _run(
     real = streamer.affect.load_va_model
     wrapped: list[Faulty] = []
 
-    def load(cfg: AffectConfig, store: Any) -> Faulty:
+    def load(cfg: AffectConfig, store: object) -> Faulty:
         wrapped.append(Faulty(real(cfg, store), mode))
         return wrapped[0]
 

@@ -110,43 +110,18 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
+def _new_key_and_request(d: Path, name: str, *how: str) -> None:
+    """An EC P-256 key ``name.key`` and, per ``how``, a self-signed cert or a CSR."""
+    curve = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    _openssl("req", *curve, "-keyout", f"{name}.key", *how, "-subj", f"/CN={name}", cwd=d)
+
+
 def _make_ca(d: Path, name: str) -> None:
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        f"{name}.key",
-        "-out",
-        f"{name}.pem",
-        "-days",
-        "2",
-        "-subj",
-        f"/CN={name}",
-        cwd=d,
-    )
+    _new_key_and_request(d, name, "-x509", "-out", f"{name}.pem", "-days", "2")
 
 
 def _make_leaf(d: Path, name: str, ca: str, san: str | None) -> None:
-    _openssl(
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        f"{name}.key",
-        "-out",
-        f"{name}.csr",
-        "-subj",
-        f"/CN={name}",
-        cwd=d,
-    )
+    _new_key_and_request(d, name, "-out", f"{name}.csr")
     ext = d / f"{name}.ext"
     ext.write_text(f"subjectAltName={san}\n" if san else "basicConstraints=CA:FALSE\n")
     _openssl(

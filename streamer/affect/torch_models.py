@@ -106,7 +106,8 @@ class FaceChannelV1(nn.Module):
                 lin = getattr(net, head)
                 lin.weight.copy_(torch.from_numpy(node.params["W"].T.copy()))
                 lin.bias.copy_(torch.from_numpy(node.params["b"]))
-        return net.eval()
+        net.eval()
+        return net
 
     def keras_weights(self) -> dict[str, dict[str, np.ndarray]]:
         """The weights in Keras HDF5 layout (HWIO kernels, (in, out) dense kernels)."""

@@ -21,7 +21,6 @@ import hashlib
 import json
 import math
 import re
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -42,115 +41,17 @@ def embed_text(text: str, dim: int = 64) -> list[float]:
     return [x / norm for x in vec]
 
 
-_CANNED = {  # chat modes whose answer content is fixed text
-    "garbage": "I think this person looks quite happy, maybe content!",
-    "blank": "   ",
-}
-
-
-def _chat_payload(body: dict[str, Any], content: str, model: str) -> tuple[bytes, str]:
-    """The body and content type of a chat reply (NDJSON pieces when streaming)."""
-    model = body.get("model", model)
-    if not body.get("stream", True):
-        reply = {
-            "model": model,
-            "created_at": "2026-01-01T00:00:00Z",
-            "message": {"role": "assistant", "content": content},
-            "done": True,
-            "done_reason": "stop",
-        }
-        return json.dumps(reply).encode(), "application/json"
-    step = max(1, len(content) // 4)
-    pieces = [content[i : i + step] for i in range(0, len(content), step)] or [""]
-    lines: list[dict[str, Any]] = [
-        {"model": model, "message": {"role": "assistant", "content": p}, "done": False}
-        for p in pieces
-    ]
-    lines.append(
-        {
-            "model": model,
-            "message": {"role": "assistant", "content": ""},
-            "done": True,
-            "done_reason": "stop",
-        }
-    )
-    return b"".join(json.dumps(x).encode() + b"\n" for x in lines), "application/x-ndjson"
-
-
 class _QuietServer(ThreadingHTTPServer):
     """A client that gave up (timeout tests) is expected: no traceback for it."""
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], fake: FakeOllama) -> None:
-        super().__init__(address, _Handler)
-        self.fake = fake
-
     def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
         if isinstance(sys.exc_info()[1], ConnectionError):
             return
         super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _QuietServer
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        return
-
-    def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _json(self, status: int, obj: Any) -> None:
-        self._send(status, json.dumps(obj).encode())
-
-    def do_GET(self) -> None:
-        fake = self.server.fake
-        fake._record(self.path, None)
-        if self.path == "/api/tags":
-            names = [f"{fake.model}:latest", "embedder:latest"]
-            self._json(200, {"models": [{"name": n, "model": n} for n in names]})
-        elif self.path == "/api/version":
-            self._json(200, {"version": "0.0.0-fake"})
-        else:
-            self._json(404, {"error": f"no route {self.path}"})
-
-    def _body(self) -> Any:
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        try:
-            return json.loads(raw or b"{}")
-        except json.JSONDecodeError:
-            return {"_unparsed": raw.decode("utf-8", "replace")}
-
-    def do_POST(self) -> None:
-        fake = self.server.fake
-        body = self._body()
-        n = fake._record(self.path, body)
-        if self.path == "/api/embed":
-            inputs = body.get("input", [])
-            texts = [inputs] if isinstance(inputs, str) else inputs
-            self._json(
-                200, {"model": body.get("model"), "embeddings": [embed_text(t) for t in texts]}
-            )
-        elif self.path != "/api/chat":
-            self._json(404, {"error": f"no route {self.path}"})
-        else:
-            self._chat(fake, fake._chat_mode(n), body)
-
-    def _chat(self, fake: FakeOllama, mode: str, body: dict[str, Any]) -> None:
-        if mode == "error500":
-            self._json(500, {"error": "model runner crashed"})
-        elif mode == "malformed":
-            self._send(200, b'{"model": "x", "message": {"role": "assist')
-        else:
-            content = _CANNED[mode] if mode in _CANNED else json.dumps(fake.answer_for(body))
-            payload, ctype = _chat_payload(body, content, fake.model)
-            self._send(200, payload, ctype)
 
 
 class FakeOllama:
@@ -165,26 +66,123 @@ class FakeOllama:
         self._release = threading.Event()
         self._lock = threading.Lock()
         self.holding = 0  # slow requests being held right now
-        self._server = _QuietServer(("127.0.0.1", port), self)
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                return
+
+            def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _json(self, status: int, obj: Any) -> None:
+                self._send(status, json.dumps(obj).encode())
+
+            def do_GET(self) -> None:
+                fake._record(self.path, None)
+                if self.path == "/api/tags":
+                    self._json(
+                        200,
+                        {
+                            "models": [
+                                {"name": f"{fake.model}:latest", "model": f"{fake.model}:latest"},
+                                {"name": "embedder:latest", "model": "embedder:latest"},
+                            ]
+                        },
+                    )
+                elif self.path == "/api/version":
+                    self._json(200, {"version": "0.0.0-fake"})
+                else:
+                    self._json(404, {"error": f"no route {self.path}"})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                try:
+                    body = json.loads(raw or b"{}")
+                except json.JSONDecodeError:
+                    body = {"_unparsed": raw.decode("utf-8", "replace")}
+                n = fake._record(self.path, body)
+                if self.path == "/api/embed":
+                    inputs = body.get("input", [])
+                    if isinstance(inputs, str):
+                        inputs = [inputs]
+                    self._json(
+                        200,
+                        {"model": body.get("model"), "embeddings": [embed_text(t) for t in inputs]},
+                    )
+                    return
+                if self.path != "/api/chat":
+                    self._json(404, {"error": f"no route {self.path}"})
+                    return
+                mode = fake.mode
+                if mode == "invalid_once":
+                    mode = "garbage" if n == 1 else "happy"
+                if mode == "slow":
+                    with fake._lock:
+                        fake.holding += 1
+                    try:
+                        fake._release.wait(SLOW_HOLD_S)
+                    finally:
+                        with fake._lock:
+                            fake.holding -= 1
+                    mode = "happy"
+                if mode == "error500":
+                    self._json(500, {"error": "model runner crashed"})
+                    return
+                if mode == "malformed":
+                    self._send(200, b'{"model": "x", "message": {"role": "assist')
+                    return
+                if mode == "garbage":
+                    content = "I think this person looks quite happy, maybe content!"
+                elif mode == "blank":
+                    content = "   "
+                else:
+                    content = json.dumps(fake.answer_for(body))
+                self._chat_reply(body, content)
+
+            def _chat_reply(self, body: dict[str, Any], content: str) -> None:
+                model = body.get("model", fake.model)
+                if not body.get("stream", True):
+                    self._json(
+                        200,
+                        {
+                            "model": model,
+                            "created_at": "2026-01-01T00:00:00Z",
+                            "message": {"role": "assistant", "content": content},
+                            "done": True,
+                            "done_reason": "stop",
+                        },
+                    )
+                    return
+                step = max(1, len(content) // 4)
+                pieces = [content[i : i + step] for i in range(0, len(content), step)] or [""]
+                lines = [
+                    {"model": model, "message": {"role": "assistant", "content": p}, "done": False}
+                    for p in pieces
+                ]
+                lines.append(
+                    {
+                        "model": model,
+                        "message": {"role": "assistant", "content": ""},
+                        "done": True,
+                        "done_reason": "stop",
+                    }
+                )
+                payload = b"".join(json.dumps(x).encode() + b"\n" for x in lines)
+                self._send(200, payload, "application/x-ndjson")
+
+        self._server = _QuietServer(("127.0.0.1", port), Handler)
+        self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
-
-    def _chat_mode(self, n: int) -> str:
-        """How to answer the ``n``-th chat request (holds it first in ``slow`` mode)."""
-        mode = self.mode
-        if mode == "invalid_once":
-            return "garbage" if n == 1 else "happy"
-        if mode == "slow":
-            with self._lock:
-                self.holding += 1
-            try:
-                self._release.wait(SLOW_HOLD_S)
-            finally:
-                with self._lock:
-                    self.holding -= 1
-            return "happy"
-        return mode
 
     def _record(self, path: str, body: Any) -> int:
         """Record a request; returns how many chat requests there were so far."""

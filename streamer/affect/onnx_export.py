@@ -17,13 +17,14 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 from streamer.affect.graph import Graph, Kernel, Node, fold_batchnorm, interpret
+
+if TYPE_CHECKING:
+    import onnx
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class _OnnxBuilder:
 
     def const(self, name: str, arr: np.ndarray) -> str:
         """Add ``arr`` as a float32 initializer named ``name``."""
+        from onnx import numpy_helper
+
         self.inits.append(numpy_helper.from_array(np.ascontiguousarray(arr, np.float32), name))
         return name
 
@@ -50,6 +53,8 @@ class _OnnxBuilder:
         self, op_type: str, inputs: list[str], output: str, node: str | None = None, **attrs: Any
     ) -> str:
         """Add one ONNX node (named ``node``, default ``output``); return its output."""
+        from onnx import helper
+
         self.nodes.append(helper.make_node(op_type, inputs, [output], name=node or output, **attrs))
         return output
 
@@ -160,6 +165,9 @@ def build_onnx(graph: Graph, fold_bn: bool = True) -> onnx.ModelProto:
     Raises:
         ModelError: the graph holds an op with no ONNX translation.
     """
+    import onnx
+    from onnx import TensorProto, helper
+
     g = fold_batchnorm(graph) if fold_bn else graph
     m = _OnnxBuilder()
     tensor = interpret(g, m, INPUT_NAME, ONNX_KERNELS, "ONNX")

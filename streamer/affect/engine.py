@@ -9,7 +9,7 @@ up to ``max_batch`` faces. It waits up to ``max_wait_ms`` for more only while so
 second, e.g. another camera) has nothing in the batch yet, so a single caller (replay)
 never waits.
 
-Faults (a model that fails, a model that hangs): a model that raises, returns the wrong shape or
+Faults (RELIABILITY rows 9 and 10): a model that raises, returns the wrong shape or
 non-finite values yields NaN rows for the affected faces (the caller rejects them; the
 tracks predict without an update), counted in :attr:`AffectEngine.stats`. A call not
 answered within ``timeout_s`` returns NaN rows, and the watchdog replaces the worker

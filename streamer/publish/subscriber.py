@@ -249,16 +249,13 @@ class SubscriberView:
             table.add_column(name, **kw)
         now = self._clock()
         for row in sorted(self.rows.values(), key=lambda r: (r.camera, r.track_id)):
+            has_va = row.valence is not None and row.arousal is not None
             table.add_row(
                 row.camera,
                 str(row.track_id),
                 f"{row.valence:+.2f}" if row.valence is not None else "-",
                 f"{row.arousal:+.2f}" if row.arousal is not None else "-",
-                (
-                    quadrant(row.valence, row.arousal)
-                    if row.valence is not None and row.arousal is not None
-                    else "-"
-                ),
+                quadrant(row.valence, row.arousal) if has_va else "-",  # type: ignore[arg-type]
                 f"{row.basic}: {row.description}" if row.basic else row.description,
                 f"{now - row.updated:.1f} s",
             )

@@ -20,7 +20,7 @@ from streamer.describe import Describer
 from streamer.describe.config import LlmConfig
 from streamer.describe.describer import due_reason
 from streamer.describe.prompts import is_text_only
-from streamer.messages import Description, TrackEvent, TrackEventKind, VASample
+from streamer.messages import Description, Message, TrackEvent, TrackEventKind, VASample
 from streamer.testing.ollama import FakeOllama
 
 FPS = 30.0
@@ -79,7 +79,7 @@ async def poll(cond: Callable[[], bool], deadline_s: float = DEADLINE_S) -> None
         await asyncio.sleep(0.01)
 
 
-M = TypeVar("M", VASample, Description)
+M = TypeVar("M", bound=Message)
 
 
 def drain_sub(sub: Subscription, kind: type[M]) -> list[M]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from pydantic import ValidationError
 
@@ -58,7 +56,7 @@ def test_remote_host_needs_explicit_permission() -> None:
         {"drain_timeout_s": -1},
     ],
 )
-def test_bad_values_are_rejected(bad: dict[str, Any]) -> None:
+def test_bad_values_are_rejected(bad: dict) -> None:
     with pytest.raises(ValidationError):
         LlmConfig(**bad)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 
 from streamer.describe import ANSWER_SCHEMA, TrackSummary, build_messages, parse_answer
@@ -17,13 +15,12 @@ from streamer.describe.errors import (
 from streamer.describe.providers import create_provider, provider_keys, register_provider
 from streamer.describe.providers.ollama import OllamaProvider
 from streamer.errors import ConfigError, DescriberError
-from streamer.testing.ollama import FakeOllama
 
 MESSAGES = build_messages(TrackSummary.point(0.4, -0.2))
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_chat_tags_and_embed(fake_ollama: Callable[..., FakeOllama], stream: bool) -> None:
+async def test_chat_tags_and_embed(fake_ollama, stream: bool) -> None:
     srv = fake_ollama("happy")
     async with OllamaProvider(LlmConfig(host=srv.url, stream=stream)) as p:
         ans = parse_answer(await p.complete(MESSAGES, ANSWER_SCHEMA))
@@ -48,7 +45,7 @@ async def test_chat_tags_and_embed(fake_ollama: Callable[..., FakeOllama], strea
     ],
 )
 async def test_failures_are_translated(
-    fake_ollama: Callable[..., FakeOllama], refused_url: str, mode: str, error: type, stream: bool
+    fake_ollama, refused_url: str, mode: str, error: type, stream: bool
 ) -> None:
     url = refused_url if mode == "refused" else fake_ollama(mode).url
     cfg = LlmConfig(host=url, timeout_s=0.3, stream=stream)
@@ -59,9 +56,7 @@ async def test_failures_are_translated(
     assert info.value.__cause__ is not None  # raised from the library error
 
 
-async def test_garbage_content_is_returned_for_validation(
-    fake_ollama: Callable[..., FakeOllama],
-) -> None:
+async def test_garbage_content_is_returned_for_validation(fake_ollama) -> None:
     srv = fake_ollama("garbage")
     async with OllamaProvider(LlmConfig(host=srv.url)) as p:
         raw = await p.complete(MESSAGES, ANSWER_SCHEMA)

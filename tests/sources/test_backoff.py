@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -67,6 +66,6 @@ def test_resets_only_after_a_full_healthy_period() -> None:
         {"retry_s": 1},
     ],
 )
-def test_bad_backoff_config_rejected(bad: dict[str, Any]) -> None:
+def test_bad_backoff_config_rejected(bad: dict) -> None:
     with pytest.raises(ValidationError):
         BackoffConfig(**bad)

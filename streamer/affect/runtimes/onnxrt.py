@@ -75,7 +75,7 @@ def quantize_int8_static(source: ModelSource, calibration: np.ndarray, out: Path
         quantize_static,
     )
 
-    class _Reader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime is untyped
+    class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self._it = iter(
                 [{INPUT_NAME: calibration[i : i + 8]} for i in range(0, len(calibration), 8)]

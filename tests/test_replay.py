@@ -179,24 +179,16 @@ def _corrupt(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _written(path: Path, data: bytes) -> Path:
-    path.write_bytes(data)
-    return path
-
-
-def _directory(path: Path) -> Path:
-    path.mkdir()
-    return path
-
-
 BAD_INPUTS: dict[str, Callable[[Path, Path], Path]] = {
     "missing": lambda src, d: d / "missing.mp4",
-    "empty": lambda src, d: _written(d / "empty.mp4", b""),
-    "not-video": lambda src, d: _written(d / "notes.mp4", b"hello\n" * 50),
-    "moov-cut": lambda src, d: _written(d / "cut.mp4", src.read_bytes()[:5000]),
+    "empty": lambda src, d: (d / "empty.mp4").write_bytes(b"") or d / "empty.mp4",
+    "not-video": lambda src, d: (d / "notes.mp4").write_text("hello\n" * 50) and d / "notes.mp4",
+    "moov-cut": lambda src, d: (
+        (d / "cut.mp4").write_bytes(src.read_bytes()[:5000]) or d / "cut.mp4"
+    ),
     "truncated": lambda src, d: _truncated(src, d / "trunc.mp4"),
     "corrupt": lambda src, d: _corrupt(src, d / "corrupt.mp4"),
-    "directory": lambda src, d: _directory(d / "adir.mp4"),
+    "directory": lambda src, d: (d / "adir.mp4").mkdir() or d / "adir.mp4",
 }
 
 
@@ -215,9 +207,7 @@ def test_bad_input_one_clear_error_nothing_written(
     assert not list(out.parent.glob("*")) if out.parent.exists() else True
 
 
-def test_skip_corrupt_keeps_going_and_counts(
-    store_path: Callable[[str], Path], tmp_path: Path
-) -> None:
+def test_skip_corrupt_keeps_going_and_counts(store_path, tmp_path: Path) -> None:
     bad = _corrupt(store_path("single_face.mp4"), tmp_path / "corrupt.mp4")
     out = tmp_path / "result.jsonl"
     proc = replay(bad, "--out", str(out), "--skip-corrupt")

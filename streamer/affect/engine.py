@@ -9,14 +9,14 @@ up to ``max_batch`` faces. It waits up to ``max_wait_ms`` for more only while so
 second, e.g. another camera) has nothing in the batch yet, so a single caller (replay)
 never waits.
 
-Faults: a model that raises, returns the wrong shape or
-non-finite values yields NaN rows for the affected faces (the caller rejects them; the
-tracks predict without an update), counted in :attr:`AffectEngine.stats`. A call not
-answered within ``timeout_s`` returns NaN rows, and the watchdog replaces the worker
-thread (the hung call is abandoned); more than ``max_restarts`` restarts within
-``restart_window_s`` (the package's one :class:`~streamer.supervise.RestartGuard`)
-mark the engine degraded: calls then return NaN at once until
-``degraded_retry_s`` has passed, and the first successful batch clears the state.
+Faults: a model that raises, returns the wrong shape or non-finite values yields NaN
+rows for the affected faces (the caller rejects them; the tracks predict without an
+update), counted in :attr:`AffectEngine.stats`. A call not answered within
+``timeout_s`` returns NaN rows, and the watchdog replaces the worker thread (the hung
+call is abandoned); more than ``max_restarts`` restarts within ``restart_window_s``
+(the package's one :class:`~streamer.supervise.RestartGuard`) mark the engine
+degraded: calls then return NaN at once until ``degraded_retry_s`` has passed, and the
+first successful batch clears the state.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from streamer import preload
 from streamer.bus import EventBus
 from streamer.config import AppConfig
 from streamer.faces.crops import CROP_SIZE, crop_faces
@@ -117,6 +118,7 @@ class CameraAnalyzer:
         self.stats = stats
         self.filters: dict[int, VAFilter] = {}
         self._processed = 0
+        preload.start("filterpy.kalman")  # for the VA filters, a few frames from now
 
     def prepare(self, frame: Frame) -> _Prepared:
         """Detect (every N frames), track and crop: the blocking part, run in a thread."""

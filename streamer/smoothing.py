@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from filterpy.kalman import KalmanFilter
 
+from streamer import preload
 from streamer.messages import clamp_va
 
 
@@ -23,7 +23,8 @@ class VAFilter:
         self, process_noise_per_s: float, measurement_noise: float, initial_variance: float
     ) -> None:
         self.q = process_noise_per_s
-        self._kf = KalmanFilter(dim_x=2, dim_z=2)
+        # filterpy's import is slow: begun in the background when a camera starts.
+        self._kf = preload.require("filterpy.kalman").KalmanFilter(dim_x=2, dim_z=2)
         self._kf.F = np.eye(2)
         self._kf.H = np.eye(2)
         self._kf.R = np.eye(2) * measurement_noise

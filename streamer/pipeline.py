@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from streamer import preload
 from streamer.bus import EventBus
 from streamer.config import AppConfig
-from streamer.faces.crops import CROP_SIZE, crop_faces
+from streamer.faces.crops import CROP_SIZE, crop_faces_bgr
+from streamer.faces.schedule import DetectionSchedule
 from streamer.faces.tracker import Track, Tracker
 from streamer.faces.yunet import YuNetDetector
 from streamer.messages import (
@@ -117,7 +117,7 @@ class CameraAnalyzer:
         self.model_name = model_name
         self.stats = stats
         self.filters: dict[int, VAFilter] = {}
-        self._processed = 0
+        self.schedule = DetectionSchedule(cfg.faces.detector)
         preload.start("filterpy.kalman")  # for the VA filters, a few frames from now
 
     def prepare(self, frame: Frame) -> _Prepared:
@@ -125,18 +125,18 @@ class CameraAnalyzer:
         st = self.stats.stage_s
         t0 = time.perf_counter()
         detections = None
-        if self._processed % self.cfg.faces.detector.detect_every_n_frames == 0:
+        if self.schedule.due():
             detections = self.detector.detect(frame.image)
             self.stats.detector_runs += 1
-        self._processed += 1
         t1 = time.perf_counter()
         step = self.tracker.step(frame.t, detections)
+        if detections is not None:
+            self.schedule.observe(self.tracker, step)
         t2 = time.perf_counter()
         if step.visible:
-            gray = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
             # A fresh array per frame: the VA step of this frame overlaps the next prepare.
-            crops = crop_faces(
-                gray,
+            crops = crop_faces_bgr(
+                frame.image,
                 [tr.box for tr in step.visible],
                 [tr.angle if self.cfg.faces.crop.align else 0.0 for tr in step.visible],
                 margin=self.cfg.faces.crop.margin,

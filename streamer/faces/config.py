@@ -26,6 +26,14 @@ class DetectorConfig(StrictModel):
         le=30,
         description="run the detector every N frames; the tracker predicts boxes in between",
     )
+    max_detect_every_n_frames: int = Field(
+        4,
+        ge=1,
+        le=30,
+        description="while every face is tracked well (all matched, none new or lost), "
+        "the detector interval grows up to this many frames; any change resets it to "
+        "detect_every_n_frames (a value <= detect_every_n_frames turns this off)",
+    )
     min_face_px: int = Field(24, ge=8, description="ignore faces smaller than this (full-res px)")
 
 

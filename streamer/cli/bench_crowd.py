@@ -58,7 +58,7 @@ def crowd_bench(cfg: AppConfig, video: Path, repeat: int, reference: bool) -> di
     """Measure ``video`` (see the module docstring); returns the JSON object."""
     _, dec1 = decode_only_fps(video)
     runs = [asyncio.run(_run_once(cfg, video)) for _ in range(max(1, repeat))]
-    best = max(runs, key=lambda r: float(r["fps"]))
+    best: dict[str, Any] = max(runs, key=lambda r: float(r["fps"]))
     _, dec2 = decode_only_fps(video)
     dec = max(dec1, dec2)
     out: dict[str, Any] = {
@@ -71,7 +71,7 @@ def crowd_bench(cfg: AppConfig, video: Path, repeat: int, reference: bool) -> di
         "detect_width_px": cfg.faces.detector.detect_width_px,
     }
     if reference:
-        ref = asyncio.run(_run_once(reference_config(cfg), video))
+        ref: dict[str, Any] = asyncio.run(_run_once(reference_config(cfg), video))
         out["reference_faces_per_frame"] = round(_per_frame(ref), 3)
         out["faces_ratio"] = round(_per_frame(best) / max(_per_frame(ref), 1e-9), 4)
         out["reference_fps"] = ref["fps"]

@@ -87,7 +87,7 @@ def make_mosaic(
         stream.options = {"preset": "ultrafast", "crf": "18"}
         canvas = np.zeros((h, w, 3), np.uint8)
         for k in range(frames):
-            for i, (x1, y1, x2, y2) in enumerate(boxes):
+            for i, (x1, y1, _, _) in enumerate(boxes):
                 clip = sources[i % len(sources)]
                 img = clip[(k + 7 * i) % len(clip)]
                 if i % 2:

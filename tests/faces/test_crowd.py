@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import av
 import cv2
@@ -55,9 +56,9 @@ def test_tile_clips_have_a_face_in_every_frame(store_path: Callable[[str], Path]
 
 def test_crowd_replay_finds_every_face(crowd9: Path, tmp_path: Path) -> None:
     out = tmp_path / "crowd.jsonl"
+    args = ["-q", "replay", str(crowd9), "--no-progress", "--out", str(out)]
     proc = subprocess.run(
-        [sys.executable, "-m", "streamer", "-q", "replay", str(crowd9), "--no-progress"]
-        + ["--out", str(out)],
+        [sys.executable, "-m", "streamer", *args],
         capture_output=True,
         text=True,
         timeout=600,
@@ -65,7 +66,7 @@ def test_crowd_replay_finds_every_face(crowd9: Path, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     va = [r for r in map(json.loads, out.read_text().splitlines()) if r["schema"] == VA_SCHEMA]
-    per_frame: dict[int, list[dict]] = collections.defaultdict(list)
+    per_frame: dict[int, list[dict[str, Any]]] = collections.defaultdict(list)
     for r in va:
         per_frame[r["frame"]].append(r)
     full = [f for f in sorted(per_frame) if len(per_frame[f]) == 9]

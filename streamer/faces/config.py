@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from streamer.config_base import StrictModel
@@ -10,6 +12,16 @@ from streamer.config_base import StrictModel
 class DetectorConfig(StrictModel):
     """YuNet face detector (``cv2.FaceDetectorYN``)."""
 
+    backend: Literal["opencv", "onnxruntime"] = Field(
+        "opencv",
+        description="opencv: cv2.FaceDetectorYN (CPU); onnxruntime: the same ONNX file on "
+        "onnxruntime with our own decoding and NMS (can run on CUDA / TensorRT)",
+    )
+    device: Literal["auto", "cpu", "cuda", "tensorrt"] = Field(
+        "auto",
+        description="onnxruntime backend only: auto uses TensorRT or CUDA when onnxruntime "
+        "has them, else the CPU",
+    )
     score_threshold: float = Field(0.7, ge=0.0, le=1.0, description="minimum face score")
     nms_threshold: float = Field(0.3, ge=0.0, le=1.0, description="NMS IoU threshold")
     top_k: int = Field(5000, ge=1, description="candidates kept before NMS")

@@ -109,6 +109,7 @@ class CameraAnalyzer:
         detector: YuNetDetector,
         model_name: str,
         stats: CameraStats,
+        live: bool = False,
     ) -> None:
         self.camera = camera
         self.cfg = cfg
@@ -118,7 +119,11 @@ class CameraAnalyzer:
         self.stats = stats
         self.filters: dict[int, VAFilter] = {}
         self.schedule = DetectionSchedule(cfg.faces.detector)
-        preload.start("filterpy.kalman")  # for the VA filters, a few frames from now
+        if live:
+            # filterpy (about 1 s to import) is needed by the first confirmed track: a live
+            # camera's connection hides the import. A replay reaches that track within
+            # milliseconds either way, and a short one may never need it: import on use.
+            preload.start("filterpy.kalman")
 
     def prepare(self, frame: Frame) -> _Prepared:
         """Detect (every N frames), track and crop: the blocking part, run in a thread."""
@@ -345,7 +350,9 @@ class Pipeline:
         stats = self.stats.setdefault(camera, CameraStats(camera))
         self._replay = self._replay or lossless
         detector = YuNetDetector(self.detector_path, self.cfg.faces.detector)
-        analyzer = CameraAnalyzer(camera, self.cfg, detector, self.model_name, stats)
+        analyzer = CameraAnalyzer(
+            camera, self.cfg, detector, self.model_name, stats, live=not lossless
+        )
         live = not lossless
         handoff: asyncio.Queue[_Prepared | None] = asyncio.Queue(maxsize=2)
 

@@ -1,11 +1,11 @@
-"""``streamer bench {replay,model,live,startup,crowd}``: benchmarks that print JSON."""
+"""``streamer bench {replay,model,live,startup,crowd,cameras}``: benchmarks that print JSON."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 
-BENCH_MODULES = ("bench_replay", "bench_model", "bench_live", "bench_startup", "bench_crowd")
+BENCH_MODULES = ("bench_replay", "bench_model", "bench_live", "bench_startup", "bench_crowd", "bench_cameras")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -22,6 +22,7 @@ from typing import Any
 
 import av
 import cv2
+import numpy as np
 
 from streamer.cli.bench_live import bench_live, resolve_clip
 from streamer.config import AppConfig, load_config
@@ -65,7 +66,7 @@ def camera_clip(src: Path, dest: Path, seconds: float = 10.0) -> Path:
         stream.options = {"preset": "ultrafast", "crf": "20", "g": str(CAMERA_FPS)}
         for k in range(round(seconds * CAMERA_FPS)):
             img = images[k % len(images)]
-            big = cv2.resize(img, CAMERA_SIZE, interpolation=cv2.INTER_LINEAR)
+            big = np.asarray(cv2.resize(img, CAMERA_SIZE, interpolation=cv2.INTER_LINEAR), np.uint8)
             for packet in stream.encode(av.VideoFrame.from_ndarray(big, format="bgr24")):
                 out.mux(packet)
         for packet in stream.encode(None):

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streamer import preload
 from streamer.bus import EventBus
 from streamer.config import AppConfig, load_config
 from streamer.errors import ConfigError
@@ -188,6 +189,9 @@ async def run_live(
     """
     stop = stop or asyncio.Event()
     threads_before = set(threading.enumerate())
+    # filterpy (the VA smoothing; about 1 s to import: scipy) loads before any camera
+    # opens, like the models, so no camera's first results wait for it.
+    preload.require("filterpy.kalman")
     if pipeline is None:
         if store is None:
             from streamer.store import default_store

@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from streamer import preload
 from streamer.bus import EventBus
 from streamer.config import AppConfig
 from streamer.faces.crops import CROP_SIZE, crop_faces_bgr
@@ -45,7 +44,7 @@ from streamer.messages import (
     clamp_va,
 )
 from streamer.publish.jsonl import JsonlWriter
-from streamer.smoothing import VAFilter
+from streamer.smoothing import VAFilter, kalman_filter_class
 from streamer.store import ModelStore
 
 logger = logging.getLogger(__name__)
@@ -120,10 +119,10 @@ class CameraAnalyzer:
         self.filters: dict[int, VAFilter] = {}
         self.schedule = DetectionSchedule(cfg.faces.detector)
         if live:
-            # filterpy (about 1 s to import) is needed by the first confirmed track: a live
-            # camera's connection hides the import. A replay reaches that track within
-            # milliseconds either way, and a short one may never need it: import on use.
-            preload.start("filterpy.kalman")
+            # filterpy (the VA filters; about 1 s to import: scipy) before the first live
+            # frame, once per process (`streamer run` has it before any camera opens). A
+            # replay imports it at its first confirmed track, and a clip without one never.
+            kalman_filter_class()
 
     def prepare(self, frame: Frame) -> _Prepared:
         """Detect (every N frames), track and crop: the blocking part, run in a thread."""

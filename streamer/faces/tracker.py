@@ -9,7 +9,7 @@ The box filter is SORT's 7-state model written out in numpy (:class:`BoxKalman`,
 same equations as filterpy's ``KalmanFilter`` with the Joseph-form update): importing
 filterpy costs about a second (its package imports ``scipy.stats``), which would sit on
 the path to the first frame. The VA smoothing (:mod:`streamer.smoothing`) stays on
-filterpy, imported in the background while the first frames are analysed.
+filterpy, imported on first use.
 
 Reference: Bewley et al., "Simple Online and Realtime Tracking", ICIP 2016.
 """

@@ -13,6 +13,7 @@ import json
 import resource
 import time
 from pathlib import Path
+from typing import cast
 
 from streamer.config import AppConfig, load_config
 from streamer.pipeline import Pipeline
@@ -20,11 +21,18 @@ from streamer.sources.file import FileSource, iter_frames
 from streamer.store import default_store
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("replay", help="replay throughput and per-stage cost of a video file")
     p.add_argument("video", type=Path)
     p.add_argument("--config", type=Path, help="YAML config (default: embedded defaults)")
     p.add_argument("--repeat", type=int, default=3, help="pipeline runs; the best is reported")
+    p.add_argument(
+        "--episode-load",
+        nargs=2,
+        type=int,
+        metavar=("RULES", "TRACKS"),
+        help="also measure the episodes stage with this many rules and tracks per frame",
+    )
     p.set_defaults(func=cmd_bench_replay)
 
 
@@ -46,6 +54,10 @@ async def _run_once(cfg: AppConfig, path: Path) -> dict[str, object]:
             )
         wall = time.perf_counter() - t0
     fps = stats.frames / wall
+    by_stage = stats.stage_ms_per_frame()
+    episodes = getattr(pipe, "_episodes", None)  # with `episodes:` / `mood:` configured
+    if episodes is not None and stats.frames:
+        by_stage["episodes"] = round(1000.0 * sum(episodes.busy_s.values()) / stats.frames, 3)
     return {
         "model": pipe.model_name,
         "frames": stats.frames,
@@ -56,7 +68,7 @@ async def _run_once(cfg: AppConfig, path: Path) -> dict[str, object]:
         "fps": round(fps, 1),
         "video_fps": round(source.fps, 3),
         "realtime_factor": round(fps / source.fps, 2) if source.fps else None,
-        "ms_per_frame_by_stage": stats.stage_ms_per_frame(),
+        "ms_per_frame_by_stage": by_stage,
     }
 
 
@@ -64,7 +76,7 @@ def cmd_bench_replay(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else AppConfig()
     _, dec_fps = decode_only_fps(args.video)  # also warms the file cache
     runs = [asyncio.run(_run_once(cfg, args.video)) for _ in range(max(1, args.repeat))]
-    best = max(runs, key=lambda r: float(r["fps"]))  # type: ignore[arg-type]
+    best = max(runs, key=lambda r: cast(float, r["fps"]))
     _, dec_fps2 = decode_only_fps(args.video)
     result = {
         "bench": "replay",
@@ -76,5 +88,15 @@ def cmd_bench_replay(args: argparse.Namespace) -> int:
         "detect_width_px": cfg.faces.detector.detect_width_px,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+    if args.episode_load:
+        from streamer.episodes.load import stage_load
+
+        rules, tracks = args.episode_load
+        frames, video_fps = int(str(best["frames"])), float(str(best["video_fps"]))
+        load = stage_load(rules, tracks, frames, video_fps)
+        frame_ms = 1000.0 * float(str(best["wall_s"])) / frames
+        load["frame_ms"] = round(frame_ms, 3)
+        load["percent_of_frame"] = round(100.0 * load["added_ms_per_frame"] / frame_ms, 3)
+        result["episodes_stage"] = load
     print(json.dumps(result, indent=2))
     return 0

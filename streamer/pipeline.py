@@ -252,6 +252,7 @@ class Pipeline:
         stdout_jsonl: bool = False,
         atomic_out: bool = True,
         bus: EventBus | None = None,
+        mqtt_options: dict[str, Any] | None = None,
     ) -> None:
         from streamer.affect import AffectEngine, load_va_model
 
@@ -270,6 +271,8 @@ class Pipeline:
         self._sink_tasks: list[asyncio.Task[None]] = []
         self._describer: Any = None
         self._replay = False  # a lossless run: wait for late LLM answers at the end
+        self._mqtt_options = mqtt_options or {}  # MqttPublisher keywords (cluster mode)
+        self.mqtt: Any = None  # the MqttPublisher once entered
 
     @property
     def model_name(self) -> str:
@@ -295,7 +298,9 @@ class Pipeline:
         if self.cfg.mqtt is not None:
             from streamer.publish.mqtt import MqttPublisher
 
-            await self._stack.enter_async_context(MqttPublisher(self.cfg.mqtt, self.bus, cameras))
+            self.mqtt = await self._stack.enter_async_context(
+                MqttPublisher(self.cfg.mqtt, self.bus, cameras, **self._mqtt_options)
+            )
         if self.cfg.llm is not None:
             from streamer.describe import Describer
 

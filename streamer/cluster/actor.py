@@ -4,7 +4,7 @@ The actor runs exactly what ``streamer run`` runs for one camera
 (:func:`streamer.cli.run.run_live` on a :class:`~streamer.pipeline.Pipeline`), in its
 own thread and event loop, with three cluster settings on its MQTT publisher:
 
-* its own client id, ``<mqtt.client_id or "streamer">-<camera>``: a replacement takes
+* its own client id, ``<mqtt.client_id or "streamer">-<namespace>-<camera>``: a replacement takes
   over the broker session of a lost one at once;
 * its own last will, the camera's retained status ``offline`` ("analyzer lost"), so a
   dead node's cameras go offline on the broker; ``<prefix>/available`` belongs to the
@@ -207,12 +207,19 @@ def mqtt_options(cfg: AppConfig, camera: str, may_publish: Any) -> dict[str, Any
     return {"will": will, "availability": False, "may_publish": may_publish}
 
 
+def client_id(cfg: AppConfig, member: str) -> str:
+    """The MQTT client id of a camera actor (or ``driver``): the same for every
+    incarnation, so a replacement takes over a lost one's broker session at once."""
+    assert cfg.mqtt is not None
+    namespace = cfg.cluster.namespace if cfg.cluster is not None else "streamer"
+    return f"{cfg.mqtt.client_id or 'streamer'}-{namespace}-{member}"
+
+
 def actor_config(cfg: AppConfig, camera: str) -> AppConfig:
     """``cfg`` for the actor of ``camera``: that camera only, its own MQTT client id."""
     assert cfg.mqtt is not None
     cams = [c for c in cfg.cameras if c.name == camera]
-    client_id = f"{cfg.mqtt.client_id or 'streamer'}-{camera}"
-    mqtt = cfg.mqtt.model_copy(update={"client_id": client_id})
+    mqtt = cfg.mqtt.model_copy(update={"client_id": client_id(cfg, camera)})
     return cfg.model_copy(update={"cameras": cams, "mqtt": mqtt})
 
 

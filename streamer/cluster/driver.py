@@ -23,7 +23,7 @@ from typing import Any
 
 from streamer.bus import EventBus
 from streamer.cluster import ClusterError, require_ray
-from streamer.cluster.actor import STOP_TIMEOUT_S, actor_name, camera_actor_class
+from streamer.cluster.actor import STOP_TIMEOUT_S, actor_name, camera_actor_class, client_id
 from streamer.cluster.config import ClusterConfig
 from streamer.cluster.connect import actor_options, check_resources, connect
 from streamer.cluster.lease import start_registry
@@ -76,6 +76,13 @@ def start_cameras(cfg: AppConfig, ccfg: ClusterConfig) -> ClusterRun:
         from streamer.store import default_store
 
         deploy_for(cfg.affect, default_store())
+    for name in names:
+        with contextlib.suppress(ValueError):  # ray: no such actor, the usual case
+            ray.get_actor(actor_name(name), namespace=ccfg.namespace)
+            raise ClusterError(
+                f"camera {name}: an actor {actor_name(name)!r} already runs in namespace "
+                f"{ccfg.namespace!r} (another driver?); stop it or use another namespace"
+            )
     run = ClusterRun(cfg, ccfg)
     run.registry = start_registry(ccfg.namespace, ccfg.lease_s)
     cls = camera_actor_class()
@@ -167,6 +174,7 @@ def run_cluster(
     """Run the cameras on the cluster until SIGINT/SIGTERM, ``stop`` or ``duration_s``."""
     ccfg = cluster_config(cfg, address, source)
     connect(ccfg, address)
+    cfg = cfg.model_copy(update={"cluster": ccfg})
     stop = stop or threading.Event()
     return asyncio.run(_drive(cfg, ccfg, stop, duration_s))
 
@@ -181,9 +189,7 @@ async def _drive(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
-    driver_mqtt = cfg.mqtt.model_copy(
-        update={"client_id": f"{cfg.mqtt.client_id or 'streamer'}-driver"}
-    )
+    driver_mqtt = cfg.mqtt.model_copy(update={"client_id": client_id(cfg, "driver")})
     names = [c.name for c in cfg.cameras]
     publisher = MqttPublisher(driver_mqtt, EventBus(), cameras=[])
     async with publisher:

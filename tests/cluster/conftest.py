@@ -32,10 +32,10 @@ def ray_cluster() -> Iterator[Any]:
 
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 1, "resources": {"head": 1}, "include_dashboard": True},
+        head_node_args={"num_cpus": 0, "include_dashboard": True},
     )
     for _ in range(2):
-        cluster.add_node(num_cpus=WORKER_CPUS, resources={"worker": WORKER_CPUS})
+        cluster.add_node(num_cpus=WORKER_CPUS)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, namespace="streamer-tests", log_to_driver=False)
     try:

@@ -364,3 +364,22 @@ def test_camera_asking_for_resources_no_node_has_is_named(
     )
     with pytest.raises(ClusterError, match=r"camera cam0: asks for \{CPU: 1, GPU: 4\}"):
         run_cluster(parse_config(path.read_text(), str(path)))
+
+
+def test_cluster_status_names_node_state_and_restarts(
+    deployment: Deployment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streamer.cli import main
+
+    path = tmp_path / "status.yaml"
+    path.write_text(deployment.cfg.model_dump_json())  # JSON is YAML
+    assert main(["cluster", "status", "--config", str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = {r["camera"]: r for r in report["cameras"]}
+    assert sorted(rows) == ["cam0", "cam1", "cam2"]
+    for row in rows.values():
+        assert row["actor"] == f"camera:{row['camera']}" and row["node_id"]
+        assert row["state"] == "online" and row["fps"] > 0 and row["restarts"] >= 0
+    assert main(["cluster", "status", "--config", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "cam0" in table and "online" in table

@@ -17,9 +17,7 @@ def require_ray() -> None:
     try:
         importlib.import_module("ray")
     except ImportError as err:
-        raise ConfigError(
-            "cluster mode needs Ray: pip install 'streamer[cluster]'"
-        ) from err
+        raise ConfigError("cluster mode needs Ray: pip install 'streamer[cluster]'") from err
 
 
 class ClusterError(StreamerError):

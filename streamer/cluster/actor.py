@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import threading
@@ -104,10 +105,8 @@ class CameraRunner:
         self._stopping.set()
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None:
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop already closed
                 loop.call_soon_threadsafe(stop.set)
-            except RuntimeError:  # the loop already closed
-                pass
         self._thread.join(timeout_s)
         self.lease.stop()
         return not self._thread.is_alive()
@@ -248,7 +247,7 @@ def camera_actor_class() -> Any:
             return ActorStatus(
                 camera=r.camera,
                 node_id=self.node_id,
-                node_ip=ray.util.get_node_ip_address(),
+                node_ip=ray.util.get_node_ip_address(),  # type: ignore[no-untyped-call]
                 pid=os.getpid(),
                 state=state,
                 leased=r.lease.valid(),

@@ -53,7 +53,7 @@ class ClusterConfig(StrictModel):
         description="Ray namespace of the camera actors (one per deployment)",
     )
     camera_resources: CameraResources = Field(
-        default_factory=CameraResources,  # type: ignore[arg-type]
+        default_factory=CameraResources,
         description="what one camera actor asks of a node",
     )
     connect_timeout_s: float = Field(
@@ -77,7 +77,5 @@ class ClusterConfig(StrictModel):
     @classmethod
     def _address(cls, value: str) -> str:
         if not ADDRESS_PATTERN.match(value):
-            raise ValueError(
-                f"expected auto, ray://host:port or host:port, got {value!r}"
-            )
+            raise ValueError(f"expected auto, ray://host:port or host:port, got {value!r}")
         return value

@@ -108,14 +108,19 @@ def check_resources(cfg: ClusterConfig, cameras: list[str]) -> None:
     import ray
 
     need = camera_request(cfg)
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    nodes = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
     for node in nodes:
         have = node.get("Resources", {})
         if all(have.get(k, 0.0) >= v for k, v in need.items()):
             return
     biggest = ", ".join(
-        "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(n.get("Resources", {}).items())
-                        if not k.startswith("node:") and k not in ("object_store_memory",)) + "}"
+        "{"
+        + ", ".join(
+            f"{k}: {v:g}"
+            for k, v in sorted(n.get("Resources", {}).items())
+            if not k.startswith("node:") and k not in ("object_store_memory",)
+        )
+        + "}"
         for n in nodes
     )
     asks = ", ".join(f"{k}: {v:g}" for k, v in sorted(need.items()))

@@ -143,7 +143,7 @@ def registry_actor_class() -> Any:
 def start_registry(namespace: str, lease_s: float) -> Any:
     """The namespace's registry actor (created on the head node when absent)."""
     cls = registry_actor_class()
-    return cls.options(  # type: ignore[attr-defined]
+    return cls.options(
         name=REGISTRY_NAME,
         namespace=namespace,
         get_if_exists=True,
@@ -178,9 +178,7 @@ class Lease:
         return time.monotonic() < self._valid_until
 
     def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._loop, name=f"lease-{self.camera}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._loop, name=f"lease-{self.camera}", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:

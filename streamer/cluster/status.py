@@ -18,14 +18,17 @@ from streamer.config import AppConfig
 ASK_TIMEOUT_S = 5.0  # an actor that does not answer within this is "not answering" (s)
 
 
-def collect(cfg: AppConfig, ccfg: ClusterConfig, timeout_s: float = ASK_TIMEOUT_S) -> dict[str, Any]:
+def collect(
+    cfg: AppConfig, ccfg: ClusterConfig, timeout_s: float = ASK_TIMEOUT_S
+) -> dict[str, Any]:
     """The status of every camera of ``cfg`` on the cluster (Ray must be connected)."""
     import ray
 
     grants: dict[str, Any] = {}
     with contextlib.suppress(Exception):
         registry = ray.get_actor(REGISTRY_NAME, namespace=ccfg.namespace)
-        grants = ray.get(registry.snapshot.remote(), timeout=timeout_s)
+        snapshot: Any = ray.get(registry.snapshot.remote(), timeout=timeout_s)
+        grants = dict(snapshot)
     refs: dict[Any, str] = {}
     rows: dict[str, dict[str, Any]] = {}
     for cam in cfg.cameras:
@@ -36,7 +39,7 @@ def collect(cfg: AppConfig, ccfg: ClusterConfig, timeout_s: float = ASK_TIMEOUT_
             continue
         rows[cam.name]["state"] = "not answering"
         refs[actor.status.remote()] = cam.name
-    ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s) if refs else ([], [])
+    ready = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)[0] if refs else []
     for ref in ready:
         name = refs[ref]
         try:

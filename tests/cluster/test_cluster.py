@@ -126,7 +126,8 @@ def va_after(col: Collector, camera: str, t0: float) -> list[dict[str, Any]]:
     return [
         json.loads(p)
         for t, p, _ in col.messages
-        if t.startswith(f"{PREFIX}/{camera}/faces/") and t.endswith("/va")
+        if t.startswith(f"{PREFIX}/{camera}/faces/")
+        and t.endswith("/va")
         and json.loads(p)["wall_time"] > t0
     ]
 
@@ -151,22 +152,22 @@ async def test_every_camera_publishes_va(deployment: Deployment, mqtt_broker: Br
     assert TAKEOVER not in mqtt_broker.log_text()
 
 
-async def test_killed_actor_process_comes_back(
-    deployment: Deployment, mqtt_broker: Broker
-) -> None:
+async def test_killed_actor_process_comes_back(deployment: Deployment, mqtt_broker: Broker) -> None:
     before = deployment.status("cam0")
     assert before is not None and before.leased
     async with Collector(mqtt_broker.host, mqtt_broker.port, f"{PREFIX}/#") as col:
         t_kill = time.time()
         os.kill(before.pid, signal.SIGKILL)
         await wait_until(
-            lambda: (st := deployment.status("cam0", 1.0)) is not None
-            and st.pid != before.pid
-            and st.state == "online",
+            lambda: (
+                (st := deployment.status("cam0", 1.0)) is not None
+                and st.pid != before.pid
+                and st.state == "online"
+            ),
             FAILOVER_S,
             "cam0 back online in a new actor process",
         )
-        await wait_until(lambda: va_after(col, "cam0", t_kill), FAILOVER_S, "VA from cam0")
+        await wait_until(lambda: bool(va_after(col, "cam0", t_kill)), FAILOVER_S, "VA from cam0")
     after = deployment.status("cam0")
     assert after.reconstructed and after.epoch > before.epoch
     seen = states(col, "cam0")
@@ -191,15 +192,18 @@ async def test_a_duplicate_camera_actor_never_publishes(
         start_cameras(deployment.cfg, deployment.cfg.cluster)
     # ... and a copy started under another name (by hand, or a zombie) is fenced.
     registry = ray.get_actor(REGISTRY_NAME, namespace=NAMESPACE)
-    copy = camera_actor_class().options(name="copy-of-cam1", namespace=NAMESPACE).remote(
-        deployment.cfg.model_dump_json(), "cam1", registry, 2.0
+    copy = (
+        camera_actor_class()
+        .options(name="copy-of-cam1", namespace=NAMESPACE)
+        .remote(deployment.cfg.model_dump_json(), "cam1", registry, 2.0)
     )
     try:
         dup = ray.get(copy.status.remote(), timeout=60)
         start = deployment.status("cam1").published
         await wait_until(
-            lambda: (st := deployment.status("cam1", 1.0)) is not None
-            and st.published > start + 20,
+            lambda: (
+                (st := deployment.status("cam1", 1.0)) is not None and st.published > start + 20
+            ),
             FAILOVER_S,
             "the camera's own actor to publish 20 more messages",
         )
@@ -268,8 +272,16 @@ def test_driver_sigterm_stops_every_actor_with_retained_stopped(
         prefix=prefix,
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamer", "run", "--config", str(path),
-         "--cluster", ray_cluster.address],
+        [
+            sys.executable,
+            "-m",
+            "streamer",
+            "run",
+            "--config",
+            str(path),
+            "--cluster",
+            ray_cluster.address,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -36,7 +36,7 @@ def serve_cfg(ray_cluster: Any) -> Iterator[RayServeRuntimeConfig]:
 
     cfg = RayServeRuntimeConfig(app_name="test-va", timeout_s=3.0, replica_cpus=0.5)
     yield cfg
-    serve.shutdown()
+    serve.shutdown()  # type: ignore[no-untyped-call]
 
 
 def _load(runtime: Any, models: None) -> Any:

@@ -119,7 +119,7 @@ class RayServeRuntime:
         self.app = app_name_for(cfg, source)
         if not _running(self.app):
             _deploy(cfg, source, self.app)
-        self._handle = serve.get_deployment_handle(DEPLOYMENT, app_name=self.app)
+        self._handle: Any = serve.get_deployment_handle(DEPLOYMENT, app_name=self.app)
         self.name = f"ray-serve:{self.app}"
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:

@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 ACTOR_PREFIX = "camera:"
 STOP_TIMEOUT_S = 6.0  # pipeline stop + MQTT "stopped" + disconnect, at most (s)
 FPS_WINDOW_S = 5.0  # analysed frames per second are measured over this window (s)
+LATENCY_FRAMES = 1000  # latest frames whose latency status() summarises
 
 
 def actor_name(camera: str) -> str:
@@ -61,6 +62,7 @@ class ActorStatus:
     fenced: int  # MQTT sends refused because the lease was not held
     lease_lost: int
     reconstructed: bool
+    decode_to_va_p95_ms: float | None = None  # recent frames, decode to VA on the bus
     error: str = ""
 
     def to_record(self) -> dict[str, Any]:
@@ -125,6 +127,15 @@ class CameraRunner:
 
     def fps(self) -> float:
         return self._fps
+
+    def latency_p95_ms(self) -> float | None:
+        """p95 of the latest frames' decode-to-VA latency (ms), None before any."""
+        import numpy as np
+
+        pipe = self._pipe
+        st = pipe.stats.get(self.camera) if pipe is not None else None
+        recent = list(st.latencies_s)[-LATENCY_FRAMES:] if st is not None else []
+        return round(float(np.percentile(recent, 95)) * 1000.0, 2) if recent else None
 
     def _main(self) -> None:
         loop = asyncio.new_event_loop()
@@ -258,6 +269,7 @@ def camera_actor_class() -> Any:
                 fenced=fenced,
                 lease_lost=r.lease.lost,
                 reconstructed=self.reconstructed,
+                decode_to_va_p95_ms=r.latency_p95_ms(),
                 error=r.error,
             )
 

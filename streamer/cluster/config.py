@@ -66,11 +66,11 @@ class ClusterConfig(StrictModel):
         description="a camera actor not running after this (no node has room) is an error",
     )
     lease_s: float = Field(
-        3.0,
+        5.0,
         ge=0.5,
         le=60.0,
         description="camera lease: a camera's actor publishes only while it holds a lease "
-        "renewed every lease_s / 3; a replacement waits until the old lease ran out",
+        "renewed every lease_s / 4; a replacement waits until the old lease ran out",
     )
 
     @field_validator("address")

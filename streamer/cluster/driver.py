@@ -218,10 +218,9 @@ def _log_changes(statuses: dict[str, Any], seen: dict[str, int]) -> None:
         if st is None:
             logger.warning("camera %s: actor not answering (restarting?)", name)
             continue
-        if seen.get(name) not in (None, st.epoch) and st.epoch:
-            logger.warning("camera %s: now on node %s (actor restarted)", name, st.node_id[:12])
-        if st.epoch:
-            seen[name] = st.epoch
+        if seen.get(name) not in (None, st.pid):
+            logger.warning("camera %s: actor restarted on node %s", name, st.node_id[:12])
+        seen[name] = st.pid
 
 
 def cmd_run_cluster(cfg: AppConfig, args: Any) -> int:

@@ -52,7 +52,7 @@ def write_config(
         f"cameras:\n{cams}\n"
         f"mqtt: {{host: {broker.host}, port: {broker.port}, prefix: {prefix}, "
         "reconnect_min_s: 0.1, reconnect_max_s: 1}\n"
-        f"cluster:\n  address: '{address}'\n  namespace: {namespace}\n  lease_s: 2\n"
+        f"cluster:\n  address: '{address}'\n  namespace: {namespace}\n  lease_s: 3\n"
         f"  start_timeout_s: {START_S}\n{extra}"
     )
     return path
@@ -195,7 +195,7 @@ async def test_a_duplicate_camera_actor_never_publishes(
     copy = (
         camera_actor_class()
         .options(name="copy-of-cam1", namespace=NAMESPACE)
-        .remote(deployment.cfg.model_dump_json(), "cam1", registry, 2.0)
+        .remote(deployment.cfg.model_dump_json(), "cam1", registry, deployment.cfg.cluster.lease_s)
     )
     try:
         dup = ray.get(copy.status.remote(), timeout=60)

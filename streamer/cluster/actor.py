@@ -63,6 +63,7 @@ class ActorStatus:
     lease_lost: int
     reconstructed: bool
     decode_to_va_p95_ms: float | None = None  # recent frames, decode to VA on the bus
+    runtime: str = ""  # the VA runtime, e.g. onnxruntime-cpu or ray-serve:<app>
     error: str = ""
 
     def to_record(self) -> dict[str, Any]:
@@ -127,6 +128,11 @@ class CameraRunner:
 
     def fps(self) -> float:
         return self._fps
+
+    def runtime_name(self) -> str:
+        pipe = self._pipe
+        runtime = getattr(pipe.model, "runtime", None) if pipe is not None else None
+        return str(getattr(runtime, "name", ""))
 
     def latency_p95_ms(self) -> float | None:
         """p95 of the latest frames' decode-to-VA latency (ms), None before any."""
@@ -270,6 +276,7 @@ def camera_actor_class() -> Any:
                 lease_lost=r.lease.lost,
                 reconstructed=self.reconstructed,
                 decode_to_va_p95_ms=r.latency_p95_ms(),
+                runtime=r.runtime_name(),
                 error=r.error,
             )
 

@@ -220,6 +220,8 @@ def _log_changes(statuses: dict[str, Any], seen: dict[str, int]) -> None:
             continue
         if seen.get(name) not in (None, st.pid):
             logger.warning("camera %s: actor restarted on node %s", name, st.node_id[:12])
+        if st.error and seen.get(name) != st.pid:
+            logger.error("camera %s: %s", name, st.error)
         seen[name] = st.pid
 
 

@@ -7,11 +7,13 @@ values, and the service resumes.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,9 @@ import pytest
 
 from streamer.affect.config import AffectConfig, OnnxRuntimeConfig, RayServeRuntimeConfig
 from streamer.affect.engine import AffectEngine
+from streamer.testing.mqtt import Broker
+from streamer.testing.sources import RtspServer
+from tests.helpers.mqtt import Collector, wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -58,7 +63,61 @@ def _replica() -> Any:
     return alive[0]
 
 
-def test_two_cameras_share_one_deployment_with_in_process_outputs(
+@pytest.mark.rtsp
+@pytest.mark.mqtt
+async def test_two_camera_actors_share_one_deployment(
+    serve_cfg: RayServeRuntimeConfig,
+    models: None,
+    cameras: list[RtspServer],
+    mqtt_broker: Broker,
+    tmp_path: Path,
+) -> None:
+    import ray
+    from ray import serve
+
+    from streamer.cluster.driver import run_cluster
+    from streamer.config import load_config
+
+    path = tmp_path / "serve.yaml"
+    path.write_text(
+        "cameras:\n"
+        + "".join(f"  - {{name: s{i}, url: '{cameras[i].url}'}}\n" for i in range(2))
+        + f"mqtt: {{host: {mqtt_broker.host}, port: {mqtt_broker.port}, prefix: serve}}\n"
+        + "cluster: {namespace: serve-e2e, lease_s: 3}\n"
+        + "affect:\n  model: fer-va\n  runtime: "
+        + serve_cfg.model_dump_json()
+        + "\n"
+    )
+    cfg = load_config(path)
+    stop = threading.Event()
+    driver = threading.Thread(target=run_cluster, args=(cfg,), kwargs={"stop": stop})
+    async with Collector(mqtt_broker.host, mqtt_broker.port, "serve/#") as col:
+        driver.start()
+        try:
+            await wait_until(
+                lambda: all(col.records(f"s{i}/faces/1/va") for i in range(2)),
+                DEADLINE_S * 2,
+                "VA from both cameras",
+            )
+            statuses: list[Any] = [
+                ray.get(
+                    ray.get_actor(f"camera:s{i}", namespace="serve-e2e").status.remote(),
+                    timeout=10,
+                )
+                for i in range(2)
+            ]
+        finally:
+            stop.set()
+            await asyncio.to_thread(driver.join, 60)
+    apps = [a for a in serve.status().applications if a.startswith("test-va-")]
+    assert len(apps) == 1
+    assert {st.runtime for st in statuses} == {f"ray-serve:{apps[0]}"}
+    for i in range(2):
+        va = col.records(f"s{i}/faces/1/va")
+        assert all(-1.0 <= r["valence"] <= 1.0 and -1.0 <= r["arousal"] <= 1.0 for r in va)
+
+
+def test_two_callers_share_one_deployment_with_in_process_outputs(
     serve_cfg: RayServeRuntimeConfig, models: None
 ) -> None:
     from ray import serve

@@ -75,9 +75,15 @@ def _deployment(cfg: RayServeRuntimeConfig) -> Any:
 
 
 def _ensure_ray(address: str) -> None:
-    ray = require("ray", "cluster")
-    if not ray.is_initialized():  # type: ignore[attr-defined]
-        ray.init(address=address, logging_level=logging.WARNING)  # type: ignore[attr-defined]
+    ray: Any = require("ray", "cluster")
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=address, logging_level=logging.WARNING)
+    except Exception as err:  # Ray raises ConnectionError, RuntimeError, ...
+        raise ModelError(
+            f"affect.runtime ray-serve: cannot connect to the Ray cluster at {address}: {err}"
+        ) from err
 
 
 def _running(app: str) -> bool:

@@ -43,7 +43,8 @@ class ClusterConfig(StrictModel):
     address: str = Field(
         "auto",
         description="cluster address: auto (RAY_ADDRESS or the local cluster), "
-        "ray://host:10001 (Ray client) or host:6379 (GCS)",
+        "ray://host:10001 (Ray client), host:6379 (GCS), or local (a Ray instance started "
+        "in this process, for trying it out)",
     )
     namespace: str = Field(
         "streamer",

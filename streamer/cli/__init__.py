@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "validate",
     "bench",
     "cluster",
+    "episodes",
 )
 
 EXIT_ERROR = 1

@@ -13,6 +13,7 @@ BENCH_MODULES = (
     "bench_startup",
     "bench_crowd",
     "bench_cameras",
+    "bench_cluster",
 )
 
 

@@ -29,7 +29,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -108,12 +108,14 @@ class SinkOptions:
         atomic_out: write the file atomically (replay); False appends as it goes (live).
         replay: a lossless run: at the end, wait (bounded by ``llm.drain_timeout_s``)
             for LLM answers still in flight. A live stop must be quick and does not.
+        mqtt_options: extra MqttPublisher keywords (cluster mode: will, availability).
     """
 
     out: Path | None = None
     stdout_jsonl: bool = False
     atomic_out: bool = True
     replay: bool = False
+    mqtt_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ class SinkContext:
     pipe: Pipeline
     cameras: list[str]
     sinks: dict[str, Any]
+    options: SinkOptions
 
 
 OptionalSink = Callable[[SinkContext], AbstractAsyncContextManager[object] | None]
@@ -146,7 +149,9 @@ def _enter_mqtt(ctx: SinkContext) -> AbstractAsyncContextManager[object] | None:
 
     rules = [r.name for r in cfg.episodes.rules] if cfg.episodes else []
     mood = cfg.mood is not None and cfg.mood.enabled
-    return MqttPublisher(cfg.mqtt, ctx.bus, ctx.cameras, rules=rules, mood=mood)
+    return MqttPublisher(
+        cfg.mqtt, ctx.bus, ctx.cameras, rules=rules, mood=mood, **ctx.options.mqtt_options
+    )
 
 
 def _enter_describer(ctx: SinkContext) -> AbstractAsyncContextManager[object] | None:
@@ -220,7 +225,8 @@ class Composition(SingleUse):
                 await tasks.__aenter__()
                 tasks.create_task(self._writer.consume(sub), name="sink-jsonl")
             cameras = [c.name for c in self.pipe.cfg.cameras]
-            ctx = SinkContext(self.pipe.cfg, self.bus, self.pipe, cameras, self.sinks)
+            self.pipe.sinks = self.sinks
+            ctx = SinkContext(self.pipe.cfg, self.bus, self.pipe, cameras, self.sinks, self.options)
             for name, enter in OPTIONAL_SINKS.items():
                 sink = enter(ctx)
                 if sink is not None:

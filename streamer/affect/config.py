@@ -6,7 +6,7 @@ The runtime is a discriminated union on ``type``, built from the runtimes regist
     affect:
       model: auto
       runtime:
-        type: onnx            # onnx | tensorrt | torch | any registered runtime
+        type: onnx            # onnx | tensorrt | torch | ray-serve | any registered
         intra_op_threads: 1
 """
 
@@ -22,6 +22,7 @@ from streamer.affect.runtimes import RuntimeConfigBase, runtime_config_union
 # The built-in runtimes' configs, re-exported for convenience; the union below holds
 # every registered runtime (see streamer.affect.runtimes).
 from streamer.affect.runtimes.onnxrt import OnnxRuntimeConfig
+from streamer.affect.runtimes.ray_serve import RayServeRuntimeConfig
 from streamer.affect.runtimes.tensorrt_rt import TensorRtRuntimeConfig
 from streamer.affect.runtimes.torch_rt import TorchRuntimeConfig
 from streamer.config_base import StrictModel
@@ -81,6 +82,7 @@ class AffectConfig(StrictModel):
 __all__ = [
     "AffectConfig",
     "OnnxRuntimeConfig",
+    "RayServeRuntimeConfig",
     "RuntimeConfig",
     "TensorRtRuntimeConfig",
     "TorchRuntimeConfig",

@@ -1,11 +1,20 @@
-"""``streamer bench {replay,model,live}``: benchmarks that print JSON."""
+"""``streamer bench {replay,model,live,startup,crowd,cameras}``: benchmarks that print JSON."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 
-BENCH_MODULES = ("bench_replay", "bench_model", "bench_live", "bench_smoothing")
+BENCH_MODULES = (
+    "bench_replay",
+    "bench_model",
+    "bench_live",
+    "bench_smoothing",
+    "bench_startup",
+    "bench_crowd",
+    "bench_cameras",
+    "bench_cluster",
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

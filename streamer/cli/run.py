@@ -29,6 +29,7 @@ from streamer.compose import Composition, SinkOptions, build_pipeline
 from streamer.config import AppConfig, load_config
 from streamer.errors import ConfigError
 from streamer.pipeline import CameraStats, Pipeline
+from streamer.smoothing import kalman_filter_class
 from streamer.sources.live import LiveSource, SourceStats, build_sources
 from streamer.store import ArtifactStore
 from streamer.supervise import RestartGuard, RestartPolicy
@@ -58,6 +59,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--duration-s", type=float, help="stop after this many seconds (default: run until stopped)"
     )
+    p.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="run each camera as an actor on this Ray cluster: auto, ray://host:10001 or "
+        "host:6379 (docs/cluster.md); also `cluster:` in the config",
+    )
     p.set_defaults(func=cmd_run)
 
 
@@ -84,6 +91,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         camera.resolved_url()  # a missing ${VAR} fails here, before any camera opens
     if args.duration_s is not None and args.duration_s <= 0:
         raise ConfigError(f"--duration-s must be > 0, got {args.duration_s}")
+    if getattr(args, "cluster", None) is not None or cfg.cluster is not None:
+        from streamer.cluster.driver import cmd_run_cluster
+
+        return cmd_run_cluster(cfg, args)
     result = run_until_stopped(cfg, out=args.out, duration_s=args.duration_s)
     return report_run(result)
 
@@ -178,6 +189,7 @@ async def run_live(
     handle_signals: bool = True,
     pipeline: Pipeline | None = None,
     policy: RestartPolicy | None = None,
+    mqtt_options: dict[str, Any] | None = None,
 ) -> RunResult:
     """Run the live pipeline over ``cfg.cameras`` until ``stop`` is set (or a signal).
 
@@ -192,19 +204,24 @@ async def run_live(
             default: :func:`~streamer.compose.build_pipeline` from ``store``.
         policy: how each camera's analysis is supervised (default:
             :class:`~streamer.supervise.RestartPolicy`).
+        mqtt_options: extra MqttPublisher keywords (cluster mode).
 
     Returns:
         The counters of every source and camera analysis.
     """
     stop = stop or asyncio.Event()
     threads_before = set(threading.enumerate())
+    # filterpy (the VA smoothing; about 1 s to import: scipy) loads before any camera
+    # opens, like the models, so no camera's first results wait for it.
+    kalman_filter_class()
     if pipeline is None:
         # Models load before any camera opens: a missing model fails fast and clearly.
         bus = EventBus(lossless_wait_s=cfg.output.live_lossless_wait_s)
         pipeline = build_pipeline(cfg, store, bus=bus)
     result = RunResult()
     with _signals(stop, handle_signals):
-        async with Composition(pipeline, SinkOptions(out=out, atomic_out=False)) as run:
+        sinks = SinkOptions(out=out, atomic_out=False, mqtt_options=mqtt_options or {})
+        async with Composition(pipeline, sinks) as run:
             sources = build_sources(cfg.cameras, run.bus)
             t_stop = await _run_cameras(
                 run.pipe, sources, stop, duration_s, result, policy or RestartPolicy()

@@ -22,6 +22,7 @@ from streamer.errors import ConfigError
 from streamer.faces.config import FacesConfig
 from streamer.publish.config import MqttConfig
 from streamer.sources.config import CameraConfig
+from streamer.web.config import WebConfig
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,9 @@ class AppConfig(StrictModel):
     output: OutputConfig = OutputConfig()
     mqtt: MqttConfig | None = Field(None, description="publish to MQTT when set")
     llm: LlmConfig | None = Field(None, description="describe tracks with an LLM when set")
+    web: WebConfig | None = Field(
+        None, description="serve the dashboard, /metrics and health checks when set"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from streamer.messages import (
     clamp_va,
 )
 from streamer.publish.jsonl import JsonlWriter
+from streamer.samples import RecentSamples
 from streamer.smoothing import VAFilter
 from streamer.store import ModelStore
 
@@ -67,6 +68,11 @@ class CameraStats:
     # Seconds from a frame's decode (wall clock) to its VA result; live runs only.
     latencies_s: collections.deque[float] = field(
         default_factory=lambda: collections.deque(maxlen=LATENCY_WINDOW)
+    )
+    # Seconds of each detector run, VA call and whole frame (prepare to results), for
+    # histograms (streamer.web.metrics).
+    samples: dict[str, RecentSamples] = field(
+        default_factory=lambda: {k: RecentSamples() for k in ("detect", "va", "frame")}
     )
 
     def stage_ms_per_frame(self) -> dict[str, float]:
@@ -95,6 +101,7 @@ class _Prepared:
     appeared: list[_Seen]
     lost: list[_Seen]
     crops: np.ndarray  # (N, 64, 64) uint8, owned by this frame
+    started: float = 0.0  # perf_counter() when prepare began
 
 
 class CameraAnalyzer:
@@ -126,6 +133,7 @@ class CameraAnalyzer:
         if self._processed % self.cfg.faces.detector.detect_every_n_frames == 0:
             detections = self.detector.detect(frame.image)
             self.stats.detector_runs += 1
+            self.stats.samples["detect"].add(time.perf_counter() - t0)
         self._processed += 1
         t1 = time.perf_counter()
         step = self.tracker.step(frame.t, detections)
@@ -151,6 +159,7 @@ class CameraAnalyzer:
             [_Seen.of(tr) for tr in step.appeared],
             [_Seen.of(tr) for tr in step.lost],
             crops,
+            t0,
         )
 
     def finish(self, prep: _Prepared, va: np.ndarray, live: bool) -> list[Message]:
@@ -269,6 +278,11 @@ class Pipeline:
         self._stack = contextlib.AsyncExitStack()
         self._sink_tasks: list[asyncio.Task[None]] = []
         self._describer: Any = None
+        self.mqtt: Any = None
+        # Read by the web sink: the frame sources by camera, and calls made with each
+        # analysed frame and its messages (rate-limited previews; they must be quick).
+        self.sources: dict[str, object] = {}
+        self.frame_taps: list[Callable[[Frame, list[Message]], None]] = []
         self._replay = False  # a lossless run: wait for late LLM answers at the end
 
     @property
@@ -295,13 +309,19 @@ class Pipeline:
         if self.cfg.mqtt is not None:
             from streamer.publish.mqtt import MqttPublisher
 
-            await self._stack.enter_async_context(MqttPublisher(self.cfg.mqtt, self.bus, cameras))
+            self.mqtt = await self._stack.enter_async_context(
+                MqttPublisher(self.cfg.mqtt, self.bus, cameras)
+            )
         if self.cfg.llm is not None:
             from streamer.describe import Describer
 
             self._describer = await self._stack.enter_async_context(
                 Describer(self.cfg.llm, self.bus)
             )
+        if self.cfg.web is not None and self.cfg.web.enabled:
+            from streamer.web.server import WebSink
+
+            await self._stack.enter_async_context(WebSink(self.cfg.web, self))
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
@@ -341,6 +361,7 @@ class Pipeline:
             decode_stats: the source's counters; ``decode_s`` is copied into the stats.
         """
         stats = self.stats.setdefault(camera, CameraStats(camera))
+        self.sources[camera] = frames
         self._replay = self._replay or lossless
         detector = YuNetDetector(self.detector_path, self.cfg.faces.detector)
         analyzer = CameraAnalyzer(camera, self.cfg, detector, self.model_name, stats)
@@ -361,12 +382,17 @@ class Pipeline:
                 t0 = time.perf_counter()
                 if len(prep.crops):
                     va = await self.engine.infer(prep.crops)
+                    stats.samples["va"].add(time.perf_counter() - t0)
                 else:
                     va = np.empty((0, 2), np.float32)
                 stats.stage_s["va"] += time.perf_counter() - t0
-                for msg in analyzer.finish(prep, va, live):
+                msgs = analyzer.finish(prep, va, live)
+                for msg in msgs:
                     await self.bus.publish(msg)
+                for tap in self.frame_taps:
+                    tap(prep.frame, msgs)
                 stats.frames += 1
+                stats.samples["frame"].add(time.perf_counter() - prep.started)
                 if prep.frame.wall_time:
                     stats.latencies_s.append(time.time() - prep.frame.wall_time)
                 last = prep.frame

@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from streamer.annotate import AnnotationRecorder, check_output
+from streamer.cli.annotate_run import annotate, serve_config
 from streamer.config import AppConfig, load_config
 from streamer.messages import VASample
 from streamer.pipeline import CameraStats, Pipeline
@@ -39,11 +41,26 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--skip-corrupt", action="store_true", help="skip undecodable packets instead of failing"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--annotate",
+        type=Path,
+        metavar="OUT.mp4",
+        help="also write the video with boxes, track ids, VA bars and descriptions (H.264)",
+    )
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="serve the live dashboard and /metrics while the replay runs (config `web:`)",
+    )
     p.set_defaults(func=cmd_replay)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else AppConfig()
+    if getattr(args, "serve", False):
+        cfg = serve_config(cfg)
+    if getattr(args, "annotate", None) is not None:
+        check_output(args.video, args.annotate)
     stderr = Console(stderr=True)
     summary, stats, wall_s = asyncio.run(replay(cfg, args, stderr))
     print_summary(stderr, summary, stats, wall_s)
@@ -65,8 +82,10 @@ async def replay(
         sub = pipe.bus.subscribe(
             "summary", maxsize=4096, lossless=True, accept=lambda m: isinstance(m, VASample)
         )
+        recorder = AnnotationRecorder(pipe.bus) if getattr(args, "annotate", None) else None
         async with pipe:
             summary_task = asyncio.create_task(summary.consume(sub))
+            recording = asyncio.create_task(recorder.consume()) if recorder else None
             with _progress(console, not args.no_progress) as progress:
                 task = progress.add_task("replay", total=source.frame_count or None, fps="-")
                 watcher = asyncio.create_task(_watch(progress, task, pipe, source.camera, t0))
@@ -78,6 +97,9 @@ async def replay(
                     watcher.cancel()
                 progress.update(task, completed=stats.frames)
         await summary_task
+    if recorder is not None and recording is not None:
+        await recording
+        await annotate(args, recorder, stats.frames, console)
     return summary, stats, time.perf_counter() - t0
 
 

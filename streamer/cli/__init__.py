@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "subscribe",
     "validate",
     "bench",
+    "plot",
 )
 
 EXIT_ERROR = 1

@@ -107,6 +107,9 @@ class WebSink:
         pipe: the :class:`~streamer.pipeline.Pipeline` (bus, stats, sources, sinks).
         update_interval_s: the fastest snapshot rate to browsers.
         preview_interval_s: the fastest preview rate per camera.
+        write_timeout_s: a browser that takes longer to accept one snapshot is cut off.
+        bind_host: the address to listen on, when it must differ from ``cfg.host`` (the
+            access rules still follow ``cfg.host``: tests bind loopback only).
     """
 
     def __init__(
@@ -116,8 +119,12 @@ class WebSink:
         *,
         update_interval_s: float = UPDATE_INTERVAL_S,
         preview_interval_s: float = PREVIEW_INTERVAL_S,
+        write_timeout_s: float = WRITE_TIMEOUT_S,
+        bind_host: str | None = None,
     ) -> None:
         self.cfg = cfg
+        self.write_timeout_s = write_timeout_s
+        self.bind_host = bind_host or cfg.host
         self.pipe = pipe
         self.update_interval_s = update_interval_s
         self.preview_interval_s = preview_interval_s
@@ -170,7 +177,7 @@ class WebSink:
             self.pipe.frame_taps.append(self._tap)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port)
+        site = web.TCPSite(self._runner, self.bind_host, self.cfg.port)
         try:
             await site.start()
         except OSError as err:
@@ -481,11 +488,13 @@ class WebSink:
                 if self._closing.is_set():
                     break
                 try:
-                    await asyncio.wait_for(resp.write(data or b": keepalive\n\n"), WRITE_TIMEOUT_S)
+                    await asyncio.wait_for(
+                        resp.write(data or b": keepalive\n\n"), self.write_timeout_s
+                    )
                 except TimeoutError:
                     self.slow_clients += 1
                     logger.info(
-                        "dashboard client too slow for %.0f s: disconnected", WRITE_TIMEOUT_S
+                        "dashboard client too slow for %.0f s: disconnected", self.write_timeout_s
                     )
                     if request.transport is not None:
                         request.transport.abort()

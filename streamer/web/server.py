@@ -376,7 +376,9 @@ class WebSink:
             try:
                 resp = await handler(request)
             except web.HTTPException as exc:
-                resp = exc
+                resp = web.Response(
+                    status=exc.status, reason=exc.reason, body=exc.body, headers=exc.headers
+                )
         resp.headers.setdefault("Cache-Control", "no-store")
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         resp.headers.setdefault("Referrer-Policy", "no-referrer")
@@ -421,11 +423,11 @@ class WebSink:
 
     async def _login(self, request: web.Request) -> web.StreamResponse:
         if self._token is None:
-            raise web.HTTPSeeOther("/")
+            return web.Response(status=303, headers={"Location": "/"})
         given = request.query.get("token", "")
         if not hmac.compare_digest(given.encode(), self._token.encode()):
             return web.Response(status=401, text="wrong token\n")
-        resp = web.HTTPSeeOther("/")
+        resp = web.Response(status=303, headers={"Location": "/"})
         assert self._session is not None
         resp.set_cookie(COOKIE, self._session, httponly=True, samesite="Strict", path="/")
         return resp

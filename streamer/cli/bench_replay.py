@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("video", type=Path)
     p.add_argument("--config", type=Path, help="YAML config (default: embedded defaults)")
     p.add_argument("--repeat", type=int, default=3, help="pipeline runs; the best is reported")
+    p.add_argument(
+        "--annotate", action="store_true", help="also fps without and with --annotate (one run)"
+    )
     p.set_defaults(func=cmd_bench_replay)
 
 
@@ -75,5 +78,9 @@ def cmd_bench_replay(args: argparse.Namespace) -> int:
         "detect_width_px": cfg.faces.detector.detect_width_px,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+    if getattr(args, "annotate", False):
+        from streamer.cli.bench_web import annotate_figures
+
+        result["annotate"] = asyncio.run(annotate_figures(cfg, args.video, args.repeat))
     print(json.dumps(result, indent=2))
     return 0

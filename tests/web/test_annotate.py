@@ -15,9 +15,11 @@ from tests.web.conftest import read_jsonl, run_streamer
 def decode(path: Path) -> tuple[list[np.ndarray], list[float]]:
     with av.open(str(path)) as c:
         frames = list(c.decode(c.streams.video[0]))
-        return [f.to_ndarray(format="rgb24") for f in frames], [
-            float(f.pts * f.time_base) for f in frames
-        ]
+        times = []
+        for f in frames:
+            assert f.pts is not None and f.time_base is not None
+            times.append(float(f.pts * f.time_base))
+        return [f.to_ndarray(format="rgb24") for f in frames], times
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,9 @@ def annotated(
     return out, video
 
 
-def test_jsonl_is_byte_identical_with_annotate(annotated: tuple[Path, Path], replay_jsonl: Path) -> None:
+def test_jsonl_is_byte_identical_with_annotate(
+    annotated: tuple[Path, Path], replay_jsonl: Path
+) -> None:
     out, _ = annotated
     assert out.read_bytes() == replay_jsonl.read_bytes()
 

@@ -91,7 +91,9 @@ def track_values(page: Any) -> tuple[str, str]:
 
 
 def wait_for_moving_track(page: Any) -> None:
-    page.wait_for_selector('#cameras tr[data-camera="front"][data-state="online"]', timeout=SLACK_MS)
+    page.wait_for_selector(
+        '#cameras tr[data-camera="front"][data-state="online"]', timeout=SLACK_MS
+    )
     page.wait_for_selector(".track[data-valence]", timeout=SLACK_MS)
     v, a = track_values(page)
     page.wait_for_function(

@@ -56,8 +56,12 @@ def check_histogram(fam: Any, camera: str) -> None:
         for s in fam.samples
         if s.name.endswith("_bucket") and s.labels["camera"] == camera
     ]
-    count = next(s.value for s in fam.samples if s.name.endswith("_count") and s.labels["camera"] == camera)
-    total = next(s.value for s in fam.samples if s.name.endswith("_sum") and s.labels["camera"] == camera)
+    count = next(
+        s.value for s in fam.samples if s.name.endswith("_count") and s.labels["camera"] == camera
+    )
+    total = next(
+        s.value for s in fam.samples if s.name.endswith("_sum") and s.labels["camera"] == camera
+    )
     bounds = [b for b, _ in buckets]
     assert bounds == sorted(bounds) and bounds[-1] == float("inf")
     counts = [n for _, n in buckets]
@@ -79,9 +83,7 @@ async def test_metrics_readiness_and_state_on_a_live_camera(
     stop = asyncio.Event()
     run = asyncio.create_task(run_live(cfg, stop=stop, pipeline=pipe, handle_signals=False))
     url = f"http://127.0.0.1:{port}"
-    schema = json.loads(
-        resources.files("streamer.web").joinpath("schemas/state.json").read_text()
-    )
+    schema = json.loads(resources.files("streamer.web").joinpath("schemas/state.json").read_text())
     try:
         async with aiohttp.ClientSession() as http:
 
@@ -119,7 +121,11 @@ async def test_metrics_readiness_and_state_on_a_live_camera(
             assert value(second, "streamer_bus_dropped_total", sink="web") >= 0
             assert value(second, "streamer_va_batches_total") > 0
             assert "process_resident_memory_bytes" in second
-            for name in ("streamer_detection_seconds", "streamer_va_seconds", "streamer_frame_seconds"):
+            for name in (
+                "streamer_detection_seconds",
+                "streamer_va_seconds",
+                "streamer_frame_seconds",
+            ):
                 assert second[name].type == "histogram"
                 check_histogram(second[name], "front")
 
@@ -149,8 +155,6 @@ async def test_metrics_readiness_and_state_on_a_live_camera(
         await asyncio.wait_for(run, SLACK_S)
 
 
-async def _status_is(
-    get: Callable[[str], Any], path: str, status: int
-) -> tuple[int, str] | None:
+async def _status_is(get: Callable[[str], Any], path: str, status: int) -> tuple[int, str] | None:
     got = await get(path)
     return got if got[0] == status else None

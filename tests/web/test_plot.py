@@ -54,14 +54,25 @@ def test_plot_default_output_is_next_to_the_input(replay_jsonl: Path, tmp_path: 
         (("--track", "1", "--camera", "single_face"), 1),
     ],
 )
-def test_one_panel_row_per_track(two_cameras: Path, tmp_path: Path, args: tuple[str, ...], rows: int) -> None:
+def test_one_panel_row_per_track(
+    two_cameras: Path, tmp_path: Path, args: tuple[str, ...], rows: int
+) -> None:
     out = tmp_path / "va.png"
     assert main(["plot", str(two_cameras), "-o", str(out), *args]) == 0
     assert png_size(out) == (ROW_PX[0], ROW_PX[1] * rows)
 
 
-VA = {"schema": "streamer.va/1", "camera": "c", "track_id": 1, "t": 0.0, "frame": 0,
-      "valence": 0.1, "arousal": 0.2, "variance": [0.01, 0.01], "model": "m"}
+VA = {
+    "schema": "streamer.va/1",
+    "camera": "c",
+    "track_id": 1,
+    "t": 0.0,
+    "frame": 0,
+    "valence": 0.1,
+    "arousal": 0.2,
+    "variance": [0.01, 0.01],
+    "model": "m",
+}
 STATUS = {"schema": "streamer.status/1", "camera": "c", "state": "online"}
 
 

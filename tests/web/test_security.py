@@ -93,7 +93,10 @@ async def test_token_rules_off_loopback(
             assert r.status == 200
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as fresh:
         jar_cookie = {"streamer_session": "forged"}
-        async with serving(cfg) as (_, url2), fresh.get(url2 + "/api/state", cookies=jar_cookie) as r:
+        async with (
+            serving(cfg) as (_, url2),
+            fresh.get(url2 + "/api/state", cookies=jar_cookie) as r,
+        ):
             assert r.status == 401
     assert TOKEN not in caplog.text
     assert TOKEN[:8] not in caplog.text
@@ -141,7 +144,11 @@ async def crawl(url: str) -> dict[str, tuple[int, str, bytes]]:
             async with http.get(url + path) as r:
                 out[path] = (r.status, r.headers.get("Content-Type", ""), await r.read())
         async with http.get(url + "/events") as r:
-            out["/events"] = (r.status, r.headers["Content-Type"], await r.content.readuntil(b"\n\n"))
+            out["/events"] = (
+                r.status,
+                r.headers["Content-Type"],
+                await r.content.readuntil(b"\n\n"),
+            )
     return out
 
 
@@ -165,7 +172,7 @@ async def test_preview_on_serves_an_annotated_jpeg(models: None, face_video: Pat
     import numpy as np
 
     image = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
-    assert image.shape == (360, 640, 3)
+    assert image is not None and image.shape == (360, 640, 3)
 
 
 def test_serve_config_keeps_the_web_section() -> None:
@@ -174,5 +181,3 @@ def test_serve_config_keeps_the_web_section() -> None:
     cfg = serve_config(parse_config("web:\n  enabled: false\n  port: 9999\n"))
     assert cfg.web is not None and cfg.web.enabled and cfg.web.port == 9999
     assert serve_config(AppConfig()).web == WebConfig()
-
-

@@ -89,6 +89,15 @@ def _text(
     cv2.putText(image, text, org, FONT, scale, colour, 1, cv2.LINE_AA)
 
 
+def _fit(text: str, scale: float, width_px: int) -> str:
+    """``text`` cut (with an ellipsis) to fit ``width_px`` at font ``scale``."""
+    if cv2.getTextSize(text, FONT, scale, 1)[0][0] <= width_px:
+        return text
+    while text and cv2.getTextSize(text + "...", FONT, scale, 1)[0][0] > width_px:
+        text = text[:-1]
+    return text.rstrip() + "..."
+
+
 def draw_overlays(image: np.ndarray, faces: list[FaceOverlay]) -> np.ndarray:
     """Draw ``faces`` onto ``image`` in place and return it.
 
@@ -117,7 +126,7 @@ def draw_overlays(image: np.ndarray, faces: list[FaceOverlay]) -> np.ndarray:
         _text(image, "A", (x1, by + 2 * BAR_H_PX + 2), 0.3, (255, 255, 255))
         _bar(image, bx, by + BAR_H_PX + 2, bar_w, face.arousal, colour)
         if face.label:
-            text = face.label[:LABEL_MAX_CHARS]
+            text = _fit(face.label[:LABEL_MAX_CHARS], scale * 0.8, max(x2 - x1 - 6, 60))
             _text(image, text, (x1 + 3, min(h - 2, y1 + 16)), scale * 0.8, (255, 255, 255))
     return image
 

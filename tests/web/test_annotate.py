@@ -105,3 +105,12 @@ def test_track_colours_are_stable_and_distinct() -> None:
 def test_draw_overlays_checks_the_image_shape() -> None:
     with pytest.raises(ValueError, match=r"expected a BGR image of shape \(H, W, 3\)"):
         draw_overlays(np.zeros((10, 10), np.uint8), [FaceOverlay(1, (1, 1, 5, 5), 0.0, 0.0)])
+
+
+def test_a_long_label_stays_near_its_box() -> None:
+    image = np.zeros((200, 400, 3), np.uint8)
+    label = "a very long description that would run far across the picture " * 3
+    draw_overlays(image, [FaceOverlay(2, (100.0, 60.0, 160.0, 140.0), 0.5, -0.5, label)])
+    ys, xs = np.nonzero(image.max(axis=2))
+    assert xs.min() >= 90 and xs.max() <= 175, (xs.min(), xs.max())
+    assert ys.min() >= 40 and ys.max() <= 165, (ys.min(), ys.max())

@@ -16,13 +16,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from streamer.testing.net import free_port
+from streamer.testing.ollama import FakeOllama
 from streamer.testing.sources import RtspServer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -71,12 +72,19 @@ class Run:
 
 
 @pytest.fixture
-def live_run(models: None, face_camera: RtspServer, tmp_path: Path) -> Iterator[Run]:
+def live_run(
+    models: None,
+    face_camera: RtspServer,
+    fake_ollama: Callable[..., FakeOllama],
+    tmp_path: Path,
+) -> Iterator[Run]:
     port = free_port()
+    llm = fake_ollama("happy")
     config = tmp_path / "live.yaml"
     config.write_text(
         f"cameras:\n  - name: front\n    url: {face_camera.url}\n"
         f"web:\n  port: {port}\n  preview: true\n"
+        f"llm:\n  host: {llm.url}\n  model: llama3.2\n  interval_s: 1\n  warmup_s: 0.2\n"
     )
     run = Run(config, port, tmp_path / "run.log").start()
     try:
@@ -121,7 +129,10 @@ def test_dashboard_in_a_real_browser(live_run: Run, tmp_path: Path) -> None:
             assert float(cells[3]) > 0  # analysed fps
             point = page.locator(".track canvas.plane")
             assert point.count() == 1
-            page.wait_for_selector(".track .desc .src", state="attached")
+            # the fallback description first, then the LLM's answer, with their source
+            page.wait_for_selector(".track .desc .src.llm", timeout=SLACK_MS)
+            assert page.locator(".track .desc .src").inner_text().startswith("LLM ")
+            assert page.locator(".track .desc .text").inner_text().strip()
             page.wait_for_timeout(1500)  # let the trail grow for the picture
             shot = tmp_path / "dashboard.png"
             page.screenshot(path=str(shot))

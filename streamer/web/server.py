@@ -55,7 +55,8 @@ SSE_SNDBUF_BYTES = 65536  # socket send buffer of an event stream (bounds memory
 PREVIEW_INTERVAL_S = 1.0  # at most one preview frame per camera per interval (s)
 PREVIEW_JPEG_QUALITY = 80
 HEARTBEAT_S = 0.5  # event-loop heartbeat period (s)
-HEALTH_STALE_S = 5.0  # a heartbeat older than this: the loop is blocked (s)
+HEALTH_STALE_S = 5.0  # a heartbeat this late: the loop was blocked (s)
+HEALTH_WINDOW_S = 30.0  # a blocked loop keeps /healthz at 503 this long after (s)
 BUS_QUEUE = 2048  # the sink's bus subscription (lossy)
 COOKIE = "streamer_session"
 SESSION_LABEL = b"streamer-web-session/1"
@@ -110,6 +111,8 @@ class WebSink:
         write_timeout_s: a browser that takes longer to accept one snapshot is cut off.
         bind_host: the address to listen on, when it must differ from ``cfg.host`` (the
             access rules still follow ``cfg.host``: tests bind loopback only).
+        health_stale_s: a heartbeat this late marks the event loop as blocked.
+        health_window_s: how long after a block ``/healthz`` still says 503.
     """
 
     def __init__(
@@ -121,8 +124,13 @@ class WebSink:
         preview_interval_s: float = PREVIEW_INTERVAL_S,
         write_timeout_s: float = WRITE_TIMEOUT_S,
         bind_host: str | None = None,
+        health_stale_s: float = HEALTH_STALE_S,
+        health_window_s: float = HEALTH_WINDOW_S,
     ) -> None:
         self.cfg = cfg
+        self.health_stale_s = health_stale_s
+        self.health_window_s = health_window_s
+        self._blocked: tuple[float, float] | None = None  # (when, how long) of the last block
         self.write_timeout_s = write_timeout_s
         self.bind_host = bind_host or cfg.host
         self.pipe = pipe
@@ -226,7 +234,12 @@ class WebSink:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            self._beat = time.monotonic()
+            now = time.monotonic()
+            late_s = now - self._beat - HEARTBEAT_S
+            if late_s > self.health_stale_s:
+                self._blocked = (now, late_s)
+                logger.warning("event loop was blocked for %.1f s", late_s)
+            self._beat = now
             await asyncio.sleep(HEARTBEAT_S)
 
     async def _broadcast_loop(self) -> None:
@@ -392,12 +405,11 @@ class WebSink:
         if self.cfg.loopback:
             # DNS rebinding: a page of another site resolved to 127.0.0.1 sends its own
             # host name; only loopback names may talk to a loopback server.
-            host = (
-                (request.host or "").rsplit(":", 1)[0]
-                if "]" not in (request.host or "")
-                else (request.host.split("]")[0] + "]")
-            )
-            if host and not is_loopback(host):
+            try:
+                host = request.url.host or ""
+            except ValueError:
+                host = "?"
+            if not is_loopback(host):
                 return web.Response(status=403, text="forbidden host\n")
             return None
         if request.path in ("/healthz", "/login"):
@@ -457,10 +469,20 @@ class WebSink:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, request: web.Request) -> web.StreamResponse:
-        late_s = time.monotonic() - self._beat
+        now = time.monotonic()
+        late_s = now - self._beat - HEARTBEAT_S
         main_ok = self._main is not None and not self._main.done()
-        if late_s > HEALTH_STALE_S or not main_ok:
-            why = "web tasks stopped" if not main_ok else f"event loop blocked {late_s:.1f} s"
+        why = ""
+        if not main_ok:
+            why = "the web sink's tasks stopped"
+        elif late_s > self.health_stale_s:
+            why = f"event loop blocked for {late_s:.1f} s"
+        elif self._blocked is not None and now - self._blocked[0] < self.health_window_s:
+            why = (
+                f"event loop was blocked for {self._blocked[1]:.1f} s "
+                f"{now - self._blocked[0]:.0f} s ago"
+            )
+        if why:
             return web.Response(status=503, text=f"unhealthy: {why}\n")
         return web.Response(text="ok\n")
 

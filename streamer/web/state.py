@@ -66,7 +66,7 @@ class TrackView:
             "arousal_raw": None if self.arousal_raw is None else _r(self.arousal_raw),
             "variance": [_r(self.variance[0], 6), _r(self.variance[1], 6)],
             "box": [_r(v, 1) for v in self.box],
-            "trail": [[_r(t, 2), _r(v, 3), _r(a, 3)] for t, v, a in self.trail],
+            "trail": list(self.trail),  # rounded when recorded: a snapshot stays cheap
             "description": None
             if d is None
             else {
@@ -155,7 +155,7 @@ class DashboardState:
         if tr.trail and s.t < tr.trail[-1][0]:
             tr.trail.clear()  # a new stream session restarted media time
         if not tr.trail or s.t - tr.trail[-1][0] >= TRAIL_STEP_S:
-            tr.trail.append((s.t, s.valence, s.arousal))
+            tr.trail.append((_r(s.t, 2), _r(s.valence, 3), _r(s.arousal, 3)))
         while tr.trail and s.t - tr.trail[0][0] > TRAIL_S:
             tr.trail.popleft()
 

@@ -114,3 +114,26 @@ def test_a_long_label_stays_near_its_box() -> None:
     ys, xs = np.nonzero(image.max(axis=2))
     assert xs.min() >= 90 and xs.max() <= 175, (xs.min(), xs.max())
     assert ys.min() >= 40 and ys.max() <= 165, (ys.min(), ys.max())
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("missing/out.mp4", "does not exist"),
+        ("out.avi", "expected a .mp4, .mkv or .mov file name"),
+    ],
+)
+def test_bad_annotate_paths_are_refused_before_any_work(
+    face_video: Path,
+    tmp_path: Path,
+    name: str,
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from streamer.cli import main
+
+    out = tmp_path / name
+    assert main(["replay", str(face_video), "--annotate", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"--annotate {out}" in err and message in err
+    assert not out.exists()

@@ -181,3 +181,11 @@ def test_serve_config_keeps_the_web_section() -> None:
     cfg = serve_config(parse_config("web:\n  enabled: false\n  port: 9999\n"))
     assert cfg.web is not None and cfg.web.enabled and cfg.web.port == 9999
     assert serve_config(AppConfig()).web == WebConfig()
+
+
+def test_the_sample_config_validates(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamer.config import load_config
+
+    monkeypatch.delenv("STREAMER_WEB_TOKEN", raising=False)
+    cfg = load_config(Path(__file__).parents[2] / "configs" / "web.yaml")
+    assert cfg.web == WebConfig()  # the documented defaults, spelled out

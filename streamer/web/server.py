@@ -524,7 +524,7 @@ class WebSink:
                         request.transport.abort()
                     break
                 client.sent += 1
-        except (ConnectionResetError, ConnectionError):
+        except ConnectionError:  # the browser went away
             pass
         finally:
             self.clients.discard(client)

@@ -137,3 +137,35 @@ def test_bad_annotate_paths_are_refused_before_any_work(
     err = capsys.readouterr().err
     assert f"--annotate {out}" in err and message in err
     assert not out.exists()
+
+
+def test_recorder_keeps_boxes_per_frame_and_the_latest_description() -> None:
+    from streamer.annotate import ROWS_PER_CHUNK, AnnotationRecorder
+    from streamer.bus import EventBus
+    from streamer.messages import Description, VASample
+
+    rec = AnnotationRecorder(EventBus())
+    n = ROWS_PER_CHUNK + 5  # more than one packed chunk
+    for f in range(n):
+        rec.add(VASample("c", f, f / 10, 1, (1, 2, 30, 40), 0.5, -0.2, 0.5, -0.2, (0, 0), "m"))
+        if f % 2 == 0:
+            rec.add(
+                VASample("c", f, f / 10, 2, (50, 5, 90, 45), -0.3, 0.4, None, None, (0, 0), "m")
+            )
+
+    def desc(t: float, text: str, source: str) -> Description:
+        return Description("d", "c", 2, t, 0.0, 0.0, "happy", ("glad",), text, source, "m")
+
+    rec.add(desc(1.0, "fallback at 1 s", "fallback"))
+    rec.add(desc(1.0, "llm at 1 s", "llm"))  # the LLM's update of the same moment
+    rec.add(desc(0.5, "", "fallback"))  # no text: its categories are shown
+    assert [o.track_id for o in rec.overlays(0)] == [1, 2]
+    last_even = n - 1 if (n - 1) % 2 == 0 else n - 2
+    assert [o.track_id for o in rec.overlays(last_even)] == [1, 2]
+    assert [o.track_id for o in rec.overlays(last_even - 1)] == [1]
+    assert rec.overlays(n) == []
+    assert rec.overlays(2)[1].label == ""
+    assert rec.overlays(6)[1].label == "happy, glad"
+    assert rec.overlays(12)[1].label == "llm at 1 s"
+    first = rec.overlays(0)[0]
+    assert first.box == (1, 2, 30, 40) and (first.valence, first.arousal) == (0.5, -0.2)

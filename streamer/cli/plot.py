@@ -30,7 +30,7 @@ MAX_ROWS = 20  # tracks drawn at most (the longest ones)
 _NUMBER = (int, float)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "plot",
         help="plot valence/arousal per track from a replay's JSON lines (PNG)",

@@ -264,6 +264,7 @@ class Pipeline:
         stdout_jsonl: bool = False,
         atomic_out: bool = True,
         bus: EventBus | None = None,
+        mqtt_options: dict[str, Any] | None = None,
     ) -> None:
         from streamer.affect import AffectEngine, load_va_model
 
@@ -282,12 +283,13 @@ class Pipeline:
         self._sink_tasks: list[asyncio.Task[None]] = []
         self._describer: Any = None
         self._episodes: Any = None
-        self.mqtt: Any = None
         # Read by the web sink: the frame sources by camera, and calls made with each
         # analysed frame and its messages (rate-limited previews; they must be quick).
         self.sources: dict[str, object] = {}
         self.frame_taps: list[Callable[[Frame, list[Message]], None]] = []
         self._replay = False  # a lossless run: wait for late LLM answers at the end
+        self._mqtt_options = mqtt_options or {}  # MqttPublisher keywords (cluster mode)
+        self.mqtt: Any = None  # the MqttPublisher once entered
 
     @property
     def model_name(self) -> str:
@@ -316,7 +318,9 @@ class Pipeline:
             rules = [r.name for r in self.cfg.episodes.rules] if self.cfg.episodes else []
             mood = self.cfg.mood is not None and self.cfg.mood.enabled
             self.mqtt = await self._stack.enter_async_context(
-                MqttPublisher(self.cfg.mqtt, self.bus, cameras, rules=rules, mood=mood)
+                MqttPublisher(
+                    self.cfg.mqtt, self.bus, cameras, rules=rules, mood=mood, **self._mqtt_options
+                )
             )
         if self.cfg.llm is not None:
             from streamer.describe import Describer

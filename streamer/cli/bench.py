@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCH_MODULES = ("bench_replay", "bench_model", "bench_live", "bench_smoothing")
+BENCH_MODULES = (
+    "bench_replay",
+    "bench_model",
+    "bench_live",
+    "bench_smoothing",
+    "bench_cluster",
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

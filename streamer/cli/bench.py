@@ -1,4 +1,4 @@
-"""``streamer bench {replay,model,live}``: benchmarks that print JSON."""
+"""``streamer bench {replay,model,live,startup,crowd,cameras}``: benchmarks that print JSON."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ BENCH_MODULES = (
     "bench_model",
     "bench_live",
     "bench_smoothing",
+    "bench_startup",
+    "bench_crowd",
+    "bench_cameras",
     "bench_cluster",
 )
 

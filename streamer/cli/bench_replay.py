@@ -65,6 +65,7 @@ async def _run_once(cfg: AppConfig, path: Path) -> dict[str, object]:
         "model": pipe.model_name,
         "frames": stats.frames,
         "faces": stats.faces,
+        "faces_per_frame": round(stats.faces / max(1, stats.frames), 3),
         "detector_runs": stats.detector_runs,
         "wall_s": round(wall, 4),
         "fps": round(fps, 1),

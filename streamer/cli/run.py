@@ -28,6 +28,7 @@ from streamer.bus import EventBus
 from streamer.config import AppConfig, load_config
 from streamer.errors import ConfigError
 from streamer.pipeline import CameraStats, Pipeline
+from streamer.smoothing import kalman_filter_class
 from streamer.sources.live import LiveSource, SourceStats, build_sources
 
 logger = logging.getLogger(__name__)
@@ -198,6 +199,9 @@ async def run_live(
     """
     stop = stop or asyncio.Event()
     threads_before = set(threading.enumerate())
+    # filterpy (the VA smoothing; about 1 s to import: scipy) loads before any camera
+    # opens, like the models, so no camera's first results wait for it.
+    kalman_filter_class()
     if pipeline is None:
         if store is None:
             from streamer.store import default_store

@@ -24,7 +24,6 @@ from pydantic import ValidationError
 from streamer.config import format_validation_error, load_config
 from streamer.errors import ConfigError
 from streamer.publish.config import MqttConfig
-from streamer.publish.subscriber import SubscriberView, mqtt_messages
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +100,9 @@ def _logs_to_stderr() -> None:
 
 
 async def _run(args: argparse.Namespace, cfg: MqttConfig) -> int:
+    # aiomqtt and jsonschema: imported by this command only, not at every CLI start.
+    from streamer.publish.subscriber import SubscriberView, mqtt_messages
+
     view = SubscriberView(cfg.prefix, camera=args.camera)
     limit = max(0, args.max_messages)
     if args.json:

@@ -7,11 +7,10 @@ old servers ignore it. Labels are normalised first (case, common synonyms).
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
-
-import jsonschema
 
 from streamer.describe.errors import InvalidAnswerError
 from streamer.describe.taxonomy import BASIC, COMPLEX, normalize_label
@@ -34,7 +33,12 @@ ANSWER_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 
-_VALIDATOR = jsonschema.Draft202012Validator(ANSWER_SCHEMA)
+
+@functools.cache
+def _validator() -> Any:
+    import jsonschema  # imported on the first answer: not on every command's start-up
+
+    return jsonschema.Draft202012Validator(ANSWER_SCHEMA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +83,7 @@ def parse_answer(text: str) -> Answer:
     except json.JSONDecodeError as err:
         raise InvalidAnswerError(f"answer is not JSON: {text[:80]!r}") from err
     obj = _normalize(obj)
-    errors = sorted(_VALIDATOR.iter_errors(obj), key=lambda e: list(e.path))
+    errors = sorted(_validator().iter_errors(obj), key=lambda e: list(e.path))
     if errors:
         first = errors[0]
         where = "/".join(str(p) for p in first.path) or "(answer)"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from streamer.config_base import StrictModel
@@ -10,6 +12,16 @@ from streamer.config_base import StrictModel
 class DetectorConfig(StrictModel):
     """YuNet face detector (``cv2.FaceDetectorYN``)."""
 
+    backend: Literal["opencv", "onnxruntime"] = Field(
+        "opencv",
+        description="opencv: cv2.FaceDetectorYN (CPU); onnxruntime: the same ONNX file on "
+        "onnxruntime with our own decoding and NMS (can run on CUDA / TensorRT)",
+    )
+    device: Literal["auto", "cpu", "cuda", "tensorrt"] = Field(
+        "auto",
+        description="onnxruntime backend only: auto uses TensorRT or CUDA when onnxruntime "
+        "has them, else the CPU",
+    )
     score_threshold: float = Field(0.7, ge=0.0, le=1.0, description="minimum face score")
     nms_threshold: float = Field(0.3, ge=0.0, le=1.0, description="NMS IoU threshold")
     top_k: int = Field(5000, ge=1, description="candidates kept before NMS")
@@ -25,6 +37,14 @@ class DetectorConfig(StrictModel):
         ge=1,
         le=30,
         description="run the detector every N frames; the tracker predicts boxes in between",
+    )
+    max_detect_every_n_frames: int = Field(
+        4,
+        ge=1,
+        le=30,
+        description="while every face is tracked well (all matched, none new or lost), "
+        "the detector interval grows up to this many frames; any change resets it to "
+        "detect_every_n_frames (a value <= detect_every_n_frames turns this off)",
     )
     min_face_px: int = Field(24, ge=8, description="ignore faces smaller than this (full-res px)")
 

@@ -5,6 +5,12 @@ A track is *confirmed* after ``min_hits`` matched detections and deleted when it
 gone unmatched for ``max_age_s`` of media time. Between detector runs (detection every N
 frames) confirmed tracks are carried on their Kalman prediction.
 
+The box filter is SORT's 7-state model written out in numpy (:class:`BoxKalman`, the
+same equations as filterpy's ``KalmanFilter`` with the Joseph-form update): importing
+filterpy costs about a second (its package imports ``scipy.stats``), which would sit on
+the path to the first frame. The VA smoothing (:mod:`streamer.smoothing`) stays on
+filterpy, imported on first use.
+
 Reference: Bewley et al., "Simple Online and Realtime Tracking", ICIP 2016.
 """
 
@@ -14,8 +20,6 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-from filterpy.kalman import KalmanFilter
-from scipy.optimize import linear_sum_assignment
 
 from streamer.faces.config import TrackerConfig
 from streamer.faces.crops import eye_angle
@@ -54,20 +58,44 @@ def _x_to_box(x: np.ndarray) -> Box:
     return (float(x[0]) - w / 2, float(x[1]) - h / 2, float(x[0]) + w / 2, float(x[1]) + h / 2)
 
 
-def _box_filter(box: Box) -> KalmanFilter:
-    """SORT's 7-state model: centre, area, aspect and their velocities (aspect constant)."""
-    kf = KalmanFilter(dim_x=7, dim_z=4)
-    kf.F = np.eye(7)
-    kf.F[0, 4] = kf.F[1, 5] = kf.F[2, 6] = 1.0
-    kf.H = np.zeros((4, 7))
-    kf.H[:4, :4] = np.eye(4)
-    kf.R[2:, 2:] *= 10.0
-    kf.P[4:, 4:] *= 1000.0  # unknown initial velocity
-    kf.P *= 10.0
-    kf.Q[-1, -1] *= 0.01
-    kf.Q[4:, 4:] *= 0.01
-    kf.x[:4, 0] = _box_to_z(box)
-    return kf
+class BoxKalman:
+    """SORT's constant-velocity box filter: state (cx, cy, area, aspect, vx, vy, va).
+
+    Same matrices and equations as the reference SORT built on filterpy's
+    ``KalmanFilter`` (predict ``x = Fx``, ``P = FPF' + Q``; update with the Joseph form).
+    """
+
+    _F = np.eye(7)
+    _F[0, 4] = _F[1, 5] = _F[2, 6] = 1.0
+    _H = np.eye(4, 7)
+    _R = np.diag([1.0, 1.0, 10.0, 10.0])
+    _Q = np.diag([1.0, 1.0, 1.0, 1.0, 0.01, 0.01, 0.0001])
+    _P0 = np.diag([10.0, 10.0, 10.0, 10.0, 10000.0, 10000.0, 10000.0])
+    _I = np.eye(7)
+
+    __slots__ = ("P", "x")
+
+    def __init__(self, box: Box) -> None:
+        self.x = np.zeros((7, 1))
+        self.x[:4, 0] = _box_to_z(box)
+        self.P = self._P0.copy()
+
+    def predict(self) -> None:
+        self.x = self._F @ self.x
+        self.P = self._F @ self.P @ self._F.T + self._Q
+
+    def update(self, z: np.ndarray) -> None:
+        y = z.reshape(4, 1) - self._H @ self.x
+        pht = self.P @ self._H.T
+        s = self._H @ pht + self._R
+        k = pht @ np.linalg.inv(s)
+        self.x = self.x + k @ y
+        ikh = self._I - k @ self._H
+        self.P = ikh @ self.P @ ikh.T + k @ self._R @ k.T
+
+
+def _box_filter(box: Box) -> BoxKalman:
+    return BoxKalman(box)
 
 
 @dataclass(eq=False)
@@ -75,7 +103,7 @@ class Track:
     """One face being followed."""
 
     id: int
-    kf: KalmanFilter
+    kf: BoxKalman
     first_t: float
     last_t: float  # media time of the last matched detection
     hits: int = 1
@@ -144,6 +172,8 @@ class Tracker:
         matched_t: set[int] = set()
         matched_d: set[int] = set()
         if iou.size:
+            from scipy.optimize import linear_sum_assignment  # deferred: import cost
+
             rows, cols = linear_sum_assignment(-iou)
             for r, c in zip(rows, cols, strict=True):
                 if iou[r, c] >= self.cfg.iou_threshold:

@@ -1,10 +1,13 @@
-"""YuNet face detection through ``cv2.FaceDetectorYN`` (OpenCV 4.x and 5.x)."""
+"""YuNet face detection through ``cv2.FaceDetectorYN`` (OpenCV 4.x and 5.x) or, with
+``faces.detector.backend: onnxruntime``, the same file on onnxruntime
+(:mod:`streamer.faces.yunet_ort`)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -12,6 +15,9 @@ import numpy as np
 from streamer.errors import ModelError
 from streamer.faces.config import DetectorConfig
 from streamer.messages import Detection
+
+if TYPE_CHECKING:
+    from streamer.faces.yunet_ort import YuNetOnnx
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +35,26 @@ class YuNetDetector:
     the main lever on cost (YuNet is ~20 ms at 640x360 and ~6 ms at 320x180 on one core).
     """
 
-    def __init__(self, model_path: Path, cfg: DetectorConfig) -> None:
+    def __init__(
+        self, model_path: Path, cfg: DetectorConfig, derived_dir: Path | None = None
+    ) -> None:
         self.cfg = cfg
         self._size: tuple[int, int] = (0, 0)
+        self._ort: YuNetOnnx | None = None
+        self.backend = "opencv-cpu"
+        if cfg.backend == "onnxruntime":
+            from streamer.faces.yunet_ort import YuNetOnnx
+
+            self._ort = YuNetOnnx(
+                model_path,
+                derived_dir or model_path.parent / "derived",
+                cfg.score_threshold,
+                cfg.nms_threshold,
+                cfg.top_k,
+                cfg.device,
+            )
+            self.backend = "onnxruntime-" + self._ort.provider.removesuffix("ExecutionProvider")
+            return
         _quiet_opencv()
         try:
             self._net = cv2.FaceDetectorYN.create(
@@ -39,6 +62,17 @@ class YuNetDetector:
             )
         except cv2.error as err:
             raise ModelError(f"{model_path}: cannot load YuNet face detector: {err}") from err
+
+    def _raw(self, small: np.ndarray) -> np.ndarray | None:
+        """(K, 15) faces of the detection-size image, as ``FaceDetectorYN.detect``."""
+        if self._ort is not None:
+            return self._ort.detect(small)
+        sh, sw = small.shape[:2]
+        if (sw, sh) != self._size:
+            self._net.setInputSize((sw, sh))
+            self._size = (sw, sh)
+        _, faces = self._net.detect(small)
+        return faces
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Detect faces.
@@ -58,11 +92,7 @@ class YuNetDetector:
             scale = self.cfg.detect_width_px / w
             dw, dh = self.cfg.detect_width_px, max(1, round(h * scale))
             small = cv2.resize(image, (dw, dh), interpolation=cv2.INTER_AREA)
-        sh, sw = small.shape[:2]
-        if (sw, sh) != self._size:
-            self._net.setInputSize((sw, sh))
-            self._size = (sw, sh)
-        _, faces = self._net.detect(small)
+        faces = self._raw(small)
         if faces is None or len(faces) == 0:
             return []
         faces = np.asarray(faces, dtype=np.float32)

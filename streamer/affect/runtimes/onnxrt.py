@@ -95,6 +95,61 @@ def quantize_int8_static(source: ModelSource, calibration: np.ndarray, out: Path
     return out
 
 
+def _optimized_path(path: Path) -> Path:
+    """Where onnxruntime's optimised copy of ``path`` is kept (per onnxruntime version:
+    a saved optimised graph is only valid for the version and machine that wrote it)."""
+    return path.with_name(f"{path.stem}.ort{ort.__version__}-cpu.opt")
+
+
+def _session(path: Path, opts: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(str(path), opts, providers=providers)
+    except Exception as err:  # onnxruntime raises its own untyped errors
+        raise ModelError(f"{path}: onnxruntime cannot load the model: {err}") from err
+
+
+def _cpu_session(path: Path, opts: ort.SessionOptions) -> ort.InferenceSession:
+    """A CPU session, from the saved optimised graph when there is one.
+
+    The first run optimises ``path`` and saves the result beside it
+    (``SessionOptions.optimized_model_filepath``); later runs load that file with the
+    optimisations already applied. A saved file onnxruntime cannot load is removed with
+    a warning and made again.
+    """
+    providers = ["CPUExecutionProvider"]
+    saved = _optimized_path(path)
+    if saved.is_file():
+        fast = ort.SessionOptions()
+        fast.intra_op_num_threads = opts.intra_op_num_threads
+        fast.inter_op_num_threads = opts.inter_op_num_threads
+        fast.execution_mode = opts.execution_mode
+        fast.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            return ort.InferenceSession(str(saved), fast, providers=providers)
+        except Exception as err:  # onnxruntime raises its own untyped errors
+            logger.warning(
+                "saved optimised model %s cannot be loaded (%s); remaking it", saved, err
+            )
+            saved.unlink(missing_ok=True)
+    # Saved at the extended level: the layout transforms of the full level are
+    # hardware-specific, and are redone (cheaply) when the saved file is loaded.
+    tmp = saved.with_name(f".{saved.name}.{os.getpid()}.tmp")
+    level = opts.graph_optimization_level
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.optimized_model_filepath = str(tmp)
+    try:
+        _session(path, opts, providers)
+        if tmp.is_file():
+            tmp.replace(saved)
+    except (ModelError, OSError) as err:
+        logger.debug("could not save the optimised model %s: %s", saved, err)
+    finally:
+        tmp.unlink(missing_ok=True)
+        opts.optimized_model_filepath = ""
+        opts.graph_optimization_level = level
+    return _session(path, opts, providers)
+
+
 class OnnxRuntime:
     """An onnxruntime session; graph optimisation on, threads as configured."""
 
@@ -113,10 +168,10 @@ class OnnxRuntime:
                 "affect.runtime.device is cuda but onnxruntime has no CUDA provider "
                 f"(available: {', '.join(available)}); install onnxruntime-gpu"
             )
-        try:
-            self._session = ort.InferenceSession(str(path), opts, providers=providers)
-        except Exception as err:  # onnxruntime raises its own untyped errors
-            raise ModelError(f"{path}: onnxruntime cannot load the model: {err}") from err
+        if providers == ["CPUExecutionProvider"]:
+            self._session = _cpu_session(path, opts)
+        else:
+            self._session = _session(path, opts, providers)
         used = self._session.get_providers()[0]
         self.name = "onnxruntime-" + ("cuda" if used.startswith("CUDA") else "cpu")
         if cfg.quantize == "int8":

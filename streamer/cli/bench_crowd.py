@@ -1,0 +1,92 @@
+"""``streamer bench crowd``: replay throughput on a crowd, with its faces found, as JSON.
+
+Builds a 1920x1080, 24 fps mosaic of real face clips (:mod:`streamer.testing.mosaic`;
+3x3: 9 faces, 5x5: 25 faces), then measures in one run:
+
+* ``decode_only_fps``: decoding the mosaic alone (the ceiling; best of before and after);
+* ``fps``: the replay pipeline with the config given (best of ``--repeat`` runs) and
+  ``fps_to_decode_only``, their ratio; ``realtime_factor`` against the clip's 24 fps;
+* ``faces_per_frame`` of that run against ``reference_faces_per_frame``: the same
+  pipeline detecting on every frame at full resolution (``faces_ratio``: how many of the
+  faces found that way the configured run still reports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from streamer.cli.bench_replay import _run_once, decode_only_fps
+from streamer.config import AppConfig, load_config
+from streamer.store import default_store
+from streamer.testing.mosaic import make_mosaic
+
+FULL_RESOLUTION_PX = 4096  # a detection width no frame exceeds: detect at full size
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("crowd", help="replay fps and faces found on a 9- or 25-face mosaic")
+    p.add_argument("--grid", type=int, default=3, help="tiles per side: 3 (9 faces) or 5 (25)")
+    p.add_argument("--frames", type=int, default=120, help="length of the mosaic (default 120)")
+    p.add_argument("--video", type=Path, help="use this mosaic instead of building one")
+    p.add_argument("--config", type=Path, help="YAML config (default: embedded defaults)")
+    p.add_argument("--repeat", type=int, default=2, help="pipeline runs; the best is reported")
+    p.add_argument(
+        "--no-reference", action="store_true", help="skip the full-resolution reference run"
+    )
+    p.set_defaults(func=cmd_bench_crowd)
+
+
+def reference_config(cfg: AppConfig) -> AppConfig:
+    """``cfg`` detecting on every frame at full resolution."""
+    det = cfg.faces.detector.model_copy(
+        update={"detect_every_n_frames": 1, "detect_width_px": FULL_RESOLUTION_PX}
+    )
+    faces = cfg.faces.model_copy(update={"detector": det})
+    return cfg.model_copy(update={"faces": faces})
+
+
+def _per_frame(run: dict[str, Any]) -> float:
+    return float(run["faces"]) / max(1, int(run["frames"]))
+
+
+def crowd_bench(cfg: AppConfig, video: Path, repeat: int, reference: bool) -> dict[str, Any]:
+    """Measure ``video`` (see the module docstring); returns the JSON object."""
+    _, dec1 = decode_only_fps(video)
+    runs = [asyncio.run(_run_once(cfg, video)) for _ in range(max(1, repeat))]
+    best: dict[str, Any] = max(runs, key=lambda r: float(r["fps"]))
+    _, dec2 = decode_only_fps(video)
+    dec = max(dec1, dec2)
+    out: dict[str, Any] = {
+        **best,
+        "fps_all_runs": [r["fps"] for r in runs],
+        "decode_only_fps": round(dec, 1),
+        "fps_to_decode_only": round(float(best["fps"]) / dec, 3),
+        "faces_per_frame": round(_per_frame(best), 3),
+        "detect_every_n_frames": cfg.faces.detector.detect_every_n_frames,
+        "detect_width_px": cfg.faces.detector.detect_width_px,
+    }
+    if reference:
+        ref: dict[str, Any] = asyncio.run(_run_once(reference_config(cfg), video))
+        out["reference_faces_per_frame"] = round(_per_frame(ref), 3)
+        out["faces_ratio"] = round(_per_frame(best) / max(_per_frame(ref), 1e-9), 4)
+        out["reference_fps"] = ref["fps"]
+    return out
+
+
+def cmd_bench_crowd(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config) if args.config else AppConfig()
+    with tempfile.TemporaryDirectory(prefix="streamer-crowd-") as tmp:
+        video = args.video
+        if video is None:
+            video = make_mosaic(
+                default_store(), args.grid, Path(tmp) / f"crowd{args.grid**2}.mp4",
+                frames=args.frames,
+            )  # fmt: skip
+        result = crowd_bench(cfg, video, args.repeat, not args.no_reference)
+    print(json.dumps({"bench": "crowd", "grid": args.grid, **result}, indent=2))
+    return 0

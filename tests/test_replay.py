@@ -196,7 +196,10 @@ def test_bad_input_one_clear_error_nothing_written(case: str, store_path, tmp_pa
 
 @pytest.mark.parametrize("share", [0.001, 0.01])
 def test_flipped_bytes_are_skipped_reported_and_exit_3(
-    share: float, single_face_run, store_path, tmp_path: Path
+    share: float,
+    single_face_run: tuple[Path, subprocess.CompletedProcess[str]],
+    store_path: Callable[[str], Path],
+    tmp_path: Path,
 ) -> None:
     """No damaged frame is analysed as if clean; the summary says how many and where."""
     clean_out, _ = single_face_run
@@ -223,7 +226,9 @@ def test_flipped_bytes_are_skipped_reported_and_exit_3(
     assert accepted.read_bytes() == out.read_bytes()
 
 
-def test_skip_corrupt_keeps_what_a_truncated_file_decoded(store_path, tmp_path: Path) -> None:
+def test_skip_corrupt_keeps_what_a_truncated_file_decoded(
+    store_path: Callable[[str], Path], tmp_path: Path
+) -> None:
     bad = _truncated(store_path("single_face.mp4"), tmp_path / "trunc.mp4")
     out = tmp_path / "result.jsonl"
     proc = replay(bad, "--out", str(out), "--skip-corrupt")
@@ -232,7 +237,7 @@ def test_skip_corrupt_keeps_what_a_truncated_file_decoded(store_path, tmp_path: 
     assert va_records(out), "what decoded is written"
 
 
-def test_damage_in_the_bench_json(store_path, tmp_path: Path) -> None:
+def test_damage_in_the_bench_json(store_path: Callable[[str], Path], tmp_path: Path) -> None:
     bad = flip_bytes(store_path("single_face.mp4"), tmp_path / "bad.mp4", 0.001)
     proc = subprocess.run(
         [sys.executable, "-m", "streamer", "bench", "replay", str(bad), "--repeat", "1"],

@@ -46,7 +46,7 @@ async def camera_frames(path: Path) -> list[Frame]:
 def clean_pictures(path: Path) -> dict[int, np.ndarray]:
     """pts -> picture of a plain PyAV decode (no policy)."""
     with av.open(str(path)) as c:
-        return {f.pts: f.to_ndarray(format="bgr24") for f in c.decode(video=0)}
+        return {int(f.pts or 0): f.to_ndarray(format="bgr24") for f in c.decode(video=0)}
 
 
 @pytest.mark.parametrize("name", ["single_face.mp4", "face_noface.mov", "no_face.mp4"])

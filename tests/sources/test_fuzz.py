@@ -8,6 +8,7 @@ The default corpus is small; the ``soak`` one runs every mutation on every clip.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
 import subprocess
@@ -55,17 +56,15 @@ SMALL: dict[str, Mutation] = {
     "header": lambda s, d: damage_header(s, d, seed=4),
 }
 LARGE: dict[str, Mutation] = {
-    f"flip-{share:g}-{where:g}-s{seed}": (
-        lambda s, d, share=share, where=where, seed=seed: flip_bytes(s, d, share, seed, where)
+    f"flip-{share:g}-{where:g}-s{seed}": functools.partial(
+        flip_bytes, share=share, seed=seed, where=where
     )
     for share in (0.0002, 0.001, 0.005, 0.02, 0.1)
     for where in (0.05, 0.3, 0.5, 0.7, 0.95)
     for seed in (0, 1)
 }
-LARGE.update({f"cut-{k:g}": (lambda s, d, k=k: truncate(s, d, k)) for k in (0.01, 0.3, 0.6, 0.99)})
-LARGE.update(
-    {f"header-s{seed}": (lambda s, d, seed=seed: damage_header(s, d, seed)) for seed in range(6)}
-)
+LARGE.update({f"cut-{k:g}": functools.partial(truncate, keep=k) for k in (0.01, 0.3, 0.6, 0.99)})
+LARGE.update({f"header-s{n}": functools.partial(damage_header, seed=n) for n in range(6)})
 CLIPS = ("single_face.mp4", "face_noface.mov")
 
 

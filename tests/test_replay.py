@@ -262,3 +262,31 @@ def test_help_documents_the_exit_codes() -> None:
     )
     text = " ".join(proc.stdout.split())
     assert "Exit codes: 0" in text and f"{EXIT_CORRUPT} finished" in text
+
+
+def test_run_with_a_file_camera_gives_replays_t(
+    single_face_run: tuple[Path, subprocess.CompletedProcess[str]],
+    store_path: Callable[[str], Path],
+    tmp_path: Path,
+) -> None:
+    """One decoding core: ``run`` over a file camera (as fast as possible) times every
+    frame exactly as ``replay`` does."""
+    replay_out, _ = single_face_run
+    cfg = tmp_path / "file_camera.yaml"
+    cfg.write_text(
+        f"cameras:\n  - name: single_face\n    url: {store_path('single_face.mp4')}\n"
+        "    realtime: false\n"
+    )
+    out = tmp_path / "run.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamer", "run", "--config", str(cfg), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    replayed = {r["frame"]: r["t"] for r in va_records(replay_out)}
+    run = {r["frame"]: r["t"] for r in va_records(out)}
+    assert len(run) > 30
+    assert run == {f: replayed[f] for f in run}

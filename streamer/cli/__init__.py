@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "subscribe",
     "validate",
     "bench",
+    "episodes",
 )
 
 EXIT_ERROR = 1

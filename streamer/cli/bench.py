@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCH_MODULES = ("bench_replay", "bench_model", "bench_live")
+BENCH_MODULES = ("bench_replay", "bench_model", "bench_live", "bench_smoothing")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

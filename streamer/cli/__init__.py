@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "subscribe",
     "validate",
     "bench",
+    "cluster",
     "episodes",
 )
 

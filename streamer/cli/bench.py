@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCH_MODULES = ("bench_replay", "bench_model", "bench_live", "bench_smoothing")
+BENCH_MODULES = (
+    "bench_replay",
+    "bench_model",
+    "bench_live",
+    "bench_smoothing",
+    "bench_cluster",
+)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="benchmarks (print JSON)")
     bsub = p.add_subparsers(dest="bench", metavar="BENCH", required=True)
     for name in BENCH_MODULES:

@@ -172,18 +172,26 @@ def _truncated(src: Path, dst: Path) -> Path:
     return dst
 
 
+def _written(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _directory(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
 BAD_INPUTS: dict[str, Callable[[Path, Path], Path]] = {
     "missing": lambda src, d: d / "missing.mp4",
-    "empty": lambda src, d: (d / "empty.mp4").write_bytes(b"") or d / "empty.mp4",
-    "not-video": lambda src, d: (d / "notes.mp4").write_text("hello\n" * 50) and d / "notes.mp4",
-    "moov-cut": lambda src, d: (
-        (d / "cut.mp4").write_bytes(src.read_bytes()[:5000]) or d / "cut.mp4"
-    ),
+    "empty": lambda src, d: _written(d / "empty.mp4", b""),
+    "not-video": lambda src, d: _written(d / "notes.mp4", b"hello\n" * 50),
+    "moov-cut": lambda src, d: _written(d / "cut.mp4", src.read_bytes()[:5000]),
     "truncated": lambda src, d: _truncated(src, d / "trunc.mp4"),
-    "jpeg-named-mp4": lambda src, d: (
-        (d / "photo.mp4").write_bytes(src.with_suffix(".jpg").read_bytes()) or d / "photo.mp4"
+    "jpeg-named-mp4": lambda src, d: _written(
+        d / "photo.mp4", src.with_suffix(".jpg").read_bytes()
     ),
-    "directory": lambda src, d: (d / "adir.mp4").mkdir() or d / "adir.mp4",
+    "directory": lambda src, d: _directory(d / "adir.mp4"),
 }
 
 

@@ -15,7 +15,7 @@ from rich.table import Table
 from streamer.config import AppConfig, load_config
 from streamer.messages import VASample
 from streamer.pipeline import CameraStats, Pipeline
-from streamer.sources.file import FileSource
+from streamer.sources.file import EXIT_CORRUPT, FileReport, FileSource, print_damage
 from streamer.store import default_store
 from streamer.summary import Summarizer
 
@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Analyse every frame of a recorded video. Writes one JSON object per "
         "face per frame to --out (or stdout), a progress bar and a per-track summary "
         "to stderr.",
+        epilog="Exit codes: 0 every frame decoded clean; 1 error (nothing written); "
+        f"{EXIT_CORRUPT} finished, but corrupt frames were skipped (the summary and the log "
+        "say how many and where; --skip-corrupt accepts them: exit 0).",
     )
     p.add_argument("video", type=Path, help="video file (mp4, mov, mkv, ...)")
     p.add_argument("--out", type=Path, help="write JSON lines here (atomically) instead of stdout")
@@ -36,7 +39,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--camera", help="camera name in the output (default: the file's stem)")
     p.add_argument("--realtime", action="store_true", help="pace frames at the video's rate")
     p.add_argument(
-        "--skip-corrupt", action="store_true", help="skip undecodable packets instead of failing"
+        "--skip-corrupt",
+        action="store_true",
+        help="accept damage: exit 0 although corrupt frames were skipped, and keep what "
+        "decoded from a truncated file",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_replay)
@@ -45,14 +51,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_replay(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else AppConfig()
     stderr = Console(stderr=True)
-    summary, stats, wall_s = asyncio.run(replay(cfg, args, stderr))
+    summary, stats, wall_s, report = asyncio.run(replay(cfg, args, stderr))
     print_summary(stderr, summary, stats, wall_s)
-    return 0
+    return print_damage(stderr, report, args.video, args.skip_corrupt)
 
 
 async def replay(
     cfg: AppConfig, args: argparse.Namespace, console: Console
-) -> tuple[Summarizer, CameraStats, float]:
+) -> tuple[Summarizer, CameraStats, float, FileReport]:
     store = default_store()
     source = FileSource(
         args.video, args.camera, realtime=args.realtime, skip_corrupt=args.skip_corrupt
@@ -78,7 +84,7 @@ async def replay(
                     watcher.cancel()
                 progress.update(task, completed=stats.frames)
         await summary_task
-    return summary, stats, time.perf_counter() - t0
+    return summary, stats, time.perf_counter() - t0, source.report
 
 
 def _progress(console: Console, enabled: bool) -> Progress:

@@ -94,7 +94,9 @@ def _line_for(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | 
     return None
 
 
-def format_validation_error(err: ValidationError, source: str, lines: dict) -> str:
+def format_validation_error(
+    err: ValidationError, source: str, lines: dict[tuple[Any, ...], int]
+) -> str:
     rows = []
     for e in err.errors():
         loc = tuple(e["loc"])

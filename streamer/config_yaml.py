@@ -69,6 +69,11 @@ def _yaml_error(err: yaml.YAMLError, source: str) -> ConfigError:
     return ConfigError(f"{where}: not valid YAML: {problem}")
 
 
+def _at(source: str, event: yaml.Event) -> str:
+    mark = event.start_mark
+    return f"{source}:{mark.line + 1}" if mark is not None else source
+
+
 def _check_events(text: str, source: str) -> None:
     """Depth and size limits on the event stream (no recursion, no expansion)."""
     depth = 0
@@ -76,13 +81,11 @@ def _check_events(text: str, source: str) -> None:
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             if depth > MAX_DEPTH:
-                line = event.start_mark.line + 1
-                raise ConfigError(f"{source}:{line}: nested deeper than {MAX_DEPTH} levels")
+                raise ConfigError(f"{_at(source, event)}: nested deeper than {MAX_DEPTH} levels")
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
         if n > MAX_EVENTS:
-            line = event.start_mark.line + 1
-            raise ConfigError(f"{source}:{line}: more than {MAX_EVENTS} YAML elements")
+            raise ConfigError(f"{_at(source, event)}: more than {MAX_EVENTS} YAML elements")
 
 
 def _measure(

@@ -156,13 +156,12 @@ def test_full_device_is_one_error_and_the_run_stops(tmp_path: Path) -> None:
     assert stat.S_ISCHR(os.lstat(full).st_mode)
 
 
-def _replay(video: Path, *extra: str, **kw: object) -> subprocess.Popen[str]:
+def _replay(video: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*STREAMER, "replay", str(video), "--no-progress", *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        **kw,  # type: ignore[call-overload]
     )
 
 

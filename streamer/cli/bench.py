@@ -1,11 +1,11 @@
-"""``streamer bench {replay,model,live}``: benchmarks that print JSON."""
+"""``streamer bench {replay,model,live,soak}``: benchmarks that print JSON."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 
-BENCH_MODULES = ("bench_replay", "bench_model", "bench_live")
+BENCH_MODULES = ("bench_replay", "bench_model", "bench_live", "bench_soak")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

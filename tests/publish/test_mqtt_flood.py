@@ -14,6 +14,7 @@ from streamer.publish.config import MqttConfig
 from streamer.publish.connect import client_kwargs
 from streamer.publish.flood import MQTT_CLIENT_LOGGER, Coalescer, ThrottleFilter
 from streamer.publish.mqtt import MqttPublisher
+from streamer.publish.payloads import WarnLimiter
 from streamer.testing.mqtt import Broker
 from streamer.throttle import LogThrottle
 from tests.helpers.mqtt import make_event, make_va, wait_until
@@ -113,3 +114,21 @@ async def test_ha_status_flood_gives_a_handful_of_log_lines(
     assert 1 <= len(announce) <= 20, len(announce)
     assert pub.stats.ha_announcements - 1 == len(announce)
     assert pub.stats.dropped["event_overflow"] == 0
+
+
+def test_rejection_warnings_are_a_burst_then_one_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = logging.getLogger("streamer.test.rejections")
+    limiter = WarnLimiter(log, burst=3, interval_s=3600.0)
+    caplog.set_level(logging.WARNING, logger=log.name)
+    for i in range(FLOOD):
+        limiter.warn("rejected %d", i)
+    lines = [r.getMessage() for r in caplog.records if r.name == log.name]
+    assert limiter.count == FLOOD
+    assert lines == [
+        "rejected 0 [rejected inputs so far: 1]",
+        "rejected 1 [rejected inputs so far: 2]",
+        "rejected 2 [rejected inputs so far: 3]",
+        "rejected 3 [rejected inputs so far: 4]",
+    ]

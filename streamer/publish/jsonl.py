@@ -14,8 +14,9 @@ byte-identical files.
 
 A write error (a full disk, a closed pipe) stops the writer: the subscription is
 closed so publishers never wait on it, and :meth:`JsonlWriter.consume` raises
-:class:`~streamer.errors.PublishError` naming the target (``BrokenPipeError`` on stdout
-is re-raised as is, so the CLI can end quietly as ``head`` users expect).
+:class:`~streamer.errors.PublishError` naming the target (``BrokenPipeError``, stdout or a
+FIFO whose reader left, is re-raised as is, so the CLI ends quietly as ``head`` users
+expect).
 """
 
 from __future__ import annotations
@@ -148,8 +149,8 @@ class JsonlWriter:
         except OSError as err:
             sub.close()
             self.failed = True
-            if isinstance(err, BrokenPipeError) and self.path is None:
-                raise
+            if isinstance(err, BrokenPipeError):
+                raise  # the reader left (`| head`, a FIFO): the CLI ends quietly
             raise PublishError(
                 f"{self.target}: cannot write output: {err.strerror or err}"
             ) from err

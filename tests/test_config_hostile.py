@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamer.config import parse_config
+from streamer.config import load_config, parse_config
 from streamer.config_yaml import MAX_CONFIG_BYTES
 from streamer.errors import ConfigError
 
@@ -134,16 +135,24 @@ def test_nested_duplicate_key_names_both_lines() -> None:
     )
 
 
-def test_fifo_config_is_not_a_regular_file(tmp_path: Path) -> None:
+def test_config_from_a_pipe_works_and_an_endless_device_is_refused(tmp_path: Path) -> None:
     fifo = tmp_path / "cfg.yaml"
     os.mkfifo(fifo)
-    # Opening a FIFO for reading blocks until a writer comes: keep one open.
-    fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
-    try:
-        out = _load_in_capped_child(fifo)
-    finally:
-        os.close(fd)
-    assert out == f"ERR {fifo}: not a regular file"
+
+    def write() -> None:
+        with fifo.open("w") as fh:
+            fh.write("faces:\n  detector:\n    score_threshold: 0.8\n")
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    assert load_config(fifo).faces.detector.score_threshold == 0.8
+    writer.join(timeout=10)
+    if Path("/dev/zero").exists():
+        assert _load_in_capped_child(Path("/dev/zero")) == (
+            f"ERR /dev/zero: config file too large (the limit is {MAX_CONFIG_BYTES} bytes)"
+        )
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path)
 
 
 def test_size_limit_is_a_mebibyte() -> None:
@@ -214,8 +223,6 @@ def test_arbitrary_bytes_on_disk_are_one_config_error(
 ) -> None:
     path = tmp_path_factory.mktemp("cfg") / "cfg.yaml"
     path.write_bytes(data)
-    from streamer.config import load_config
-
     try:
         load_config(path)
     except ConfigError as err:

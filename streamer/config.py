@@ -19,6 +19,7 @@ from streamer.affect.config import AffectConfig
 from streamer.config_base import StrictModel
 from streamer.config_yaml import load_yaml, read_config_text
 from streamer.describe.config import LlmConfig
+from streamer.episodes.config import EpisodesConfig, MoodConfig
 from streamer.errors import ConfigError
 from streamer.faces.config import FacesConfig
 from streamer.publish.config import MqttConfig
@@ -30,8 +31,10 @@ logger = logging.getLogger(__name__)
 class SmoothingConfig(StrictModel):
     """Per-track Kalman filter on (valence, arousal), constant-position model."""
 
+    # Tuned on the project's clips with `streamer bench smoothing` (docs/episodes.md):
+    # about 3x less frame-to-frame jitter than the raw model output, ~130 ms step lag.
     process_noise_per_s: float = Field(
-        0.5,
+        0.05,
         gt=0.0,
         description="variance added to each VA state per second (how fast true affect may move)",
     )
@@ -61,6 +64,10 @@ class AppConfig(StrictModel):
     output: OutputConfig = OutputConfig()
     mqtt: MqttConfig | None = Field(None, description="publish to MQTT when set")
     llm: LlmConfig | None = Field(None, description="describe tracks with an LLM when set")
+    episodes: EpisodesConfig | None = Field(
+        None, description="affect episodes: rules over smoothed VA (docs/episodes.md)"
+    )
+    mood: MoodConfig | None = Field(None, description="room mood per camera (docs/episodes.md)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")

@@ -123,6 +123,8 @@ class TrackEvent:
     wall_time: float | None = None
     # Carried on LOST so sinks need no state: how long the track was seen (media time).
     duration_s: float | None = None
+    # Why a LOST track ended when it was not lost by the tracker ("end_of_stream").
+    reason: str | None = None
 
     def to_record(self) -> dict[str, Any]:
         rec: dict[str, Any] = {
@@ -135,6 +137,8 @@ class TrackEvent:
         }
         if self.duration_s is not None:
             rec["duration_s"] = _r(self.duration_s, 3)
+        if self.reason is not None:
+            rec["reason"] = self.reason
         if self.wall_time is not None:
             rec["wall_time"] = _r(self.wall_time, 3)
         return rec
@@ -195,6 +199,7 @@ class Description:
     source: str  # "fallback" | "llm"
     model: str
     wall_time: float | None = None
+    episode_id: str | None = None  # set when the description is about an Episode
 
     def to_record(self) -> dict[str, Any]:
         rec: dict[str, Any] = {
@@ -211,12 +216,11 @@ class Description:
             "source": self.source,
             "model": self.model,
         }
+        if self.episode_id is not None:
+            rec["episode_id"] = self.episode_id
         if self.wall_time is not None:
             rec["wall_time"] = _r(self.wall_time, 3)
         return rec
-
-
-Message = VASample | TrackEvent | CameraStatus | Description
 
 
 def clamp_va(x: float) -> float:
@@ -224,3 +228,108 @@ def clamp_va(x: float) -> float:
     if not math.isfinite(x):
         return 0.0
     return -1.0 if x < -1.0 else 1.0 if x > 1.0 else float(x)
+
+
+EPISODE_SCHEMA = "streamer.episode/1"
+MOOD_SCHEMA = "streamer.mood/1"
+
+
+@dataclass(frozen=True, slots=True)
+class VAStats:
+    """Mean, minimum and maximum of one of valence/arousal over an episode."""
+
+    mean: float
+    min: float
+    max: float
+
+    def to_record(self) -> dict[str, float]:
+        return {"mean": _r(self.mean), "min": _r(self.min), "max": _r(self.max)}
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    """A rule held for a track long enough (``started``), or stopped holding (``ended``).
+
+    Times are media seconds. ``t`` is when the state was decided, ``t_start`` when the
+    condition began to hold, ``t_end`` (ended only) when it stopped. ``reason`` says why
+    an episode ended: ``cleared``, ``track_lost`` or ``end_of_stream``.
+    """
+
+    id: str
+    camera: str
+    track_id: int
+    rule: str
+    state: str  # "started" | "ended"
+    t: float
+    frame: int
+    t_start: float
+    t_end: float | None
+    duration_s: float
+    reason: str | None
+    valence: VAStats
+    arousal: VAStats
+    wall_time: float | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        rec: dict[str, Any] = {
+            "schema": EPISODE_SCHEMA,
+            "id": self.id,
+            "camera": self.camera,
+            "track_id": self.track_id,
+            "rule": self.rule,
+            "state": self.state,
+            "t": _r(self.t),
+            "frame": self.frame,
+            "t_start": _r(self.t_start),
+            "t_end": None if self.t_end is None else _r(self.t_end),
+            "duration_s": _r(self.duration_s, 3),
+            "reason": self.reason,
+            "valence": self.valence.to_record(),
+            "arousal": self.arousal.to_record(),
+        }
+        if self.wall_time is not None:
+            rec["wall_time"] = _r(self.wall_time, 3)
+        return rec
+
+
+@dataclass(frozen=True, slots=True)
+class Mood:
+    """The room mood of a camera: its confirmed tracks' smoothed VA at media time ``t``.
+
+    With ``count == 0`` (no face tracked) the VA fields are None and ``quadrant`` is
+    ``none``.
+    """
+
+    camera: str
+    t: float
+    frame: int
+    count: int
+    valence: float | None
+    arousal: float | None
+    valence_spread: float | None
+    arousal_spread: float | None
+    quadrant: str
+    wall_time: float | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        def opt(x: float | None) -> float | None:
+            return None if x is None else _r(x)
+
+        rec: dict[str, Any] = {
+            "schema": MOOD_SCHEMA,
+            "camera": self.camera,
+            "t": _r(self.t),
+            "frame": self.frame,
+            "count": self.count,
+            "valence": opt(self.valence),
+            "arousal": opt(self.arousal),
+            "valence_spread": opt(self.valence_spread),
+            "arousal_spread": opt(self.arousal_spread),
+            "quadrant": self.quadrant,
+        }
+        if self.wall_time is not None:
+            rec["wall_time"] = _r(self.wall_time, 3)
+        return rec
+
+
+Message = VASample | TrackEvent | CameraStatus | Description | Episode | Mood

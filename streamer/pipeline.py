@@ -223,6 +223,8 @@ class CameraAnalyzer:
         if frame is None:
             return out
         wall = time.time() if live else None
+        # Said in the record only when episodes are on (keeps other outputs unchanged).
+        reason = "end_of_stream" if self.cfg.episodes is not None else None
         for tr in self.tracker.tracks:
             if tr.confirmed:
                 out.append(
@@ -234,6 +236,7 @@ class CameraAnalyzer:
                         frame.t,
                         wall,
                         duration_s=tr.last_t - tr.first_t,
+                        reason=reason,
                     )
                 )
         self.tracker.tracks.clear()
@@ -276,6 +279,7 @@ class Pipeline:
         self._stack = contextlib.AsyncExitStack()
         self._sink_tasks: list[asyncio.Task[None]] = []
         self._describer: Any = None
+        self._episodes: Any = None
         self._replay = False  # a lossless run: wait for late LLM answers at the end
 
     @property
@@ -302,16 +306,25 @@ class Pipeline:
         if self.cfg.mqtt is not None:
             from streamer.publish.mqtt import MqttPublisher
 
-            await self._stack.enter_async_context(MqttPublisher(self.cfg.mqtt, self.bus, cameras))
+            rules = [r.name for r in self.cfg.episodes.rules] if self.cfg.episodes else []
+            mood = self.cfg.mood is not None and self.cfg.mood.enabled
+            await self._stack.enter_async_context(
+                MqttPublisher(self.cfg.mqtt, self.bus, cameras, rules=rules, mood=mood)
+            )
         if self.cfg.llm is not None:
             from streamer.describe import Describer
 
             self._describer = await self._stack.enter_async_context(
                 Describer(self.cfg.llm, self.bus)
             )
+        from streamer.episodes import enter_episodes
+
+        self._episodes = await enter_episodes(self._stack, self.cfg, self.bus, self._describer)
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
+            if self._episodes is not None and exc_type is None:
+                await self._episodes.drain()  # its episodes, moods and descriptions first
             if self._describer is not None and self.cfg.llm is not None:
                 # Fallbacks for every sample already published go out in any case; a
                 # replay also waits (bounded) for the LLM answers still in flight. A live

@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "subscribe",
     "validate",
     "bench",
+    "episodes",
 )
 
 EXIT_ERROR = 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCH_MODULES = ("bench_replay", "bench_model", "bench_live", "bench_soak")
+BENCH_MODULES = ("bench_replay", "bench_model", "bench_live", "bench_smoothing", "bench_soak")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -25,6 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("video", type=Path)
     p.add_argument("--config", type=Path, help="YAML config (default: embedded defaults)")
     p.add_argument("--repeat", type=int, default=3, help="pipeline runs; the best is reported")
+    p.add_argument(
+        "--episode-load",
+        nargs=2,
+        type=int,
+        metavar=("RULES", "TRACKS"),
+        help="also measure the episodes stage with this many rules and tracks per frame",
+    )
     p.set_defaults(func=cmd_bench_replay)
 
 
@@ -46,6 +53,10 @@ async def _run_once(cfg: AppConfig, path: Path) -> dict[str, object]:
             )
         wall = time.perf_counter() - t0
     fps = stats.frames / wall
+    by_stage = stats.stage_ms_per_frame()
+    episodes = getattr(pipe, "_episodes", None)  # with `episodes:` / `mood:` configured
+    if episodes is not None and stats.frames:
+        by_stage["episodes"] = round(1000.0 * sum(episodes.busy_s.values()) / stats.frames, 3)
     return {
         "model": pipe.model_name,
         "frames": stats.frames,
@@ -55,7 +66,7 @@ async def _run_once(cfg: AppConfig, path: Path) -> dict[str, object]:
         "fps": round(fps, 1),
         "video_fps": round(source.fps, 3),
         "realtime_factor": round(fps / source.fps, 2) if source.fps else None,
-        "ms_per_frame_by_stage": stats.stage_ms_per_frame(),
+        "ms_per_frame_by_stage": by_stage,
     }
 
 
@@ -75,5 +86,15 @@ def cmd_bench_replay(args: argparse.Namespace) -> int:
         "detect_width_px": cfg.faces.detector.detect_width_px,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+    if args.episode_load:
+        from streamer.episodes.load import stage_load
+
+        rules, tracks = args.episode_load
+        frames, video_fps = int(str(best["frames"])), float(str(best["video_fps"]))
+        load = stage_load(rules, tracks, frames, video_fps)
+        frame_ms = 1000.0 * float(str(best["wall_s"])) / frames
+        load["frame_ms"] = round(frame_ms, 3)
+        load["percent_of_frame"] = round(100.0 * load["added_ms_per_frame"] / frame_ms, 3)
+        result["episodes_stage"] = load
     print(json.dumps(result, indent=2))
     return 0

@@ -291,6 +291,17 @@ class Describer:
             wall_time=sample.wall_time,
         )
 
+    def describe_episode(self, fallback: Description, summary: TrackSummary) -> None:
+        """Publish an ended episode's fallback description and queue it for the LLM.
+
+        The job has a key of its own (it never replaces a track's description, nor is it
+        replaced by one) and obeys the same queue, concurrency, timeout and back-off.
+        """
+        self._bus.publish_nowait(fallback)
+        self.fallbacks += 1
+        key = (f"{fallback.camera}/episode/{fallback.episode_id}", fallback.track_id)
+        self._enqueue(_Job(key, fallback, summary))
+
     def _enqueue(self, job: _Job) -> None:
         if job.key in self._pending:
             del self._pending[job.key]

@@ -27,12 +27,22 @@ import random
 import ssl
 import time
 from collections import Counter
+from collections.abc import Sequence
 from types import TracebackType
 
 import aiomqtt
 
 from streamer.bus import EventBus, Subscription
-from streamer.messages import CameraState, CameraStatus, Description, Message, TrackEvent, VASample
+from streamer.messages import (
+    CameraState,
+    CameraStatus,
+    Description,
+    Episode,
+    Message,
+    Mood,
+    TrackEvent,
+    VASample,
+)
 from streamer.publish import homeassistant as ha
 from streamer.publish.buffer import OutboundBuffer
 from streamer.publish.config import MqttConfig
@@ -44,6 +54,7 @@ from streamer.publish.connect import (
     explain_failure,
 )
 from streamer.publish.flood import Coalescer
+from streamer.publish.ha_episodes import EpisodePublishing
 from streamer.publish.payloads import (
     AVAILABLE_OFFLINE,
     AVAILABLE_ONLINE,
@@ -103,7 +114,7 @@ class PublisherStats:
 
 
 def _is_published(msg: Message) -> bool:
-    return isinstance(msg, VASample | TrackEvent | CameraStatus | Description)
+    return isinstance(msg, VASample | TrackEvent | CameraStatus | Description | Episode | Mood)
 
 
 class MqttPublisher:
@@ -114,9 +125,19 @@ class MqttPublisher:
         bus: the pipeline's event bus; the publisher subscribes on enter.
         cameras: names of the cameras this process runs (their status goes ``stopped``
             on a clean exit; Home Assistant gets a face-count sensor for each).
+        rules: names of the episode rules (a binary sensor per camera and rule).
+        mood: whether the room mood is published (mood sensors per camera).
     """
 
-    def __init__(self, cfg: MqttConfig, bus: EventBus, cameras: list[str]) -> None:
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        bus: EventBus,
+        cameras: list[str],
+        *,
+        rules: Sequence[str] = (),
+        mood: bool = False,
+    ) -> None:
         self.cfg = cfg
         self.bus = bus
         self.cameras = list(cameras)
@@ -141,6 +162,8 @@ class MqttPublisher:
         self._announced: set[tuple[str, int]] = set()
         self._invalid_warnings = WarnLimiter(logger)
         self._inbound_warnings = WarnLimiter(logger)
+        self.episodes = EpisodePublishing(cfg, self.topics, rules, mood)
+        self._episode_cameras: set[str] = set()
         self._ha_online = Coalescer(HA_REANNOUNCE_S, self._reannounce)
 
     async def __aenter__(self) -> MqttPublisher:
@@ -151,6 +174,7 @@ class MqttPublisher:
         self._sub = self.bus.subscribe("mqtt", BUS_QUEUE_SIZE, accept=_is_published)
         for camera in self.cameras:
             self._live_tracks.setdefault(camera, set())
+            self._announce_episodes(camera)
         self._tasks = [
             asyncio.create_task(self._intake_loop(self._sub), name="mqtt-intake"),
             asyncio.create_task(self._connection_loop(), name="mqtt-connection"),
@@ -226,6 +250,13 @@ class MqttPublisher:
                 self.buffer.put_state(encode_message(msg, self.topics))
             elif isinstance(msg, Description):
                 self.buffer.put_event(encode_message(msg, self.topics))
+            elif isinstance(msg, Episode | Mood):
+                self._announce_episodes(msg.camera)
+                events, states = self.episodes.encode(msg)
+                for item in events:
+                    self.buffer.put_event(item)
+                for item in states:
+                    self.buffer.put_state(item)
         except (ValueError, TypeError) as err:
             self.stats.dropped["invalid"] += 1
             self._invalid_warnings.warn(
@@ -275,6 +306,17 @@ class MqttPublisher:
         logger.info("MQTT: Home Assistant is online; re-announcing discovery")
         self._announce_all()
 
+    def _announce_episodes(self, camera: str, again: bool = False) -> None:
+        """Rule sensors and states (and mood sensors) of a camera, once unless ``again``."""
+        if camera in self._episode_cameras and not again:
+            return
+        self._episode_cameras.add(camera)
+        configs, states = self.episodes.announce([camera])
+        for item in configs:
+            self.buffer.put_event(item)
+        for item in states:
+            self.buffer.put_state(item)
+
     def _announce_all(self) -> None:
         """Queue every discovery config (on connect and when Home Assistant restarts)."""
         cfg = self.cfg.homeassistant
@@ -287,6 +329,8 @@ class MqttPublisher:
         for camera, track_id in sorted(self._announced):
             for out in ha.track_discovery(cfg, self.topics, camera, track_id):
                 self.buffer.put_event(out)
+        for camera in sorted(self._episode_cameras):
+            self._announce_episodes(camera, again=True)
 
     def _mark_stopped(self) -> None:
         now = time.time()
@@ -376,6 +420,8 @@ class MqttPublisher:
         # Retained state again, so it reflects now (a restarted broker may have lost it).
         for status in self._last_status.values():
             self.buffer.put_state(encode_message(status, self.topics))
+        for item in self.episodes.retained():
+            self.buffer.put_state(item)
         if self.cfg.homeassistant.enabled:
             self._announce_all()
 
@@ -384,6 +430,7 @@ class MqttPublisher:
         await self._send(client, encode_available(AVAILABLE_ONLINE, self.topics))
         if self.cfg.homeassistant.enabled:
             await client.subscribe(self.cfg.homeassistant.status_topic, qos=QOS_RELIABLE)
+            await client.subscribe(self.episodes.discovery_filter, qos=QOS_RELIABLE)
         sender = asyncio.create_task(self._sender(client), name="mqtt-sender")
         watcher = asyncio.create_task(self._inbound(client), name="mqtt-inbound")
         try:
@@ -424,10 +471,26 @@ class MqttPublisher:
             raise
         self.stats.published[item.kind] += 1
 
+    def _inbound_discovery(self, topic: str, payload: bytes) -> None:
+        """A retained rule sensor config: remove it when its rule is gone."""
+        try:
+            removal = self.episodes.stale_config(topic, payload)
+        except InboundError as err:
+            self.stats.rejected_inbound += 1
+            self._inbound_warnings.warn(
+                "MQTT: ignoring payload on %s: %s: %s", topic[:100], err, preview(payload)
+            )
+            return
+        if removal is not None:
+            self.buffer.put_event(removal)
+
     async def _inbound(self, client: aiomqtt.Client) -> None:
         """Home Assistant's status topic; iterating also notices a lost connection."""
         async for message in client.messages:
             payload = message.payload if isinstance(message.payload, bytes) else b""
+            if message.topic.matches(self.episodes.discovery_filter):
+                self._inbound_discovery(str(message.topic), payload)
+                continue
             try:
                 status = ha.parse_ha_status(payload)
             except InboundError as err:

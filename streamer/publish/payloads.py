@@ -8,6 +8,9 @@ Topic tree under the configured prefix::
     <prefix>/<camera>/events                   streamer.event/1; QoS 1
     <prefix>/<camera>/faces/<track_id>/va      streamer.va/1; QoS 0; rate-limited per track
     <prefix>/<camera>/faces/<track_id>/description   streamer.description/1; QoS 1
+    <prefix>/<camera>/episodes                 streamer.episode/1; QoS 1
+    <prefix>/<camera>/mood                     streamer.mood/1; QoS 1; retained
+    <prefix>/<camera>/rules/<rule>/active      ON | OFF (an episode of the rule is open); retained
 
 Every JSON payload carries a ``schema`` field (``streamer.<kind>/<version>``); the JSON
 Schema of each ships in ``streamer/publish/schemas/``. Payloads are built from the
@@ -30,12 +33,16 @@ import jsonschema
 
 from streamer.messages import (
     DESCRIPTION_SCHEMA,
+    EPISODE_SCHEMA,
     EVENT_SCHEMA,
+    MOOD_SCHEMA,
     STATUS_SCHEMA,
     VA_SCHEMA,
     CameraStatus,
     Description,
+    Episode,
     Message,
+    Mood,
     TrackEvent,
     VASample,
 )
@@ -56,6 +63,8 @@ SCHEMA_FILES = {
     STATUS_SCHEMA: "status.json",
     DESCRIPTION_SCHEMA: "description.json",
     FACE_COUNT_SCHEMA: "face_count.json",
+    EPISODE_SCHEMA: "episode.json",
+    MOOD_SCHEMA: "mood.json",
 }
 
 QOS_VA = 0
@@ -98,6 +107,15 @@ class Topics:
 
     def description(self, camera: str, track_id: int) -> str:
         return f"{self.prefix}/{topic_level(camera)}/faces/{int(track_id)}/description"
+
+    def episodes(self, camera: str) -> str:
+        return f"{self.prefix}/{topic_level(camera)}/episodes"
+
+    def mood(self, camera: str) -> str:
+        return f"{self.prefix}/{topic_level(camera)}/mood"
+
+    def rule_active(self, camera: str, rule: str) -> str:
+        return f"{self.prefix}/{topic_level(camera)}/rules/{topic_level(rule)}/active"
 
 
 @dataclass(frozen=True)
@@ -152,6 +170,10 @@ def encode_message(msg: Message, topics: Topics, wall_time: float | None = None)
         topic, qos, retain = topics.description(msg.camera, msg.track_id), QOS_RELIABLE, False
     elif isinstance(msg, CameraStatus):
         kind, topic, qos, retain = "status", topics.status(msg.camera), QOS_RELIABLE, True
+    elif isinstance(msg, Episode):
+        kind, topic, qos, retain = "episode", topics.episodes(msg.camera), QOS_RELIABLE, False
+    elif isinstance(msg, Mood):
+        kind, topic, qos, retain = "mood", topics.mood(msg.camera), QOS_RELIABLE, True
     else:
         raise TypeError(f"cannot publish {type(msg).__name__} to MQTT")
     return Outbound(kind, topic, dumps(message_record(msg, wall_time)), qos, retain)

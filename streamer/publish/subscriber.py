@@ -173,6 +173,10 @@ class SubscriberView:
         camera = levels[0]
         if self.camera is not None and camera != topic_level(self.camera):
             return None
+        if (len(levels) == 2 and levels[1] in ("episodes", "mood")) or (
+            len(levels) == 4 and levels[1] == "rules"
+        ):
+            return None  # episodes and room mood: not shown in this view (docs/episodes.md)
         if len(levels) == 2 and levels[1] in ("status", "face_count", "events"):
             kind, track = levels[1], None
         elif len(levels) == 4 and levels[1] == "faces" and levels[3] in ("va", "description"):

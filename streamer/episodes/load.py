@@ -1,0 +1,133 @@
+"""A synthetic load for the episodes stage: many rules, many tracks (``bench replay``).
+
+Every frame carries ``tracks`` smoothed VA samples whose trajectories wander through all
+four quadrants, so rules start and end all the time; the stage runs on a real
+:class:`EventBus`, as in the pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from streamer.bus import EventBus
+from streamer.episodes.config import EpisodesConfig, MoodConfig
+from streamer.episodes.stage import EpisodeStage
+from streamer.messages import TrackEvent, TrackEventKind, VASample
+
+_THRESHOLDS = ("valence_below", "valence_above", "arousal_below", "arousal_above")
+
+
+def synthetic_rules(n: int) -> EpisodesConfig:
+    """``n`` rules over all four thresholds, single and combined, various durations."""
+    rules = []
+    for i in range(n):
+        key = _THRESHOLDS[i % 4]
+        level = 0.2 + 0.1 * (i % 5)
+        when: dict[str, float] = {key: -level if key.endswith("below") else level}
+        if i % 3 == 2:
+            other = _THRESHOLDS[(i + 1) % 4]
+            if other.split("_")[0] != key.split("_")[0]:
+                when[other] = -0.9 if other.endswith("above") else 0.9
+        rules.append(
+            {"name": f"rule{i}", "when": when, "for_s": 0.5 + 0.5 * (i % 4), "clear_after_s": 0.5}
+        )
+    return EpisodesConfig.model_validate({"rules": rules})
+
+
+def _samples(frame: int, t: float, tracks: int, rng: random.Random) -> list[VASample]:
+    out = []
+    for k in range(tracks):
+        v = 0.8 * math.sin(0.7 * t + k) + rng.gauss(0.0, 0.03)
+        a = 0.8 * math.cos(0.45 * t + 2 * k) + rng.gauss(0.0, 0.03)
+        out.append(
+            VASample("load", frame, t, k + 1, (0, 0, 1, 1), v, a, v, a, (0.01, 0.01), "synthetic")
+        )
+    return out
+
+
+async def _run(
+    frames: int, fps: float, tracks: int, stage_cfg: tuple[Any, Any] | None
+) -> tuple[float, float, int]:
+    """(wall seconds, seconds inside the stage, messages the stage published)."""
+    bus = EventBus()
+    rng = random.Random(0)
+    batches = [_samples(i, i / fps, tracks, rng) for i in range(frames)]
+    async with contextlib.AsyncExitStack() as stack:
+        stage = None
+        if stage_cfg is not None:
+            stage = await stack.enter_async_context(EpisodeStage(bus, *stage_cfg))
+        t0 = time.perf_counter()
+        for batch in batches:
+            for s in batch:
+                await bus.publish(s)
+            await asyncio.sleep(0)  # a frame's await point, as in the pipeline
+        for k in range(tracks):
+            await bus.publish(TrackEvent("load", k + 1, TrackEventKind.LOST, frames, frames / fps))
+        if stage is None:
+            return time.perf_counter() - t0, 0.0, 0
+        await stage.drain()
+        return time.perf_counter() - t0, sum(stage.busy_s.values()), stage.published
+
+
+def stage_load(rules: int, tracks: int, frames: int, fps: float) -> dict[str, Any]:
+    """Cost of the stage per frame with ``rules`` rules and ``tracks`` tracks.
+
+    Returns:
+        ``stage_ms_per_frame`` (time spent in the stage's rules and mood),
+        ``added_ms_per_frame`` (event-loop time the stage adds, bus included: the run
+        with the stage minus the same run without it, best of two each), and the
+        episodes and moods published.
+    """
+    cfg = (synthetic_rules(rules), MoodConfig(interval_s=1.0))
+    base = min(asyncio.run(_run(frames, fps, tracks, None))[0] for _ in range(2))
+    runs = [asyncio.run(_run(frames, fps, tracks, cfg)) for _ in range(2)]
+    wall, busy, published = min(runs)
+    return {
+        "rules": rules,
+        "tracks": tracks,
+        "frames": frames,
+        "stage_ms_per_frame": round(busy * 1000.0 / frames, 4),
+        "added_ms_per_frame": round(max(0.0, wall - base) * 1000.0 / frames, 4),
+        "published": published,
+    }
+
+
+def crowd_clip(image: Path, dst: Path, tiles: int = 5, seconds: float = 2.0, fps: int = 30) -> Path:
+    """A still crowd video: ``tiles`` copies of ``image`` in a grid (1920 px wide, H.264).
+
+    With the store's ``multi_face.jpg`` (5 faces) and 5 tiles: 25 faces per frame, for
+    measuring the frame time of a crowd (``bench replay --episode-load 10 25``).
+    """
+    import av
+    import cv2
+    import numpy as np
+
+    img = cv2.imread(str(image))
+    if img is None:
+        raise ValueError(f"{image}: not an image")
+    cols = math.ceil(math.sqrt(tiles))
+    rows = math.ceil(tiles / cols)
+    h, w = img.shape[:2]
+    mosaic = np.zeros((rows * h, cols * w, 3), np.uint8)
+    for k in range(tiles):
+        r, c = divmod(k, cols)
+        mosaic[r * h : (r + 1) * h, c * w : (c + 1) * w] = img
+    width = 1920
+    height = round(mosaic.shape[0] * width / mosaic.shape[1] / 2) * 2
+    frame_img = cv2.resize(mosaic, (width, height), interpolation=cv2.INTER_AREA)
+    with av.open(str(dst), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for _ in range(int(seconds * fps)):
+            frame = av.VideoFrame.from_ndarray(np.asarray(frame_img, np.uint8), format="bgr24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return dst

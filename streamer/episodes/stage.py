@@ -1,0 +1,239 @@
+"""The episodes stage: rules and room mood on the bus.
+
+    async with EpisodeStage(bus, episodes_cfg, mood_cfg) as stage:
+        ...  # the pipeline publishes VASample / TrackEvent on ``bus``
+        await stage.drain()  # before the bus closes
+
+The stage owns one lossless bus subscription (VA samples and track events), so in a
+replay it sees every sample and its episodes are deterministic; in a live run the bus
+bounds how long a frame waits for it. It publishes :class:`Episode` and :class:`Mood`
+messages back onto the bus (JSONL, MQTT, dashboard). The same engine runs over a
+recorded JSONL in ``streamer episodes`` (:func:`replay_records`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+from typing import Any, Self
+
+from streamer.bus import EventBus, Subscription
+from streamer.episodes.config import EpisodesConfig, MoodConfig
+from streamer.episodes.mood import MoodTracker
+from streamer.episodes.rules import REASON_END_OF_STREAM, EndHook, EpisodeEngine, Trajectory
+from streamer.messages import (
+    EVENT_SCHEMA,
+    VA_SCHEMA,
+    Episode,
+    Message,
+    Mood,
+    TrackEvent,
+    TrackEventKind,
+    VASample,
+)
+
+logger = logging.getLogger(__name__)
+
+INBOX_SIZE = 4096  # messages queued for the stage before the publisher waits (lossless)
+
+
+def _accept(msg: Message) -> bool:
+    return isinstance(msg, VASample | TrackEvent)
+
+
+class EpisodeLogic:
+    """Rules and mood without the bus: one message in, episodes and moods out."""
+
+    def __init__(
+        self,
+        episodes: EpisodesConfig | None,
+        mood: MoodConfig | None,
+        on_end: EndHook | None = None,
+    ) -> None:
+        self.engine = EpisodeEngine(episodes, on_end) if episodes is not None else None
+        self.mood = MoodTracker(mood) if mood is not None and mood.enabled else None
+
+    def feed(self, msg: Message) -> list[Episode | Mood]:
+        out: list[Episode | Mood] = []
+        if isinstance(msg, VASample):
+            if self.mood is not None:
+                out.extend(self.mood.on_sample(msg))
+            if self.engine is not None:
+                out.extend(self.engine.on_sample(msg))
+        elif isinstance(msg, TrackEvent) and msg.kind is TrackEventKind.LOST:
+            if self.engine is not None:
+                out.extend(self.engine.on_lost(msg))
+            if self.mood is not None:
+                out.extend(self.mood.on_lost(msg))
+        return out
+
+
+class EpisodeStage:
+    """Subscribes to the bus, publishes episodes and moods; see the module docstring.
+
+    Attributes:
+        busy_s: seconds spent in the rules and mood (the stage's cost), per camera.
+        published: episodes and moods published.
+    """
+
+    def __init__(
+        self,
+        bus: EventBus,
+        episodes: EpisodesConfig | None,
+        mood: MoodConfig | None,
+        on_end: EndHook | None = None,
+    ) -> None:
+        self._bus = bus
+        self._on_end = on_end
+        self._ended: list[tuple[Episode, Trajectory]] = []
+        self.logic = EpisodeLogic(
+            episodes, mood, (lambda ep, tr: self._ended.append((ep, tr))) if on_end else None
+        )
+        self._sub: Subscription | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._busy = False
+        self._idle = asyncio.Event()
+        self.busy_s: dict[str, float] = {}
+        self.published = 0
+        self.errors = 0
+
+    async def __aenter__(self) -> Self:
+        self._sub = self._bus.subscribe("episodes", INBOX_SIZE, lossless=True, accept=_accept)
+        self._task = asyncio.create_task(self._loop(self._sub), name="episodes")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._sub is not None:
+            self._bus.unsubscribe(self._sub)
+            self._sub = None
+
+    async def drain(self) -> None:
+        """Return once every message already on the bus was handled and its results
+        published (call it before the bus closes)."""
+        while self._sub is not None and (len(self._sub) or self._busy):
+            task = self._task
+            if task is None or task.done():
+                return
+            self._idle.clear()
+            idle = asyncio.ensure_future(self._idle.wait())
+            try:
+                await asyncio.wait({idle, task}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                idle.cancel()
+
+    async def _loop(self, sub: Subscription) -> None:
+        async for first in sub:
+            self._busy = True
+            try:
+                # Everything queued now is handled in one go (one clock reading per batch).
+                batch: list[Message] = [first]
+                while (more := sub.get_nowait()) is not None:
+                    batch.append(more)
+                t0 = time.perf_counter()
+                out = self._feed(batch)
+                busy = time.perf_counter() - t0
+                cams = {m.camera for m in batch}
+                for cam in cams:
+                    self.busy_s[cam] = self.busy_s.get(cam, 0.0) + busy / len(cams)
+                for item in out:
+                    await self._bus.publish(item)
+                    self.published += 1
+                self._hand_over_ended()
+            finally:
+                self._busy = len(sub) > 0
+                if not self._busy:
+                    self._idle.set()
+
+    def _feed(self, batch: list[Message]) -> list[Episode | Mood]:
+        out: list[Episode | Mood] = []
+        for msg in batch:
+            try:
+                out.extend(self.logic.feed(msg))
+            except Exception:  # supervisor: one bad message must not end the stage
+                self.errors += 1
+                logger.exception("episodes: failed on %r", msg)
+        return out
+
+    def _hand_over_ended(self) -> None:
+        """Ended episodes go to the hook after the episode itself was published."""
+        ended, self._ended = self._ended, []
+        if self._on_end is None:
+            return
+        for ep, trajectory in ended:
+            try:
+                self._on_end(ep, trajectory)
+            except Exception:  # supervisor: a describer fault must not end the stage
+                self.errors += 1
+                logger.exception("episodes: end-of-episode hook failed on %s", ep.id)
+
+
+def _message_of(rec: dict[str, Any]) -> VASample | TrackEvent | None:
+    """Rebuild the message of a JSONL record (VA samples and track events only)."""
+    schema = rec.get("schema")
+    if schema == VA_SCHEMA:
+        box = rec["box"]
+        var = rec["variance"]
+        return VASample(
+            camera=str(rec["camera"]),
+            frame=int(rec["frame"]),
+            t=float(rec["t"]),
+            track_id=int(rec["track_id"]),
+            box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
+            valence=float(rec["valence"]),
+            arousal=float(rec["arousal"]),
+            valence_raw=None if rec["valence_raw"] is None else float(rec["valence_raw"]),
+            arousal_raw=None if rec["arousal_raw"] is None else float(rec["arousal_raw"]),
+            variance=(float(var[0]), float(var[1])),
+            model=str(rec["model"]),
+            wall_time=None if rec.get("wall_time") is None else float(rec["wall_time"]),
+        )
+    if schema == EVENT_SCHEMA:
+        return TrackEvent(
+            camera=str(rec["camera"]),
+            track_id=int(rec["track_id"]),
+            kind=TrackEventKind(rec["event"]),
+            frame=int(rec["frame"]),
+            t=float(rec["t"]),
+            wall_time=None if rec.get("wall_time") is None else float(rec["wall_time"]),
+            duration_s=None if rec.get("duration_s") is None else float(rec["duration_s"]),
+            reason=None if rec.get("reason") is None else str(rec["reason"]),
+        )
+    return None
+
+
+def replay_records(
+    records: Iterable[dict[str, Any]], episodes: EpisodesConfig
+) -> Iterator[Episode]:
+    """The episodes of recorded VA samples and track events (``streamer episodes``).
+
+    The engine decides on values at the records' precision, so a JSONL written by a
+    replay gives exactly that replay's episodes. Tracks still open when the records end
+    (a live log cut short) end with ``end_of_stream`` at their camera's last frame.
+    """
+    engine = EpisodeEngine(episodes)
+    last: dict[str, tuple[int, float]] = {}
+    for rec in records:
+        msg = _message_of(rec)
+        if isinstance(msg, VASample):
+            last[msg.camera] = (msg.frame, msg.t)
+            yield from engine.on_sample(msg)
+        elif isinstance(msg, TrackEvent) and msg.kind is TrackEventKind.LOST:
+            yield from engine.on_lost(msg)
+    for camera, track_id in engine.tracks():
+        frame, t = last.get(camera, (0, 0.0))
+        end = TrackEvent(
+            camera, track_id, TrackEventKind.LOST, frame, t, reason=REASON_END_OF_STREAM
+        )
+        yield from engine.on_lost(end)

@@ -396,9 +396,11 @@ class Soak:
             row["recovered"] += f.recover_s is not None
         recover: dict[str, dict[str, Any]] = {}
         for target in (*CAMERAS, "mqtt", "llm"):
-            times = [f.recover_s for f in self.faults if f.target == target and f.recover_s]
+            times = [
+                f.recover_s for f in self.faults if f.target == target and f.recover_s is not None
+            ]
             recover[target] = {"n": len(times), "max": max(times, default=None)}
-            recover[target]["p95"] = _pct([t for t in times if t is not None], 95)
+            recover[target]["p95"] = _pct(times, 95)
         ts = np.array([t for t, _ in obs.rss])
         mb = np.array([m for _, m in obs.rss])
         slope = float(np.polyfit(ts / 60.0, mb, 1)[0]) if len(ts) >= 3 else None

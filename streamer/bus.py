@@ -44,7 +44,12 @@ logger = logging.getLogger(__name__)
 LOSSLESS_OVERFLOW_FACTOR = 4  # hard cap of a lossless queue fed by publish_nowait, x maxsize
 DROP_WARNING_INTERVAL_S = 10.0  # at most one "sink is slow" warning per sink per interval
 
-_CLOSED = object()
+
+class _Closed:
+    """The end marker queued behind the last message of a closed subscription."""
+
+
+_CLOSED = _Closed()
 
 
 class Subscription:
@@ -74,7 +79,7 @@ class Subscription:
         self.accept = accept
         self.dropped = 0
         self.delivered = 0
-        self._items: collections.deque[object] = collections.deque()
+        self._items: collections.deque[Message | _Closed] = collections.deque()
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -102,7 +107,7 @@ class Subscription:
         if self._warn.ready():
             logger.warning("sink %s %s: %d message(s) dropped so far", self.name, why, self.dropped)
 
-    def _offer(self, msg: object) -> None:
+    def _offer(self, msg: Message) -> None:
         """Queue ``msg`` without waiting (see the module docstring for the policy)."""
         if self._closed:
             return
@@ -147,22 +152,22 @@ class Subscription:
             await self._ready.wait()
         item = self._items.popleft()
         self._took()
-        if item is _CLOSED:
+        if isinstance(item, _Closed):
             self._closed = True
             self._items.clear()
             self._room.set()
             raise StopAsyncIteration
         self.delivered += 1
-        return item  # type: ignore[return-value]
+        return item
 
     def get_nowait(self) -> Message | None:
         """Next message or None when empty (for sinks that batch)."""
-        if not self._items or self._items[0] is _CLOSED:
+        if not self._items or isinstance(item := self._items[0], _Closed):
             return None
-        item = self._items.popleft()
+        self._items.popleft()
         self._took()
         self.delivered += 1
-        return item  # type: ignore[return-value]
+        return item
 
 
 class EventBus:

@@ -16,6 +16,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from streamer.affect.config import AffectConfig
+from streamer.cluster.config import ClusterConfig
 from streamer.config_base import StrictModel
 from streamer.config_yaml import load_yaml, read_config_text
 from streamer.describe.config import LlmConfig
@@ -68,6 +69,9 @@ class AppConfig(StrictModel):
         None, description="affect episodes: rules over smoothed VA (docs/episodes.md)"
     )
     mood: MoodConfig | None = Field(None, description="room mood per camera (docs/episodes.md)")
+    cluster: ClusterConfig | None = Field(
+        None, description="run each camera as an actor on a Ray cluster (docs/cluster.md)"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
@@ -77,6 +81,10 @@ class AppConfig(StrictModel):
             if cam.name in seen:
                 raise ValueError(f"camera name {cam.name!r} is used twice")
             seen.add(cam.name)
+        if self.cluster is not None and self.mqtt is None:
+            raise ValueError(
+                "cluster mode needs an `mqtt:` section: the cameras publish to the broker"
+            )
         return self
 
 

@@ -262,6 +262,7 @@ class Pipeline:
         stdout_jsonl: bool = False,
         atomic_out: bool = True,
         bus: EventBus | None = None,
+        mqtt_options: dict[str, Any] | None = None,
     ) -> None:
         from streamer.affect import AffectEngine, load_va_model
 
@@ -281,6 +282,8 @@ class Pipeline:
         self._describer: Any = None
         self._episodes: Any = None
         self._replay = False  # a lossless run: wait for late LLM answers at the end
+        self._mqtt_options = mqtt_options or {}  # MqttPublisher keywords (cluster mode)
+        self.mqtt: Any = None  # the MqttPublisher once entered
 
     @property
     def model_name(self) -> str:
@@ -308,8 +311,10 @@ class Pipeline:
 
             rules = [r.name for r in self.cfg.episodes.rules] if self.cfg.episodes else []
             mood = self.cfg.mood is not None and self.cfg.mood.enabled
-            await self._stack.enter_async_context(
-                MqttPublisher(self.cfg.mqtt, self.bus, cameras, rules=rules, mood=mood)
+            self.mqtt = await self._stack.enter_async_context(
+                MqttPublisher(
+                    self.cfg.mqtt, self.bus, cameras, rules=rules, mood=mood, **self._mqtt_options
+                )
             )
         if self.cfg.llm is not None:
             from streamer.describe import Describer

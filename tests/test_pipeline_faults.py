@@ -1,4 +1,4 @@
-"""Pipeline under model faults (RELIABILITY row 9): NaN, wrong shape, exceptions.
+"""Pipeline under model faults: NaN, wrong shape, exceptions.
 
 The faults are injected by wrapping the real default model: a real network does not
 produce them on demand.

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,24 +35,27 @@ def replay(video: Path, *args: str, cwd: Path | None = None) -> subprocess.Compl
     )
 
 
-def records(path: Path) -> list[dict]:
+def records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def va_records(path: Path) -> list[dict]:
+def va_records(path: Path) -> list[dict[str, Any]]:
     return [r for r in records(path) if r["schema"] == VA_SCHEMA]
+
+
+ReplayRun = tuple[Path, subprocess.CompletedProcess[str]]  # output file, finished process
 
 
 @pytest.fixture(scope="module")
 def single_face_run(
     store_path: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, subprocess.CompletedProcess[str]]:
+) -> ReplayRun:
     out = tmp_path_factory.mktemp("replay") / "single.jsonl"
     proc = replay(store_path("single_face.mp4"), "--out", str(out))
     return out, proc
 
 
-def test_single_face_one_track_and_valence_rises(single_face_run) -> None:
+def test_single_face_one_track_and_valence_rises(single_face_run: ReplayRun) -> None:
     out, proc = single_face_run
     assert proc.returncode == 0, proc.stderr
     va = va_records(out)
@@ -63,7 +67,7 @@ def test_single_face_one_track_and_valence_rises(single_face_run) -> None:
     assert statistics.mean(last) > statistics.mean(first) + 0.2, (first, last)
 
 
-def test_records_have_the_documented_fields(single_face_run) -> None:
+def test_records_have_the_documented_fields(single_face_run: ReplayRun) -> None:
     out, _ = single_face_run
     rec = va_records(out)[0]
     for key in (
@@ -90,7 +94,9 @@ def test_records_have_the_documented_fields(single_face_run) -> None:
     assert frames == sorted(frames)
 
 
-def test_replay_is_byte_identical(single_face_run, store_path, tmp_path: Path) -> None:
+def test_replay_is_byte_identical(
+    single_face_run: ReplayRun, store_path: Callable[[str], Path], tmp_path: Path
+) -> None:
     out, _ = single_face_run
     again = tmp_path / "again.jsonl"
     proc = replay(store_path("single_face.mp4"), "--out", str(again))
@@ -98,20 +104,20 @@ def test_replay_is_byte_identical(single_face_run, store_path, tmp_path: Path) -
     assert again.read_bytes() == out.read_bytes()
 
 
-def test_summary_table_on_stderr(single_face_run) -> None:
+def test_summary_table_on_stderr(single_face_run: ReplayRun) -> None:
     _, proc = single_face_run
     assert "mean valence" in proc.stderr
     assert "V+A+" in proc.stderr  # smiling man: positive valence dominates
 
 
-def test_stdout_mode_prints_jsonl(store_path) -> None:
+def test_stdout_mode_prints_jsonl(store_path: Callable[[str], Path]) -> None:
     proc = replay(store_path("carphone_pristine.mp4"))
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(x) for x in proc.stdout.splitlines()]
     assert any(r["schema"] == VA_SCHEMA for r in lines)
 
 
-def test_no_face_video_has_no_track(store_path, tmp_path: Path) -> None:
+def test_no_face_video_has_no_track(store_path: Callable[[str], Path], tmp_path: Path) -> None:
     out = tmp_path / "none.jsonl"
     proc = replay(store_path("no_face.mp4"), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
@@ -119,7 +125,7 @@ def test_no_face_video_has_no_track(store_path, tmp_path: Path) -> None:
     assert "no face tracked" in proc.stderr
 
 
-def test_track_ends_when_face_leaves(store_path, tmp_path: Path) -> None:
+def test_track_ends_when_face_leaves(store_path: Callable[[str], Path], tmp_path: Path) -> None:
     out = tmp_path / "fnf.jsonl"
     proc = replay(store_path("face_noface.mov"), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
@@ -132,7 +138,7 @@ def test_track_ends_when_face_leaves(store_path, tmp_path: Path) -> None:
     assert 0 <= lost[0]["t"] - FACE_LEAVES_T <= TOLERANCE_S
 
 
-def test_track_starts_when_face_enters(store_path, tmp_path: Path) -> None:
+def test_track_starts_when_face_enters(store_path: Callable[[str], Path], tmp_path: Path) -> None:
     out = tmp_path / "nff.jsonl"
     proc = replay(store_path("noface_face.mov"), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
@@ -187,7 +193,9 @@ BAD_INPUTS: dict[str, Callable[[Path, Path], Path]] = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_bad_input_one_clear_error_nothing_written(case: str, store_path, tmp_path: Path) -> None:
+def test_bad_input_one_clear_error_nothing_written(
+    case: str, store_path: Callable[[str], Path], tmp_path: Path
+) -> None:
     bad = BAD_INPUTS[case](store_path("single_face.mp4"), tmp_path)
     out = tmp_path / "out" / "result.jsonl"
     proc = replay(bad, "--out", str(out))

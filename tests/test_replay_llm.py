@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -63,7 +64,7 @@ def _lines(path: Path, schema: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def baseline(store_path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def baseline(store_path: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("base") / "base.jsonl"
     _replay(store_path("single_face.mp4"), out, None)
     return out
@@ -71,7 +72,7 @@ def baseline(store_path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("server", ["happy", "refused", "error500"])
 def test_descriptions_join_replay_and_va_is_unchanged(
-    server: str, baseline: Path, store_path, tmp_path: Path
+    server: str, baseline: Path, store_path: Callable[[str], Path], tmp_path: Path
 ) -> None:
     fake = None
     if server == "refused":

@@ -246,7 +246,7 @@ async def _run_with_detector(
 async def test_hung_analysis_is_restarted_and_frames_flow_again(
     models: None, monkeypatch: pytest.MonkeyPatch, store_path: Callable[[str], Path]
 ) -> None:
-    """Row 10: the analysis of a camera hangs once; the watchdog restarts it."""
+    """The analysis of a camera hangs once; the watchdog restarts it."""
     detector = _HangingDetector(lambda n: n == 10)
     result = await _run_with_detector(
         monkeypatch,
@@ -325,7 +325,7 @@ def _make_churn_clip(faces_jpg: Path, out: Path, seconds: float = 8.0, fps: int 
 async def test_face_churn_keeps_live_tracks_bounded(
     models: None, store_path: Callable[[str], Path], tmp_path: Path
 ) -> None:
-    """Row 11 on the live path: faces come and go; tracks stay within max_tracks."""
+    """Face churn on the live path: faces come and go; tracks stay within max_tracks."""
     from streamer.cli.run import run_live
     from streamer.messages import TrackEvent, TrackEventKind
     from streamer.pipeline import Pipeline
@@ -405,7 +405,7 @@ def _retained(port: int, topic: str) -> dict | None:
 def test_sigterm_with_mqtt_leaves_retained_stopped_statuses(
     models: None, face_server: RtspServer, tmp_path: Path
 ) -> None:
-    """Row 21: statuses are retained on the broker; after SIGTERM they say ``stopped``."""
+    """SIGTERM: statuses are retained on the broker; after SIGTERM they say ``stopped``."""
     import getpass
     import shutil
 
@@ -576,7 +576,7 @@ sys.exit(main(sys.argv[1:]))
 def test_sigterm_with_a_stuck_stage_thread_still_exits(
     models: None, face_server: RtspServer, tmp_path: Path
 ) -> None:
-    """Row 21 with row 10 at the same time: a wedged worker thread cannot block the exit."""
+    """SIGTERM while the analysis hangs: a wedged worker thread cannot block the exit."""
     cfg = write_config(tmp_path / "stuck.yaml", [("front", face_server.url)])
     proc = subprocess.Popen(
         [sys.executable, "-c", HANGING_RUN, "run", "--config", str(cfg)],

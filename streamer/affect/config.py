@@ -5,7 +5,7 @@ The runtime is a discriminated union on ``type``::
     affect:
       model: auto
       runtime:
-        type: onnx            # onnx | tensorrt | torch
+        type: onnx            # onnx | tensorrt | torch | ray-serve
         intra_op_threads: 1
 """
 
@@ -64,8 +64,42 @@ class TorchRuntimeConfig(StrictModel):
     threads: int = Field(1, ge=1, le=256, description="CPU threads (torch.set_num_threads)")
 
 
+class RayServeRuntimeConfig(StrictModel):
+    """A Ray Serve deployment shared by every camera of a cluster (needs the `cluster`
+    extra): batched with ``@serve.batch``, replicas on CPU or GPU nodes (docs/cluster.md)."""
+
+    type: Literal["ray-serve"] = "ray-serve"
+    address: str = Field(
+        "auto", description="Ray cluster to use when this process is not on one already"
+    )
+    app_name: str = Field(
+        "streamer-va",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        max_length=48,
+        description="Serve application name (the model's sha256 prefix is appended)",
+    )
+    num_replicas: int = Field(1, ge=1, le=256, description="model replicas")
+    replica_cpus: float = Field(1.0, ge=0.0, le=256.0, description="CPUs per replica")
+    replica_gpus: float = Field(0.0, ge=0.0, le=16.0, description="GPUs per replica")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="onnxruntime device inside a replica"
+    )
+    intra_op_threads: int = Field(1, ge=1, le=256, description="threads of one replica call")
+    max_batch_size: int = Field(64, ge=1, le=4096, description="requests batched per call")
+    batch_wait_timeout_s: float = Field(
+        0.005, ge=0.0, le=1.0, description="how long a replica waits to fill a batch"
+    )
+    timeout_s: float = Field(
+        5.0,
+        gt=0.0,
+        le=600.0,
+        description="a request not answered within this (hung or lost replica) fails; its "
+        "faces get no VA (counted by the engine)",
+    )
+
+
 RuntimeConfig = Annotated[
-    OnnxRuntimeConfig | TensorRtRuntimeConfig | TorchRuntimeConfig,
+    OnnxRuntimeConfig | TensorRtRuntimeConfig | TorchRuntimeConfig | RayServeRuntimeConfig,
     Field(discriminator="type"),
 ]
 

@@ -197,17 +197,32 @@ def keras_layer_names() -> dict[str, str]:
     return {conv: f"batch_normalization_{i + 1}" for i, conv in enumerate(convs)}
 
 
-def keras_model_config(flatten_data_format: str | None = "channels_first") -> dict[str, Any]:
-    """The architecture JSON of FaceChannel V1 (dimensional) as Keras 2.2 writes it.
+_K_CONV = {
+    "kernel_size": [3, 3],
+    "strides": [1, 1],
+    "padding": "same",
+    "data_format": "channels_first",
+    "dilation_rate": [1, 1],
+    "use_bias": True,
+}
+_K_BN = {"axis": 1, "momentum": 0.99, "epsilon": 0.001, "center": True, "scale": True}
+_K_POOL = {
+    "pool_size": [2, 2],
+    "strides": [2, 2],
+    "padding": "valid",
+    "data_format": "channels_first",
+}
 
-    Args:
-        flatten_data_format: the Flatten layer's ``data_format`` (None: key absent, as
-            in Keras < 2.2).
-    """
-    layers: list[dict[str, Any]] = []
 
-    def layer(cls: str, name: str, config: dict[str, Any], inbound: list[str]) -> str:
-        layers.append(
+class _KerasLayers:
+    """Collects layer entries of a Keras model config, numbering unnamed ones as Keras does."""
+
+    def __init__(self) -> None:
+        self.layers: list[dict[str, Any]] = []
+        self._counts: dict[str, int] = {}
+
+    def add(self, cls: str, name: str, config: dict[str, Any], *inbound: str) -> str:
+        self.layers.append(
             {
                 "class_name": cls,
                 "name": name,
@@ -217,85 +232,49 @@ def keras_model_config(flatten_data_format: str | None = "channels_first") -> di
         )
         return name
 
-    conv = {
-        "kernel_size": [3, 3],
-        "strides": [1, 1],
-        "padding": "same",
-        "data_format": "channels_first",
-        "dilation_rate": [1, 1],
-        "use_bias": True,
-    }
+    def numbered(self, cls: str, prefix: str, config: dict[str, Any], *inbound: str) -> str:
+        self._counts[prefix] = self._counts.get(prefix, 0) + 1
+        return self.add(cls, f"{prefix}_{self._counts[prefix]}", config, *inbound)
+
+    def pool_and_dropout(self, src: str) -> str:
+        pooled = self.numbered("MaxPooling2D", "max_pooling2d", _K_POOL, src)
+        return self.numbered("Dropout", "dropout", {"rate": 0.25}, pooled)
+
+
+def keras_model_config(flatten_data_format: str | None = "channels_first") -> dict[str, Any]:
+    """The architecture JSON of FaceChannel V1 (dimensional) as Keras 2.2 writes it.
+
+    Args:
+        flatten_data_format: the Flatten layer's ``data_format`` (None: key absent, as
+            in Keras < 2.2).
+    """
+    k = _KerasLayers()
     bn_names = keras_layer_names()
-    prev = layer(
-        "InputLayer",
-        "Vision_Network_Input",
-        {"batch_input_shape": [None, *INPUT_SHAPE], "dtype": "float32"},
-        [],
-    )
-    n_act = n_pool = n_drop = 0
+    input_cfg = {"batch_input_shape": [None, *INPUT_SHAPE], "dtype": "float32"}
+    prev = k.add("InputLayer", "Vision_Network_Input", input_cfg)
     for name, filters, bn, pool in CONV_BLOCKS:
-        prev = layer("Conv2D", name, {**conv, "filters": filters, "activation": "linear"}, [prev])
+        prev = k.add("Conv2D", name, {**_K_CONV, "filters": filters, "activation": "linear"}, prev)
         if bn:
-            prev = layer(
-                "BatchNormalization",
-                bn_names[name],
-                {"axis": 1, "momentum": 0.99, "epsilon": 0.001, "center": True, "scale": True},
-                [prev],
-            )
-            n_act += 1
-            prev = layer("Activation", f"activation_{n_act}", {"activation": "relu"}, [prev])
+            prev = k.add("BatchNormalization", bn_names[name], _K_BN, prev)
+            prev = k.numbered("Activation", "activation", {"activation": "relu"}, prev)
         if pool:
-            n_pool += 1
-            n_drop += 1
-            prev = layer(
-                "MaxPooling2D",
-                f"max_pooling2d_{n_pool}",
-                {
-                    "pool_size": [2, 2],
-                    "strides": [2, 2],
-                    "padding": "valid",
-                    "data_format": "channels_first",
-                },
-                [prev],
-            )
-            prev = layer("Dropout", f"dropout_{n_drop}", {"rate": 0.25}, [prev])
-    c10 = layer("Conv2D", "conv10", {**conv, "filters": 256, "activation": "relu"}, [prev])
-    c10i = layer(
-        "Conv2D", "conv10_inhibition", {**conv, "filters": 256, "activation": "relu"}, [prev]
-    )
-    prev = layer(
-        "Lambda",
-        "lambda_1",
-        {"function": ["<bytecode>", None, None], "function_type": "lambda"},
-        [c10, c10i],
-    )
-    prev = layer(
-        "MaxPooling2D",
-        "max_pooling2d_4",
-        {
-            "pool_size": [2, 2],
-            "strides": [2, 2],
-            "padding": "valid",
-            "data_format": "channels_first",
-        },
-        [prev],
-    )
-    prev = layer("Dropout", "dropout_4", {"rate": 0.25}, [prev])
+            prev = k.pool_and_dropout(prev)
+    conv10 = {**_K_CONV, "filters": 256, "activation": "relu"}
+    c10 = k.add("Conv2D", "conv10", conv10, prev)
+    c10i = k.add("Conv2D", "conv10_inhibition", conv10, prev)
+    lambda_cfg = {"function": ["<bytecode>", None, None], "function_type": "lambda"}
+    prev = k.pool_and_dropout(k.add("Lambda", "lambda_1", lambda_cfg, c10, c10i))
     flat_cfg = {} if flatten_data_format is None else {"data_format": flatten_data_format}
-    prev = layer("Flatten", "flatten_1", flat_cfg, [prev])
-    prev = layer(
-        "Dense",
-        "denseLayer",
-        {"units": DENSE_UNITS, "activation": "relu", "use_bias": True},
-        [prev],
-    )
+    prev = k.add("Flatten", "flatten_1", flat_cfg, prev)
+    dense_cfg = {"units": DENSE_UNITS, "activation": "relu", "use_bias": True}
+    prev = k.add("Dense", "denseLayer", dense_cfg, prev)
     for head in ("arousal_output", "valence_output"):
-        layer("Dense", head, {"units": 1, "activation": "tanh", "use_bias": True}, [prev])
+        k.add("Dense", head, {"units": 1, "activation": "tanh", "use_bias": True}, prev)
     return {
         "class_name": "Model",
         "config": {
             "name": "model_1",
-            "layers": layers,
+            "layers": k.layers,
             "input_layers": [["Vision_Network_Input", 0, 0]],
             "output_layers": [["arousal_output", 0, 0], ["valence_output", 0, 0]],
         },

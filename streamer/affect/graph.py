@@ -6,7 +6,7 @@ The Keras importer turns a parsed HDF5 file into a :class:`Graph`; the ONNX buil
 other. Shapes are static except the batch dimension, which lets ``same`` padding be
 resolved to explicit pads once (TensorFlow puts the odd pixel at the bottom/right).
 
-Ops and their parameters:
+Ops and their parameters (:data:`OPS` holds the same table for code):
 
 =========  ==========================================  ===================================
 op         params                                      attrs
@@ -15,6 +15,7 @@ input      -                                           shape (C, H, W)
 conv       W (O, I/group, kh, kw), b (O,) or absent    strides, pads (t, l, b, r), group
 bn         gamma, beta, mean, var (C,)                 eps
 relu/tanh  -                                           -
+sigmoid    -                                           -
 softmax    -                                           (over axis 1 of an (N, K) tensor)
 maxpool    -                                           kernel, strides, pads
 add        -                                           (n inputs)
@@ -28,8 +29,9 @@ dense      W (in, out), b (out,)                       -
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -37,10 +39,16 @@ from numpy.lib.stride_tricks import sliding_window_view
 from streamer.errors import ModelError
 
 __all__ = [
+    "NUMPY_KERNELS",
+    "OPS",
     "Graph",
+    "Kernel",
     "Node",
+    "OpSpec",
     "conv_out",
     "fold_batchnorm",
+    "interpret",
+    "missing_kernels",
     "run_numpy",
     "same_pads",
 ]
@@ -149,10 +157,94 @@ def fold_batchnorm(graph: Graph) -> Graph:
     return Graph(graph.name, out, outputs)
 
 
+# -- the op table and the one interpreter ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """What a graph op takes: the rows of the module docstring's table.
+
+    Attributes:
+        params: names of its weight arrays (``b`` of ``conv`` is optional).
+        attrs: names of its attributes.
+        inputs: how many inputs it reads (``None``: one or more).
+    """
+
+    params: tuple[str, ...] = ()
+    attrs: tuple[str, ...] = ()
+    inputs: int | None = 1
+
+
+OPS: dict[str, OpSpec] = {
+    "input": OpSpec(attrs=("shape",), inputs=0),
+    "conv": OpSpec(params=("W", "b"), attrs=("strides", "pads", "group")),
+    "bn": OpSpec(params=("gamma", "beta", "mean", "var"), attrs=("eps",)),
+    "relu": OpSpec(),
+    "tanh": OpSpec(),
+    "sigmoid": OpSpec(),
+    "softmax": OpSpec(),
+    "maxpool": OpSpec(attrs=("kernel", "strides", "pads")),
+    "add": OpSpec(inputs=None),
+    "shunt": OpSpec(attrs=("decay",), inputs=2),
+    "gap": OpSpec(),
+    "flatten": OpSpec(attrs=("channels_last",)),
+    "dense": OpSpec(params=("W", "b")),
+}
+"""Every op a :class:`Graph` may hold. Each backend (numpy here, torch in
+:mod:`streamer.affect.torch_models`, ONNX in :mod:`streamer.affect.onnx_export`) gives one
+kernel per op except ``input``, and :func:`interpret` walks the graph for all three."""
+
+CtxT = TypeVar("CtxT")
+ValT = TypeVar("ValT")
+
+Kernel = Callable[[CtxT, Node, list[ValT]], ValT]
+"""One op in one backend: ``kernel(context, node, input values) -> output value``."""
+
+
+def interpret(
+    graph: Graph,
+    ctx: CtxT,
+    x: ValT,
+    kernels: Mapping[str, Kernel[CtxT, ValT]],
+    backend: str,
+) -> dict[str, ValT]:
+    """Evaluate ``graph`` node by node with one backend's kernels.
+
+    Args:
+        graph: the network.
+        ctx: what the kernels need besides their inputs (parameters, a model builder).
+        x: the value of the ``input`` node.
+        kernels: ``{op: kernel}`` for every op of :data:`OPS` but ``input``.
+        backend: names the backend in the error for an op it cannot run.
+
+    Returns:
+        ``{node name: value}`` for every node.
+
+    Raises:
+        ModelError: a node's op has no kernel in this backend.
+    """
+    vals: dict[str, ValT] = {}
+    for n in graph.nodes:
+        if n.op == "input":
+            vals[n.name] = x
+            continue
+        kernel = kernels.get(n.op)
+        if kernel is None:
+            raise ModelError(f"graph op {n.op!r} has no {backend} translation")
+        vals[n.name] = kernel(ctx, n, [vals[i] for i in n.inputs])
+    return vals
+
+
+def missing_kernels(kernels: Mapping[str, object]) -> set[str]:
+    """Ops of :data:`OPS` (but ``input``) that ``kernels`` has no entry for."""
+    return set(OPS) - {"input"} - set(kernels)
+
+
 # -- numpy reference -------------------------------------------------------------------
 
 
-def _np_conv(x: np.ndarray, n: Node) -> np.ndarray:
+def _np_conv(_: None, n: Node, ins: list[np.ndarray]) -> np.ndarray:
+    x = ins[0]
     w = n.params["W"].astype(np.float64)
     t, left, b, r = n.attrs["pads"]
     sh, sw = n.attrs["strides"]
@@ -176,13 +268,61 @@ def _np_conv(x: np.ndarray, n: Node) -> np.ndarray:
     return y
 
 
-def _np_maxpool(x: np.ndarray, n: Node) -> np.ndarray:
+def _np_bn(_: None, n: Node, ins: list[np.ndarray]) -> np.ndarray:
+    p = {k: v.astype(np.float64)[None, :, None, None] for k, v in n.params.items()}
+    if ins[0].ndim == 2:
+        p = {k: v[:, :, 0, 0] for k, v in p.items()}
+    y: np.ndarray = (ins[0] - p["mean"]) / np.sqrt(p["var"] + n.attrs["eps"]) * p["gamma"]
+    return y + p["beta"]
+
+
+def _np_softmax(_: None, n: Node, ins: list[np.ndarray]) -> np.ndarray:
+    e: np.ndarray = np.exp(ins[0] - ins[0].max(axis=1, keepdims=True))
+    y: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return y
+
+
+def _np_maxpool(_: None, n: Node, ins: list[np.ndarray]) -> np.ndarray:
     t, left, b, r = n.attrs["pads"]
     sh, sw = n.attrs["strides"]
     kh, kw = n.attrs["kernel"]
-    xp = np.pad(x, ((0, 0), (0, 0), (t, b), (left, r)), constant_values=-np.inf)
+    xp = np.pad(ins[0], ((0, 0), (0, 0), (t, b), (left, r)), constant_values=-np.inf)
     win = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
-    return win.max(axis=(4, 5))
+    y: np.ndarray = win.max(axis=(4, 5))
+    return y
+
+
+def _np_add(_: None, n: Node, ins: list[np.ndarray]) -> np.ndarray:
+    y = ins[0]
+    for other in ins[1:]:
+        y = y + other
+    return y
+
+
+def _np_flatten(_: None, n: Node, ins: list[np.ndarray]) -> np.ndarray:
+    z = ins[0].transpose(0, 2, 3, 1) if n.attrs.get("channels_last") else ins[0]
+    return z.reshape(z.shape[0], -1)
+
+
+def _np_dense(_: None, n: Node, ins: list[np.ndarray]) -> np.ndarray:
+    y: np.ndarray = ins[0] @ n.params["W"].astype(np.float64)
+    return y + n.params["b"].astype(np.float64)
+
+
+NUMPY_KERNELS: dict[str, Kernel[None, np.ndarray]] = {
+    "conv": _np_conv,
+    "bn": _np_bn,
+    "relu": lambda _, n, ins: np.maximum(ins[0], 0.0),
+    "tanh": lambda _, n, ins: np.tanh(ins[0]),
+    "sigmoid": lambda _, n, ins: 1.0 / (1.0 + np.exp(-ins[0])),
+    "softmax": _np_softmax,
+    "maxpool": _np_maxpool,
+    "add": _np_add,
+    "shunt": lambda _, n, ins: ins[0] / (n.attrs["decay"] + ins[1]),
+    "gap": lambda _, n, ins: ins[0].mean(axis=(2, 3)),
+    "flatten": _np_flatten,
+    "dense": _np_dense,
+}
 
 
 def run_numpy(graph: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -197,43 +337,5 @@ def run_numpy(graph: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
     Returns:
         ``{output name: array}`` in float64.
     """
-    vals: dict[str, np.ndarray] = {}
-    for n in graph.nodes:
-        ins = [vals[i] for i in n.inputs]
-        if n.op == "input":
-            y = np.asarray(x, dtype=np.float64)
-        elif n.op == "conv":
-            y = _np_conv(ins[0], n)
-        elif n.op == "bn":
-            p = {k: v.astype(np.float64)[None, :, None, None] for k, v in n.params.items()}
-            if ins[0].ndim == 2:
-                p = {k: v[:, :, 0, 0] for k, v in p.items()}
-            y = (ins[0] - p["mean"]) / np.sqrt(p["var"] + n.attrs["eps"]) * p["gamma"] + p["beta"]
-        elif n.op == "relu":
-            y = np.maximum(ins[0], 0.0)
-        elif n.op == "tanh":
-            y = np.tanh(ins[0])
-        elif n.op == "sigmoid":
-            y = 1.0 / (1.0 + np.exp(-ins[0]))
-        elif n.op == "softmax":
-            e = np.exp(ins[0] - ins[0].max(axis=1, keepdims=True))
-            y = e / e.sum(axis=1, keepdims=True)
-        elif n.op == "maxpool":
-            y = _np_maxpool(ins[0], n)
-        elif n.op == "add":
-            y = ins[0]
-            for other in ins[1:]:
-                y = y + other
-        elif n.op == "shunt":
-            y = ins[0] / (n.attrs["decay"] + ins[1])
-        elif n.op == "gap":
-            y = ins[0].mean(axis=(2, 3))
-        elif n.op == "flatten":
-            z = ins[0].transpose(0, 2, 3, 1) if n.attrs.get("channels_last") else ins[0]
-            y = z.reshape(z.shape[0], -1)
-        elif n.op == "dense":
-            y = ins[0] @ n.params["W"].astype(np.float64) + n.params["b"].astype(np.float64)
-        else:
-            raise ModelError(f"graph op {n.op!r} has no numpy reference")
-        vals[n.name] = y
+    vals = interpret(graph, None, np.asarray(x, dtype=np.float64), NUMPY_KERNELS, "numpy")
     return {out: vals[src] for src, out in graph.outputs}

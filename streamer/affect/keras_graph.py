@@ -16,6 +16,7 @@ rebuilt from JSON: such networks are built from their known architecture instead
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -131,6 +132,166 @@ def _data_format(kf: KerasFile) -> str:
     return formats.pop() if formats else "channels_last"
 
 
+class _Importer:
+    """The state of one import: nodes so far and which node holds each layer's output."""
+
+    def __init__(self, kf: KerasFile) -> None:
+        self.kf = kf
+        self.book = kf.weights
+        self.fmt = _data_format(kf)
+        self.channel_axis = 1 if self.fmt == "channels_first" else -1
+        self.nodes: list[Node] = []
+        self.alias: dict[str, str] = {}  # keras layer name -> node name holding its output
+        self.by_name: dict[str, Node] = {}
+
+    def error(self, lay: KerasLayer | str, what: str) -> WeightsError:
+        name = lay if isinstance(lay, str) else lay.name
+        return WeightsError(f"{self.kf.path}: layer {name!r}: {what}")
+
+    def add(self, node: Node) -> Node:
+        self.nodes.append(node)
+        self.by_name[node.name] = node
+        return node
+
+    def src_of(self, lay: KerasLayer, i: int = 0) -> Node:
+        try:
+            return self.by_name[self.alias[lay.inbound[i]]]
+        except (KeyError, IndexError) as err:
+            raise self.error(lay, f"input {err} not defined before it") from err
+
+    def activated(self, lay: KerasLayer, node: Node) -> Node:
+        """``node`` followed by the layer's ``activation`` (if any besides linear)."""
+        act = _activation(
+            self.book, lay.name, lay.config.get("activation"), node, f"{lay.name}/act"
+        )
+        return self.add(act) if act else node
+
+
+def _input(im: _Importer, lay: KerasLayer) -> Node:
+    if im.nodes:
+        raise im.error(lay, "only one input supported")
+    shape = lay.config.get("batch_input_shape") or lay.config.get("batch_shape")
+    if not shape or len(shape) != 4:
+        raise im.error(lay, "expected an image input")
+    dims = shape[1:]
+    chw = (dims[0], dims[1], dims[2]) if im.fmt == "channels_first" else (dims[2], dims[0], dims[1])
+    return im.add(Node("input", lay.name, (), tuple(int(d) for d in chw)))
+
+
+def _conv2d(im: _Importer, lay: KerasLayer) -> Node:
+    return im.activated(lay, im.add(keras_conv_node(im.book, lay.name, lay.config, im.src_of(lay))))
+
+
+def _depthwise(im: _Importer, lay: KerasLayer) -> Node:
+    """DepthwiseConv2D, and the first half of SeparableConv2D: a conv with group = C_in."""
+    cfg, src, separable = lay.config, im.src_of(lay), lay.class_name == "SeparableConv2D"
+    c_in = src.shape[0]
+    mult = int(cfg.get("depth_multiplier", 1))
+    k = _pair(cfg["kernel_size"])
+    s = _pair(cfg.get("strides", 1))
+    if _pair(cfg.get("dilation_rate", 1)) != (1, 1):
+        raise im.error(lay, "dilation not supported")
+    dw = im.book.take(lay.name, "depthwise_kernel", (k[0], k[1], c_in, mult))
+    # Keras output channel c*mult + m comes from input c and multiplier m.
+    w_dw = dw.reshape(k[0], k[1], c_in * mult).transpose(2, 0, 1)[:, None]
+    (ho, wo), pads = _spatial(src.shape, k, s, cfg.get("padding", "valid"))
+    params = {"W": np.ascontiguousarray(w_dw)}
+    if not separable and cfg.get("use_bias", True):
+        params["b"] = im.book.take(lay.name, "bias", (c_in * mult,))
+    attrs = {"strides": s, "pads": pads, "group": c_in}
+    name = f"{lay.name}/depthwise" if separable else lay.name
+    conv = im.add(Node("conv", name, (src.name,), (c_in * mult, ho, wo), attrs, params))
+    return im.activated(lay, _pointwise(im, lay, conv) if separable else conv)
+
+
+def _pointwise(im: _Importer, lay: KerasLayer, src: Node) -> Node:
+    """The 1x1 second half of a SeparableConv2D."""
+    filters = int(lay.config["filters"])
+    c, ho, wo = src.shape
+    pw = im.book.take(lay.name, "pointwise_kernel", (1, 1, c, filters))
+    params = {"W": np.ascontiguousarray(pw.transpose(3, 2, 0, 1))}
+    if lay.config.get("use_bias", True):
+        params["b"] = im.book.take(lay.name, "bias", (filters,))
+    attrs = {"strides": (1, 1), "pads": (0, 0, 0, 0), "group": 1}
+    return im.add(Node("conv", lay.name, (src.name,), (filters, ho, wo), attrs, params))
+
+
+def _batchnorm(im: _Importer, lay: KerasLayer) -> Node:
+    return im.add(keras_bn_node(im.book, lay.name, lay.config, im.src_of(lay), im.channel_axis))
+
+
+def _activation_layer(im: _Importer, lay: KerasLayer) -> Node:
+    src = im.src_of(lay)
+    act = _activation(im.book, lay.name, lay.config.get("activation"), src, lay.name)
+    return im.add(act) if act else src
+
+
+def _relu(im: _Importer, lay: KerasLayer) -> Node:
+    src = im.src_of(lay)
+    return im.add(Node("relu", lay.name, (src.name,), src.shape))
+
+
+def _maxpool(im: _Importer, lay: KerasLayer) -> Node:
+    src = im.src_of(lay)
+    k = _pair(lay.config.get("pool_size", 2))
+    s = _pair(lay.config.get("strides") or k)
+    (ho, wo), pads = _spatial(src.shape, k, s, lay.config.get("padding", "valid"))
+    attrs = {"kernel": k, "strides": s, "pads": pads}
+    return im.add(Node("maxpool", lay.name, (src.name,), (src.shape[0], ho, wo), attrs))
+
+
+def _add(im: _Importer, lay: KerasLayer) -> Node:
+    srcs = [im.src_of(lay, i) for i in range(len(lay.inbound))]
+    if len({s.shape for s in srcs}) != 1:
+        raise im.error(lay, "Add of different shapes")
+    return im.add(Node("add", lay.name, tuple(s.name for s in srcs), srcs[0].shape))
+
+
+def _gap(im: _Importer, lay: KerasLayer) -> Node:
+    src = im.src_of(lay)
+    return im.add(Node("gap", lay.name, (src.name,), (src.shape[0],)))
+
+
+def _flatten(im: _Importer, lay: KerasLayer) -> Node:
+    src = im.src_of(lay)
+    # Keras flattens in its tensor layout; a channels_first Flatten (Keras >= 2.2)
+    # permutes to channels_last first.
+    hwc = im.fmt == "channels_last" or lay.config.get("data_format") == "channels_first"
+    size = (int(np.prod(src.shape)),)
+    return im.add(Node("flatten", lay.name, (src.name,), size, {"channels_last": hwc}))
+
+
+def _dense(im: _Importer, lay: KerasLayer) -> Node:
+    return im.activated(
+        lay, im.add(keras_dense_node(im.book, lay.name, lay.config, im.src_of(lay)))
+    )
+
+
+def _identity(im: _Importer, lay: KerasLayer) -> Node:
+    return im.src_of(lay)  # identity at inference
+
+
+_LAYERS: dict[str, Callable[[_Importer, KerasLayer], Node]] = {
+    "InputLayer": _input,
+    "Conv2D": _conv2d,
+    "SeparableConv2D": _depthwise,
+    "DepthwiseConv2D": _depthwise,
+    "BatchNormalization": _batchnorm,
+    "Activation": _activation_layer,
+    "ReLU": _relu,
+    "MaxPooling2D": _maxpool,
+    "Add": _add,
+    "GlobalAveragePooling2D": _gap,
+    "Flatten": _flatten,
+    "Dense": _dense,
+    "Dropout": _identity,
+    "SpatialDropout2D": _identity,
+    "GaussianNoise": _identity,
+    "GaussianDropout": _identity,
+}
+"""Keras layer class -> the function that adds its nodes and returns its output node."""
+
+
 def graph_from_keras(kf: KerasFile, name: str | None = None) -> Graph:
     """Build the network described by ``kf``'s architecture JSON with its weights.
 
@@ -147,151 +308,20 @@ def graph_from_keras(kf: KerasFile, name: str | None = None) -> Graph:
     """
     if not kf.layers:
         raise WeightsError(f"{kf.path}: no architecture JSON (model_config) in the file")
-    fmt = _data_format(kf)
-    channel_axis = 1 if fmt == "channels_first" else -1
-    book = kf.weights
-    nodes: list[Node] = []
-    alias: dict[str, str] = {}  # keras layer name -> node name holding its output
-    by_name: dict[str, Node] = {}
-
-    def add(node: Node) -> Node:
-        nodes.append(node)
-        by_name[node.name] = node
-        return node
-
-    def src_of(lay: KerasLayer, i: int = 0) -> Node:
-        try:
-            return by_name[alias[lay.inbound[i]]]
-        except (KeyError, IndexError) as err:
-            raise WeightsError(
-                f"{kf.path}: layer {lay.name!r}: input {err} not defined before it"
-            ) from err
-
+    im = _Importer(kf)
     for lay in kf.layers:
-        cfg, cls = lay.config, lay.class_name
-        if cls == "InputLayer":
-            if nodes:
-                raise WeightsError(f"{kf.path}: layer {lay.name!r}: only one input supported")
-            shape = cfg.get("batch_input_shape") or cfg.get("batch_shape")
-            if not shape or len(shape) != 4:
-                raise WeightsError(f"{kf.path}: layer {lay.name!r}: expected an image input")
-            dims = shape[1:]
-            chw = (
-                (dims[0], dims[1], dims[2])
-                if fmt == "channels_first"
-                else (dims[2], dims[0], dims[1])
+        layer = _LAYERS.get(lay.class_name)
+        if layer is None:
+            raise im.error(
+                lay, f"layer class {lay.class_name} cannot be imported from the architecture JSON"
             )
-            out = add(Node("input", lay.name, (), tuple(int(d) for d in chw)))
-        elif cls == "Conv2D":
-            conv = add(keras_conv_node(book, lay.name, cfg, src_of(lay)))
-            act = _activation(book, lay.name, cfg.get("activation"), conv, f"{lay.name}/act")
-            out = add(act) if act else conv
-        elif cls in ("SeparableConv2D", "DepthwiseConv2D"):
-            src = src_of(lay)
-            c_in = src.shape[0]
-            mult = int(cfg.get("depth_multiplier", 1))
-            k = _pair(cfg["kernel_size"])
-            s = _pair(cfg.get("strides", 1))
-            if _pair(cfg.get("dilation_rate", 1)) != (1, 1):
-                raise WeightsError(f"{kf.path}: layer {lay.name!r}: dilation not supported")
-            dw = book.take(lay.name, "depthwise_kernel", (k[0], k[1], c_in, mult))
-            # Keras output channel c*mult + m comes from input c and multiplier m.
-            w_dw = dw.reshape(k[0], k[1], c_in * mult).transpose(2, 0, 1)[:, None]
-            (ho, wo), pads = _spatial(src.shape, k, s, cfg.get("padding", "valid"))
-            dw_name = lay.name if cls == "DepthwiseConv2D" else f"{lay.name}/depthwise"
-            dparams = {"W": np.ascontiguousarray(w_dw)}
-            if cls == "DepthwiseConv2D" and cfg.get("use_bias", True):
-                dparams["b"] = book.take(lay.name, "bias", (c_in * mult,))
-            conv = add(
-                Node(
-                    "conv",
-                    dw_name,
-                    (src.name,),
-                    (c_in * mult, ho, wo),
-                    {"strides": s, "pads": pads, "group": c_in},
-                    dparams,
-                )
-            )
-            if cls == "SeparableConv2D":
-                filters = int(cfg["filters"])
-                pw = book.take(lay.name, "pointwise_kernel", (1, 1, c_in * mult, filters))
-                pparams = {"W": np.ascontiguousarray(pw.transpose(3, 2, 0, 1))}
-                if cfg.get("use_bias", True):
-                    pparams["b"] = book.take(lay.name, "bias", (filters,))
-                conv = add(
-                    Node(
-                        "conv",
-                        lay.name,
-                        (conv.name,),
-                        (filters, ho, wo),
-                        {"strides": (1, 1), "pads": (0, 0, 0, 0), "group": 1},
-                        pparams,
-                    )
-                )
-            act = _activation(book, lay.name, cfg.get("activation"), conv, f"{lay.name}/act")
-            out = add(act) if act else conv
-        elif cls == "BatchNormalization":
-            out = add(keras_bn_node(book, lay.name, cfg, src_of(lay), channel_axis))
-        elif cls == "Activation":
-            src = src_of(lay)
-            act = _activation(book, lay.name, cfg.get("activation"), src, lay.name)
-            out = add(act) if act else src
-        elif cls == "ReLU":
-            out = add(Node("relu", lay.name, (src_of(lay).name,), src_of(lay).shape))
-        elif cls == "MaxPooling2D":
-            src = src_of(lay)
-            k = _pair(cfg.get("pool_size", 2))
-            s = _pair(cfg.get("strides") or k)
-            (ho, wo), pads = _spatial(src.shape, k, s, cfg.get("padding", "valid"))
-            out = add(
-                Node(
-                    "maxpool",
-                    lay.name,
-                    (src.name,),
-                    (src.shape[0], ho, wo),
-                    {"kernel": k, "strides": s, "pads": pads},
-                )
-            )
-        elif cls == "Add":
-            srcs = [src_of(lay, i) for i in range(len(lay.inbound))]
-            if len({s.shape for s in srcs}) != 1:
-                raise WeightsError(f"{kf.path}: layer {lay.name!r}: Add of different shapes")
-            out = add(Node("add", lay.name, tuple(s.name for s in srcs), srcs[0].shape))
-        elif cls == "GlobalAveragePooling2D":
-            src = src_of(lay)
-            out = add(Node("gap", lay.name, (src.name,), (src.shape[0],)))
-        elif cls == "Flatten":
-            src = src_of(lay)
-            # Keras flattens in its tensor layout; a channels_first Flatten (Keras >= 2.2)
-            # permutes to channels_last first.
-            hwc = fmt == "channels_last" or cfg.get("data_format") == "channels_first"
-            out = add(
-                Node(
-                    "flatten",
-                    lay.name,
-                    (src.name,),
-                    (int(np.prod(src.shape)),),
-                    {"channels_last": hwc},
-                )
-            )
-        elif cls == "Dense":
-            dense = add(keras_dense_node(book, lay.name, cfg, src_of(lay)))
-            act = _activation(book, lay.name, cfg.get("activation"), dense, f"{lay.name}/act")
-            out = add(act) if act else dense
-        elif cls in ("Dropout", "SpatialDropout2D", "GaussianNoise", "GaussianDropout"):
-            out = src_of(lay)  # identity at inference
-        else:
-            raise WeightsError(
-                f"{kf.path}: layer {lay.name!r}: layer class {cls} cannot be imported from "
-                "the architecture JSON"
-            )
-        alias[lay.name] = out.name
-    book.check_all_used()
+        im.alias[lay.name] = layer(im, lay).name
+    im.book.check_all_used()
     outputs = []
     for o in kf.output_layers:
-        if o not in alias:
-            raise WeightsError(f"{kf.path}: layer {o!r}: output layer not in the architecture")
-        outputs.append((alias[o], o))
-    graph = Graph(name or kf.path.stem, nodes, outputs)
-    logger.debug("imported %s: %d nodes, %d parameters", kf.path, len(nodes), graph.param_count)
+        if o not in im.alias:
+            raise im.error(o, "output layer not in the architecture")
+        outputs.append((im.alias[o], o))
+    graph = Graph(name or kf.path.stem, im.nodes, outputs)
+    logger.debug("imported %s: %d nodes, %d parameters", kf.path, len(im.nodes), graph.param_count)
     return graph

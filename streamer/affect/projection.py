@@ -73,7 +73,7 @@ def project_va(probs: np.ndarray, table: np.ndarray = FER_VA) -> np.ndarray:
         raise ValueError(f"expected probabilities of shape (N, {table.shape[0]}), got {p.shape}")
     total = p.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        va = (p @ table) / total
+        va: np.ndarray = (p @ table) / total
     bad = ~np.isfinite(va).all(axis=1) | (total[:, 0] <= 0)
     va[bad] = np.nan
     return va.astype(np.float32, copy=False)

@@ -25,10 +25,9 @@ from streamer.affect.facechannel import (
     INPUT_SHAPE,
     keras_layer_names,
 )
-from streamer.affect.graph import Graph, Node
-from streamer.errors import ModelError
+from streamer.affect.graph import Graph, Kernel, Node, interpret
 
-__all__ = ["FaceChannelV1", "GraphModule"]
+__all__ = ["TORCH_KERNELS", "FaceChannelV1", "GraphModule"]
 
 
 class FaceChannelV1(nn.Module):
@@ -107,7 +106,8 @@ class FaceChannelV1(nn.Module):
                 lin = getattr(net, head)
                 lin.weight.copy_(torch.from_numpy(node.params["W"].T.copy()))
                 lin.bias.copy_(torch.from_numpy(node.params["b"]))
-        return net.eval()
+        net.eval()
+        return net
 
     def keras_weights(self) -> dict[str, dict[str, np.ndarray]]:
         """The weights in Keras HDF5 layout (HWIO kernels, (in, out) dense kernels)."""
@@ -162,66 +162,63 @@ class GraphModule(nn.Module):
         self.eval()
 
     def _p(self, n: Node, k: str) -> torch.Tensor:
-        return self.params[f"{n.name}.{k}".replace(".", "__").replace("/", "_")]
+        param: torch.Tensor = self.params[f"{n.name}.{k}".replace(".", "__").replace("/", "_")]
+        return param
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        vals: dict[str, torch.Tensor] = {}
-        for n in self.graph.nodes:
-            ins = [vals[i] for i in n.inputs]
-            if n.op == "input":
-                y = x
-            elif n.op == "conv":
-                t, left, b, r = n.attrs["pads"]
-                z = F.pad(ins[0], (left, r, t, b)) if any(n.attrs["pads"]) else ins[0]
-                bias = self._p(n, "b") if "b" in n.params else None
-                y = F.conv2d(
-                    z,
-                    self._p(n, "W"),
-                    bias,
-                    stride=tuple(n.attrs["strides"]),
-                    groups=int(n.attrs["group"]),
-                )
-            elif n.op == "bn":
-                y = F.batch_norm(
-                    ins[0],
-                    self._p(n, "mean"),
-                    self._p(n, "var"),
-                    self._p(n, "gamma"),
-                    self._p(n, "beta"),
-                    False,
-                    0.0,
-                    n.attrs["eps"],
-                )
-            elif n.op == "relu":
-                y = F.relu(ins[0])
-            elif n.op == "tanh":
-                y = torch.tanh(ins[0])
-            elif n.op == "sigmoid":
-                y = torch.sigmoid(ins[0])
-            elif n.op == "softmax":
-                y = F.softmax(ins[0], dim=1)
-            elif n.op == "maxpool":
-                t, left, b, r = n.attrs["pads"]
-                z = (
-                    F.pad(ins[0], (left, r, t, b), value=float("-inf"))
-                    if any(n.attrs["pads"])
-                    else ins[0]
-                )
-                y = F.max_pool2d(z, tuple(n.attrs["kernel"]), tuple(n.attrs["strides"]))
-            elif n.op == "add":
-                y = ins[0]
-                for other in ins[1:]:
-                    y = y + other
-            elif n.op == "shunt":
-                y = ins[0] / (n.attrs["decay"] + ins[1])
-            elif n.op == "gap":
-                y = ins[0].mean(dim=(2, 3))
-            elif n.op == "flatten":
-                z = ins[0].permute(0, 2, 3, 1) if n.attrs.get("channels_last") else ins[0]
-                y = z.reshape(z.shape[0], -1)
-            elif n.op == "dense":
-                y = ins[0] @ self._p(n, "W") + self._p(n, "b")
-            else:
-                raise ModelError(f"graph op {n.op!r} has no torch translation")
-            vals[n.name] = y
+        vals = interpret(self.graph, self, x, TORCH_KERNELS, "torch")
         return [vals[src] for src, _ in self.graph.outputs]
+
+
+def _pad(x: torch.Tensor, n: Node, value: float = 0.0) -> torch.Tensor:
+    t, left, b, r = n.attrs["pads"]
+    return F.pad(x, (left, r, t, b), value=value) if any(n.attrs["pads"]) else x
+
+
+def _conv(m: GraphModule, n: Node, ins: list[torch.Tensor]) -> torch.Tensor:
+    return F.conv2d(
+        _pad(ins[0], n),
+        m._p(n, "W"),
+        m._p(n, "b") if "b" in n.params else None,
+        stride=tuple(n.attrs["strides"]),
+        groups=int(n.attrs["group"]),
+    )
+
+
+def _bn(m: GraphModule, n: Node, ins: list[torch.Tensor]) -> torch.Tensor:
+    mean, var, gamma, beta = (m._p(n, k) for k in ("mean", "var", "gamma", "beta"))
+    return F.batch_norm(ins[0], mean, var, gamma, beta, False, 0.0, n.attrs["eps"])
+
+
+def _maxpool(m: GraphModule, n: Node, ins: list[torch.Tensor]) -> torch.Tensor:
+    z = _pad(ins[0], n, float("-inf"))
+    return F.max_pool2d(z, tuple(n.attrs["kernel"]), tuple(n.attrs["strides"]))
+
+
+def _add(m: GraphModule, n: Node, ins: list[torch.Tensor]) -> torch.Tensor:
+    y = ins[0]
+    for other in ins[1:]:
+        y = y + other
+    return y
+
+
+def _flatten(m: GraphModule, n: Node, ins: list[torch.Tensor]) -> torch.Tensor:
+    z = ins[0].permute(0, 2, 3, 1) if n.attrs.get("channels_last") else ins[0]
+    return z.reshape(z.shape[0], -1)
+
+
+TORCH_KERNELS: dict[str, Kernel[GraphModule, torch.Tensor]] = {
+    "conv": _conv,
+    "bn": _bn,
+    "relu": lambda m, n, ins: F.relu(ins[0]),
+    "tanh": lambda m, n, ins: torch.tanh(ins[0]),
+    "sigmoid": lambda m, n, ins: torch.sigmoid(ins[0]),
+    "softmax": lambda m, n, ins: F.softmax(ins[0], dim=1),
+    "maxpool": _maxpool,
+    "add": _add,
+    "shunt": lambda m, n, ins: ins[0] / (n.attrs["decay"] + ins[1]),
+    "gap": lambda m, n, ins: ins[0].mean(dim=(2, 3)),
+    "flatten": _flatten,
+    "dense": lambda m, n, ins: ins[0] @ m._p(n, "W") + m._p(n, "b"),
+}
+"""The torch column of :data:`~streamer.affect.graph.OPS`."""

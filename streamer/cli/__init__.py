@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "subscribe",
     "validate",
     "bench",
+    "cluster",
     "episodes",
 )
 

@@ -5,10 +5,17 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCH_MODULES = ("bench_replay", "bench_model", "bench_live", "bench_smoothing", "bench_soak")
+BENCH_MODULES = (
+    "bench_replay",
+    "bench_model",
+    "bench_live",
+    "bench_smoothing",
+    "bench_cluster",
+    "bench_soak",
+)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="benchmarks (print JSON)")
     bsub = p.add_subparsers(dest="bench", metavar="BENCH", required=True)
     for name in BENCH_MODULES:

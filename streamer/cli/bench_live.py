@@ -45,7 +45,7 @@ RSS_SAMPLE_S = 5.0  # seconds between RSS samples
 BENCH_STAGGER_S = 0.2  # seconds between starting the sources of a multi-camera bench
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "live",
         help="latency frame -> VA of a real clip served over RTSP at its native rate",

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 BATCHES = (1, 8, 32)
 
 
-def register(bsub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(bsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = bsub.add_parser("model", help="VA model faces/s by backend and batch size")
     p.add_argument("--network", choices=["facechannel", "fer-va", "all"], default="all")
     p.add_argument(

@@ -13,6 +13,7 @@ import json
 import resource
 import time
 from pathlib import Path
+from typing import cast
 
 from streamer.config import AppConfig, load_config
 from streamer.pipeline import Pipeline
@@ -20,7 +21,7 @@ from streamer.sources.file import FileSource, iter_frames
 from streamer.store import default_store
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("replay", help="replay throughput and per-stage cost of a video file")
     p.add_argument("video", type=Path)
     p.add_argument("--config", type=Path, help="YAML config (default: embedded defaults)")
@@ -74,7 +75,7 @@ def cmd_bench_replay(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else AppConfig()
     _, dec_fps = decode_only_fps(args.video)  # also warms the file cache
     runs = [asyncio.run(_run_once(cfg, args.video)) for _ in range(max(1, args.repeat))]
-    best = max(runs, key=lambda r: float(r["fps"]))  # type: ignore[arg-type]
+    best = max(runs, key=lambda r: cast(float, r["fps"]))
     _, dec_fps2 = decode_only_fps(args.video)
     result = {
         "bench": "replay",

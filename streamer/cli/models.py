@@ -12,7 +12,7 @@ from streamer.errors import StreamerError
 from streamer.store import default_store
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("models", help="list, fetch or add models and test media")
     msub = p.add_subparsers(dest="models_cmd", metavar="ACTION", required=True)
 

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 ADDABLE = {"facechannel": "facechannel", "fer": "fer-va"}
 
 
-def register_add(models_subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_add(models_subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``add`` action to ``streamer models``."""
     p = models_subparsers.add_parser(
         "add",

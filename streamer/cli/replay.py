@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from streamer.config import AppConfig, load_config
@@ -22,7 +22,7 @@ from streamer.summary import Summarizer
 logger = logging.getLogger(__name__)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "replay",
         help="analyse a video file: valence/arousal per face per frame (JSON lines)",
@@ -96,12 +96,12 @@ def _progress(console: Console, enabled: bool) -> Progress:
     )
 
 
-async def _watch(progress: Progress, task: object, pipe: Pipeline, camera: str, t0: float) -> None:
+async def _watch(progress: Progress, task: TaskID, pipe: Pipeline, camera: str, t0: float) -> None:
     while True:
         st = pipe.stats.get(camera)
         if st is not None:
             fps = st.frames / max(time.perf_counter() - t0, 1e-6)
-            progress.update(task, completed=st.frames, fps=f"{fps:.0f}")  # type: ignore[arg-type]
+            progress.update(task, completed=st.frames, fps=f"{fps:.0f}")
         await asyncio.sleep(0.1)
 
 

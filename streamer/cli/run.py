@@ -59,6 +59,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--duration-s", type=float, help="stop after this many seconds (default: run until stopped)"
     )
+    p.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="run each camera as an actor on this Ray cluster: auto, ray://host:10001 or "
+        "host:6379 (docs/cluster.md); also `cluster:` in the config",
+    )
     p.set_defaults(func=cmd_run)
 
 
@@ -85,6 +91,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         camera.resolved_url()  # a missing ${VAR} fails here, before any camera opens
     if args.duration_s is not None and args.duration_s <= 0:
         raise ConfigError(f"--duration-s must be > 0, got {args.duration_s}")
+    if getattr(args, "cluster", None) is not None or cfg.cluster is not None:
+        from streamer.cluster.driver import cmd_run_cluster
+
+        return cmd_run_cluster(cfg, args)
     result = run_until_stopped(cfg, out=args.out, duration_s=args.duration_s)
     for name, st in sorted(result.sources.items()):
         cam = result.cameras.get(name)

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 REFRESH_S = 0.5  # table refresh interval (ages tick even without messages)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "subscribe",
         help="watch a running analyzer over MQTT (live table or JSON lines)",

@@ -8,7 +8,7 @@ from streamer.config import load_config
 from streamer.errors import ConfigError
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("validate-config", help="check a YAML config; names the bad key and line")
     p.add_argument("file", help="YAML config file")
     p.set_defaults(func=cmd_validate)

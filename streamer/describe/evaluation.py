@@ -94,9 +94,9 @@ def _labels(value: Any, where: str) -> tuple[str, ...]:
 
 def _row(obj: dict[str, Any], where: str, index: int) -> Row:
     def number(key: str) -> float:
-        raw = obj.get(key)
+        raw: Any = obj.get(key)
         try:
-            x = float(raw)  # type: ignore[arg-type]
+            x = float(raw)
         except (TypeError, ValueError) as err:
             raise DatasetError(f"{where}: {key}: expected a number, got {raw!r}") from err
         if not math.isfinite(x) or not -1.0 <= x <= 1.0:

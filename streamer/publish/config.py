@@ -125,7 +125,7 @@ class MqttConfig(StrictModel):
         description="delay after the broker refuses the credentials or TLS fails",
     )
     homeassistant: HomeAssistantConfig = Field(
-        default_factory=HomeAssistantConfig,  # type: ignore[arg-type]
+        default_factory=HomeAssistantConfig,
         description="Home Assistant discovery",
     )
 

@@ -27,7 +27,7 @@ import random
 import ssl
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 import aiomqtt
@@ -127,6 +127,11 @@ class MqttPublisher:
             on a clean exit; Home Assistant gets a face-count sensor for each).
         rules: names of the episode rules (a binary sensor per camera and rule).
         mood: whether the room mood is published (mood sensors per camera).
+        will: the last will (default: ``offline`` on ``<prefix>/available``); cluster
+            mode sets each camera actor's own.
+        availability: publish ``online`` / ``stopped`` on ``<prefix>/available``.
+        may_publish: when given and False (a fenced cluster actor), nothing is sent
+            (counted as ``dropped["fenced"]``) and no connection is attempted.
     """
 
     def __init__(
@@ -137,6 +142,9 @@ class MqttPublisher:
         *,
         rules: Sequence[str] = (),
         mood: bool = False,
+        will: Outbound | None = None,
+        availability: bool = True,
+        may_publish: Callable[[], bool] | None = None,
     ) -> None:
         self.cfg = cfg
         self.bus = bus
@@ -162,6 +170,9 @@ class MqttPublisher:
         self._announced: set[tuple[str, int]] = set()
         self._invalid_warnings = WarnLimiter(logger)
         self._inbound_warnings = WarnLimiter(logger)
+        self._will = will
+        self._availability = availability
+        self._may_publish = may_publish
         self.episodes = EpisodePublishing(cfg, self.topics, rules, mood)
         self._episode_cameras: set[str] = set()
         self._ha_online = Coalescer(HA_REANNOUNCE_S, self._reannounce)
@@ -356,6 +367,10 @@ class MqttPublisher:
         attempt = 0
         last_logged = ""
         while not self._closing.is_set():
+            if self._may_publish is not None and not self._may_publish():
+                with contextlib.suppress(TimeoutError):  # fenced: do not even connect
+                    await asyncio.wait_for(self._closing.wait(), self.cfg.reconnect_min_s)
+                continue
             self.stats.connect_attempts += 1
             connected_at: float | None = None
             try:
@@ -400,9 +415,8 @@ class MqttPublisher:
                 await asyncio.wait_for(self._closing.wait(), timeout=delay)
 
     def _new_client(self) -> aiomqtt.Client:
-        will = aiomqtt.Will(
-            self.topics.available, AVAILABLE_OFFLINE.encode(), qos=QOS_RELIABLE, retain=True
-        )
+        last = self._will or encode_available(AVAILABLE_OFFLINE, self.topics)
+        will = aiomqtt.Will(last.topic, last.payload, qos=last.qos, retain=last.retain)
         return aiomqtt.Client(
             **client_kwargs(self.cfg, self._password, self._tls_context),
             will=will,
@@ -427,7 +441,8 @@ class MqttPublisher:
 
     async def _session(self, client: aiomqtt.Client) -> None:
         """Publish ``online``, then send until closing (returns) or disconnected (raises)."""
-        await self._send(client, encode_available(AVAILABLE_ONLINE, self.topics))
+        if self._availability:
+            await self._send(client, encode_available(AVAILABLE_ONLINE, self.topics))
         if self.cfg.homeassistant.enabled:
             await client.subscribe(self.cfg.homeassistant.status_topic, qos=QOS_RELIABLE)
             await client.subscribe(self.episodes.discovery_filter, qos=QOS_RELIABLE)
@@ -444,7 +459,8 @@ class MqttPublisher:
         for task in done:
             task.result()  # re-raises MqttError from a lost connection
         # The sender returned: closing; the buffer is flushed, say goodbye.
-        await self._send(client, encode_available(AVAILABLE_STOPPED, self.topics))
+        if self._availability:
+            await self._send(client, encode_available(AVAILABLE_STOPPED, self.topics))
 
     async def _sender(self, client: aiomqtt.Client) -> None:
         while True:
@@ -463,6 +479,9 @@ class MqttPublisher:
             await self._send(client, item)
 
     async def _send(self, client: aiomqtt.Client, item: Outbound) -> None:
+        if self._may_publish is not None and not self._may_publish():
+            self.stats.dropped["fenced"] += 1
+            return
         try:
             await client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
         except (aiomqtt.MqttError, asyncio.CancelledError):

@@ -124,9 +124,10 @@ class RtspServer:
 
     def _read_line(self, deadline: float) -> str:
         assert self.proc is not None and self.proc.stdout is not None
+        stdout = self.proc.stdout
         result: list[str] = []
         reader = threading.Thread(
-            target=lambda: result.append(self.proc.stdout.readline()),  # type: ignore[union-attr]
+            target=lambda: result.append(stdout.readline()),
             daemon=True,
         )
         reader.start()

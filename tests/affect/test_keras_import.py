@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -15,7 +16,7 @@ from streamer.affect.facechannel import (
     keras_model_config,
     random_keras_weights,
 )
-from streamer.affect.graph import fold_batchnorm, run_numpy
+from streamer.affect.graph import Graph, fold_batchnorm, run_numpy
 from streamer.affect.keras_graph import graph_from_keras
 from streamer.affect.keras_h5 import read_keras_h5, write_keras_h5
 from streamer.affect.onnx_export import build_onnx
@@ -37,7 +38,7 @@ def _file_param_count(path: Path) -> int:
     return total
 
 
-def _session(graph, fold_bn: bool = True) -> ort.InferenceSession:
+def _session(graph: Graph, fold_bn: bool = True) -> ort.InferenceSession:
     model = build_onnx(graph, fold_bn=fold_bn)
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
@@ -184,7 +185,7 @@ def test_hdf5_without_weights_is_rejected(tmp_path: Path) -> None:
 # -- FaceChannel: known architecture, weights by name --------------------------------
 
 
-def _facechannel_file(tmp_path: Path, **kw) -> Path:
+def _facechannel_file(tmp_path: Path, **kw: str | None) -> Path:
     path = tmp_path / "DimensionalFaceChannel.h5"
     write_keras_h5(path, random_keras_weights(seed=7), keras_model_config(**kw))
     return path
@@ -258,7 +259,7 @@ def test_fer_file_is_not_a_facechannel(fer_path: Path) -> None:
 # -- other Keras layouts: Sequential (Keras 2.0 list and 2.2 dict), unsupported layers -----
 
 
-def _sequential_layers() -> list[dict]:
+def _sequential_layers() -> list[dict[str, Any]]:
     return [
         {
             "class_name": "Conv2D",

@@ -18,9 +18,7 @@ from streamer.affect.models import FaceChannelModel, FerVAModel, build_source
 from streamer.affect.runtimes import make_runtime
 from streamer.errors import ModelMissingError
 
-HAS_TORCH = importlib.util.find_spec("torch") is not None
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
-needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch not installed (optional extra)")
 
 
 class FakeStore:
@@ -48,7 +46,7 @@ def facechannel_file(tmp_path: Path) -> Path:
     return path
 
 
-@needs_torch
+@pytest.mark.torch
 def test_round_trip_torch_facechannel_through_keras_hdf5(tmp_path: Path) -> None:
     import torch
 
@@ -61,6 +59,7 @@ def test_round_trip_torch_facechannel_through_keras_hdf5(tmp_path: Path) -> None
     with torch.no_grad():  # non-trivial BatchNorm statistics
         for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
+                assert m.running_mean is not None and m.running_var is not None
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.5, 1.5)
@@ -81,7 +80,7 @@ def test_round_trip_torch_facechannel_through_keras_hdf5(tmp_path: Path) -> None
     assert torch.equal(a0, a1) and torch.equal(v0, v1)
 
 
-@needs_torch
+@pytest.mark.torch
 @pytest.mark.parametrize("network", ["fer-va", "facechannel"])
 def test_torch_and_onnxruntime_agree_on_real_face_crops(
     network: str,

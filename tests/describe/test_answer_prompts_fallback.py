@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from typing import Any
 
 import pytest
 
@@ -38,7 +39,9 @@ def test_schema_lists_the_vocabularies() -> None:
         ({**GOOD, "complex": ["peace", "Peace", "fatigue"]}, "happiness", ("peace", "fatigue")),
     ],
 )
-def test_valid_answers_are_normalised(obj: dict, basic: str, complex_: tuple) -> None:
+def test_valid_answers_are_normalised(
+    obj: dict[str, Any], basic: str, complex_: tuple[str, ...]
+) -> None:
     ans = parse_answer(json.dumps(obj))
     assert ans.basic == basic and ans.complex == complex_ and ans.text == "A smile."
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Self, TypeVar
 
 import pytest
 
@@ -19,6 +21,7 @@ from streamer.describe.config import LlmConfig
 from streamer.describe.describer import due_reason
 from streamer.describe.prompts import is_text_only
 from streamer.messages import Description, Message, TrackEvent, TrackEventKind, VASample
+from streamer.testing.ollama import FakeOllama
 
 FPS = 30.0
 DEADLINE_S = 20.0  # generous bound for polling; tests never assert on time
@@ -76,9 +79,13 @@ async def poll(cond: Callable[[], bool], deadline_s: float = DEADLINE_S) -> None
         await asyncio.sleep(0.01)
 
 
-def drain_sub(sub: Subscription) -> list[Message]:
-    out = []
+M = TypeVar("M", bound=Message)
+
+
+def drain_sub(sub: Subscription, kind: type[M]) -> list[M]:
+    out: list[M] = []
     while (m := sub.get_nowait()) is not None:
+        assert isinstance(m, kind), m
         out.append(m)
     return out
 
@@ -126,7 +133,14 @@ def check_accounting(d: Describer) -> None:
         (0.0, 0.5, (0.0, 0.0), 1.2, (0.2, 0.0), None),  # gap passed, move too small
     ],
 )
-def test_due_reason_table(first_t, last_t, last_va, t, va, expected) -> None:
+def test_due_reason_table(
+    first_t: float,
+    last_t: float | None,
+    last_va: tuple[float, float] | None,
+    t: float,
+    va: tuple[float, float],
+    expected: str | None,
+) -> None:
     cfg = cfg_for("http://127.0.0.1:1")
     assert due_reason(cfg, first_t, last_t, last_va, t, va[0], va[1]) == expected
 
@@ -135,7 +149,9 @@ def test_due_reason_table(first_t, last_t, last_va, t, va, expected) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_happy_fallback_then_llm_update_same_id(fake_ollama, stream: bool) -> None:
+async def test_happy_fallback_then_llm_update_same_id(
+    fake_ollama: Callable[..., FakeOllama], stream: bool
+) -> None:
     srv = fake_ollama("happy")
     samples = make_samples(90)  # 3 s: due at t = 0.5, 1.5, 2.5
     rig = Rig(len(samples))
@@ -151,8 +167,8 @@ async def test_happy_fallback_then_llm_update_same_id(fake_ollama, stream: bool)
         assert d.fallbacks == 3
         assert d.answered == 3
         assert d.requests == 3 and d.failed == 0 and d.invalid == 0
-    descs = drain_sub(rig.desc)
-    assert len(drain_sub(rig.va)) == len(samples)
+    descs = drain_sub(rig.desc, Description)
+    assert len(drain_sub(rig.va, VASample)) == len(samples)
     fallbacks = [m for m in descs if m.source == "fallback"]
     updates = [m for m in descs if m.source == "llm"]
     assert [m.id for m in fallbacks] == ["cam:1:1", "cam:1:2", "cam:1:3"]
@@ -173,7 +189,7 @@ async def test_happy_fallback_then_llm_update_same_id(fake_ollama, stream: bool)
     await poll(lambda: srv.count("/api/tags") == 1)  # the model check ran once
 
 
-async def test_prompts_carry_numbers_and_words_only(fake_ollama) -> None:
+async def test_prompts_carry_numbers_and_words_only(fake_ollama: Callable[..., FakeOllama]) -> None:
     srv = fake_ollama("happy")
     samples = make_samples(120, tracks=(1, 2), va=lambda i: (0.5 - i / 200, -0.2 + i / 300))
     rig = Rig(len(samples))
@@ -191,7 +207,9 @@ async def test_prompts_carry_numbers_and_words_only(fake_ollama) -> None:
         assert "valence" in user and "arousal" in user and "Trend per second" in user
 
 
-async def test_invalid_answer_is_retried_once_then_used(fake_ollama) -> None:
+async def test_invalid_answer_is_retried_once_then_used(
+    fake_ollama: Callable[..., FakeOllama],
+) -> None:
     srv = fake_ollama("invalid_once")
     samples = make_samples(20)  # one description (t = 0.5)
     rig = Rig(len(samples))
@@ -208,7 +226,7 @@ async def test_invalid_answer_is_retried_once_then_used(fake_ollama) -> None:
 
 @pytest.mark.parametrize("mode", ["error500", "malformed", "garbage", "blank", "refused"])
 async def test_failure_modes_keep_stream_and_publish_fallback(
-    fake_ollama, refused_url: str, mode: str
+    fake_ollama: Callable[..., FakeOllama], refused_url: str, mode: str
 ) -> None:
     url = refused_url if mode == "refused" else fake_ollama(mode).url
     samples = make_samples(300, tracks=(1, 2))  # 10 s, 2 tracks: 10 fallbacks each
@@ -229,13 +247,15 @@ async def test_failure_modes_keep_stream_and_publish_fallback(
             # bad answers: each job asked twice, then dropped; no back-off
             assert d.failed == 0
             assert d.requests == 2 * d.drop_reasons["invalid"] == d.invalid >= 2
-    got = drain_sub(rig.desc)
-    assert len(drain_sub(rig.va)) == len(samples)  # every VA sample, none lost
+    got = drain_sub(rig.desc, Description)
+    assert len(drain_sub(rig.va, VASample)) == len(samples)  # every VA sample, none lost
     assert len(got) == 20 and all(m.source == "fallback" for m in got)
     assert {m.track_id for m in got} == {1, 2}
 
 
-async def test_slow_server_never_holds_up_the_stream(fake_ollama) -> None:
+async def test_slow_server_never_holds_up_the_stream(
+    fake_ollama: Callable[..., FakeOllama],
+) -> None:
     srv = fake_ollama("slow")
     samples = make_samples(300, tracks=(1, 2))
     rig = Rig(len(samples))
@@ -253,7 +273,7 @@ async def test_slow_server_never_holds_up_the_stream(fake_ollama) -> None:
         assert d.answered >= 1
 
 
-async def test_slow_server_hits_the_hard_timeout(fake_ollama) -> None:
+async def test_slow_server_hits_the_hard_timeout(fake_ollama: Callable[..., FakeOllama]) -> None:
     srv = fake_ollama("slow")
     samples = make_samples(20)
     rig = Rig(len(samples))
@@ -264,11 +284,13 @@ async def test_slow_server_hits_the_hard_timeout(fake_ollama) -> None:
         check_accounting(d)
         assert (d.requests, d.failed, d.answered) == (1, 1, 0)
         assert d.drop_reasons["failed"] == 1
-    assert len(drain_sub(rig.va)) == len(samples)
-    assert [m.source for m in drain_sub(rig.desc)] == ["fallback"]
+    assert len(drain_sub(rig.va, VASample)) == len(samples)
+    assert [m.source for m in drain_sub(rig.desc, Description)] == ["fallback"]
 
 
-async def test_throttled_reconnect_after_server_comes_up(fake_ollama, refused_url: str) -> None:
+async def test_throttled_reconnect_after_server_comes_up(
+    fake_ollama: Callable[..., FakeOllama], refused_url: str
+) -> None:
     port = int(refused_url.rsplit(":", 1)[1])
     rig = Rig(1000)
     cfg = cfg_for(refused_url, reconnect_interval_s=0.2, reconnect_max_s=0.2)
@@ -289,13 +311,15 @@ async def test_throttled_reconnect_after_server_comes_up(fake_ollama, refused_ur
         check_accounting(d)
         assert d.answered == 1 and d.requests == 2
     assert srv.count("/api/chat") == 1
-    assert [m.source for m in drain_sub(rig.desc)] == ["fallback", "fallback", "llm"]
+    assert [m.source for m in drain_sub(rig.desc, Description)] == ["fallback", "fallback", "llm"]
 
 
 # ---------------------------------------------------------------------- bookkeeping
 
 
-async def test_lost_track_drops_pending_job_and_state(fake_ollama) -> None:
+async def test_lost_track_drops_pending_job_and_state(
+    fake_ollama: Callable[..., FakeOllama],
+) -> None:
     srv = fake_ollama("slow")
     rig = Rig(1000)
     async with Describer(cfg_for(srv.url, timeout_s=60.0), rig.bus) as d:
@@ -312,7 +336,9 @@ async def test_lost_track_drops_pending_job_and_state(fake_ollama) -> None:
         assert d.answered == 1
 
 
-async def test_queue_is_bounded_and_newer_job_supersedes(fake_ollama) -> None:
+async def test_queue_is_bounded_and_newer_job_supersedes(
+    fake_ollama: Callable[..., FakeOllama],
+) -> None:
     srv = fake_ollama("slow")
     rig = Rig(10_000)
     cfg = cfg_for(srv.url, timeout_s=60.0, queue_size=3)
@@ -331,7 +357,7 @@ async def test_queue_is_bounded_and_newer_job_supersedes(fake_ollama) -> None:
         check_accounting(d)
 
 
-async def test_tracks_are_bounded(fake_ollama) -> None:
+async def test_tracks_are_bounded(fake_ollama: Callable[..., FakeOllama]) -> None:
     srv = fake_ollama("happy")
     rig = Rig(10_000)
     async with Describer(cfg_for(srv.url, max_tracks=4), rig.bus) as d:
@@ -340,7 +366,7 @@ async def test_tracks_are_bounded(fake_ollama) -> None:
         assert await d.drain(DEADLINE_S)
 
 
-async def test_bad_numbers_never_reach_outputs(fake_ollama) -> None:
+async def test_bad_numbers_never_reach_outputs(fake_ollama: Callable[..., FakeOllama]) -> None:
     srv = fake_ollama("happy")
     rig = Rig(1000)
     nan = float("nan")
@@ -348,12 +374,12 @@ async def test_bad_numbers_never_reach_outputs(fake_ollama) -> None:
     async with Describer(cfg_for(srv.url), rig.bus) as d:
         await rig.feed(samples)
         assert await d.drain(DEADLINE_S)
-    for m in drain_sub(rig.desc):
+    for m in drain_sub(rig.desc, Description):
         rec = m.to_record()
         assert -1.0 <= rec["valence"] <= 1.0 and -1.0 <= rec["arousal"] <= 1.0
 
 
-async def test_unusable_provider_gives_fallbacks_only(tmp_path) -> None:
+async def test_unusable_provider_gives_fallbacks_only(tmp_path: Path) -> None:
     rig = Rig(1000)
     cfg = LlmConfig(
         provider="llamacpp", gguf_path=tmp_path / "missing.gguf", interval_s=1.0, warmup_s=0.5
@@ -365,17 +391,17 @@ async def test_unusable_provider_gives_fallbacks_only(tmp_path) -> None:
         check_accounting(d)
         assert d.fallbacks == 2 and d.requests == 0
         assert d.drop_reasons["provider_unavailable"] == 2
-    assert len(drain_sub(rig.va)) == len(samples)
+    assert len(drain_sub(rig.va, VASample)) == len(samples)
 
 
 async def test_replay_is_deterministic_without_llm(refused_url: str) -> None:
-    async def once() -> list[dict]:
+    async def once() -> list[dict[str, Any]]:
         rig = Rig(1000)
         samples = make_samples(150, tracks=(1, 2), va=lambda i: (i / 150, 0.5 - i / 150))
         async with Describer(cfg_for(refused_url), rig.bus) as d:
             await rig.feed(samples)
             assert await d.drain(DEADLINE_S)
-        return [m.to_record() for m in drain_sub(rig.desc)]
+        return [m.to_record() for m in drain_sub(rig.desc, Description)]
 
     first, second = await once(), await once()
     assert first == second
@@ -392,18 +418,21 @@ async def test_drain_hands_over_the_inbox_even_with_zero_timeout(refused_url: st
         assert d.fallbacks == 0
         await d.drain(0.0)
         assert d.fallbacks == 20  # the last samples' fallbacks are out before the bus closes
-    assert len([m for m in drain_sub(rig.desc) if m.source == "fallback"]) == 20
+    assert len([m for m in drain_sub(rig.desc, Description) if m.source == "fallback"]) == 20
 
 
 async def test_provider_that_crashes_on_start_leaves_fallbacks_running(refused_url: str) -> None:
     class Broken:  # a plug-in with a bug: a fault no real server can cause
         label = "broken"
 
-        async def __aenter__(self):
+        async def __aenter__(self) -> Self:
             raise RuntimeError("plug-in bug")
 
-        async def __aexit__(self, *exc):
+        async def __aexit__(self, *exc: object) -> None:
             return None
+
+        async def complete(self, messages: list[dict[str, str]], schema: dict[str, Any]) -> str:
+            raise AssertionError("never called: the provider did not start")
 
     rig = Rig(1000)
     async with Describer(cfg_for(refused_url), rig.bus, provider=Broken()) as d:

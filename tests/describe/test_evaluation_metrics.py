@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -113,7 +115,8 @@ async def test_evaluate_ties_it_together() -> None:
         Prediction("c", None, (), None, "invalid"),
     ]
 
-    async def embed(texts):  # one-hot by first word: equal first words -> cosine 1
+    # one-hot by first word: equal first words -> cosine 1
+    async def embed(texts: Sequence[str]) -> list[list[float]]:
         vocab = {"a": [1.0, 0.0], "an": [0.0, 1.0]}
         return [vocab[t.split()[0]] for t in texts]
 
@@ -140,14 +143,14 @@ async def test_evaluate_ties_it_together() -> None:
         ("# only comments\n", r"no rows"),
     ],
 )
-def test_bad_csv_names_file_and_line(tmp_path, content: str, match: str) -> None:
+def test_bad_csv_names_file_and_line(tmp_path: Path, content: str, match: str) -> None:
     p = tmp_path / "d.csv"
     p.write_text(content)
     with pytest.raises(DatasetError, match=match):
         load_dataset(p)
 
 
-def test_jsonl_and_csv_load_the_same(tmp_path) -> None:
+def test_jsonl_and_csv_load_the_same(tmp_path: Path) -> None:
     csv_p = tmp_path / "d.csv"
     csv_p.write_text(
         "id,valence,arousal,basic,complex,description\n"

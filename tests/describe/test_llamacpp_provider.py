@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -42,7 +43,7 @@ def needs_gguf() -> None:
         pytest.skip(reason)
 
 
-async def test_missing_gguf_is_a_clear_error(tmp_path) -> None:
+async def test_missing_gguf_is_a_clear_error(tmp_path: Path) -> None:
     cfg = LlmConfig(provider="llamacpp", gguf_path=tmp_path / "none.gguf")
     with pytest.raises(ProviderUnavailableError, match=r"llama-cpp-python|GGUF"):
         async with LlamaCppProvider(cfg):
@@ -75,8 +76,9 @@ async def test_describer_with_real_model_keeps_the_stream_flowing() -> None:
         assert await d.drain(240.0)
         assert d.answered + d.dropped == d.fallbacks >= 1
         assert d.answered >= 1, dict(d.drop_reasons)
-    got = []
+    got: list[Description] = []
     while (m := desc_sink.get_nowait()) is not None:
+        assert isinstance(m, Description), m
         got.append(m)
     llm = [m for m in got if m.source == "llm"]
     assert llm and llm[0].model.startswith("llamacpp:") and llm[0].basic in BASIC

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -12,21 +15,29 @@ from streamer.faces.tracker import iou_matrix
 from streamer.faces.yunet import YuNetDetector
 
 
+def imread(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path))
+    assert img is not None, f"cannot read {path}"
+    return img
+
+
 @pytest.fixture(scope="module")
-def yunet(store_path):
+def yunet(store_path: Callable[[str], Path]) -> Path:
     return store_path("yunet")
 
 
-def test_multi_face_still_finds_every_face(yunet, store_path) -> None:
-    img = cv2.imread(str(store_path("multi_face.jpg")))
+def test_multi_face_still_finds_every_face(yunet: Path, store_path: Callable[[str], Path]) -> None:
+    img = imread(store_path("multi_face.jpg"))
     dets = YuNetDetector(yunet, DetectorConfig(detect_width_px=1000)).detect(img)
     assert len(dets) >= 4
     assert all(0.0 <= d.box[0] < d.box[2] <= img.shape[1] for d in dets)
     assert [d.score for d in dets] == sorted((d.score for d in dets), reverse=True)
 
 
-def test_downscaled_detection_maps_boxes_back(yunet, store_path) -> None:
-    img = cv2.imread(str(store_path("single_face.jpg")))
+def test_downscaled_detection_maps_boxes_back(
+    yunet: Path, store_path: Callable[[str], Path]
+) -> None:
+    img = imread(store_path("single_face.jpg"))
     full = YuNetDetector(yunet, DetectorConfig(detect_width_px=4096)).detect(img)
     small = YuNetDetector(yunet, DetectorConfig(detect_width_px=160)).detect(img)
     assert len(full) == len(small) == 1
@@ -34,12 +45,12 @@ def test_downscaled_detection_maps_boxes_back(yunet, store_path) -> None:
     assert iou > 0.7
 
 
-def test_no_face_in_blank_frame(yunet) -> None:
+def test_no_face_in_blank_frame(yunet: Path) -> None:
     img = np.full((360, 640, 3), 127, np.uint8)
     assert YuNetDetector(yunet, DetectorConfig()).detect(img) == []
 
 
-def test_bad_frame_shape_is_rejected(yunet) -> None:
+def test_bad_frame_shape_is_rejected(yunet: Path) -> None:
     with pytest.raises(ValueError, match=r"expected a BGR image \(H, W, 3\), got shape"):
         YuNetDetector(yunet, DetectorConfig()).detect(np.zeros((10, 10), np.uint8))
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 
 from streamer.faces.config import TrackerConfig
-from streamer.faces.tracker import Tracker, iou_matrix
+from streamer.faces.tracker import Tracker, TrackerStep, iou_matrix
 from streamer.messages import Detection
 
 FPS = 30.0
@@ -16,7 +18,7 @@ def det(x: float, y: float, size: float = 80.0) -> Detection:
     return Detection((x, y, x + size, y + size), 0.9)
 
 
-def run(tracker: Tracker, frames: list[list[Detection] | None]) -> list:
+def run(tracker: Tracker, frames: Sequence[list[Detection] | None]) -> list[TrackerStep]:
     return [tracker.step(i / FPS, d) for i, d in enumerate(frames)]
 
 
@@ -35,7 +37,7 @@ def test_two_moving_faces_keep_their_ids() -> None:
     ids_a = {s.visible[0].id for s in steps[5:] if s.visible}
     assert len(tr.tracks) == 2
     assert ids_a <= {1, 2}
-    by_x = {}
+    by_x: dict[int, list[float]] = {}
     for s in steps[5:]:
         for t in s.visible:
             by_x.setdefault(t.id, []).append(t.box[0])

@@ -4,30 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import time
-from collections.abc import Awaitable, Callable
+from typing import Any
 
+from streamer.messages import (
+    CameraState,
+    CameraStatus,
+    Description,
+    TrackEvent,
+    TrackEventKind,
+    VASample,
+)
+from tests.helpers.wait import wait_until, wait_until_async
 
-async def wait_until(
-    predicate: Callable[[], bool], timeout_s: float = 15.0, what: str = "condition"
-) -> None:
-    """Poll ``predicate`` until true; fail the test after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-async def wait_until_async(
-    predicate: Callable[[], Awaitable[bool]], timeout_s: float = 15.0, what: str = "condition"
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.05)
+__all__ = [
+    "Collector",
+    "make_description",
+    "make_event",
+    "make_status",
+    "make_va",
+    "wait_until",
+    "wait_until_async",
+]
 
 
 class Collector:
@@ -68,9 +68,7 @@ class Collector:
     def payloads(self, topic: str) -> list[bytes]:
         return [p for t, p, _ in self.messages if t == topic]
 
-    def records(self, suffix: str) -> list[dict]:
-        import json
-
+    def records(self, suffix: str) -> list[dict[str, Any]]:
         return [json.loads(p) for t, p, _ in self.messages if t.endswith(suffix) and p]
 
 
@@ -82,9 +80,7 @@ def make_va(
     a: float = -0.5,
     frame: int | None = None,
     wall_time: float | None = None,
-):
-    from streamer.messages import VASample
-
+) -> VASample:
     return VASample(
         camera=camera,
         frame=round(t * 30) if frame is None else frame,
@@ -101,9 +97,9 @@ def make_va(
     )
 
 
-def make_event(camera: str = "cam1", track_id: int = 1, kind: str = "appeared", t: float = 0.0):
-    from streamer.messages import TrackEvent, TrackEventKind
-
+def make_event(
+    camera: str = "cam1", track_id: int = 1, kind: str = "appeared", t: float = 0.0
+) -> TrackEvent:
     return TrackEvent(
         camera=camera,
         track_id=track_id,
@@ -114,9 +110,7 @@ def make_event(camera: str = "cam1", track_id: int = 1, kind: str = "appeared", 
     )
 
 
-def make_status(camera: str = "cam1", state: str = "online"):
-    from streamer.messages import CameraState, CameraStatus
-
+def make_status(camera: str = "cam1", state: str = "online") -> CameraStatus:
     return CameraStatus(
         camera=camera,
         state=CameraState(state),
@@ -126,9 +120,9 @@ def make_status(camera: str = "cam1", state: str = "online"):
     )
 
 
-def make_description(camera: str = "cam1", track_id: int = 1, source: str = "fallback"):
-    from streamer.messages import Description
-
+def make_description(
+    camera: str = "cam1", track_id: int = 1, source: str = "fallback"
+) -> Description:
     return Description(
         id=f"{camera}-{track_id}-1",
         camera=camera,

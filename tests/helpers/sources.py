@@ -8,6 +8,9 @@ from collections.abc import Callable
 
 from streamer.bus import EventBus, Subscription
 from streamer.messages import CameraState, CameraStatus
+from tests.helpers.wait import wait_until
+
+__all__ = ["StatusLog", "drain_statuses", "wait_until"]
 
 
 def drain_statuses(sub: Subscription) -> list[CameraStatus]:
@@ -49,12 +52,3 @@ class StatusLog:
                     f"{[(s.camera, s.state.value, s.detail) for s in self.seen]}"
                 )
             await asyncio.sleep(0.05)
-
-
-async def wait_until(pred: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll ``pred`` until true (a deadline, not a timing assertion)."""
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.05)

@@ -12,6 +12,7 @@ from streamer.publish.config import HomeAssistantConfig, MqttConfig
 from streamer.publish.homeassistant import camera_discovery, parse_ha_status, track_discovery
 from streamer.publish.mqtt import MqttPublisher
 from streamer.publish.payloads import InboundError, Topics
+from streamer.testing.mqtt import Broker
 from tests.helpers.mqtt import Collector, make_event, make_va, wait_until
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(60)]
@@ -47,7 +48,9 @@ def test_parse_ha_status_accepts_birth_and_will() -> None:
     assert parse_ha_status(b"offline\n") == "offline"
 
 
-async def test_discovery_announced_reannounced_and_hostile_status_ignored(broker, caplog) -> None:
+async def test_discovery_announced_reannounced_and_hostile_status_ignored(
+    broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
     cfg = MqttConfig(
         port=broker.port,
         prefix="test",

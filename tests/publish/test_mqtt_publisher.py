@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
 
 from streamer.bus import EventBus
-from streamer.messages import Frame
+from streamer.messages import Frame, Message
 from streamer.publish.config import MqttConfig
 from streamer.publish.mqtt import MqttPublisher
 from streamer.publish.payloads import validate_record
-from streamer.testing.mqtt import TcpProxy
+from streamer.testing.mqtt import Broker, TcpProxy
 from streamer.testing.net import free_port
 from tests.helpers.mqtt import (
     Collector,
@@ -30,8 +32,8 @@ pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(60)]
 PREFIX = "test"
 
 
-def cfg_for(port: int, **kw) -> MqttConfig:
-    base = {
+def cfg_for(port: int, **kw: Any) -> MqttConfig:
+    base: dict[str, Any] = {
         "host": "127.0.0.1",
         "port": port,
         "prefix": PREFIX,
@@ -45,7 +47,7 @@ def cfg_for(port: int, **kw) -> MqttConfig:
 
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
-async def test_every_message_type_round_trips_and_validates(broker, protocol: str) -> None:
+async def test_every_message_type_round_trips_and_validates(broker: Broker, protocol: str) -> None:
     bus = EventBus()
     async with (
         Collector(broker.host, broker.port, f"{PREFIX}/#") as col,
@@ -54,7 +56,7 @@ async def test_every_message_type_round_trips_and_validates(broker, protocol: st
         await wait_until(lambda: pub.connected, what="publisher connected")
         # A frame on the bus (image data) must never reach the broker.
         bus.publish_nowait(Frame("cam1", 0, 0.0, np.full((480, 640, 3), 7, np.uint8)))  # type: ignore[arg-type]
-        sent = [
+        sent: list[Message] = [
             make_status("cam1", "online"),
             make_event("cam1", 7, "appeared", t=0.0),
             make_va("cam1", 7, t=0.0, v=0.25, a=-0.5),
@@ -110,7 +112,7 @@ async def test_every_message_type_round_trips_and_validates(broker, protocol: st
     assert pub.stats.published["va"] == 1 and pub.stats.published["event"] == 2
 
 
-async def test_mosquitto_sub_reads_retained_state(broker) -> None:
+async def test_mosquitto_sub_reads_retained_state(broker: Broker) -> None:
     """An independent client (mosquitto_sub) sees retained availability and status."""
     bus = EventBus()
     async with MqttPublisher(cfg_for(broker.port), bus, ["door"]) as pub:
@@ -143,7 +145,7 @@ async def test_mosquitto_sub_reads_retained_state(broker) -> None:
     assert status["state"] == "online"
 
 
-async def test_no_broker_at_start_then_connects(make_broker) -> None:
+async def test_no_broker_at_start_then_connects(make_broker: Callable[..., Broker]) -> None:
     port = free_port()
     bus = EventBus()
     async with MqttPublisher(cfg_for(port), bus, ["cam1"]) as pub:
@@ -169,7 +171,7 @@ async def test_no_broker_at_start_then_connects(make_broker) -> None:
     assert pub.stats.connections == 1
 
 
-async def _feed_va(bus: EventBus, camera: str, track_id: int, state: dict) -> None:
+async def _feed_va(bus: EventBus, camera: str, track_id: int, state: dict[str, float]) -> None:
     """Synthetic VA at 20 Hz media time (the publisher keeps 5 Hz of it)."""
     frame = 0
     while True:
@@ -179,9 +181,9 @@ async def _feed_va(bus: EventBus, camera: str, track_id: int, state: dict) -> No
         await asyncio.sleep(0.01)
 
 
-async def test_broker_restart_republishes_online_and_va_resumes(broker) -> None:
+async def test_broker_restart_republishes_online_and_va_resumes(broker: Broker) -> None:
     bus = EventBus()
-    feed_state: dict = {"t": 0.0}
+    feed_state: dict[str, float] = {"t": 0.0}
     async with MqttPublisher(cfg_for(broker.port), bus, ["cam1"]) as pub:
         feeder = asyncio.create_task(_feed_va(bus, "cam1", 3, feed_state))
         try:
@@ -212,7 +214,9 @@ async def test_broker_restart_republishes_online_and_va_resumes(broker) -> None:
         validate_record(rec, expected="streamer.va/1")
 
 
-async def test_broker_unreachable_buffer_bounded_and_stale_va_dropped(make_broker) -> None:
+async def test_broker_unreachable_buffer_bounded_and_stale_va_dropped(
+    make_broker: Callable[..., Broker],
+) -> None:
     port = free_port()
     cfg = cfg_for(
         port, max_pending_tracks=4, max_pending_events=10, va_stale_s=0.2, reconnect_max_s=0.3
@@ -246,7 +250,7 @@ async def test_broker_unreachable_buffer_bounded_and_stale_va_dropped(make_broke
     assert pub.stats.dropped["event_overflow"] == 20
 
 
-async def test_va_rate_limited_per_track(broker) -> None:
+async def test_va_rate_limited_per_track(broker: Broker) -> None:
     bus = EventBus()
     async with (
         Collector(broker.host, broker.port, f"{PREFIX}/#") as col,
@@ -266,7 +270,7 @@ async def test_va_rate_limited_per_track(broker) -> None:
     assert pub.stats.throttled == 2 * 24
 
 
-async def test_nan_is_never_published(broker) -> None:
+async def test_nan_is_never_published(broker: Broker) -> None:
     bus = EventBus()
     async with (
         Collector(broker.host, broker.port, f"{PREFIX}/#") as col,
@@ -281,7 +285,7 @@ async def test_nan_is_never_published(broker) -> None:
     assert all(b"NaN" not in p for _, p, _ in col.messages)
 
 
-async def test_clean_exit_marks_every_camera_stopped(broker) -> None:
+async def test_clean_exit_marks_every_camera_stopped(broker: Broker) -> None:
     from streamer.messages import CameraState, CameraStatus
 
     bus = EventBus()
@@ -299,13 +303,13 @@ async def test_clean_exit_marks_every_camera_stopped(broker) -> None:
     assert (cam2["state"], cam2["detail"]) == ("stopped", "analyzer stopped")
 
 
-async def test_network_cut_subscribers_see_offline_then_online(broker) -> None:
+async def test_network_cut_subscribers_see_offline_then_online(broker: Broker) -> None:
     """The path to the broker breaks (broker stays up): the broker delivers the last
     will to other subscribers; once the path is back, `online` and VA return."""
     proxy = TcpProxy(free_port(), broker.port)
     await proxy.start()
     bus = EventBus()
-    feed_state: dict = {"t": 0.0}
+    feed_state: dict[str, float] = {"t": 0.0}
     async with (
         Collector(broker.host, broker.port, f"{PREFIX}/#") as col,
         MqttPublisher(cfg_for(proxy.port), bus, ["cam1"]) as pub,

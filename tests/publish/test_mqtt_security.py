@@ -6,7 +6,9 @@ import asyncio
 import logging
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,7 @@ from streamer.bus import EventBus
 from streamer.errors import ConfigError
 from streamer.publish.config import MqttConfig
 from streamer.publish.mqtt import MqttPublisher
+from streamer.testing.mqtt import Broker
 from tests.helpers.mqtt import Collector, make_status, wait_until
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(60)]
@@ -23,7 +26,7 @@ WRONG = "wr0ng-Pa55word"
 
 
 @pytest.fixture
-def auth_broker(make_broker, tmp_path: Path):
+def auth_broker(make_broker: Callable[..., Broker], tmp_path: Path) -> Broker:
     if shutil.which("mosquitto_passwd") is None:
         pytest.skip("mosquitto_passwd not installed (Debian package 'mosquitto')")
     pwfile = tmp_path / "passwd"
@@ -36,8 +39,8 @@ def auth_broker(make_broker, tmp_path: Path):
     return make_broker(f"allow_anonymous false\npassword_file {pwfile}\n")
 
 
-def _cfg(port: int, **kw) -> MqttConfig:
-    base = {
+def _cfg(port: int, **kw: Any) -> MqttConfig:
+    base: dict[str, Any] = {
         "port": port,
         "prefix": "sec",
         "keepalive_s": 5,
@@ -49,7 +52,7 @@ def _cfg(port: int, **kw) -> MqttConfig:
     return MqttConfig(**base)
 
 
-async def test_password_from_file_connects(auth_broker, tmp_path: Path) -> None:
+async def test_password_from_file_connects(auth_broker: Broker, tmp_path: Path) -> None:
     secret = tmp_path / "mqtt.pw"
     secret.write_text(PASSWORD + "\n")
     cfg = _cfg(auth_broker.port, username="alice", password_file=secret)
@@ -60,7 +63,10 @@ async def test_password_from_file_connects(auth_broker, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 async def test_wrong_password_clear_error_no_secret_no_tight_loop(
-    auth_broker, monkeypatch, caplog, protocol: str
+    auth_broker: Broker,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    protocol: str,
 ) -> None:
     monkeypatch.setenv("TEST_MQTT_PASSWORD", WRONG)
     cfg = _cfg(
@@ -89,7 +95,7 @@ async def test_wrong_password_clear_error_no_secret_no_tight_loop(
     assert auth_broker.count_in_log("not authorised") == 1
 
 
-async def test_missing_password_env_fails_fast(monkeypatch) -> None:
+async def test_missing_password_env_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TEST_MQTT_UNSET", raising=False)
     cfg = _cfg(1, username="alice", password_env="TEST_MQTT_UNSET")
     with pytest.raises(ConfigError, match="TEST_MQTT_UNSET is not set"):
@@ -104,43 +110,18 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
+def _new_key_and_request(d: Path, name: str, *how: str) -> None:
+    """An EC P-256 key ``name.key`` and, per ``how``, a self-signed cert or a CSR."""
+    curve = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    _openssl("req", *curve, "-keyout", f"{name}.key", *how, "-subj", f"/CN={name}", cwd=d)
+
+
 def _make_ca(d: Path, name: str) -> None:
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        f"{name}.key",
-        "-out",
-        f"{name}.pem",
-        "-days",
-        "2",
-        "-subj",
-        f"/CN={name}",
-        cwd=d,
-    )
+    _new_key_and_request(d, name, "-x509", "-out", f"{name}.pem", "-days", "2")
 
 
 def _make_leaf(d: Path, name: str, ca: str, san: str | None) -> None:
-    _openssl(
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        f"{name}.key",
-        "-out",
-        f"{name}.csr",
-        "-subj",
-        f"/CN={name}",
-        cwd=d,
-    )
+    _new_key_and_request(d, name, "-out", f"{name}.csr")
     ext = d / f"{name}.ext"
     ext.write_text(f"subjectAltName={san}\n" if san else "basicConstraints=CA:FALSE\n")
     _openssl(
@@ -164,7 +145,7 @@ def _make_leaf(d: Path, name: str, ca: str, san: str | None) -> None:
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Path:
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A trusted CA with a server and a client certificate, and an unrelated CA."""
     if shutil.which("openssl") is None:
         pytest.skip("openssl command-line tool not installed")
@@ -177,14 +158,14 @@ def pki(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def tls_broker(make_broker, pki: Path):
+def tls_broker(make_broker: Callable[..., Broker], pki: Path) -> Broker:
     return make_broker(
         f"cafile {pki / 'ca.pem'}\ncertfile {pki / 'server.pem'}\n"
         f"keyfile {pki / 'server.key'}\nrequire_certificate true\n"
     )
 
 
-async def test_tls_with_ca_and_client_certificate(tls_broker, pki: Path) -> None:
+async def test_tls_with_ca_and_client_certificate(tls_broker: Broker, pki: Path) -> None:
     tls = {
         "ca_file": pki / "ca.pem",
         "cert_file": pki / "client.pem",
@@ -198,7 +179,9 @@ async def test_tls_with_ca_and_client_certificate(tls_broker, pki: Path) -> None
     assert pub.stats.tls_failures == 0
 
 
-async def test_tls_untrusted_ca_clear_error_no_plaintext(tls_broker, pki: Path, caplog) -> None:
+async def test_tls_untrusted_ca_clear_error_no_plaintext(
+    tls_broker: Broker, pki: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     tls = {
         "ca_file": pki / "other_ca.pem",
         "cert_file": pki / "client.pem",
@@ -214,7 +197,7 @@ async def test_tls_untrusted_ca_clear_error_no_plaintext(tls_broker, pki: Path, 
 
 
 async def test_tls_against_plaintext_listener_never_speaks_mqtt_in_clear(
-    make_broker, pki: Path
+    make_broker: Callable[..., Broker], pki: Path
 ) -> None:
     plain = make_broker()  # a plaintext listener where TLS was configured
     cfg = _cfg(plain.port, tls={"ca_file": pki / "ca.pem"}, auth_retry_s=30)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import jsonschema
@@ -16,7 +17,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from streamer.config import load_config, parse_config
 from streamer.errors import ConfigError
-from streamer.messages import Frame
+from streamer.messages import Frame, Message
 from streamer.publish.buffer import OutboundBuffer
 from streamer.publish.config import MqttConfig
 from streamer.publish.connect import FailureKind, backoff_delay, explain_failure
@@ -67,7 +68,9 @@ def test_example_config_is_valid() -> None:
     assert cfg.mqtt.homeassistant.enabled is False
 
 
-def test_resolve_password_from_env_and_file(monkeypatch, tmp_path: Path) -> None:
+def test_resolve_password_from_env_and_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("MQTT_PW_TEST", "from-env")
     assert MqttConfig(username="u", password_env="MQTT_PW_TEST").resolve_password() == "from-env"
     f = tmp_path / "pw"
@@ -111,7 +114,7 @@ def test_topics_tree() -> None:
         (make_description(source="llm"), "description", 1, False),
     ],
 )
-def test_encode_every_type_validates(msg, kind: str, qos: int, retain: bool) -> None:
+def test_encode_every_type_validates(msg: Message, kind: str, qos: int, retain: bool) -> None:
     out = encode_message(msg, Topics("p"), wall_time=1234.5)
     assert (out.kind, out.qos, out.retain) == (kind, qos, retain)
     record = json.loads(out.payload)
@@ -150,6 +153,12 @@ def _out(kind: str, topic: str, n: int = 0, retain: bool = False) -> Outbound:
     return Outbound(kind, topic, str(n).encode(), 0 if kind == "va" else 1, retain)
 
 
+def pop(buf: OutboundBuffer) -> Outbound:
+    item = buf.pop()
+    assert item is not None, "the buffer is empty"
+    return item
+
+
 def test_buffer_policy() -> None:
     now = [0.0]
     buf = OutboundBuffer(max_events=3, max_tracks=2, stale_s=1.0, clock=lambda: now[0])
@@ -185,16 +194,16 @@ def test_buffer_drops_stale_va_and_requeues_events() -> None:
     now[0] = 0.5
     buf.put_va(("c", 2), _out("va", "v2"))
     now[0] = 1.2
-    assert buf.pop().topic == "v2"  # v1 waited 1.2 s > 1 s: dropped
+    assert pop(buf).topic == "v2"  # v1 waited 1.2 s > 1 s: dropped
     assert buf.dropped["va_stale"] == 1
     buf.put_event(_out("event", "later"))
     buf.requeue(_out("event", "unconfirmed"))
-    assert buf.pop().topic == "unconfirmed"
+    assert pop(buf).topic == "unconfirmed"
 
 
 @pytest.mark.parametrize("kw", [{"max_events": 0}, {"max_tracks": 0}, {"stale_s": 0}])
-def test_buffer_rejects_bad_limits(kw) -> None:
-    args = {"max_events": 1, "max_tracks": 1, "stale_s": 1.0, **kw}
+def test_buffer_rejects_bad_limits(kw: dict[str, Any]) -> None:
+    args: dict[str, Any] = {"max_events": 1, "max_tracks": 1, "stale_s": 1.0, **kw}
     with pytest.raises(ValueError, match="expected positive"):
         OutboundBuffer(**args)
 
@@ -223,7 +232,7 @@ def _wrapped(exc: OSError) -> aiomqtt.MqttError:
         return err
 
 
-def test_explain_failure_kinds_and_no_secret(monkeypatch) -> None:
+def test_explain_failure_kinds_and_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PW", "topsecret")
     cfg = MqttConfig(host="broker.lan", port=8883, username="ann", password_env="PW")
     for rc in (ReasonCode(PacketTypes.CONNACK, identifier=134), 5):

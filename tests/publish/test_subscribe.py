@@ -10,15 +10,19 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 from streamer.bus import EventBus
+from streamer.messages import Message
 from streamer.publish.config import MqttConfig
 from streamer.publish.mqtt import MqttPublisher
 from streamer.publish.payloads import Topics, dumps, encode_message, validate_record
 from streamer.publish.subscriber import SubscriberView, quadrant
+from streamer.testing.mqtt import Broker
 from tests.helpers.mqtt import (
     make_description,
     make_event,
@@ -31,12 +35,12 @@ P = "test"
 TOPICS = Topics(P)
 
 
-def _payload(msg) -> tuple[str, bytes]:
+def _payload(msg: Message) -> tuple[str, bytes]:
     out = encode_message(msg, TOPICS, wall_time=1_700_000_000.0)
     return out.topic, out.payload
 
 
-def _state(view: SubscriberView) -> tuple:
+def _state(view: SubscriberView) -> tuple[object, ...]:
     return (
         view.available,
         copy.deepcopy(view.statuses),
@@ -120,7 +124,7 @@ HOSTILE = [
 
 @pytest.mark.parametrize(("name", "topic", "payload"), HOSTILE, ids=[h[0] for h in HOSTILE])
 def test_hostile_input_rejected_with_one_truncated_warning(
-    name: str, topic: str, payload: bytes, caplog
+    name: str, topic: str, payload: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
     view = SubscriberView(P)
     view.handle(f"{P}/available", b"online")
@@ -135,7 +139,7 @@ def test_hostile_input_rejected_with_one_truncated_warning(
     assert view.rejected == 1
 
 
-def test_warnings_do_not_flood(caplog) -> None:
+def test_warnings_do_not_flood(caplog: pytest.LogCaptureFixture) -> None:
     view = SubscriberView(P)
     caplog.set_level(logging.WARNING, logger="streamer.publish.subscriber")
     for _ in range(5000):
@@ -144,7 +148,7 @@ def test_warnings_do_not_flood(caplog) -> None:
     assert len(caplog.records) < 40
 
 
-def test_empty_payload_clears_silently(caplog) -> None:
+def test_empty_payload_clears_silently(caplog: pytest.LogCaptureFixture) -> None:
     view = SubscriberView(P)
     assert view.handle(f"{P}/cam1/status", b"") is None
     assert view.rejected == 0 and not caplog.records
@@ -159,7 +163,7 @@ def _streamer(*args: str) -> list[str]:
 
 @pytest.mark.mqtt
 @pytest.mark.timeout(60)
-async def test_subscribe_json_against_live_publisher(broker) -> None:
+async def test_subscribe_json_against_live_publisher(broker: Broker) -> None:
     if shutil.which("mosquitto_pub") is None:
         pytest.skip("mosquitto_pub not installed (Debian package 'mosquitto-clients')")
     cfg = MqttConfig(port=broker.port, prefix=P, reconnect_min_s=0.1, reconnect_max_s=0.5)
@@ -244,11 +248,16 @@ async def test_subscribe_json_against_live_publisher(broker) -> None:
 
 @pytest.mark.mqtt
 @pytest.mark.timeout(60)
-async def test_subscribe_wrong_password_exits_with_clear_error(make_broker, tmp_path) -> None:
+async def test_subscribe_wrong_password_exits_with_clear_error(
+    make_broker: Callable[..., Broker], tmp_path: Path
+) -> None:
     if shutil.which("mosquitto_passwd") is None:
         pytest.skip("mosquitto_passwd not installed (Debian package 'mosquitto')")
     pwfile = tmp_path / "passwd"
-    subprocess.run(["mosquitto_passwd", "-c", "-b", str(pwfile), "bob", "right-one"], check=True)
+    passwd = await asyncio.create_subprocess_exec(
+        "mosquitto_passwd", "-c", "-b", str(pwfile), "bob", "right-one"
+    )
+    assert await passwd.wait() == 0
     broker = make_broker(f"allow_anonymous false\npassword_file {pwfile}\n")
     proc = await asyncio.create_subprocess_exec(
         *_streamer(
@@ -275,7 +284,7 @@ async def test_subscribe_wrong_password_exits_with_clear_error(make_broker, tmp_
 
 @pytest.mark.mqtt
 @pytest.mark.timeout(60)
-async def test_subscribe_table_shows_tracks(broker) -> None:
+async def test_subscribe_table_shows_tracks(broker: Broker) -> None:
     cfg = MqttConfig(port=broker.port, prefix=P, reconnect_min_s=0.1, reconnect_max_s=0.5)
     bus = EventBus()
     async with MqttPublisher(cfg, bus, ["cam1"]) as pub:

@@ -112,7 +112,7 @@ async def test_server_killed_then_restarted_frames_resume(
 async def test_stalled_server_is_detected_and_recovers(
     rtsp_server: StartServer, long_clip: Path
 ) -> None:
-    """SIGSTOP: the TCP connection stays open but no packet comes (row 2)."""
+    """SIGSTOP: the TCP connection stays open but no packet comes (a stall)."""
     srv = rtsp_server(long_clip)
     bus = EventBus()
     log = StatusLog(bus)
@@ -221,7 +221,7 @@ async def test_two_cameras_one_dead_the_other_keeps_producing(
 async def test_stop_while_stalled_leaves_no_thread(
     rtsp_server: StartServer, long_clip: Path
 ) -> None:
-    """Row 21 with a stalled camera: the decode thread is not stuck in a blocking read."""
+    """SIGTERM with a stalled camera: the decode thread is not stuck in a blocking read."""
     srv = rtsp_server(long_clip)
     src = LiveSource(cam(srv.url, stall_timeout_s=30.0))
     async with src:

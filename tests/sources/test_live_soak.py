@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from streamer.sources.config import CameraConfig
 from streamer.sources.live import LiveSource
+from streamer.testing.sources import RtspServer
 from tests.helpers.sources import wait_until
 
 pytestmark = [pytest.mark.soak, pytest.mark.rtsp]
@@ -28,9 +31,17 @@ def rss_mb() -> float:
     return 0.0
 
 
+def more_frames(src: LiveSource, n: int) -> bool:
+    return src.stats().frames > n
+
+
+def more_stalls(src: LiveSource, n: int) -> bool:
+    return src.stats().stalls > n
+
+
 async def test_repeated_kills_and_stalls_memory_and_threads_flat(
-    rtsp_server,
-    long_clip: Path,  # type: ignore[no-untyped-def]
+    rtsp_server: Callable[..., RtspServer],
+    long_clip: Path,
 ) -> None:
     srv = rtsp_server(long_clip)
     cfg = CameraConfig(
@@ -51,13 +62,13 @@ async def test_repeated_kills_and_stalls_memory_and_threads_flat(
         consumer = asyncio.create_task(consume(src))
         for cycle in range(CYCLES):
             n = src.stats().frames
-            await wait_until(lambda n=n: src.stats().frames > n + 10, 30, f"frames, cycle {cycle}")
+            await wait_until(partial(more_frames, src, n + 10), 30, f"frames, cycle {cycle}")
             if cycle % 2:
                 srv.kill()
                 srv.start()
             else:
                 srv.pause()
-                await wait_until(lambda c=cycle: src.stats().stalls > c // 2, 30, "a stall")
+                await wait_until(partial(more_stalls, src, cycle // 2), 30, "a stall")
                 srv.resume()
             rss.append(rss_mb())
             threads.append(threading.active_count())

@@ -54,7 +54,9 @@ def source_threads() -> list[threading.Thread]:
         ("clip.mp4", "file", None, {}),
     ],
 )
-def test_source_kind_and_options(url: str, kind: str, fmt: str | None, options: dict) -> None:
+def test_source_kind_and_options(
+    url: str, kind: str, fmt: str | None, options: dict[str, str]
+) -> None:
     assert source_kind(url) == kind
     _, got_fmt, got_options = demuxer_options(CameraConfig(name="c", url=url))
     assert got_fmt == fmt
@@ -250,17 +252,21 @@ async def drain(src: LiveSource) -> int:
     return n
 
 
-@pytest.mark.parametrize("kind", ["missing", "empty", "text", "truncated"])
-async def test_bad_file_goes_offline_names_the_file_and_retries(
-    kind: str, clip_dir: Path, short_clip: Path
-) -> None:
-    path = clip_dir / f"bad_{kind}.mp4"
+def _bad_file(kind: str, path: Path, good: Path) -> Path:
     if kind == "empty":
         path.write_bytes(b"")
     elif kind == "text":
         path.write_text("this is not a video\n" * 50)
     elif kind == "truncated":
-        path.write_bytes(short_clip.read_bytes()[:2000])
+        path.write_bytes(good.read_bytes()[:2000])
+    return path
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "text", "truncated"])
+async def test_bad_file_goes_offline_names_the_file_and_retries(
+    kind: str, clip_dir: Path, short_clip: Path
+) -> None:
+    path = _bad_file(kind, clip_dir / f"bad_{kind}.mp4", short_clip)
     bus = EventBus()
     log = StatusLog(bus)
     async with LiveSource(cam(path), bus) as src:
@@ -389,7 +395,7 @@ class UntimedContainer:
 
 @pytest.mark.parametrize(("count", "restarts"), [(5, False), (10**6, True)])
 async def test_timestamp_less_packets(short_clip: Path, count: int, restarts: bool) -> None:
-    """Row 5: a few untimed packets are decoded (clock time); a long run restarts."""
+    """Timestamp-less packets: a few are decoded (clock time); a long run restarts."""
 
     def opener(url: str, **kw: Any) -> Any:
         return UntimedContainer(open_container(url, **kw), start=30, count=count)

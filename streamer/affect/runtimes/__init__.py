@@ -6,7 +6,8 @@ A runtime runs one network (a :class:`~streamer.affect.graph.Graph`) on a batch:
     arousal, valence = rt.run(x)    # x: (N, C, H, W) float32; outputs in graph order
 
 Registered types: ``onnx`` (onnxruntime, default), ``tensorrt`` (optional extra),
-``torch`` (optional extra). The ONNX model is built from the graph without torch and
+``torch`` (optional extra), ``ray-serve`` (a shared Ray Serve deployment; the
+``cluster`` extra). The ONNX model is built from the graph without torch and
 cached under the store's derived folder.
 """
 
@@ -20,7 +21,12 @@ from typing import Protocol
 
 import numpy as np
 
-from streamer.affect.config import OnnxRuntimeConfig, TensorRtRuntimeConfig, TorchRuntimeConfig
+from streamer.affect.config import (
+    OnnxRuntimeConfig,
+    RayServeRuntimeConfig,
+    TensorRtRuntimeConfig,
+    TorchRuntimeConfig,
+)
 from streamer.affect.graph import Graph
 from streamer.errors import ModelError
 
@@ -62,11 +68,13 @@ _MODULES: dict[type, str] = {
     OnnxRuntimeConfig: "streamer.affect.runtimes.onnxrt",
     TensorRtRuntimeConfig: "streamer.affect.runtimes.tensorrt_rt",
     TorchRuntimeConfig: "streamer.affect.runtimes.torch_rt",
+    RayServeRuntimeConfig: "streamer.affect.runtimes.ray_serve",
 }
 
 
 def make_runtime(
-    cfg: OnnxRuntimeConfig | TensorRtRuntimeConfig | TorchRuntimeConfig, source: ModelSource
+    cfg: OnnxRuntimeConfig | TensorRtRuntimeConfig | TorchRuntimeConfig | RayServeRuntimeConfig,
+    source: ModelSource,
 ) -> Runtime:
     """Create the runtime ``cfg`` selects for ``source``.
 

@@ -127,7 +127,7 @@ class OnnxRuntime:
         return list(self._session.run(self._outputs, {INPUT_NAME: x}))
 
     def close(self) -> None:
-        self._session = None  # type: ignore[assignment]
+        self._session = None
 
 
 def create(cfg: OnnxRuntimeConfig, source: ModelSource) -> OnnxRuntime:

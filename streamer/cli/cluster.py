@@ -1,0 +1,42 @@
+"""``streamer cluster status --config FILE [--json]``: the cameras on a Ray cluster."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from streamer.config import load_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("cluster", help="cluster mode: the camera actors on a Ray cluster")
+    csub = p.add_subparsers(dest="cluster_command", metavar="COMMAND", required=True)
+    s = csub.add_parser(
+        "status",
+        help="which camera runs on which node, its status, restarts and fps",
+        description="Ask every camera actor of the config on the Ray cluster (docs/cluster.md).",
+    )
+    s.add_argument("--config", type=Path, required=True, help="the YAML config of the run")
+    s.add_argument("--cluster", metavar="ADDRESS", help="cluster address (default: config's)")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.set_defaults(func=cmd_status)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from streamer.cluster.connect import connect
+    from streamer.cluster.driver import cluster_config
+    from streamer.cluster.status import collect, render
+
+    cfg = load_config(args.config)
+    ccfg = cluster_config(cfg, args.cluster, str(args.config))
+    connect(ccfg, args.cluster)
+    report = collect(cfg, ccfg)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        from rich.console import Console
+
+        Console(file=sys.stdout).print(render(report))
+    return 0

@@ -79,7 +79,7 @@ SCHEDULE: tuple[tuple[str, int | None, float], ...] = (
 )
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "soak",
         help="live pipeline over two RTSP cameras, MQTT and an LLM under scheduled faults",

@@ -52,7 +52,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else AppConfig()
     stderr = Console(stderr=True)
     summary, stats, wall_s, report = asyncio.run(replay(cfg, args, stderr))
-    print_summary(stderr, summary, stats, wall_s)
+    if not getattr(args, "quiet", False):  # -q: only warnings and errors
+        print_summary(stderr, summary, stats, wall_s)
     return print_damage(stderr, report, args.video, args.skip_corrupt)
 
 
@@ -73,7 +74,8 @@ async def replay(
         )
         async with pipe:
             summary_task = asyncio.create_task(summary.consume(sub))
-            with _progress(console, not args.no_progress) as progress:
+            show = not (args.no_progress or getattr(args, "quiet", False))
+            with _progress(console, show) as progress:
                 task = progress.add_task("replay", total=source.frame_count or None, fps="-")
                 watcher = asyncio.create_task(_watch(progress, task, pipe, source.camera, t0))
                 try:

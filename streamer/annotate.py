@@ -233,7 +233,6 @@ def write_annotated(
     out: Path,
     overlays: Callable[[int], list[FaceOverlay]],
     *,
-    skip_corrupt: bool = False,
     on_frame: Callable[[int], None] | None = None,
 ) -> int:
     """Decode ``video``, draw ``overlays(frame_index)`` on each frame, encode H.264 to ``out``.
@@ -260,9 +259,8 @@ def write_annotated(
             for packet in inp.demux(istream):
                 try:
                     frames = packet.decode()
-                except av.error.FFmpegError as err:
-                    if not skip_corrupt:
-                        raise MediaError(f"{video}: corrupt data: {err}") from err
+                except av.error.FFmpegError:
+                    # the replay reported (and skipped) the damage; draw what decodes
                     continue
                 for vf in frames:
                     image = vf.to_ndarray(format="bgr24")

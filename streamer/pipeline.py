@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -258,6 +259,12 @@ class CameraAnalyzer:
         return out
 
 
+def _stop_on_failure(owner: asyncio.Task[Any] | None, sink: asyncio.Task[None]) -> None:
+    """A failed output sink (full disk, closed pipe) ends the run at once."""
+    if owner is not None and not sink.cancelled() and sink.exception() is not None:
+        owner.cancel()
+
+
 class Pipeline:
     """Models, sinks and per-camera analysis; replay and live runs share it."""
 
@@ -307,9 +314,9 @@ class Pipeline:
             await self._stack.enter_async_context(self.engine)
             if self._writer is not None:
                 sub = self.bus.subscribe("jsonl", maxsize=4096, lossless=True)
-                self._sink_tasks.append(
-                    asyncio.create_task(self._writer.consume(sub), name="sink-jsonl")
-                )
+                task = asyncio.create_task(self._writer.consume(sub), name="sink-jsonl")
+                task.add_done_callback(functools.partial(_stop_on_failure, asyncio.current_task()))
+                self._sink_tasks.append(task)
             await self._enter_optional_sinks()
         except BaseException:
             await self._stack.__aexit__(None, None, None)
@@ -355,7 +362,10 @@ class Pipeline:
             # Sinks first see everything published, then the bus closes.
             self.bus.close()
             if self._sink_tasks:
-                await asyncio.gather(*self._sink_tasks, return_exceptions=exc_type is not None)
+                failed = exc_type is asyncio.CancelledError and self._writer_failed()
+                await asyncio.gather(
+                    *self._sink_tasks, return_exceptions=exc_type is not None and not failed
+                )
         finally:
             await self._stack.__aexit__(exc_type, exc, tb)
             if self._writer is not None:
@@ -363,6 +373,9 @@ class Pipeline:
                     self._writer.commit()
                 else:
                     self._writer.abort()
+
+    def _writer_failed(self) -> bool:
+        return self._writer is not None and self._writer.failed
 
     async def run_camera(
         self,

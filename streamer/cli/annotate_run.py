@@ -47,6 +47,5 @@ async def annotate(
             args.video,
             args.annotate,
             recorder.overlays,
-            skip_corrupt=args.skip_corrupt,
             on_frame=on_frame,
         )

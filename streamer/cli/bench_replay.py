@@ -17,7 +17,7 @@ from typing import cast
 
 from streamer.config import AppConfig, load_config
 from streamer.pipeline import Pipeline
-from streamer.sources.file import FileSource, iter_frames
+from streamer.sources.file import FileSource, count_frames
 from streamer.store import default_store
 
 
@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def decode_only_fps(path: Path) -> tuple[int, float]:
     t0 = time.perf_counter()
-    n = sum(1 for _ in iter_frames(path, "bench"))
+    n = count_frames(path)
     return n, n / (time.perf_counter() - t0)
 
 
@@ -72,6 +72,7 @@ async def _run_once(cfg: AppConfig, path: Path) -> dict[str, object]:
         "video_fps": round(source.fps, 3),
         "realtime_factor": round(fps / source.fps, 2) if source.fps else None,
         "ms_per_frame_by_stage": by_stage,
+        "damage": source.report.as_dict(),
     }
 
 

@@ -17,7 +17,7 @@ from streamer.cli.annotate_run import annotate, serve_config
 from streamer.config import AppConfig, load_config
 from streamer.messages import VASample
 from streamer.pipeline import CameraStats, Pipeline
-from streamer.sources.file import FileSource
+from streamer.sources.file import EXIT_CORRUPT, FileReport, FileSource, print_damage
 from streamer.store import default_store
 from streamer.summary import Summarizer
 
@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Analyse every frame of a recorded video. Writes one JSON object per "
         "face per frame to --out (or stdout), a progress bar and a per-track summary "
         "to stderr.",
+        epilog="Exit codes: 0 every frame decoded clean; 1 error (nothing written); "
+        f"{EXIT_CORRUPT} finished, but corrupt frames were skipped (the summary and the log "
+        "say how many and where; --skip-corrupt accepts them: exit 0).",
     )
     p.add_argument("video", type=Path, help="video file (mp4, mov, mkv, ...)")
     p.add_argument("--out", type=Path, help="write JSON lines here (atomically) instead of stdout")
@@ -38,7 +41,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--camera", help="camera name in the output (default: the file's stem)")
     p.add_argument("--realtime", action="store_true", help="pace frames at the video's rate")
     p.add_argument(
-        "--skip-corrupt", action="store_true", help="skip undecodable packets instead of failing"
+        "--skip-corrupt",
+        action="store_true",
+        help="accept damage: exit 0 although corrupt frames were skipped, and keep what "
+        "decoded from a truncated file",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
@@ -62,14 +68,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if getattr(args, "annotate", None) is not None:
         check_output(args.video, args.annotate)
     stderr = Console(stderr=True)
-    summary, stats, wall_s = asyncio.run(replay(cfg, args, stderr))
-    print_summary(stderr, summary, stats, wall_s)
-    return 0
+    summary, stats, wall_s, report = asyncio.run(replay(cfg, args, stderr))
+    if not getattr(args, "quiet", False):  # -q: only warnings and errors
+        print_summary(stderr, summary, stats, wall_s)
+    return print_damage(stderr, report, args.video, args.skip_corrupt)
 
 
 async def replay(
     cfg: AppConfig, args: argparse.Namespace, console: Console
-) -> tuple[Summarizer, CameraStats, float]:
+) -> tuple[Summarizer, CameraStats, float, FileReport]:
     store = default_store()
     source = FileSource(
         args.video, args.camera, realtime=args.realtime, skip_corrupt=args.skip_corrupt
@@ -86,7 +93,8 @@ async def replay(
         async with pipe:
             summary_task = asyncio.create_task(summary.consume(sub))
             recording = asyncio.create_task(recorder.consume()) if recorder else None
-            with _progress(console, not args.no_progress) as progress:
+            show = not (args.no_progress or getattr(args, "quiet", False))
+            with _progress(console, show) as progress:
                 task = progress.add_task("replay", total=source.frame_count or None, fps="-")
                 watcher = asyncio.create_task(_watch(progress, task, pipe, source.camera, t0))
                 try:
@@ -100,7 +108,7 @@ async def replay(
     if recorder is not None and recording is not None:
         await recording
         await annotate(args, recorder, stats.frames, console)
-    return summary, stats, time.perf_counter() - t0
+    return summary, stats, time.perf_counter() - t0, source.report
 
 
 def _progress(console: Console, enabled: bool) -> Progress:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from streamer.config import load_config
+from streamer.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -15,5 +16,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     cfg = load_config(args.file)
+    for camera in cfg.cameras:
+        try:
+            camera.resolved_url()  # an unset ${VAR} would only fail at run time
+        except ConfigError as err:
+            raise ConfigError(f"{args.file}: {err}") from err
     print(f"{args.file}: ok ({len(cfg.cameras)} camera(s))")
     return 0

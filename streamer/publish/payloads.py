@@ -46,6 +46,7 @@ from streamer.messages import (
     TrackEvent,
     VASample,
 )
+from streamer.throttle import LogThrottle
 
 logger = logging.getLogger(__name__)
 
@@ -284,16 +285,16 @@ def decode_json(payload: bytes, max_bytes: int = MAX_INBOUND_BYTES) -> Any:
 
 
 class WarnLimiter:
-    """One warning per rejected input, but no flood: after ``burst`` warnings only every
-    ``every``-th is logged (with the running count)."""
+    """One warning per rejected input, but no flood: after ``burst`` warnings at most one
+    per ``interval_s`` (:class:`~streamer.throttle.LogThrottle`), with the running count."""
 
-    def __init__(self, log: logging.Logger, burst: int = 20, every: int = 1000) -> None:
+    def __init__(self, log: logging.Logger, burst: int = 20, interval_s: float = 10.0) -> None:
         self._log = log
         self._burst = burst
-        self._every = every
+        self._throttle = LogThrottle(interval_s)
         self.count = 0
 
     def warn(self, fmt: str, *args: Any) -> None:
         self.count += 1
-        if self.count <= self._burst or self.count % self._every == 0:
+        if self.count <= self._burst or self._throttle.ready():
             self._log.warning(fmt + " [rejected inputs so far: %d]", *args, self.count)

@@ -44,6 +44,7 @@ from streamer.publish.payloads import (
     topic_level,
     validate_record,
 )
+from streamer.publish.sanitize import safe_text, safe_value
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +149,10 @@ class SubscriberView:
             inbound = self._parse(topic, payload)
         except InboundError as err:
             self._warnings.warn(
-                "subscribe: rejected message on %s: %s: %s", topic[:120], err, preview(payload)
+                "subscribe: rejected message on %s: %s: %s",
+                safe_text(topic[:120]),
+                safe_text(str(err)),
+                preview(payload),
             )
             return None
         if inbound is not None:
@@ -165,7 +169,7 @@ class SubscriberView:
             word = decode_text(payload, 64).strip()
             if word not in (AVAILABLE_ONLINE, AVAILABLE_OFFLINE, AVAILABLE_STOPPED):
                 raise InboundError(f"unknown availability {word[:20]!r}")
-            return Inbound(topic, "available", word)
+            return Inbound(safe_text(topic), "available", word)
         camera = levels[0]
         if self.camera is not None and camera != topic_level(self.camera):
             return None
@@ -191,7 +195,8 @@ class SubscriberView:
             raise InboundError(f"camera {record['camera'][:40]!r} does not match the topic")
         if track is not None and record["track_id"] != track:
             raise InboundError("track_id does not match the topic")
-        return Inbound(topic, kind, record)
+        # Shown on a terminal (table and --json): no escape sequences, no bidi overrides.
+        return Inbound(safe_text(topic), kind, safe_value(record))
 
     def _row(self, camera: str, track_id: int) -> TrackRow:
         key = (camera, track_id)
@@ -234,13 +239,14 @@ class SubscriberView:
     def render(self) -> Any:
         """A rich Table: one row per track (VA, quadrant, latest description, age)."""
         from rich.table import Table
+        from rich.text import Text
 
         self.prune()
         states = ", ".join(f"{c}: {s['state']}" for c, s in sorted(self.statuses.items()))
         title = f"{self.prefix}: {self.available or 'unknown'}" + (
             f"  ({states})" if states else ""
         )
-        table = Table(title=title, expand=True)
+        table = Table(title=Text(title), expand=True)
         for name, kw in (
             ("camera", {}),
             ("track", {"justify": "right"}),
@@ -255,12 +261,12 @@ class SubscriberView:
         for row in sorted(self.rows.values(), key=lambda r: (r.camera, r.track_id)):
             has_va = row.valence is not None and row.arousal is not None
             table.add_row(
-                row.camera,
+                Text(row.camera),
                 str(row.track_id),
                 f"{row.valence:+.2f}" if row.valence is not None else "-",
                 f"{row.arousal:+.2f}" if row.arousal is not None else "-",
                 quadrant(row.valence, row.arousal) if has_va else "-",  # type: ignore[arg-type]
-                f"{row.basic}: {row.description}" if row.basic else row.description,
+                Text(f"{row.basic}: {row.description}" if row.basic else row.description or ""),
                 f"{now - row.updated:.1f} s",
             )
         return table

@@ -96,6 +96,12 @@ class Subscription:
     def wants(self, msg: Message) -> bool:
         return not self._closed and (self.accept is None or self.accept(msg))
 
+    def close(self) -> None:
+        """The sink stops for good (it failed): drop what is queued, never wait on it."""
+        self._closed = True
+        self._items.clear()
+        self._room.set()
+
     def _drop(self, why: str) -> None:
         self.dropped += 1
         if self._warn.ready():

@@ -177,11 +177,20 @@ def _enter_episodes(ctx: SinkContext) -> AbstractAsyncContextManager[object] | N
     return EpisodeStage(ctx.bus, cfg.episodes, cfg.mood, on_end)
 
 
+def _enter_web(ctx: SinkContext) -> AbstractAsyncContextManager[object] | None:
+    if ctx.cfg.web is None or not ctx.cfg.web.enabled:
+        return None
+    from streamer.web.server import WebSink
+
+    return WebSink(ctx.cfg.web, ctx.pipe)
+
+
 # name -> enter function; entered in this order, exited in reverse. Add new ones here.
 OPTIONAL_SINKS: dict[str, OptionalSink] = {
     "mqtt": _enter_mqtt,
     "describer": _enter_describer,
     "episodes": _enter_episodes,
+    "web": _enter_web,
 }
 
 

@@ -18,12 +18,14 @@ from pydantic import Field, ValidationError, model_validator
 from streamer.affect.config import AffectConfig
 from streamer.cluster.config import ClusterConfig
 from streamer.config_base import StrictModel
+from streamer.config_yaml import load_yaml, read_config_text
 from streamer.describe.config import LlmSection
 from streamer.episodes.config import EpisodesConfig, MoodConfig
 from streamer.errors import ConfigError
 from streamer.faces.config import FacesConfig
 from streamer.publish.config import MqttConfig
 from streamer.sources.config import CameraConfig
+from streamer.web.config import WebConfig
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,9 @@ class AppConfig(StrictModel):
         None, description="affect episodes: rules over smoothed VA (docs/episodes.md)"
     )
     mood: MoodConfig | None = Field(None, description="room mood per camera (docs/episodes.md)")
+    web: WebConfig | None = Field(
+        None, description="serve the dashboard, /metrics and health checks when set"
+    )
     cluster: ClusterConfig | None = Field(
         None, description="run each camera as an actor on a Ray cluster (docs/cluster.md)"
     )
@@ -135,13 +140,7 @@ def format_validation_error(
 
 def parse_config(text: str, source: str = "<config>") -> AppConfig:
     """Parse YAML text into an :class:`AppConfig`; errors name key and line."""
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark else source
-        raise ConfigError(f"{where}: not valid YAML: {getattr(err, 'problem', err)}") from err
+    data, root = load_yaml(text, source)  # bounded: size, depth, aliases, duplicates
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -160,10 +159,5 @@ def parse_config(text: str, source: str = "<config>") -> AppConfig:
 def load_config(path: str | Path) -> AppConfig:
     """Load and validate a YAML config file."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as err:
-        raise ConfigError(f"{p}: config file not found") from err
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{p}: cannot read config: {err}") from err
+    text = read_config_text(p)
     return parse_config(text, str(p))

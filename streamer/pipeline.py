@@ -45,6 +45,7 @@ from streamer.messages import (
     VASample,
     clamp_va,
 )
+from streamer.samples import RecentSamples
 from streamer.smoothing import VAFilter, kalman_filter_class
 
 if TYPE_CHECKING:
@@ -70,6 +71,11 @@ class CameraStats:
     # Seconds from a frame's decode (wall clock) to its VA result; live runs only.
     latencies_s: collections.deque[float] = field(
         default_factory=lambda: collections.deque(maxlen=LATENCY_WINDOW)
+    )
+    # Seconds of each detector run, VA call and whole frame (prepare to results), for
+    # histograms (streamer.web.metrics).
+    samples: dict[str, RecentSamples] = field(
+        default_factory=lambda: {k: RecentSamples() for k in ("detect", "va", "frame")}
     )
 
     def stage_ms_per_frame(self) -> dict[str, float]:
@@ -98,6 +104,7 @@ class _Prepared:
     appeared: list[_Seen]
     lost: list[_Seen]
     crops: np.ndarray  # (N, 64, 64) uint8, owned by this frame
+    started: float = 0.0  # perf_counter() when prepare began
 
 
 class CameraAnalyzer:
@@ -135,6 +142,7 @@ class CameraAnalyzer:
         if self.schedule.due():
             detections = self.detector.detect(frame.image)
             self.stats.detector_runs += 1
+            self.stats.samples["detect"].add(time.perf_counter() - t0)
         t1 = time.perf_counter()
         step = self.tracker.step(frame.t, detections)
         if detections is not None:
@@ -160,6 +168,7 @@ class CameraAnalyzer:
             [_Seen.of(tr) for tr in step.appeared],
             [_Seen.of(tr) for tr in step.lost],
             crops,
+            t0,
         )
 
     def finish(self, prep: _Prepared, va: np.ndarray, live: bool) -> list[Message]:
@@ -295,6 +304,10 @@ class Pipeline(SingleUse):
         self.stats: dict[str, CameraStats] = {}
         # The sinks entered around this pipeline, by name (filled by the composition).
         self.sinks: dict[str, Any] = {}
+        # Read by the web sink: the frame sources by camera, and calls made with each
+        # analysed frame and its messages (rate-limited previews; they must be quick).
+        self.sources: dict[str, object] = {}
+        self.frame_taps: list[Callable[[Frame, list[Message]], None]] = []
 
     @property
     def model_name(self) -> str:
@@ -336,6 +349,7 @@ class Pipeline(SingleUse):
             decode_stats: the source's counters; ``decode_s`` is copied into the stats.
         """
         stats = self.stats.setdefault(camera, CameraStats(camera))
+        self.sources[camera] = frames
         detector = self.detector_factory()
         analyzer = CameraAnalyzer(
             camera, self.cfg, detector, self.model_name, stats, live=not lossless
@@ -357,12 +371,17 @@ class Pipeline(SingleUse):
                 t0 = time.perf_counter()
                 if len(prep.crops):
                     va = await self.engine.infer(prep.crops)
+                    stats.samples["va"].add(time.perf_counter() - t0)
                 else:
                     va = np.empty((0, 2), np.float32)
                 stats.stage_s["va"] += time.perf_counter() - t0
-                for msg in analyzer.finish(prep, va, live):
+                msgs = analyzer.finish(prep, va, live)
+                for msg in msgs:
                     await self.bus.publish(msg)
+                for tap in self.frame_taps:
+                    tap(prep.frame, msgs)
                 stats.frames += 1
+                stats.samples["frame"].add(time.perf_counter() - prep.started)
                 if prep.frame.wall_time:
                     stats.latencies_s.append(time.time() - prep.frame.wall_time)
                 last = prep.frame

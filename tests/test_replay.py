@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from streamer.messages import VA_SCHEMA
+from streamer.sources.file import EXIT_CORRUPT
+from tests.sources.test_decode_core import flip_bytes
 
 # Hard cuts seen by looking at the frames: face_noface.mov shows the face up to frame 71
 # and a black/cartoon frame from frame 72 (t = 2.400 s); noface_face.mov shows the face
@@ -170,25 +172,26 @@ def _truncated(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _corrupt(src: Path, dst: Path) -> Path:
-    data = bytearray(src.read_bytes())
-    start = len(data) // 3
-    for i in range(start, start + 20000, 7):
-        data[i] = (data[i] * 31 + 7) % 256
-    dst.write_bytes(bytes(data))
-    return dst
+def _written(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _directory(path: Path) -> Path:
+    path.mkdir()
+    return path
 
 
 BAD_INPUTS: dict[str, Callable[[Path, Path], Path]] = {
     "missing": lambda src, d: d / "missing.mp4",
-    "empty": lambda src, d: (d / "empty.mp4").write_bytes(b"") or d / "empty.mp4",
-    "not-video": lambda src, d: (d / "notes.mp4").write_text("hello\n" * 50) and d / "notes.mp4",
-    "moov-cut": lambda src, d: (
-        (d / "cut.mp4").write_bytes(src.read_bytes()[:5000]) or d / "cut.mp4"
-    ),
+    "empty": lambda src, d: _written(d / "empty.mp4", b""),
+    "not-video": lambda src, d: _written(d / "notes.mp4", b"hello\n" * 50),
+    "moov-cut": lambda src, d: _written(d / "cut.mp4", src.read_bytes()[:5000]),
     "truncated": lambda src, d: _truncated(src, d / "trunc.mp4"),
-    "corrupt": lambda src, d: _corrupt(src, d / "corrupt.mp4"),
-    "directory": lambda src, d: (d / "adir.mp4").mkdir() or d / "adir.mp4",
+    "jpeg-named-mp4": lambda src, d: _written(
+        d / "photo.mp4", src.with_suffix(".jpg").read_bytes()
+    ),
+    "directory": lambda src, d: _directory(d / "adir.mp4"),
 }
 
 
@@ -207,10 +210,99 @@ def test_bad_input_one_clear_error_nothing_written(
     assert not list(out.parent.glob("*")) if out.parent.exists() else True
 
 
-def test_skip_corrupt_keeps_going_and_counts(store_path, tmp_path: Path) -> None:
-    bad = _corrupt(store_path("single_face.mp4"), tmp_path / "corrupt.mp4")
+@pytest.mark.parametrize("share", [0.001, 0.01])
+def test_flipped_bytes_are_skipped_reported_and_exit_3(
+    share: float,
+    single_face_run: tuple[Path, subprocess.CompletedProcess[str]],
+    store_path: Callable[[str], Path],
+    tmp_path: Path,
+) -> None:
+    """No damaged frame is analysed as if clean; the summary says how many and where."""
+    clean_out, _ = single_face_run
+    bad = flip_bytes(store_path("single_face.mp4"), tmp_path / "bad.mp4", share)
+    out = tmp_path / "result.jsonl"
+    proc = replay(bad, "--out", str(out))
+    assert proc.returncode == EXIT_CORRUPT, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "corrupt frame(s)" in proc.stderr or "undecodable packet(s)" in proc.stderr
+    assert "exit 3" in proc.stderr
+    clean = {(r["frame"], r["track_id"]): r for r in va_records(clean_out)}
+    damaged = va_records(out)
+    assert damaged, "the frames before the damage are still analysed"
+    for r in damaged:  # every analysed frame is the clean file's frame, same numbers
+        ref = clean[(r["frame"], r["track_id"])]
+        assert (r["t"], r["valence_raw"], r["arousal_raw"]) == (
+            ref["t"],
+            ref["valence_raw"],
+            ref["arousal_raw"],
+        )
+    accepted = tmp_path / "accepted.jsonl"
+    proc = replay(bad, "--out", str(accepted), "--skip-corrupt")
+    assert proc.returncode == 0, proc.stderr
+    assert accepted.read_bytes() == out.read_bytes()
+
+
+def test_skip_corrupt_keeps_what_a_truncated_file_decoded(
+    store_path: Callable[[str], Path], tmp_path: Path
+) -> None:
+    bad = _truncated(store_path("single_face.mp4"), tmp_path / "trunc.mp4")
     out = tmp_path / "result.jsonl"
     proc = replay(bad, "--out", str(out), "--skip-corrupt")
     assert proc.returncode == 0, proc.stderr
-    assert "corrupt" in proc.stderr
-    assert va_records(out), "frames around the damage are still analysed"
+    assert "truncated" in proc.stderr
+    assert va_records(out), "what decoded is written"
+
+
+def test_damage_in_the_bench_json(store_path: Callable[[str], Path], tmp_path: Path) -> None:
+    bad = flip_bytes(store_path("single_face.mp4"), tmp_path / "bad.mp4", 0.001)
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamer", "bench", "replay", str(bad), "--repeat", "1"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    damage = json.loads(proc.stdout)["damage"]
+    assert damage["corrupt_frames_skipped"] > 0
+    assert damage["skipped_spans"] and damage["skipped_spans"][0]["from_t"] > 0
+
+
+def test_help_documents_the_exit_codes() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamer", "replay", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    text = " ".join(proc.stdout.split())
+    assert "Exit codes: 0" in text and f"{EXIT_CORRUPT} finished" in text
+
+
+def test_run_with_a_file_camera_gives_replays_t(
+    single_face_run: tuple[Path, subprocess.CompletedProcess[str]],
+    store_path: Callable[[str], Path],
+    tmp_path: Path,
+) -> None:
+    """One decoding core: ``run`` over a file camera (as fast as possible) times every
+    frame exactly as ``replay`` does."""
+    replay_out, _ = single_face_run
+    cfg = tmp_path / "file_camera.yaml"
+    cfg.write_text(
+        f"cameras:\n  - name: single_face\n    url: {store_path('single_face.mp4')}\n"
+        "    realtime: false\n"
+    )
+    out = tmp_path / "run.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamer", "run", "--config", str(cfg), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    replayed = {r["frame"]: r["t"] for r in va_records(replay_out)}
+    run = {r["frame"]: r["t"] for r in va_records(out)}
+    assert len(run) > 30
+    assert run == {f: replayed[f] for f in run}

@@ -4,6 +4,11 @@ Each command lives in its own module with a ``register(subparsers)`` function th
 an argparse sub-parser and sets ``func`` (a callable taking the parsed namespace and
 returning the exit code). Errors the package raises on purpose (:class:`StreamerError`)
 print one line and exit 1: no traceback for bad input.
+
+Output errors are handled here once for every command: when stdout's reader goes away
+(``streamer replay VIDEO | head -3``) the command ends quietly with exit code 141 (128 +
+SIGPIPE, what a shell reports for ``seq 1000000 | head -1``); any other write error (a
+full disk) prints one line and exits 1.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -28,6 +34,7 @@ COMMAND_MODULES = (
     "subscribe",
     "validate",
     "bench",
+    "plot",
     "cluster",
     "episodes",
 )
@@ -35,6 +42,7 @@ COMMAND_MODULES = (
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,10 +104,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     setup_logging(args.verbose, args.quiet)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()
+        return code
     except StreamerError as err:
         print(f"error: {err}", file=sys.stderr)
-        return EXIT_ERROR
+        return _quiet_stdout(EXIT_ERROR)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _quiet_stdout(EXIT_BROKEN_PIPE)
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else "output: "
+        print(f"error: {where}{err.strerror or err}", file=sys.stderr)
+        return _quiet_stdout(EXIT_ERROR)
+
+
+def _quiet_stdout(code: int) -> int:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        sys.stdout.flush()
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return code

@@ -1,4 +1,5 @@
-"""``streamer bench {replay,model,live,startup,crowd,cameras}``: benchmarks that print JSON."""
+"""``streamer bench {replay,model,live,smoothing,startup,crowd,cameras,cluster,soak}``: benchmarks
+that print JSON."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ BENCH_MODULES = (
     "bench_crowd",
     "bench_cameras",
     "bench_cluster",
+    "bench_soak",
 )
 
 

@@ -67,6 +67,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--cameras", type=int, default=1, help="sources reading the stream at once (default 1)"
     )
     p.add_argument("--config", type=Path, help="YAML config (its cameras are ignored)")
+    p.add_argument(
+        "--web",
+        action="store_true",
+        help="run twice: without and with the web sink and two browsers (latency, CPU)",
+    )
     p.set_defaults(func=cmd_bench_live)
 
 
@@ -262,6 +267,12 @@ def cmd_bench_live(args: argparse.Namespace) -> int:
         raise MediaError(f"bench live needs the GStreamer RTSP server: {reason}")
     cfg = load_config(args.config) if args.config else AppConfig()
     clip = resolve_clip(args.clip)
+    if getattr(args, "web", False):
+        from streamer.cli.bench_web import live_web_figures
+
+        result = asyncio.run(live_web_figures(cfg, clip, args.duration_s, args.warmup_s))
+        print(json.dumps(result, indent=2))
+        return 0
     result = asyncio.run(bench_live(cfg, clip, args.duration_s, args.warmup_s, args.cameras))
     print(json.dumps(result, indent=2))
     return 0

@@ -17,7 +17,7 @@ from typing import cast
 
 from streamer.compose import Composition, SinkOptions, build_pipeline
 from streamer.config import AppConfig, load_config
-from streamer.sources.file import FileSource, iter_frames
+from streamer.sources.file import FileSource, count_frames
 from streamer.store import default_store
 
 
@@ -33,12 +33,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar=("RULES", "TRACKS"),
         help="also measure the episodes stage with this many rules and tracks per frame",
     )
+    p.add_argument(
+        "--annotate", action="store_true", help="also fps without and with --annotate (one run)"
+    )
     p.set_defaults(func=cmd_bench_replay)
 
 
 def decode_only_fps(path: Path) -> tuple[int, float]:
     t0 = time.perf_counter()
-    n = sum(1 for _ in iter_frames(path, "bench"))
+    n = count_frames(path)
     return n, n / (time.perf_counter() - t0)
 
 
@@ -69,6 +72,7 @@ async def _run_once(cfg: AppConfig, path: Path) -> dict[str, object]:
         "video_fps": round(source.fps, 3),
         "realtime_factor": round(fps / source.fps, 2) if source.fps else None,
         "ms_per_frame_by_stage": by_stage,
+        "damage": source.report.as_dict(),
     }
 
 
@@ -98,5 +102,9 @@ def cmd_bench_replay(args: argparse.Namespace) -> int:
         load["frame_ms"] = round(frame_ms, 3)
         load["percent_of_frame"] = round(100.0 * load["added_ms_per_frame"] / frame_ms, 3)
         result["episodes_stage"] = load
+    if getattr(args, "annotate", False):
+        from streamer.cli.bench_web import annotate_figures
+
+        result["annotate"] = asyncio.run(annotate_figures(cfg, args.video, args.repeat))
     print(json.dumps(result, indent=2))
     return 0

@@ -87,7 +87,8 @@ def iter_images(inputs: list[Path]) -> Iterator[Path]:
 def read_image(path: Path) -> np.ndarray:
     """BGR uint8 image; raises :class:`MediaError` naming the file when unreadable."""
     if not path.is_file():
-        raise MediaError(f"{path}: no such file")
+        why = "not a regular file" if path.exists() else "no such file"
+        raise MediaError(f"{path}: {why}")
     data = np.fromfile(path, dtype=np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:

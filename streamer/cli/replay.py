@@ -13,11 +13,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from streamer.annotate import AnnotationRecorder, check_output
+from streamer.cli.annotate_run import annotate, serve_config
 from streamer.compose import Composition, SinkOptions, build_pipeline
 from streamer.config import AppConfig, load_config
 from streamer.messages import VASample
 from streamer.pipeline import CameraStats, Pipeline, first_error
-from streamer.sources.file import FileSource
+from streamer.sources.file import EXIT_CORRUPT, FileReport, FileSource, print_damage
 from streamer.store import default_store
 from streamer.summary import Summarizer
 
@@ -31,6 +33,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Analyse every frame of a recorded video. Writes one JSON object per "
         "face per frame to --out (or stdout), a progress bar and a per-track summary "
         "to stderr.",
+        epilog="Exit codes: 0 every frame decoded clean; 1 error (nothing written); "
+        f"{EXIT_CORRUPT} finished, but corrupt frames were skipped (the summary and the log "
+        "say how many and where; --skip-corrupt accepts them: exit 0).",
     )
     p.add_argument("video", type=Path, help="video file (mp4, mov, mkv, ...)")
     p.add_argument("--out", type=Path, help="write JSON lines here (atomically) instead of stdout")
@@ -38,23 +43,42 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--camera", help="camera name in the output (default: the file's stem)")
     p.add_argument("--realtime", action="store_true", help="pace frames at the video's rate")
     p.add_argument(
-        "--skip-corrupt", action="store_true", help="skip undecodable packets instead of failing"
+        "--skip-corrupt",
+        action="store_true",
+        help="accept damage: exit 0 although corrupt frames were skipped, and keep what "
+        "decoded from a truncated file",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--annotate",
+        type=Path,
+        metavar="OUT.mp4",
+        help="also write the video with boxes, track ids, VA bars and descriptions (H.264)",
+    )
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="serve the live dashboard and /metrics while the replay runs (config `web:`)",
+    )
     p.set_defaults(func=cmd_replay)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else AppConfig()
+    if getattr(args, "serve", False):
+        cfg = serve_config(cfg)
+    if getattr(args, "annotate", None) is not None:
+        check_output(args.video, args.annotate)
     stderr = Console(stderr=True)
-    summary, stats, wall_s = asyncio.run(replay(cfg, args, stderr))
-    print_summary(stderr, summary, stats, wall_s)
-    return 0
+    summary, stats, wall_s, report = asyncio.run(replay(cfg, args, stderr))
+    if not getattr(args, "quiet", False):  # -q: only warnings and errors
+        print_summary(stderr, summary, stats, wall_s)
+    return print_damage(stderr, report, args.video, args.skip_corrupt)
 
 
 async def replay(
     cfg: AppConfig, args: argparse.Namespace, console: Console
-) -> tuple[Summarizer, CameraStats, float]:
+) -> tuple[Summarizer, CameraStats, float, FileReport]:
     source = FileSource(
         args.video, args.camera, realtime=args.realtime, skip_corrupt=args.skip_corrupt
     )
@@ -66,21 +90,27 @@ async def replay(
         sub = pipe.bus.subscribe(
             "summary", maxsize=4096, lossless=True, accept=lambda m: isinstance(m, VASample)
         )
+        recorder = AnnotationRecorder(pipe.bus) if getattr(args, "annotate", None) else None
         sinks = SinkOptions(out=args.out, stdout_jsonl=args.out is None, replay=True)
         try:
-            # The summary reads the bus until the composition closes it.
+            # The summary and the recorder read the bus until the composition closes it.
             async with asyncio.TaskGroup() as tg, Composition(pipe, sinks):
                 tg.create_task(summary.consume(sub), name="summary")
+                if recorder is not None:
+                    tg.create_task(recorder.consume(), name="annotation-recorder")
                 stats = await _run_with_progress(console, args, pipe, source, t0)
         except BaseExceptionGroup as group:
             raise first_error(group) from None
-    return summary, stats, time.perf_counter() - t0
+    if recorder is not None:
+        await annotate(args, recorder, stats.frames, console)
+    return summary, stats, time.perf_counter() - t0, source.report
 
 
 async def _run_with_progress(
     console: Console, args: argparse.Namespace, pipe: Pipeline, source: FileSource, t0: float
 ) -> CameraStats:
-    with _progress(console, not args.no_progress) as progress:
+    show = not (args.no_progress or getattr(args, "quiet", False))
+    with _progress(console, show) as progress:
         task = progress.add_task("replay", total=source.frame_count or None, fps="-")
         watcher = asyncio.create_task(_watch(progress, task, pipe, source.camera, t0))
         try:

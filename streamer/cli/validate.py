@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from streamer.config import load_config
+from streamer.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +19,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     cfg = load_config(args.file)
+    for camera in cfg.cameras:
+        try:
+            camera.resolved_url()  # an unset ${VAR} would only fail at run time
+        except ConfigError as err:
+            raise ConfigError(f"{args.file}: {err}") from err
     # Names only: camera URLs may hold credentials.
     sections = [name for name, value in cfg if value is not None and name != "cameras"]
     cameras = ", ".join(c.name for c in cfg.cameras) or "none"

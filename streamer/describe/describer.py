@@ -41,13 +41,14 @@ from streamer.backoff import Backoff, BackoffPolicy
 from streamer.bus import EventBus, Subscription
 from streamer.describe.answer import ANSWER_SCHEMA, Answer, parse_answer
 from streamer.describe.config import LlmConfig
-from streamer.describe.errors import InvalidAnswerError
+from streamer.describe.errors import InvalidAnswerError, ProviderTimeoutError
 from streamer.describe.fallback import FALLBACK_MODEL, fallback_answer
 from streamer.describe.prompts import build_messages
 from streamer.describe.providers import Provider, create_provider
 from streamer.errors import DescriberError
 from streamer.lifecycle import SingleUse
 from streamer.messages import Description, Message, TrackEvent, TrackEventKind, VASample, clamp_va
+from streamer.samples import RecentSamples
 from streamer.summary import TrackSummary, summarize
 from streamer.throttle import LogThrottle
 
@@ -148,6 +149,8 @@ class Describer(SingleUse):
         self.dropped = 0
         self.fallbacks = 0
         self.errors = 0
+        self.timeouts = 0
+        self.request_s = RecentSamples()  # seconds of each answered or failed request
         self.drop_reasons: collections.Counter[str] = collections.Counter()
 
     # ------------------------------------------------------------------ lifecycle
@@ -442,14 +445,18 @@ class Describer(SingleUse):
         assert self._provider is not None
         for attempt in (1, 2):
             self.requests += 1
+            t0 = time.monotonic()
             try:
                 raw = await self._provider.complete(list(messages), ANSWER_SCHEMA)
+                self.request_s.add(time.monotonic() - t0)
                 answer = parse_answer(raw)
             except InvalidAnswerError as err:
                 self.invalid += 1
                 logger.info("LLM answer invalid (attempt %d of 2): %s", attempt, err)
                 continue
             except DescriberError as err:
+                self.request_s.add(time.monotonic() - t0)
+                self.timeouts += isinstance(err, ProviderTimeoutError)
                 self._note_failure(err)
                 self._drop("failed")
                 return None

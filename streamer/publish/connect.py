@@ -21,6 +21,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from streamer.backoff import Backoff, BackoffPolicy
 from streamer.errors import ConfigError
 from streamer.publish.config import MqttConfig, MqttTlsConfig
+from streamer.publish.flood import mqtt_client_logger
 
 # MQTT 5 reason codes (paho maps MQTT 3.1.1 CONNACK codes 4 and 5 onto 134 and 135).
 _AUTH_REASON_CODES = {134, 135, 138, 140}  # bad user/password, not authorized, banned, bad method
@@ -81,6 +82,7 @@ def client_kwargs(
         else aiomqtt.ProtocolVersion.V311,
         "keepalive": cfg.keepalive_s,
         "timeout": cfg.connect_timeout_s,
+        "logger": mqtt_client_logger(),  # the library's warnings, rate-limited
     }
     if cfg.username is not None:
         kwargs["username"] = cfg.username

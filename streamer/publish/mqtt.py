@@ -53,6 +53,7 @@ from streamer.publish.connect import (
     explain_failure,
     reconnect_backoff,
 )
+from streamer.publish.flood import Coalescer
 from streamer.publish.ha_episodes import EpisodePublishing
 from streamer.publish.payloads import (
     AVAILABLE_OFFLINE,
@@ -78,6 +79,7 @@ REJECT_LOG_BURST = 20
 RETRY_LOG_INTERVAL_S = 300.0  # the same connection failure is logged at most this often (s)
 INBOUND_QUEUE_SIZE = 100  # messages (only Home Assistant's status topic is subscribed)
 STOP_TIMEOUT_S = 4.0  # flush + "stopped" + disconnect on exit, at most
+HA_REANNOUNCE_S = 2.0  # Home Assistant "online": re-announce at most this often
 _VA_RATE_EPS_S = 1e-6  # float slack when comparing media-time intervals
 
 
@@ -179,6 +181,7 @@ class MqttPublisher(SingleUse):
         self._may_publish = may_publish
         self.episodes = EpisodePublishing(cfg, self.topics, rules, mood)
         self._episode_cameras: set[str] = set()
+        self._ha_online = Coalescer(HA_REANNOUNCE_S, self._reannounce)
 
     async def __aenter__(self) -> MqttPublisher:
         self._enter_once()
@@ -205,6 +208,7 @@ class MqttPublisher(SingleUse):
         tb: TracebackType | None,
     ) -> None:
         intake, connection = self._tasks
+        self._ha_online.cancel()
         if self._sub is not None:
             self._drain(self._sub)
             self.bus.unsubscribe(self._sub)
@@ -321,6 +325,10 @@ class MqttPublisher(SingleUse):
             self._live_tracks[camera] = set()
         for out in ha.track_discovery(self.cfg.homeassistant, self.topics, camera, track_id):
             self.buffer.put_event(out)
+
+    def _reannounce(self) -> None:
+        logger.info("MQTT: Home Assistant is online; re-announcing discovery")
+        self._announce_all()
 
     def _announce_episodes(self, camera: str, again: bool = False) -> None:
         """Rule sensors and states (and mood sensors) of a camera, once unless ``again``."""
@@ -537,5 +545,4 @@ class MqttPublisher(SingleUse):
                 )
                 continue
             if status == "online" and self.cfg.homeassistant.enabled:
-                logger.info("MQTT: Home Assistant is online; re-announcing discovery")
-                self._announce_all()
+                self._ha_online.trigger()  # at most once per HA_REANNOUNCE_S (a flood merges)

@@ -46,6 +46,7 @@ from streamer.messages import (
     TrackEvent,
     VASample,
 )
+from streamer.throttle import LogThrottle
 
 logger = logging.getLogger(__name__)
 
@@ -281,3 +282,19 @@ def decode_json(payload: bytes, max_bytes: int = MAX_INBOUND_BYTES) -> Any:
         return json.loads(text, parse_constant=_no_constants)
     except (ValueError, RecursionError) as err:
         raise InboundError(f"not JSON: {str(err)[:80]}") from err
+
+
+class WarnLimiter:
+    """One warning per rejected input, but no flood: after ``burst`` warnings at most one
+    per ``interval_s`` (:class:`~streamer.throttle.LogThrottle`), with the running count."""
+
+    def __init__(self, log: logging.Logger, burst: int = 20, interval_s: float = 10.0) -> None:
+        self._log = log
+        self._burst = burst
+        self._throttle = LogThrottle(interval_s)
+        self.count = 0
+
+    def warn(self, fmt: str, *args: Any) -> None:
+        self.count += 1
+        if self.count <= self._burst or self._throttle.ready():
+            self._log.warning(fmt + " [rejected inputs so far: %d]", *args, self.count)

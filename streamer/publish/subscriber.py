@@ -43,6 +43,7 @@ from streamer.publish.payloads import (
     topic_level,
     validate_record,
 )
+from streamer.publish.sanitize import safe_text, safe_value
 from streamer.throttle import LogThrottle
 
 logger = logging.getLogger(__name__)
@@ -139,8 +140,8 @@ class SubscriberView:
                 logger,
                 logging.WARNING,
                 "subscribe: rejected message on %s: %s: %s",
-                topic[:120],
-                err,
+                safe_text(topic[:120]),
+                safe_text(str(err)),
                 preview(payload),
             )
             return None
@@ -158,7 +159,7 @@ class SubscriberView:
             word = decode_text(payload, 64).strip()
             if word not in (AVAILABLE_ONLINE, AVAILABLE_OFFLINE, AVAILABLE_STOPPED):
                 raise InboundError(f"unknown availability {word[:20]!r}")
-            return Inbound(topic, "available", word)
+            return Inbound(safe_text(topic), "available", word)
         camera = levels[0]
         if self.camera is not None and camera != topic_level(self.camera):
             return None
@@ -184,7 +185,8 @@ class SubscriberView:
             raise InboundError(f"camera {record['camera'][:40]!r} does not match the topic")
         if track is not None and record["track_id"] != track:
             raise InboundError("track_id does not match the topic")
-        return Inbound(topic, kind, record)
+        # Shown on a terminal (table and --json): no escape sequences, no bidi overrides.
+        return Inbound(safe_text(topic), kind, safe_value(record))
 
     def _row(self, camera: str, track_id: int) -> TrackRow:
         key = (camera, track_id)
@@ -227,13 +229,14 @@ class SubscriberView:
     def render(self) -> Any:
         """A rich Table: one row per track (VA, quadrant, latest description, age)."""
         from rich.table import Table
+        from rich.text import Text
 
         self.prune()
         states = ", ".join(f"{c}: {s['state']}" for c, s in sorted(self.statuses.items()))
         title = f"{self.prefix}: {self.available or 'unknown'}" + (
             f"  ({states})" if states else ""
         )
-        table = Table(title=title, expand=True)
+        table = Table(title=Text(title), expand=True)
         for name, kw in (
             ("camera", {}),
             ("track", {"justify": "right"}),
@@ -248,12 +251,12 @@ class SubscriberView:
         for row in sorted(self.rows.values(), key=lambda r: (r.camera, r.track_id)):
             v, a = row.valence, row.arousal
             table.add_row(
-                row.camera,
+                Text(row.camera),
                 str(row.track_id),
                 f"{row.valence:+.2f}" if row.valence is not None else "-",
                 f"{row.arousal:+.2f}" if row.arousal is not None else "-",
                 quadrant(v, a).value if v is not None and a is not None else "-",
-                f"{row.basic}: {row.description}" if row.basic else row.description,
+                Text(f"{row.basic}: {row.description}" if row.basic else row.description or ""),
                 f"{now - row.updated:.1f} s",
             )
         return table

@@ -85,6 +85,13 @@ class CameraConfig(StrictModel):
         le=100_000,
         description="this many undecodable packets in a row restart the source",
     )
+    wedge_s: float = Field(
+        10.0,
+        gt=0.0,
+        le=600.0,
+        description="an FFmpeg call (open, read, decode, close) still running this long past "
+        "its own timeout is wedged: the decode thread is abandoned and a fresh one started",
+    )
     realtime: bool = Field(
         True,
         description="files only: pace frames at their media time (like a camera); when "

@@ -1,14 +1,19 @@
 """Recorded video files for replay: every frame, in order, decoded in a worker thread.
 
-The decode thread runs ahead of the analysis by at most ``queue_size`` frames and then
-waits (no frame is ever dropped in replay). Replay is strict by default: a file that is
-missing, empty, not a video, truncated or has undecodable packets is a
-:class:`~streamer.errors.MediaError` naming the file; ``skip_corrupt=True`` skips and
-counts bad packets instead.
+Decoding is :func:`~streamer.sources.decode.decode_worker`, the core live cameras use too;
+here its hand-off is a bounded lossless queue: the decode thread runs ahead of the
+analysis by at most ``queue_size`` frames and then waits (no frame is ever dropped).
+
+A file that is missing, empty, a still image, not a video or has no decodable frame is a
+:class:`~streamer.errors.MediaError` naming the file. Damaged frames (see
+:mod:`streamer.sources.decode`) are never passed on: they are skipped, counted and located
+in :attr:`FileSource.report`. A truncated file (it ends before the frames its container
+announces) is an error unless ``skip_corrupt=True``, which keeps what did decode.
 
     async with FileSource(path) as src:
         async for frame in src:
             ...
+    src.report  # FileReport: frames, skipped corrupt frames, where, truncation
 """
 
 from __future__ import annotations
@@ -16,25 +21,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import av.error
 
 from streamer.errors import MediaError
 from streamer.messages import Frame
+from streamer.sources.decode import (
+    DamageReport,
+    DecodeState,
+    ReadError,
+    decode_worker,
+    open_stream,
+)
 
 logger = logging.getLogger(__name__)
 
-# A file whose container announces N frames but decodes to fewer than this share of them
-# is reported as truncated (real files differ by a few frames: no_face.mp4 gives 95/98).
-TRUNCATED_SHARE = 0.9
+# Demuxers of still images: FFmpeg opens a JPEG or PNG as a one-frame "video".
+STILL_IMAGE_FORMATS = ("image2", "_pipe")
+# A file whose data ends more than this many frames before the count its container
+# announces is truncated.
+TRUNCATED_FRAMES = 2
 _END = object()
 
 
-def open_video(path: Path) -> av.container.InputContainer:
+def open_video(path: Path) -> Any:
     """Open a local media file that must hold a video stream; errors name the file."""
     if not path.exists():
         raise MediaError(f"{path}: no such file")
@@ -46,77 +60,97 @@ def open_video(path: Path) -> av.container.InputContainer:
         container = av.open(str(path), mode="r")
     except av.error.FFmpegError as err:
         raise MediaError(f"{path}: not a readable video file ({err.strerror or err})") from err
+    problem = ""
     if not container.streams.video:
+        problem = "has no video stream"
+    elif container.format.name.endswith(STILL_IMAGE_FORMATS):
+        problem = f"is a still image ({container.streams.video[0].codec_context.name}), not a video"
+    if problem:
         container.close()
-        raise MediaError(f"{path}: has no video stream")
+        raise MediaError(f"{path}: {problem}")
     return container
 
 
-def iter_frames(
-    path: Path, camera: str, skip_corrupt: bool = False, counters: dict[str, float] | None = None
-) -> Iterator[Frame]:
-    """Decode every frame of ``path`` (blocking; run it in a thread).
+@dataclass
+class FileReport:
+    """How a file decoded: damage, where, and whether it ended early."""
 
-    Media time ``t`` is the frame's pts relative to the stream's start, in seconds.
-    """
-    counters = counters if counters is not None else {}
-    counters.setdefault("corrupt", 0)
-    counters.setdefault("decode_s", 0.0)
+    damage: DamageReport
+    announced: int  # frames the container announces (0: unknown)
+    seen: int  # pictures the decoder produced (good and skipped)
+    truncated: str = ""  # why the file is considered truncated ("" when it is not)
+
+    @property
+    def missing(self) -> int:
+        """Announced frames that never came out of the decoder."""
+        return max(0, self.announced - self.seen - self.damage.bad_packets)
+
+    @property
+    def damaged(self) -> bool:
+        return self.damage.damaged or bool(self.truncated)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "frames_announced": self.announced,
+            "frames_decoded": self.damage.frames,
+            **self.damage.as_dict(),
+            "frames_missing": self.missing,
+            "truncated": self.truncated or None,
+        }
+
+    def lines(self, path: Path) -> list[str]:
+        """What to tell the user, one line each (empty for a clean file)."""
+        out = []
+        d = self.damage
+        if d.corrupt_frames:
+            out.append(f"{path}: skipped {d.corrupt_frames} corrupt frame(s): {d.where()}")
+        if d.bad_packets:
+            at = ", ".join(f"{t:.2f}" for t in d.bad_packet_t[:5])
+            out.append(f"{path}: {d.bad_packets} undecodable packet(s) near {at} s")
+        if self.truncated:
+            out.append(f"{path}: {self.truncated}")
+        elif self.missing:
+            out.append(
+                f"{path}: {self.missing} of {self.announced} frames announced by the "
+                "container did not decode"
+            )
+        return out
+
+
+def count_frames(path: Path) -> int:
+    """Decode ``path`` and count its good frames (blocking; the decoder alone, for benches)."""
+    count = 0
+
+    def keep(frame: Frame) -> bool:
+        nonlocal count
+        count += 1
+        return True
+
     container = open_video(path)
     try:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"  # frame threads: decode overlaps itself
-        tb = float(stream.time_base) if stream.time_base else 0.0
-        start = stream.start_time or 0
-        fps = float(stream.average_rate) if stream.average_rate else 0.0
-        index = 0
-        last_t = 0.0
-        packets = container.demux(stream)
-        while True:
-            t0 = time.perf_counter()
-            try:
-                packet = next(packets)
-            except StopIteration:
-                break
-            except av.error.FFmpegError as err:
-                raise MediaError(f"{path}: cannot read past {last_t:.2f} s: {err}") from err
-            try:
-                frames = packet.decode()
-            except av.error.FFmpegError as err:
-                counters["corrupt"] += 1
-                if not skip_corrupt:
-                    raise MediaError(
-                        f"{path}: corrupt data near {last_t:.2f} s ({err.strerror or err}); "
-                        "use --skip-corrupt to skip bad packets"
-                    ) from err
-                logger.warning("%s: skipped a corrupt packet near %.2f s", path, last_t)
-                continue
-            for vf in frames:
-                if vf.pts is not None and tb:
-                    t = (vf.pts - start) * tb
-                else:
-                    t = index / fps if fps else last_t
-                last_t = t
-                image = vf.to_ndarray(format="bgr24")
-                counters["decode_s"] += time.perf_counter() - t0
-                yield Frame(camera, index, t, image)
-                index += 1
-                t0 = time.perf_counter()
-        announced = stream.frames
-        if announced and index < TRUNCATED_SHARE * announced:
-            raise MediaError(
-                f"{path}: truncated: decoded {index} of {announced} frames "
-                f"(stops at {last_t:.2f} s)"
-            )
-        if index == 0:
-            raise MediaError(f"{path}: no decodable video frame")
-        counters["frames"] = index
+        decode_worker(
+            container,
+            open_stream(container),
+            state=DecodeState("bench"),
+            deliver=keep,
+            stop=threading.Event(),
+        )
     finally:
         container.close()
+    return count
 
 
 class FileSource:
-    """A recorded file as an async iterator of frames (bounded read-ahead, lossless)."""
+    """A recorded file as an async iterator of frames (bounded read-ahead, lossless).
+
+    Args:
+        path: the video file.
+        camera: camera name in the frames (default: the file's stem).
+        realtime: pace frames at their media time.
+        queue_size: how many frames the decoder may run ahead.
+        skip_corrupt: accept damage: a truncated file ends where its data ends instead
+            of being an error (skipped frames are counted either way).
+    """
 
     def __init__(
         self,
@@ -131,14 +165,15 @@ class FileSource:
         self.camera = camera or self.path.stem
         self.realtime = realtime
         self.skip_corrupt = skip_corrupt
-        self.counters: dict[str, float] = {"frames": 0, "corrupt": 0, "decode_s": 0.0}
-        self._t0: float | None = None
+        self.state = DecodeState(self.camera)
+        self.counters: dict[str, float] = {"decode_s": 0.0}
         self._slots = threading.Semaphore(queue_size)
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._info: dict[str, float] = {}
+        self.report = FileReport(self.state.damage, 0, 0)
 
     @property
     def fps(self) -> float:
@@ -150,15 +185,13 @@ class FileSource:
 
     async def __aenter__(self) -> FileSource:
         self._loop = asyncio.get_running_loop()
-        # Open once up front so a bad file fails before any output is produced.
+        # Opened before the thread starts: a bad file fails before any output is produced.
         container = await asyncio.to_thread(open_video, self.path)
-        try:
-            s = container.streams.video[0]
-            self._info = {"fps": float(s.average_rate or 0.0), "frames": float(s.frames or 0)}
-        finally:
-            container.close()
+        s = container.streams.video[0]
+        self._info = {"fps": float(s.average_rate or 0.0), "frames": float(s.frames or 0)}
+        self.report.announced = int(s.frames or 0)
         self._thread = threading.Thread(
-            target=self._decode_loop, name=f"decode-{self.camera}", daemon=True
+            target=self._decode_loop, args=(container,), name=f"decode-{self.camera}", daemon=True
         )
         self._thread.start()
         return self
@@ -176,19 +209,58 @@ class FileSource:
         except RuntimeError:  # loop closed: the consumer is gone
             self._stop.set()
 
-    def _decode_loop(self) -> None:
+    def _deliver(self, frame: Frame) -> bool:
+        self._slots.acquire()
+        if self._stop.is_set():
+            return False
+        self.counters["decode_s"] = self.state.decode_s
+        self._post(frame)
+        return True
+
+    def _decode_loop(self, container: Any) -> None:
         try:
-            for frame in iter_frames(self.path, self.camera, self.skip_corrupt, self.counters):
-                self._slots.acquire()
-                if self._stop.is_set():
-                    return
-                self._post(frame)
-            self._post(_END)
+            stream = open_stream(container)
+            try:
+                ended = decode_worker(
+                    container,
+                    stream,
+                    state=self.state,
+                    deliver=self._deliver,
+                    stop=self._stop,
+                    pace=self.realtime,
+                )
+            except ReadError as err:
+                ended, self.report.truncated = True, f"read error: {err}"
+            if ended:
+                self._finish()
+                self._post(_END)
         except MediaError as err:
             self._post(err)
         except Exception as err:  # supervisor of the decode thread: never die silently
             logger.exception("%s: decoder failed", self.path)
             self._post(MediaError(f"{self.path}: decoder failed: {err}"))
+        finally:
+            container.close()
+
+    def _finish(self) -> None:
+        """Judge the file once decoded: raises MediaError when nothing usable came out."""
+        report = self.report
+        report.seen = self.state.next_index
+        self.counters["decode_s"] = self.state.decode_s
+        packets = self.state.packets
+        if not report.truncated and packets + TRUNCATED_FRAMES < report.announced:
+            report.truncated = (
+                f"truncated: the data ends after {packets} of {report.announced} frames "
+                f"(at {max(self.state.last_t, 0.0):.2f} s)"
+            )
+        if report.damage.frames == 0:
+            raise MediaError(f"{self.path}: no decodable video frame")
+        if report.truncated and not self.skip_corrupt:
+            raise MediaError(
+                f"{self.path}: {report.truncated}; use --skip-corrupt to keep what decoded"
+            )
+        for line in report.lines(self.path):
+            logger.warning("%s", line)
 
     def __aiter__(self) -> FileSource:
         return self
@@ -200,14 +272,32 @@ class FileSource:
         if isinstance(item, BaseException):
             raise item
         self._slots.release()
-        frame: Frame = item  # type: ignore[assignment]
-        if self.realtime:
-            await self._pace(frame.t)
-        return frame
+        assert isinstance(item, Frame)
+        return item
 
-    async def _pace(self, t: float) -> None:
-        if self._t0 is None:
-            self._t0 = time.monotonic() - t
-        delay = self._t0 + t - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
+
+EXIT_CORRUPT = 3  # replay finished, but corrupt frames were skipped
+
+
+def print_damage(console: Any, report: FileReport, path: Path, accept: bool) -> int:
+    """Print where a replayed file was damaged (stderr); returns the exit code.
+
+    0 for a clean file or accepted damage (``--skip-corrupt``), :data:`EXIT_CORRUPT` when
+    corrupt frames were skipped.
+    """
+    if not report.damaged and not report.missing:
+        return 0
+    d = report.damage
+    verdict = (
+        "accepted (--skip-corrupt)"
+        if accept or not report.damaged
+        else f"exit {EXIT_CORRUPT}; --skip-corrupt accepts it"
+    )
+    console.print(
+        f"{path}: {d.corrupt_frames} corrupt frame(s) skipped ({d.where()}), "
+        f"{d.bad_packets} undecodable packet(s), {report.missing} frame(s) missing"
+        f"{', truncated' if report.truncated else ''}: {verdict}",
+        markup=False,
+        highlight=False,
+    )
+    return 0 if accept or not report.damaged else EXIT_CORRUPT

@@ -5,11 +5,21 @@ owns the FFmpeg container; frames reach the asyncio pipeline through a one-slot,
 latest-frame-wins :class:`~streamer.sources.mailbox.Mailbox`, so slow inference skips
 frames (counted) instead of queueing them. The worker is its own supervisor::
 
-    open (timeout=(open, read)) ──frames──▶ mailbox
+    open (timeout=(open, read)) ──decode_worker──▶ frames ──▶ mailbox
       │   ▲                          │
       │   └── backoff (capped, jittered, reset after a healthy period)
       ▼                              │
     error / EOF / stall / N corrupt packets in a row ──▶ reconnecting | offline
+
+Decoding itself (packet pump, media time, damaged frames) is
+:func:`~streamer.sources.decode.decode_worker`, the same core replay uses: a file played
+through a camera gives every frame the same media time ``t`` as ``streamer replay``.
+
+A watchdog in the event loop guards against FFmpeg calls that never return (an open,
+read or close that ignores the interrupt callback): past its bound the thread is
+abandoned (counted, logged), a fresh one takes over, and the abandoned thread can never
+deliver a frame or publish a status again (a generation token is checked under the
+mailbox's and the status's locks).
 
 Usage::
 
@@ -26,12 +36,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
@@ -44,6 +54,15 @@ from streamer.bus import EventBus
 from streamer.errors import ConfigError, MediaError, SourceError
 from streamer.messages import CameraState, CameraStatus, Frame
 from streamer.sources.config import CameraConfig
+from streamer.sources.decode import (
+    CallWatch,
+    DecodeState,
+    Limits,
+    ReadError,
+    SessionEnded,
+    decode_worker,
+    open_stream,
+)
 from streamer.sources.file import open_video
 from streamer.sources.mailbox import Mailbox, MailboxClosed
 from streamer.sources.redact import redact
@@ -51,8 +70,8 @@ from streamer.sources.redact import redact
 logger = logging.getLogger(__name__)
 
 STALL_MIN_FRAMES = 10  # a stall is never declared within fewer frame intervals than this
-EAGAIN_RETRY_S = 0.005  # pause before re-reading after EAGAIN (seconds)
 STOP_TIMEOUT_S = 3.0  # how long aclose() waits for the decode thread (seconds)
+WATCHDOG_EVERY_S = 0.5  # how often the wedged-call watchdog looks (seconds)
 # FFmpeg's read timeout is a poll interval: a read blocks at most about this long (RTSP
 # reports it after about twice as long), so stop requests and the stall watchdog are
 # checked at least every second even when no packet comes. The container keeps working
@@ -126,14 +145,6 @@ def open_container(
     return av.open(url, mode="r", format=format, options=options, timeout=timeout, **kwargs)
 
 
-class _SessionEnded(Exception):
-    """A stream session ended for a reason the supervisor reports and retries."""
-
-    def __init__(self, reason: str, *, stall: bool = False) -> None:
-        super().__init__(reason)
-        self.stall = stall
-
-
 @dataclass(frozen=True, slots=True)
 class SourceStats:
     """Counters of one source (monotonic over its lifetime)."""
@@ -143,10 +154,22 @@ class SourceStats:
     skipped: int  # frames replaced in the mailbox before the pipeline took them
     reconnects: int  # reopen attempts after the first open
     stalls: int  # read timeouts and watchdog stalls
-    corrupt: int  # packets that failed to decode and frames flagged corrupt
+    corrupt: int  # packets that failed to decode and damaged frames skipped
     eagain: int  # transient EAGAIN retries
     untimed: int  # packets without timestamps in a stream that had them
     errors: int  # failed opens and lost sessions
+    abandoned: int = 0  # decode threads abandoned in an FFmpeg call that never returned
+
+
+@dataclass
+class _Worker:
+    """One decode thread: its generation, stop flag and current FFmpeg call."""
+
+    gen: int
+    stop: threading.Event = field(default_factory=threading.Event)
+    watch: CallWatch = field(default_factory=CallWatch)
+    thread: threading.Thread | None = None
+    session_frames: int = 0
 
 
 class LiveSource:
@@ -177,45 +200,39 @@ class LiveSource:
         self._bus = bus
         self._opener: Opener = opener or open_container
         self._rng = rng
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._mailbox: Mailbox[Frame] | None = None
         self._status_lock = threading.Lock()
         self._status = CameraStatus(cfg.name, CameraState.STARTING, time.time())
+        self._gen = 0  # generation of the decode thread allowed to deliver and publish
+        self._worker_now: _Worker | None = None
+        self._watchdog_task: asyncio.Task[None] | None = None
+        self._closing = False
         self.fps: float | None = cfg.fps
         self.hwaccel_failed = False  # set when cfg.hwaccel could not be used
         self.last_error = ""
-        # Counters, written by the decode thread only.
-        self.frames = 0
+        # Decoding state and counters, written by the current decode thread only.
+        self.state = DecodeState(cfg.name, wall_untimed=self.kind != "file")
         self.reconnects = 0
         self.stalls = 0
-        self.corrupt = 0
-        self.eagain = 0
-        self.untimed = 0
         self.errors = 0
-        # Media-time bookkeeping across sessions (decode thread only).
-        self._last_t = -1.0
-        self._last_frame_mono: float | None = None
-        self._session_frames = 0
+        self.abandoned = 0
 
     # ---- public state --------------------------------------------------------------
+
+    @property
+    def frames(self) -> int:
+        return self.state.damage.frames
+
+    @property
+    def corrupt(self) -> int:
+        return self.state.damage.corrupt_frames + self.state.damage.bad_packets
 
     @property
     def status(self) -> CameraStatus:
         """The current status with up-to-date counters."""
         with self._status_lock:
-            st = self._status
-        return CameraStatus(
-            st.camera,
-            st.state,
-            st.wall_time,
-            st.detail,
-            frames=self.frames,
-            skipped=self.skipped,
-            reconnects=self.reconnects,
-            errors=self.errors + self.corrupt,
-        )
+            return self._status_with_counters()
 
     @property
     def skipped(self) -> int:
@@ -231,9 +248,10 @@ class LiveSource:
             reconnects=self.reconnects,
             stalls=self.stalls,
             corrupt=self.corrupt,
-            eagain=self.eagain,
-            untimed=self.untimed,
+            eagain=self.state.eagain,
+            untimed=self.state.untimed,
             errors=self.errors,
+            abandoned=self.abandoned,
         )
 
     def stall_timeout(self, fps: float | None = None) -> float:
@@ -246,7 +264,8 @@ class LiveSource:
 
     @property
     def thread(self) -> threading.Thread | None:
-        return self._thread
+        """The current decode thread."""
+        return self._worker_now.thread if self._worker_now else None
 
     # ---- async context manager / iterator -------------------------------------------
 
@@ -263,36 +282,73 @@ class LiveSource:
         await self.aclose()
 
     def start(self) -> None:
-        """Start the decode thread (from the event loop)."""
-        if self._thread is not None:
+        """Start the decode thread and its watchdog (from the event loop)."""
+        if self._worker_now is not None:
             raise RuntimeError(f"source {self.name} already started")
         self._loop = asyncio.get_running_loop()
         lossless = self.kind == "file" and not self.cfg.realtime
         self._mailbox = Mailbox(self._loop, lossless=lossless)
         self._publish_status(self._status)
-        self._thread = threading.Thread(
-            target=self._worker, name=f"source-{self.name}", daemon=True
+        self._spawn()
+        self._watchdog_task = self._loop.create_task(
+            self._watchdog(), name=f"source-watchdog-{self.name}"
         )
-        self._thread.start()
+
+    def _spawn(self) -> None:
+        """Start a decode thread of a new generation; older ones may never deliver again."""
+        assert self._mailbox is not None
+        with self._status_lock:
+            self._gen += 1
+            worker = _Worker(self._gen)
+            self._mailbox.generation = worker.gen
+        worker.thread = threading.Thread(
+            target=self._worker, args=(worker,), name=f"source-{self.name}", daemon=True
+        )
+        self._worker_now = worker
+        worker.thread.start()
+
+    async def _watchdog(self) -> None:
+        """Abandon a decode thread stuck in an FFmpeg call past its bound."""
+        while not self._closing:
+            await asyncio.sleep(WATCHDOG_EVERY_S)
+            worker = self._worker_now
+            overdue = worker.watch.overdue() if worker else None
+            if worker is None or overdue is None or self._closing:
+                continue
+            what, stuck_s = overdue
+            self.abandoned += 1
+            worker.stop.set()
+            logger.error(
+                "camera %s: decode thread stuck in FFmpeg %s for %.1f s; abandoned it "
+                "(%d so far) and started a fresh one",
+                self.name,
+                what,
+                stuck_s,
+                self.abandoned,
+            )
+            self._spawn()
 
     async def aclose(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Stop decoding and wait (bounded) for the decode thread to exit."""
-        self._stop.set()
+        self._closing = True
+        if self._watchdog_task is not None:
+            self._watchdog_task.cancel()
+        worker = self._worker_now
+        if worker is not None:
+            worker.stop.set()
         if self._mailbox is not None:
             self._mailbox.close()
-        thread = self._thread
+        thread = worker.thread if worker is not None else None
         if thread is not None:
-            deadline = time.monotonic() + timeout_s
-            while thread.is_alive() and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
+            # Status callbacks the thread queued before it ended run before this returns.
+            await asyncio.to_thread(thread.join, timeout_s)
             if thread.is_alive():
                 logger.warning(
-                    "camera %s: decode thread still blocked in FFmpeg after %.1f s; it ends "
-                    "at its read timeout",
+                    "camera %s: decode thread still blocked in FFmpeg after %.1f s; "
+                    "left behind (it can no longer deliver or publish)",
                     self.name,
                     timeout_s,
                 )
-        await asyncio.sleep(0)  # let status callbacks queued by the thread reach the bus
         if self.status.state is not CameraState.STOPPED:
             self._set_state(CameraState.STOPPED, "stopped")
 
@@ -324,20 +380,24 @@ class LiveSource:
         except RuntimeError:
             return False
 
-    def _set_state(self, state: CameraState, detail: str = "") -> None:
+    def _set_state(self, state: CameraState, detail: str = "", gen: int | None = None) -> None:
+        """Change the status; ``gen``: the decode thread's generation (stale: ignored)."""
         detail = redact(detail)
         with self._status_lock:
+            if gen is not None and gen != self._gen:
+                return  # an abandoned decode thread never publishes
             if self._status.state is state and self._status.detail == detail:
                 return
             if self._status.state is CameraState.STOPPED:
                 return  # final
             changed = self._status.state is not state
             self._status = CameraStatus(self.name, state, time.time(), detail)
+            self._publish_status(self._status_with_counters())
         if changed:
             log = (
                 logger.info
                 if state in (CameraState.ONLINE, CameraState.STOPPED)
-                else (logger.warning)
+                else logger.warning
             )
             log(
                 "camera %s (%s): %s%s",
@@ -346,91 +406,123 @@ class LiveSource:
                 state.value,
                 f": {detail}" if detail else "",
             )
-        self._publish_status(self.status)
+
+    def _status_with_counters(self) -> CameraStatus:
+        st = self._status
+        return CameraStatus(
+            st.camera,
+            st.state,
+            st.wall_time,
+            st.detail,
+            frames=self.frames,
+            skipped=self.skipped,
+            reconnects=self.reconnects,
+            errors=self.errors + self.corrupt,
+        )
 
     # ---- decode thread --------------------------------------------------------------
 
-    def _worker(self) -> None:
+    def _worker(self, worker: _Worker) -> None:
+        """Supervisor of one decode thread: sessions, backoff between them, final status."""
         backoff = Backoff(self.cfg.backoff, self._rng)
-        attempt = 0
         try:
-            while not self._stop.is_set():
-                if attempt:
-                    self.reconnects += 1
-                attempt += 1
-                try:
-                    finished = self._session(backoff)
-                    if finished:
-                        self.last_error = "end of file"
-                        return
-                    if self._stop.is_set():
-                        return
-                    if self.kind == "file" and self._session_frames:
-                        continue  # loop: start again at once, not an error
-                    reason = "end of stream"
-                    self.errors += 1
-                except _SessionEnded as end:
-                    reason = str(end)
-                    self.errors += 1
-                    if end.stall:
-                        self.stalls += 1
-                except av.error.ExitError:
-                    # The interrupt callback fired outside the read loop (stream probe).
-                    reason = "timed out"
-                    self.errors += 1
-                    self.stalls += 1
-                except (av.FFmpegError, OSError, MediaError, ConfigError) as err:
-                    reason = redact(err)
-                    self.errors += 1
-                except Exception as err:  # supervisor loop: log, count, back off
-                    logger.exception("camera %s: unexpected error in decode thread", self.name)
-                    reason = f"internal error: {type(err).__name__}"
-                    self.errors += 1
-                if self._stop.is_set():
+            while not worker.stop.is_set():
+                reason = self._attempt(worker, backoff)
+                if reason is None or worker.stop.is_set():
                     return
-                was_online = self._status.state is CameraState.ONLINE
+                self.reconnects += 1
+                if not reason:
+                    continue  # a looping file starts again at once: not an error
+                self.errors += 1
                 backoff.interrupted()
                 delay = backoff.next_delay()
                 self.last_error = reason
-                state = CameraState.RECONNECTING if was_online else CameraState.OFFLINE
-                self._set_state(state, f"{reason}; retry {attempt} in {delay:.1f} s")
-                self._stop.wait(delay)
+                online = self._status.state is CameraState.ONLINE
+                state = CameraState.RECONNECTING if online else CameraState.OFFLINE
+                # "retry N": the N-th retry since the backoff last reset.
+                detail = f"{reason}; retry {backoff.failures} in {delay:.1f} s"
+                self._set_state(state, detail, worker.gen)
+                worker.stop.wait(delay)
         finally:
+            self._thread_ended(worker)
+
+    def _thread_ended(self, worker: _Worker) -> None:
+        if worker.gen == self._gen:
             if self._mailbox is not None:
                 self._mailbox.close()
-            detail = "stopped" if self._stop.is_set() else self.last_error
-            self._set_state(CameraState.STOPPED, detail or "stopped")
+            detail = "stopped" if worker.stop.is_set() else self.last_error
+            self._set_state(CameraState.STOPPED, detail or "stopped", worker.gen)
 
-    def _session(self, backoff: Backoff) -> bool:
+    def _attempt(self, worker: _Worker, backoff: Backoff) -> str | None:
+        """One session. None: the source is done; "": start again at once; else why it ended."""
+        try:
+            if self._session(worker, backoff):
+                self.last_error = "end of file"
+                return None
+            if worker.stop.is_set():
+                return None
+            return "" if self.kind == "file" and worker.session_frames else "end of stream"
+        except SessionEnded as end:
+            self.stalls += end.stall
+            return str(end)
+        except av.error.ExitError:
+            # The interrupt callback fired outside the read loop (stream probe).
+            self.stalls += 1
+            return "timed out"
+        except (av.FFmpegError, OSError, MediaError, ConfigError, ReadError) as err:
+            return redact(err)
+        except Exception as err:  # supervisor loop: log, count, back off
+            logger.exception("camera %s: unexpected error in decode thread", self.name)
+            return f"internal error: {type(err).__name__}"
+
+    def _session(self, worker: _Worker, backoff: Backoff) -> bool:
         """Open, decode until the stream ends or fails. True when a file finished."""
         url, fmt, options = demuxer_options(self.cfg)
+        container = self._open_watched(worker, url, fmt, options)
+        try:
+            if not container.streams.video:
+                raise SourceError(f"{self.safe_url}: no video stream")
+            stream = open_stream(container)
+            rate = stream.average_rate or stream.guessed_rate
+            if self.cfg.fps is None and rate:
+                self.fps = float(rate)
+            stall_s = self.stall_timeout()
+            limits = Limits(stall_s, self.cfg.max_corrupt_in_row, stall_s + self.cfg.wedge_s)
+            worker.session_frames = 0
+            corrupt_before = self.corrupt
+            ended = decode_worker(
+                container,
+                stream,
+                state=self.state,
+                deliver=functools.partial(self._deliver, worker, backoff),
+                stop=worker.stop,
+                pace=self.kind == "file" and self.cfg.realtime,
+                limits=limits,
+                watch=worker.watch,
+            )
+            self._log_corrupt(corrupt_before)
+            return ended and self.kind == "file" and not self.cfg.loop
+        finally:
+            with worker.watch.call("close", self.cfg.wedge_s), contextlib.suppress(Exception):
+                container.close()
+
+    def _open_watched(
+        self, worker: _Worker, url: str, fmt: str | None, options: dict[str, str]
+    ) -> Any:
         open_timeout = self.cfg.open_timeout_s
         t_open = time.monotonic()
         try:
-            container = self._open(url, fmt, options, (open_timeout, READ_POLL_S))
+            with worker.watch.call("open", 2 * open_timeout + self.cfg.wedge_s):
+                return self._open(url, fmt, options, (open_timeout, READ_POLL_S))
         except av.FFmpegError as err:
             # FFmpeg reports an interrupted open as ExitError or, for RTSP, as invalid data.
             if isinstance(err, av.error.ExitError) or (
                 time.monotonic() - t_open >= 0.9 * open_timeout
             ):
-                raise _SessionEnded(
+                raise SessionEnded(
                     f"open timed out after {open_timeout:.1f} s", stall=True
                 ) from err
             raise
-        try:
-            if not container.streams.video:
-                raise SourceError(f"{self.safe_url}: no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            rate = stream.average_rate or stream.guessed_rate
-            if self.cfg.fps is None and rate:
-                self.fps = float(rate)
-            stall_s = self.stall_timeout()
-            self._decode_loop(container, stream, stall_s, backoff)
-            return self.kind == "file" and not self.cfg.loop
-        finally:
-            with contextlib.suppress(Exception):
-                container.close()
 
     def _open(
         self, url: str, fmt: str | None, options: dict[str, str], timeout: tuple[float, float]
@@ -455,128 +547,24 @@ class LiveSource:
             )
             return container
 
-    def _packets(self, container: Any, stream: Any) -> Iterator[Any]:
-        return iter(container.demux(stream))
-
-    def _decode_loop(self, container: Any, stream: Any, stall_s: float, backoff: Backoff) -> None:
+    def _deliver(self, worker: _Worker, backoff: Backoff, frame: Frame) -> bool:
+        """Hand one good frame to the pipeline (latest-frame-wins unless lossless)."""
         assert self._mailbox is not None
-        mailbox = self._mailbox
-        time_base = stream.time_base
-        packets = self._packets(container, stream)
-        session_start = time.monotonic()
-        last_progress = session_start
-        corrupt_in_row = 0
-        first_pts: int | None = None
-        base_t = self._session_base_t()
-        pace_wall0: float | None = None
-        pace = self.kind == "file" and self.cfg.realtime
-        session_frames = self._session_frames = 0
-        timed_stream = False
-        untimed_in_row = 0
-        while not self._stop.is_set():
-            try:
-                packet = next(packets)
-            except StopIteration:
-                return
-            except BlockingIOError:
-                # Devices (V4L2) may report EAGAIN when no frame is ready yet: retry soon.
-                self.eagain += 1
-                if time.monotonic() - last_progress > stall_s:
-                    raise _SessionEnded(
-                        f"no frame for {stall_s:.1f} s (EAGAIN)", stall=True
-                    ) from None
-                self._stop.wait(EAGAIN_RETRY_S)
-                packets = self._packets(container, stream)
-                continue
-            except av.error.ExitError:
-                # No packet within READ_POLL_S: the watchdog decides, the stream may go on.
-                if time.monotonic() - last_progress > stall_s:
-                    raise _SessionEnded(
-                        f"no frame for {stall_s:.1f} s (read timed out)", stall=True
-                    ) from None
-                packets = self._packets(container, stream)
-                continue
-            if packet.size:
-                if packet.pts is None and packet.dts is None:
-                    if timed_stream:
-                        # A stream that had timestamps lost them: broken muxing. Frames
-                        # still decode (timed by the clock); a long run of it restarts.
-                        self.untimed += 1
-                        untimed_in_row += 1
-                        if untimed_in_row >= self.cfg.max_corrupt_in_row:
-                            raise _SessionEnded(
-                                f"{untimed_in_row} packets without timestamps in a row"
-                            )
-                else:
-                    timed_stream = True
-                    untimed_in_row = 0
-            bad_packet = bool(packet.is_corrupt)
-            try:
-                frames = [] if bad_packet else packet.decode()
-            except av.error.EOFError:
-                return
-            except av.FFmpegError:
-                # The decoder rejected the packet (corrupt bitstream): skip it.
-                bad_packet = True
-                frames = []
-            if bad_packet:
-                corrupt_in_row += 1
-                self._count_corrupt()
-                if corrupt_in_row >= self.cfg.max_corrupt_in_row:
-                    raise _SessionEnded(f"{corrupt_in_row} corrupt packets in a row")
-            for vframe in frames:
-                if vframe.is_corrupt:
-                    # Error-concealed picture: do not feed garbage to the face detector.
-                    corrupt_in_row += 1
-                    self._count_corrupt()
-                    continue
-                corrupt_in_row = 0
-                now = time.monotonic()
-                last_progress = now
-                pts = vframe.pts
-                if pts is not None and first_pts is None:
-                    first_pts = pts
-                if pts is not None and first_pts is not None:
-                    t = base_t + float((pts - first_pts) * time_base)
-                else:
-                    t = base_t + (now - session_start)
-                if t <= self._last_t:
-                    # Media time never goes backwards (timestamp resets, bad pts).
-                    t = self._last_t + 1e-3
-                if pace:
-                    if pace_wall0 is None:
-                        pace_wall0 = now - (t - base_t)
-                    delay = pace_wall0 + (t - base_t) - time.monotonic()
-                    if delay > 0 and self._stop.wait(delay):
-                        return
-                image = vframe.to_ndarray(format="bgr24")
-                frame = Frame(self.name, self.frames, t, image, wall_time=time.time())
-                self._last_t = t
-                self._last_frame_mono = time.monotonic()
-                self.frames += 1
-                session_frames += 1
-                self._session_frames = session_frames
-                if session_frames == 1:
-                    self._set_state(CameraState.ONLINE, "")
-                if backoff.healthy(now):
-                    logger.info("camera %s: healthy again, backoff reset", self.name)
-                if not mailbox.put(frame):
-                    return
-            if time.monotonic() - last_progress > stall_s:
-                raise _SessionEnded(f"no decoded frame for {stall_s:.1f} s", stall=True)
+        worker.session_frames += 1
+        if worker.session_frames == 1:
+            self._set_state(CameraState.ONLINE, "", worker.gen)
+        if backoff.healthy():
+            logger.info("camera %s: healthy again, backoff reset", self.name)
+        return self._mailbox.put(frame, generation=worker.gen)
 
-    def _session_base_t(self) -> float:
-        """Media time of a new session's first frame: continues across reconnects."""
-        if self._last_frame_mono is None:
-            return 0.0
-        gap = max(time.monotonic() - self._last_frame_mono, 1e-3)
-        return self._last_t + gap
-
-    def _count_corrupt(self) -> None:
-        self.corrupt += 1
-        if self.corrupt == 1 or self.corrupt % CORRUPT_LOG_EVERY == 0:
+    def _log_corrupt(self, before: int) -> None:
+        now = self.corrupt
+        if now > before and (before == 0 or now // CORRUPT_LOG_EVERY > before // CORRUPT_LOG_EVERY):
             logger.warning(
-                "camera %s: %d corrupt packet(s)/frame(s) skipped so far", self.name, self.corrupt
+                "camera %s: %d corrupt packet(s)/frame(s) skipped so far (%s)",
+                self.name,
+                now,
+                self.state.damage.where(),
             )
 
 

@@ -40,23 +40,30 @@ class Mailbox(Generic[T]):
         self._ready = asyncio.Event()
         self.put_count = 0
         self.skipped = 0
+        # Producers that pass a generation other than this one are refused (an abandoned
+        # decode thread); set it under the producers' own lock before starting a new one.
+        self.generation = 0
 
     def _wake(self) -> None:
         # RuntimeError: the loop is already closed, so nobody is waiting any more.
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._ready.set)
 
-    def put(self, item: T) -> bool:
+    def put(self, item: T, generation: int | None = None) -> bool:
         """Offer ``item`` (any thread). Lossy: replaces an unread item and counts it.
 
+        Args:
+            item: the item.
+            generation: the producer's generation; refused unless it is :attr:`generation`.
+
         Returns:
-            False when the mailbox is closed (the producer should stop).
+            False when the mailbox is closed or the producer is stale (it should stop).
         """
         with self._cond:
             if self.lossless:
-                while self._has_item and not self._closed:
+                while self._has_item and not self._closed and self._current(generation):
                     self._cond.wait(0.5)
-            if self._closed:
+            if self._closed or not self._current(generation):
                 return False
             if self._has_item:
                 self.skipped += 1
@@ -65,6 +72,9 @@ class Mailbox(Generic[T]):
             self.put_count += 1
         self._wake()
         return True
+
+    def _current(self, generation: int | None) -> bool:
+        return generation is None or generation == self.generation
 
     def close(self) -> None:
         """No more items (any thread); a pending item is still delivered."""

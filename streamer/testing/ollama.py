@@ -6,6 +6,7 @@ while running):
 
 - ``happy``: a valid structured answer that echoes the VA numbers of the prompt.
 - ``slow``: holds the request until :meth:`FakeOllama.release` (or 30 s), then answers.
+- ``delay``: every chat answer comes ``delay_s`` late (2 s by default), then ``happy``.
 - ``error500``: HTTP 500 with an Ollama-style ``{"error": ...}`` body.
 - ``malformed``: HTTP 200 whose body is not JSON.
 - ``garbage``: a valid envelope whose message content is prose, not JSON.
@@ -25,7 +26,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-MODES = ("happy", "slow", "error500", "malformed", "garbage", "blank", "invalid_once")
+MODES = ("happy", "slow", "delay", "error500", "malformed", "garbage", "blank", "invalid_once")
 
 _VA = re.compile(r"valence ([+-]\d\.\d\d), arousal ([+-]\d\.\d\d)")
 SLOW_HOLD_S = 30.0  # upper bound on how long a slow handler holds a request
@@ -45,6 +46,7 @@ class _QuietServer(ThreadingHTTPServer):
     """A client that gave up (timeout tests) is expected: no traceback for it."""
 
     daemon_threads = True
+    fake: FakeOllama
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         import sys
@@ -54,135 +56,154 @@ class _QuietServer(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
+class _Handler(BaseHTTPRequestHandler):
+    """Serves one request for the :class:`FakeOllama` that owns the server."""
+
+    server: _QuietServer
+
+    protocol_version = "HTTP/1.1"
+
+    @property
+    def fake(self) -> FakeOllama:
+        return self.server.fake
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        return
+
+    def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, obj: Any) -> None:
+        self._send(status, json.dumps(obj).encode())
+
+    def do_GET(self) -> None:
+        self.fake._record(self.path, None)
+        if self.path == "/api/tags":
+            self._json(
+                200,
+                {
+                    "models": [
+                        {"name": f"{self.fake.model}:latest", "model": f"{self.fake.model}:latest"},
+                        {"name": "embedder:latest", "model": "embedder:latest"},
+                    ]
+                },
+            )
+        elif self.path == "/api/version":
+            self._json(200, {"version": "0.0.0-fake"})
+        else:
+            self._json(404, {"error": f"no route {self.path}"})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        try:
+            body = json.loads(raw or b"{}")
+        except json.JSONDecodeError:
+            body = {"_unparsed": raw.decode("utf-8", "replace")}
+        n = self.fake._record(self.path, body)
+        if self.path == "/api/embed":
+            inputs = body.get("input", [])
+            if isinstance(inputs, str):
+                inputs = [inputs]
+            self._json(
+                200,
+                {"model": body.get("model"), "embeddings": [embed_text(t) for t in inputs]},
+            )
+            return
+        if self.path != "/api/chat":
+            self._json(404, {"error": f"no route {self.path}"})
+            return
+        mode = self.fake.mode
+        if mode == "invalid_once":
+            mode = "garbage" if n == 1 else "happy"
+        mode = self.fake._hold(mode)
+        if mode == "error500":
+            self._json(500, {"error": "model runner crashed"})
+            return
+        if mode == "malformed":
+            self._send(200, b'{"model": "x", "message": {"role": "assist')
+            return
+        if mode == "garbage":
+            content = "I think this person looks quite happy, maybe content!"
+        elif mode == "blank":
+            content = "   "
+        else:
+            content = json.dumps(self.fake.answer_for(body))
+        self._chat_reply(body, content)
+
+    def _chat_reply(self, body: dict[str, Any], content: str) -> None:
+        model = body.get("model", self.fake.model)
+        if not body.get("stream", True):
+            self._json(
+                200,
+                {
+                    "model": model,
+                    "created_at": "2026-01-01T00:00:00Z",
+                    "message": {"role": "assistant", "content": content},
+                    "done": True,
+                    "done_reason": "stop",
+                },
+            )
+            return
+        step = max(1, len(content) // 4)
+        pieces = [content[i : i + step] for i in range(0, len(content), step)] or [""]
+        lines = [
+            {"model": model, "message": {"role": "assistant", "content": p}, "done": False}
+            for p in pieces
+        ]
+        lines.append(
+            {
+                "model": model,
+                "message": {"role": "assistant", "content": ""},
+                "done": True,
+                "done_reason": "stop",
+            }
+        )
+        payload = b"".join(json.dumps(x).encode() + b"\n" for x in lines)
+        self._send(200, payload, "application/x-ndjson")
+
+
 class FakeOllama:
     """``with FakeOllama("happy") as srv: srv.url`` -> ``http://127.0.0.1:PORT``."""
 
-    def __init__(self, mode: str = "happy", port: int = 0, model: str = "llama3.2") -> None:
+    def __init__(
+        self, mode: str = "happy", port: int = 0, model: str = "llama3.2", delay_s: float = 2.0
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
         self.mode = mode
+        self.delay_s = delay_s  # "delay" mode: every chat answer comes this late
         self.model = model
         self.requests: list[tuple[str, Any]] = []
         self._release = threading.Event()
         self._lock = threading.Lock()
         self.holding = 0  # slow requests being held right now
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:  # quiet
-                return
-
-            def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _json(self, status: int, obj: Any) -> None:
-                self._send(status, json.dumps(obj).encode())
-
-            def do_GET(self) -> None:
-                fake._record(self.path, None)
-                if self.path == "/api/tags":
-                    self._json(
-                        200,
-                        {
-                            "models": [
-                                {"name": f"{fake.model}:latest", "model": f"{fake.model}:latest"},
-                                {"name": "embedder:latest", "model": "embedder:latest"},
-                            ]
-                        },
-                    )
-                elif self.path == "/api/version":
-                    self._json(200, {"version": "0.0.0-fake"})
-                else:
-                    self._json(404, {"error": f"no route {self.path}"})
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length)
-                try:
-                    body = json.loads(raw or b"{}")
-                except json.JSONDecodeError:
-                    body = {"_unparsed": raw.decode("utf-8", "replace")}
-                n = fake._record(self.path, body)
-                if self.path == "/api/embed":
-                    inputs = body.get("input", [])
-                    if isinstance(inputs, str):
-                        inputs = [inputs]
-                    self._json(
-                        200,
-                        {"model": body.get("model"), "embeddings": [embed_text(t) for t in inputs]},
-                    )
-                    return
-                if self.path != "/api/chat":
-                    self._json(404, {"error": f"no route {self.path}"})
-                    return
-                mode = fake.mode
-                if mode == "invalid_once":
-                    mode = "garbage" if n == 1 else "happy"
-                if mode == "slow":
-                    with fake._lock:
-                        fake.holding += 1
-                    try:
-                        fake._release.wait(SLOW_HOLD_S)
-                    finally:
-                        with fake._lock:
-                            fake.holding -= 1
-                    mode = "happy"
-                if mode == "error500":
-                    self._json(500, {"error": "model runner crashed"})
-                    return
-                if mode == "malformed":
-                    self._send(200, b'{"model": "x", "message": {"role": "assist')
-                    return
-                if mode == "garbage":
-                    content = "I think this person looks quite happy, maybe content!"
-                elif mode == "blank":
-                    content = "   "
-                else:
-                    content = json.dumps(fake.answer_for(body))
-                self._chat_reply(body, content)
-
-            def _chat_reply(self, body: dict[str, Any], content: str) -> None:
-                model = body.get("model", fake.model)
-                if not body.get("stream", True):
-                    self._json(
-                        200,
-                        {
-                            "model": model,
-                            "created_at": "2026-01-01T00:00:00Z",
-                            "message": {"role": "assistant", "content": content},
-                            "done": True,
-                            "done_reason": "stop",
-                        },
-                    )
-                    return
-                step = max(1, len(content) // 4)
-                pieces = [content[i : i + step] for i in range(0, len(content), step)] or [""]
-                lines = [
-                    {"model": model, "message": {"role": "assistant", "content": p}, "done": False}
-                    for p in pieces
-                ]
-                lines.append(
-                    {
-                        "model": model,
-                        "message": {"role": "assistant", "content": ""},
-                        "done": True,
-                        "done_reason": "stop",
-                    }
-                )
-                payload = b"".join(json.dumps(x).encode() + b"\n" for x in lines)
-                self._send(200, payload, "application/x-ndjson")
-
-        self._server = _QuietServer(("127.0.0.1", port), Handler)
+        self._server = _QuietServer(("127.0.0.1", port), _Handler)
+        self._server.fake = self
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
+
+    def _hold(self, mode: str) -> str:
+        """Delay or hold a chat request as ``mode`` says; returns the mode to answer in."""
+        if mode == "delay":
+            self._release.wait(self.delay_s)  # stop() cuts it short
+            return "happy"
+        if mode == "slow":
+            with self._lock:
+                self.holding += 1
+            try:
+                self._release.wait(SLOW_HOLD_S)
+            finally:
+                with self._lock:
+                    self.holding -= 1
+            return "happy"
+        return mode
 
     def _record(self, path: str, body: Any) -> int:
         """Record a request; returns how many chat requests there were so far."""

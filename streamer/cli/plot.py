@@ -1,0 +1,244 @@
+"""``streamer plot RESULTS.jsonl [-o OUT.png] [--track ID ...] [--camera NAME]``.
+
+One panel row per track: valence and arousal over media time (raw faint, smoothed bold,
+one standard deviation of the Kalman filter as a band) and the trajectory on the
+valence-arousal plane with the unit circle and the quadrant names. Needs the optional
+``plot`` extra (matplotlib, non-interactive Agg backend).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streamer.circumplex import NEUTRAL_RADIUS, quadrant
+from streamer.errors import ConfigError, StreamerError
+from streamer.messages import VA_SCHEMA
+
+logger = logging.getLogger(__name__)
+
+ROW_W_IN = 12.0  # figure width (inches)
+ROW_H_IN = 3.6  # height of one track's row (inches)
+DPI = 100
+MAX_ROWS = 20  # tracks drawn at most (the longest ones)
+_NUMBER = (int, float)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "plot",
+        help="plot valence/arousal per track from a replay's JSON lines (PNG)",
+        description="Per track: valence and arousal over time (raw, smoothed, variance "
+        "band) and the trajectory on the valence-arousal plane. Needs the 'plot' extra.",
+    )
+    p.add_argument("results", type=Path, help="JSON lines written by replay or run")
+    p.add_argument("-o", "--out", type=Path, help="PNG to write (default: RESULTS.png)")
+    p.add_argument(
+        "--track", type=int, action="append", metavar="ID", help="only this track (repeatable)"
+    )
+    p.add_argument("--camera", help="only this camera")
+    p.set_defaults(func=cmd_plot)
+
+
+@dataclass
+class TrackSeries:
+    camera: str
+    track_id: int
+    model: str
+    t: list[float] = field(default_factory=list)
+    valence: list[float] = field(default_factory=list)
+    arousal: list[float] = field(default_factory=list)
+    valence_raw: list[float] = field(default_factory=list)
+    arousal_raw: list[float] = field(default_factory=list)
+    sd: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def duration_s(self) -> float:
+        return self.t[-1] - self.t[0] if self.t else 0.0
+
+
+def _va_fields(rec: dict[str, Any], where: str) -> tuple[float, float, float, tuple[float, float]]:
+    """Media time, smoothed valence and arousal, and their standard deviations."""
+    t, v, a = rec.get("t"), rec.get("valence"), rec.get("arousal")
+    var = rec.get("variance", [0.0, 0.0])
+    values = [t, v, a, *var] if isinstance(var, list) and len(var) == 2 else None
+    if values is None or not all(
+        isinstance(x, _NUMBER) and not isinstance(x, bool) and math.isfinite(x) for x in values
+    ):
+        raise ConfigError(
+            f"{where}: a {VA_SCHEMA} record needs numeric t, valence, arousal and variance"
+        )
+    sd = (math.sqrt(max(float(var[0]), 0.0)), math.sqrt(max(float(var[1]), 0.0)))
+    return float(t), float(v), float(a), sd  # type: ignore[arg-type]
+
+
+def read_tracks(path: Path) -> dict[tuple[str, int], TrackSeries]:
+    """Every VA record of ``path`` grouped by (camera, track); errors name file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise ConfigError(f"{path}: no such file") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read: {err}") from err
+    if not text.strip():
+        raise ConfigError(f"{path}:1: empty file: no records to plot")
+    tracks: dict[tuple[str, int], TrackSeries] = {}
+    lines = text.splitlines()
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{where}: not valid JSON ({err.msg})") from err
+        if not isinstance(rec, dict):
+            raise ConfigError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+        if rec.get("schema") != VA_SCHEMA:
+            continue
+        camera, track_id = rec.get("camera"), rec.get("track_id")
+        if not isinstance(camera, str) or not isinstance(track_id, int):
+            raise ConfigError(f"{where}: a {VA_SCHEMA} record needs camera and track_id")
+        t, v, a, sd = _va_fields(rec, where)
+        vr, ar = rec.get("valence_raw"), rec.get("arousal_raw")
+        tr = tracks.get((camera, track_id))
+        if tr is None:
+            tr = tracks[(camera, track_id)] = TrackSeries(
+                camera, track_id, str(rec.get("model", ""))
+            )
+        tr.t.append(t)
+        tr.valence.append(v)
+        tr.arousal.append(a)
+        tr.valence_raw.append(float(vr) if isinstance(vr, _NUMBER) else math.nan)
+        tr.arousal_raw.append(float(ar) if isinstance(ar, _NUMBER) else math.nan)
+        tr.sd.append(sd)
+    if not tracks:
+        raise ConfigError(
+            f"{path}:{len(lines)}: no valence/arousal record ({VA_SCHEMA}) in {len(lines)} "
+            "line(s): nothing to plot"
+        )
+    return tracks
+
+
+def select(
+    tracks: dict[tuple[str, int], TrackSeries],
+    ids: list[int] | None,
+    camera: str | None,
+    path: Path,
+) -> list[TrackSeries]:
+    chosen = [
+        tr
+        for tr in tracks.values()
+        if (camera is None or tr.camera == camera) and (not ids or tr.track_id in ids)
+    ]
+    if not chosen:
+        have = ", ".join(f"{c}/{i}" for c, i in sorted(tracks))
+        raise ConfigError(f"{path}: no track matches the selection (tracks: {have})")
+    chosen.sort(key=lambda tr: (tr.camera, tr.track_id))
+    if len(chosen) > MAX_ROWS:
+        logger.warning("%d tracks: plotting the %d longest", len(chosen), MAX_ROWS)
+        longest = sorted(chosen, key=lambda tr: -tr.duration_s)[:MAX_ROWS]
+        chosen = [tr for tr in chosen if tr in longest]
+    return chosen
+
+
+def _title(tr: TrackSeries) -> str:
+    approx = " (approximate)" if "approx" in tr.model else ""
+    return (
+        f"camera {tr.camera} · track {tr.track_id} · {tr.duration_s:.1f} s · "
+        f"model {tr.model}{approx}"
+    )
+
+
+def _time_panel(ax: Any, tr: TrackSeries) -> None:
+    for values, raw, k, colour, name in (
+        (tr.valence, tr.valence_raw, 0, "tab:blue", "valence"),
+        (tr.arousal, tr.arousal_raw, 1, "tab:orange", "arousal"),
+    ):
+        lo = [x - sd[k] for x, sd in zip(values, tr.sd, strict=True)]
+        hi = [x + sd[k] for x, sd in zip(values, tr.sd, strict=True)]
+        ax.fill_between(tr.t, lo, hi, color=colour, alpha=0.15, linewidth=0)
+        ax.plot(tr.t, raw, color=colour, alpha=0.3, linewidth=0.8)
+        ax.plot(tr.t, values, color=colour, linewidth=2.0, label=name)
+    ax.axhline(0.0, color="grey", linewidth=0.6)
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_xlabel("media time (s)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(_title(tr), fontsize=10, loc="left")
+
+
+def _plane_panel(ax: Any, tr: TrackSeries) -> None:
+    import matplotlib.patches as mpatches
+
+    ax.add_patch(mpatches.Circle((0, 0), 1.0, fill=False, color="grey", linewidth=0.8))
+    ax.axhline(0.0, color="grey", linewidth=0.6)
+    ax.axvline(0.0, color="grey", linewidth=0.6)
+    ax.add_patch(mpatches.Circle((0, 0), NEUTRAL_RADIUS, fill=False, color="grey", linewidth=0.5))
+    for v_pos, a_pos in ((True, True), (True, False), (False, True), (False, False)):
+        ax.text(
+            0.55 if v_pos else -0.55,
+            0.85 if a_pos else -0.85,
+            quadrant(0.5 if v_pos else -0.5, 0.5 if a_pos else -0.5).value,
+            ha="center",
+            fontsize=8,
+            color="dimgrey",
+        )
+    ax.plot(tr.valence, tr.arousal, color="black", linewidth=0.6, alpha=0.5)
+    ax.scatter(tr.valence, tr.arousal, c=tr.t, cmap="viridis", s=6)
+    ax.scatter(tr.valence[-1:], tr.arousal[-1:], color="red", s=24, zorder=3)
+    ax.set_xlim(-1.1, 1.1)
+    ax.set_ylim(-1.1, 1.1)
+    ax.set_aspect("equal")
+    ax.set_xlabel("valence")
+    ax.set_ylabel("arousal")
+
+
+def plot_tracks(tracks: list[TrackSeries], out: Path) -> tuple[int, int]:
+    """Draw ``tracks`` (one row each) into the PNG ``out``; returns its (width, height) px."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise StreamerError("streamer plot needs matplotlib: pip install 'streamer[plot]'") from err
+    rows = len(tracks)
+    fig, axes = plt.subplots(
+        rows,
+        2,
+        figsize=(ROW_W_IN, ROW_H_IN * rows),
+        dpi=DPI,
+        gridspec_kw={"width_ratios": [2.6, 1]},
+        squeeze=False,
+    )
+    try:
+        for row, tr in zip(axes, tracks, strict=True):
+            _time_panel(row[0], tr)
+            _plane_panel(row[1], tr)
+        fig.tight_layout()
+        tmp = out.with_name(f".{out.name}.part.png")
+        try:
+            fig.savefig(tmp, dpi=DPI, format="png")
+            os.replace(tmp, out)
+        except OSError as err:
+            raise ConfigError(f"{out}: cannot write the plot: {err}") from err
+        finally:
+            tmp.unlink(missing_ok=True)
+    finally:
+        plt.close(fig)
+    return round(ROW_W_IN * DPI), round(ROW_H_IN * DPI * rows)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    path: Path = args.results
+    out: Path = args.out or path.with_suffix(".png")
+    tracks = select(read_tracks(path), args.track, args.camera, path)
+    w, h = plot_tracks(tracks, out)
+    logger.info("wrote %s (%d track(s), %dx%d px)", out, len(tracks), w, h)
+    return 0

@@ -1,0 +1,88 @@
+"""``streamer bench soak``: scheduled faults over real cameras, broker and LLM server.
+
+The short run (default suite) checks the report's invariants on a fraction of a minute;
+the ``soak``-marked run does the full 10 minutes with every fault kind several times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamer.cli.bench_soak import CAMERAS, SCHEDULE
+from streamer.testing.mqtt import MOSQUITTO
+from streamer.testing.sources import gst_rtsp_unavailable
+
+
+def _soak(minutes: float, store_path: Any) -> dict[str, Any]:
+    reason = gst_rtsp_unavailable()
+    if reason:
+        pytest.skip(f"GStreamer RTSP server unavailable: {reason}")
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto broker binary not installed (Debian package 'mosquitto')")
+    clip: Path = store_path("single_face.mp4")
+    cmd = [sys.executable, "-m", "streamer", "bench", "soak", "--minutes", str(minutes)]
+    proc = subprocess.run(
+        [*cmd, "--clip", str(clip)],
+        capture_output=True,
+        text=True,
+        timeout=minutes * 60 + 240,
+        check=False,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-4000:]
+    report: dict[str, Any] = json.loads(proc.stdout)
+    return report
+
+
+def _check_invariants(r: dict[str, Any]) -> None:
+    faults = r["faults"]
+    assert faults["injected"] >= 1
+    assert faults["recovered"] == faults["injected"], faults["log"]
+    assert r["nan_published"] == 0
+    va = r["va"]
+    assert va["analysed"] > 0 and va["published"] > 0
+    assert va["unexplained"] == 0, va
+    assert va["nonfinite_analysed"] == 0
+    assert va["seen_on_broker"] <= va["published"]
+    for cam in CAMERAS:
+        assert r["frames_analysed"][cam] > 0
+    # The damaged camera's corrupt packets are detected and counted, not analysed.
+    assert r["corrupt_packets"]["detected"][CAMERAS[1]] > 0
+    for target, row in r["recover_s"].items():
+        if row["n"]:
+            assert row["max"] is not None and row["p95"] is not None, target
+            assert row["p95"] <= row["max"]
+    assert r["fds"]["end"] - r["fds"]["start"] <= 8, r["fds"]
+    assert r["threads"]["end"] - r["threads"]["start"] <= 4, r["threads"]
+    assert r["rss_mb"]["samples"] >= 3
+
+
+@pytest.mark.rtsp
+@pytest.mark.mqtt
+@pytest.mark.timeout(420)
+def test_short_soak_report_holds_its_invariants(store_path: Any) -> None:
+    report = _soak(0.6, store_path)
+    _check_invariants(report)
+    assert report["faults"]["log"][0]["kind"] == SCHEDULE[0][0]
+
+
+@pytest.mark.soak
+@pytest.mark.rtsp
+@pytest.mark.mqtt
+@pytest.mark.timeout(1200)
+def test_ten_minute_soak(store_path: Any) -> None:
+    report = _soak(10, store_path)
+    _check_invariants(report)
+    kinds = {kind for kind, _, _ in SCHEDULE}
+    assert set(report["faults"]["by_kind"]) == kinds
+    assert all(row["injected"] >= 3 for row in report["faults"]["by_kind"].values())
+    rss = report["rss_mb"]
+    assert rss["end"] - rss["start"] < 150, rss

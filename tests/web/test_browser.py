@@ -1,0 +1,154 @@
+"""A real headless browser (Debian's chromium through Playwright) on ``streamer run``.
+
+The dashboard of a live run over a real RTSP camera shows the camera, a track with its
+point on the valence-arousal plane, values that move as results arrive, and it goes on
+updating after the server restarts. The screenshot of the run is kept: set
+``STREAMER_DASHBOARD_SHOT=PATH`` to copy it there (docs/img/dashboard.png comes from it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamer.testing.net import free_port
+from streamer.testing.ollama import FakeOllama
+from streamer.testing.sources import RtspServer
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SLACK_MS = 120_000  # deadline for what takes seconds on an idle machine (CI is busy)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.rtsp,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
+]
+
+
+class Run:
+    """A ``streamer run`` process with the dashboard on ``port``."""
+
+    def __init__(self, config: Path, port: int, log: Path) -> None:
+        self.config, self.port, self.log = config, port, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Run:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streamer", "run", "--config", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + SLACK_MS / 1000
+        while True:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2):
+                    return self
+            except (urllib.error.URLError, OSError):
+                assert time.monotonic() < deadline, "the dashboard did not come up"
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture
+def live_run(
+    models: None,
+    face_camera: RtspServer,
+    fake_ollama: Callable[..., FakeOllama],
+    tmp_path: Path,
+) -> Iterator[Run]:
+    port = free_port()
+    llm = fake_ollama("happy")
+    config = tmp_path / "live.yaml"
+    config.write_text(
+        f"cameras:\n  - name: front\n    url: {face_camera.url}\n"
+        f"web:\n  port: {port}\n  preview: true\n"
+        f"llm:\n  host: {llm.url}\n  model: llama3.2\n  interval_s: 1\n  warmup_s: 0.2\n"
+    )
+    run = Run(config, port, tmp_path / "run.log").start()
+    try:
+        yield run
+    finally:
+        run.stop()
+
+
+def track_values(page: Any) -> tuple[str, str]:
+    card = page.locator(".track").first
+    return card.get_attribute("data-valence"), card.get_attribute("data-arousal")
+
+
+def wait_for_moving_track(page: Any) -> None:
+    page.wait_for_selector(
+        '#cameras tr[data-camera="front"][data-state="online"]', timeout=SLACK_MS
+    )
+    page.wait_for_selector(".track[data-valence]", timeout=SLACK_MS)
+    v, a = track_values(page)
+    page.wait_for_function(
+        """([v, a]) => {
+            const c = document.querySelector('.track');
+            return c && (c.dataset.valence !== v || c.dataset.arousal !== a);
+        }""",
+        arg=[v, a],
+        timeout=SLACK_MS,
+    )
+
+
+def test_dashboard_in_a_real_browser(live_run: Run, tmp_path: Path) -> None:
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 760})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"http://127.0.0.1:{live_run.port}/")
+            wait_for_moving_track(page)
+            cells = page.locator('#cameras tr[data-camera="front"] td').all_inner_texts()
+            assert cells[0] == "front" and cells[1].startswith("online")
+            assert float(cells[3]) > 0  # analysed fps
+            point = page.locator(".track canvas.plane")
+            assert point.count() == 1
+            # the fallback description first, then the LLM's answer, with their source
+            page.wait_for_selector(".track .desc .src.llm", timeout=SLACK_MS)
+            assert page.locator(".track .desc .src").inner_text().startswith("LLM ")
+            assert page.locator(".track .desc .text").inner_text().strip()
+            page.wait_for_timeout(1500)  # let the trail grow for the picture
+            shot = tmp_path / "dashboard.png"
+            page.screenshot(path=str(shot))
+            assert shot.stat().st_size > 10_000
+            if os.environ.get("STREAMER_DASHBOARD_SHOT"):
+                shutil.copyfile(shot, os.environ["STREAMER_DASHBOARD_SHOT"])
+
+            live_run.stop()
+            page.wait_for_selector("#conn.down", timeout=SLACK_MS)
+            restarted = time.time()
+            live_run.start()
+            page.wait_for_function(
+                "t => Number(document.body.dataset.updated) > t", arg=restarted, timeout=SLACK_MS
+            )
+            wait_for_moving_track(page)  # no reload: the page reconnected by itself
+            assert page.locator("#conn").inner_text() == "live"
+            assert errors == []
+        finally:
+            browser.close()

@@ -1,0 +1,50 @@
+"""``streamer replay VIDEO --serve``: the dashboard's state follows a replay while it runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from streamer.testing.net import free_port
+
+SLACK_S = 60.0
+
+
+def test_replay_serve_shows_the_replay(models: None, face_loop: Path, tmp_path: Path) -> None:
+    port = free_port()
+    cfg = tmp_path / "web.yaml"
+    cfg.write_text(f"web:\n  port: {port}\n")
+    out = tmp_path / "out.jsonl"
+    cmd = [sys.executable, "-m", "streamer", "replay", str(face_loop), "--realtime", "--serve"]
+    proc = subprocess.Popen(
+        [*cmd, "--config", str(cfg), "--out", str(out), "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + SLACK_S
+        state: dict[str, Any] = {}
+        while not state.get("tracks"):
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, f"no track on the dashboard: {state}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=5) as r:
+                    state = json.load(r)
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)  # polling interval of the deadline loop above
+        camera = state["cameras"][0]
+        assert camera["name"] == "face_loop" and camera["state"] == "online"
+        assert camera["frames_analysed"] > 0
+        assert state["tracks"][0]["camera"] == "face_loop"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+            assert r.status == 200
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=SLACK_S)

@@ -93,7 +93,8 @@ def setup_logging(verbose: int, quiet: bool) -> None:
         console=Console(stderr=True), show_path=False, rich_tracebacks=False, markup=False
     )
     logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]", handlers=[handler])
-    logger.setLevel(own_level)
+    # Only -v sets streamer's own level; otherwise it inherits the root's (NOTSET).
+    logger.setLevel(own_level if own_level != level else logging.NOTSET)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from pydantic import Field
 from streamer.affect.graph import Graph
 from streamer.config_base import StrictModel
 from streamer.errors import ModelError
+from streamer.plugins import check_key_default, discover
 
 __all__ = [
     "ModelSource",
@@ -128,26 +128,13 @@ class RuntimePlugin:
     create: Callable[[Any, ModelSource], Runtime]
 
     def __post_init__(self) -> None:
-        default = self.config.model_fields["type"].default
-        if default != self.key:
-            raise ValueError(
-                f"runtime plugin {self.key!r}: {self.config.__name__}.type defaults to "
-                f"{default!r}; expected {self.key!r}"
-            )
+        check_key_default(self.key, self.config, "type")
 
 
 @functools.cache
 def runtime_plugins() -> dict[str, RuntimePlugin]:
     """Every runtime plugin of this package, by key (modules found and imported once)."""
-    plugins: dict[str, RuntimePlugin] = {}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        plugin = getattr(module, "PLUGIN", None)
-        if isinstance(plugin, RuntimePlugin):
-            if plugin.key in plugins:
-                raise ValueError(f"runtime key {plugin.key!r} is registered twice")
-            plugins[plugin.key] = plugin
-    return plugins
+    return discover(__name__, __path__, RuntimePlugin)
 
 
 def runtime_config_union() -> Any:

@@ -23,8 +23,6 @@ imported inside the provider's methods, never at module level.
 from __future__ import annotations
 
 import functools
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -34,6 +32,7 @@ from pydantic import Discriminator, Tag
 
 from streamer.describe.config import LlmConfig
 from streamer.errors import ConfigError
+from streamer.plugins import check_key_default, discover
 
 DEFAULT_PROVIDER = "ollama"  # the provider of an llm section without a provider key
 
@@ -73,26 +72,13 @@ class ProviderPlugin:
     create: ProviderFactory
 
     def __post_init__(self) -> None:
-        default = self.config.model_fields["provider"].default
-        if default != self.key:
-            raise ValueError(
-                f"provider plugin {self.key!r}: {self.config.__name__}.provider defaults "
-                f"to {default!r}; expected {self.key!r}"
-            )
+        check_key_default(self.key, self.config, "provider")
 
 
 @functools.cache
 def provider_plugins() -> dict[str, ProviderPlugin]:
     """Every provider plugin of this package, by key (modules found and imported once)."""
-    plugins: dict[str, ProviderPlugin] = {}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        plugin = getattr(module, "PLUGIN", None)
-        if isinstance(plugin, ProviderPlugin):
-            if plugin.key in plugins:
-                raise ValueError(f"provider key {plugin.key!r} is registered twice")
-            plugins[plugin.key] = plugin
-    return plugins
+    return discover(__name__, __path__, ProviderPlugin)
 
 
 def provider_keys() -> tuple[str, ...]:

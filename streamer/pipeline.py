@@ -318,6 +318,11 @@ class Pipeline(SingleUse):
         """The MQTT publisher when the composition entered one (else None)."""
         return self.sinks.get("mqtt")
 
+    @property
+    def describer(self) -> Any:
+        """The LLM describer when the composition entered one (else None)."""
+        return self.sinks.get("describer")
+
     async def __aenter__(self) -> Pipeline:
         self._enter_once()
         await self.engine.__aenter__()

@@ -15,6 +15,7 @@ import pytest
 from streamer import compose
 from streamer.compose import Composition, SinkContext, SinkOptions, build_pipeline
 from streamer.config import AppConfig
+from streamer.errors import PublishError
 from streamer.messages import Detection, Frame, Message, VASample
 from streamer.pipeline import FaceDetector
 
@@ -129,7 +130,7 @@ FULL = Path("/dev/full")  # every write fails with ENOSPC: a full disk, for real
 async def test_a_failing_output_stops_the_run_with_its_own_error() -> None:
     full = FULL
     pipe = _pipeline()
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(PublishError, match=r"^/dev/full: cannot write output: No space left"):
         async with Composition(pipe, SinkOptions(out=full, atomic_out=False)):
             await pipe.run_camera("cam", _frames(200), lossless=False)
 

@@ -207,7 +207,7 @@ class PipelineCollector(Collector):
         )
 
     def _llm(self) -> Iterator[Metric]:
-        d = getattr(self.pipe, "_describer", None)
+        d = getattr(self.pipe, "describer", None)
         if d is None:
             return
         yield CounterMetricFamily("streamer_llm_requests", "LLM requests made", value=d.requests)

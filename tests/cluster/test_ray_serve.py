@@ -52,14 +52,18 @@ def _load(runtime: Any, models: None) -> Any:
     return load_va_model(AffectConfig(model="fer-va", runtime=runtime), default_store())
 
 
-def _replica() -> Any:
+def _replicas() -> list[Any]:
     from ray.util.state import list_actors
 
-    alive = [
+    return [
         a
         for a in list_actors(filters=[("state", "=", "ALIVE")])
         if "ServeReplica" in (a.class_name or "") and "test-va" in (a.name or "")
     ]
+
+
+def _replica() -> Any:
+    alive = _replicas()
     assert len(alive) == 1, alive
     return alive[0]
 
@@ -176,11 +180,25 @@ async def test_killed_replica_costs_counted_failures_then_resumes(
         assert np.isfinite(ok).all()
         replica = _replica()
         ray.kill(ray.get_actor(replica.name, namespace="serve"), no_restart=False)
-        await _infer_until(engine, lambda va: np.isnan(va).all(), "a failed call")
-        failed = engine.stats.failed_faces
-        assert failed > 0 and engine.stats.model_errors + engine.stats.timeouts > 0
-        await _infer_until(engine, lambda va: np.isfinite(va).all(), "the service to resume")
-        np.testing.assert_allclose(await engine.infer(_crops(4, seed=9)), ok, atol=1e-5)
+        # Calls made while the replica is dead either fail whole (NaN rows, counted) or,
+        # when Serve's router already holds the restarted replica, succeed unchanged.
+        # Which one happens is Ray's timing; the contract holds either way.
+        nan_calls = 0
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            assert time.monotonic() < deadline, "the service did not resume"
+            va = await engine.infer(_crops(4, seed=9))
+            if np.isfinite(va).all():
+                np.testing.assert_allclose(va, ok, atol=1e-5)
+                names = [a.name for a in _replicas()]
+                if names and replica.name not in names:
+                    break  # served by the restarted replica: the service resumed
+            else:
+                assert np.isnan(va).all(), "a failed call is NaN for every face"
+                nan_calls += 1
+            assert engine.stats.failed_faces == 4 * nan_calls  # every failure counted
+            if nan_calls:
+                assert engine.stats.model_errors + engine.stats.timeouts > 0
 
 
 async def test_hung_replica_times_out_then_resumes(

@@ -219,20 +219,25 @@ class CameraAnalyzer:
                 filt.step(frame.t, None, None)
         for tr in prep.lost:
             self.filters.pop(tr.id, None)
-            out.append(
-                TrackEvent(
-                    self.camera,
-                    tr.id,
-                    TrackEventKind.LOST,
-                    frame.index,
-                    frame.t,
-                    wall,
-                    duration_s=tr.last_t - tr.first_t,
-                )
-            )
+            out.append(self._lost(tr, frame, wall))
         self.stats.faces += len(prep.visible)
         self.stats.stage_s["smooth"] += time.perf_counter() - t0
         return out
+
+    def _lost(
+        self, tr: _Seen | Track, frame: Frame, wall: float | None, reason: str | None = None
+    ) -> TrackEvent:
+        """The ``lost`` event of a track, at ``frame``."""
+        return TrackEvent(
+            self.camera,
+            tr.id,
+            TrackEventKind.LOST,
+            frame.index,
+            frame.t,
+            wall,
+            duration_s=tr.last_t - tr.first_t,
+            reason=reason,
+        )
 
     def end_of_stream(self, frame: Frame | None, live: bool) -> list[Message]:
         """Close every remaining confirmed track (the stream is over; prepare is done)."""
@@ -244,18 +249,7 @@ class CameraAnalyzer:
         reason = "end_of_stream" if self.cfg.episodes is not None else None
         for tr in self.tracker.tracks:
             if tr.confirmed:
-                out.append(
-                    TrackEvent(
-                        self.camera,
-                        tr.id,
-                        TrackEventKind.LOST,
-                        frame.index,
-                        frame.t,
-                        wall,
-                        duration_s=tr.last_t - tr.first_t,
-                        reason=reason,
-                    )
-                )
+                out.append(self._lost(tr, frame, wall, reason))
         self.tracker.tracks.clear()
         self.filters.clear()
         return out

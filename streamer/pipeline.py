@@ -33,7 +33,7 @@ import numpy as np
 from streamer.bus import EventBus
 from streamer.config import AppConfig
 from streamer.faces.crops import CROP_SIZE, crop_faces_bgr
-from streamer.faces.schedule import DetectionSchedule
+from streamer.faces.schedule import DetectionSchedule, DetectorSlots
 from streamer.faces.tracker import Track, Tracker
 from streamer.lifecycle import SingleUse
 from streamer.messages import (
@@ -65,6 +65,7 @@ class CameraStats:
     frames: int = 0
     faces: int = 0
     detector_runs: int = 0
+    detections_deferred: int = 0  # due detector runs moved to a later frame (no free slot)
     va_rejected: int = 0  # non-finite or failed VA results (predict-only steps)
     tracks_appeared: int = 0
     stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
@@ -119,8 +120,10 @@ class CameraAnalyzer:
         model_name: str,
         stats: CameraStats,
         live: bool = False,
+        slots: DetectorSlots | None = None,
     ) -> None:
         self.camera = camera
+        self.slots = slots
         self.cfg = cfg
         self.detector = detector
         self.tracker = Tracker(cfg.faces.tracker)
@@ -140,9 +143,19 @@ class CameraAnalyzer:
         t0 = time.perf_counter()
         detections = None
         if self.schedule.due():
-            detections = self.detector.detect(frame.image)
-            self.stats.detector_runs += 1
-            self.stats.samples["detect"].add(time.perf_counter() - t0)
+            slot = self.slots.acquire(self.schedule.overdue) if self.slots else 0
+            if slot is not None:
+                try:
+                    detections = self.detector.detect(frame.image)
+                finally:
+                    if self.slots is not None:
+                        self.slots.release(slot)
+                self.schedule.ran()
+                self.stats.detector_runs += 1
+                self.stats.samples["detect"].add(time.perf_counter() - t0)
+            else:
+                self.schedule.defer()
+                self.stats.detections_deferred += 1
         t1 = time.perf_counter()
         step = self.tracker.step(frame.t, detections)
         if detections is not None:
@@ -295,6 +308,8 @@ class Pipeline(SingleUse):
 
         self.bus = bus or EventBus()
         self.engine = AffectEngine.from_config(model, cfg.affect)
+        # Shared by the cameras' analyses: bounds the detector runs happening at once.
+        self.detector_slots = DetectorSlots(cfg.faces.detector.concurrent_runs)
         self.stats: dict[str, CameraStats] = {}
         # The sinks entered around this pipeline, by name (filled by the composition).
         self.sinks: dict[str, Any] = {}
@@ -351,7 +366,13 @@ class Pipeline(SingleUse):
         self.sources[camera] = frames
         detector = self.detector_factory()
         analyzer = CameraAnalyzer(
-            camera, self.cfg, detector, self.model_name, stats, live=not lossless
+            camera,
+            self.cfg,
+            detector,
+            self.model_name,
+            stats,
+            live=not lossless,
+            slots=self.detector_slots,
         )
         live = not lossless
         handoff: asyncio.Queue[_Prepared | None] = asyncio.Queue(maxsize=2)

@@ -50,12 +50,14 @@ class AffectConfig(StrictModel):
         default_factory=lambda: OnnxRuntimeConfig(), description="inference backend"
     )
     max_batch: int = Field(32, ge=1, le=1024, description="largest batch per model call")
-    max_wait_ms: float = Field(
-        2.0,
+    max_wait_ms: float | None = Field(
+        None,
         ge=0.0,
         le=1000.0,
         description="how long to wait for crops of other cameras to batch (never waited "
-        "when a single caller is active)",
+        "when a single caller is active); default: 0 when the VA network runs on the CPU "
+        "(what is already queued is batched; past a few faces a bigger batch costs as "
+        "much per face, so waiting only adds latency), 2 on a GPU or a remote service",
     )
     infer_timeout_s: float = Field(
         10.0,

@@ -46,6 +46,7 @@ __all__ = ["AffectEngine", "EngineStats"]
 ACTIVE_CALLER_S = 1.0  # s; a caller that submitted within this window is expected again
 STOP_WAIT_S = 2.0  # s; longest wait for the worker at shutdown
 _STOP = object()
+GPU_WAIT_MS = 2.0  # default batching wait off the CPU (GPU runtimes, remote services)
 FAILURE_LOG_INTERVAL_S = 10.0  # failed model batches: one warning per this (s)
 
 
@@ -133,10 +134,14 @@ class AffectEngine(SingleUse):
     @classmethod
     def from_config(cls, model: VAModel, cfg: AffectConfig) -> AffectEngine:
         """An engine with the batching and watchdog settings of ``cfg``."""
+        wait_ms = cfg.max_wait_ms
+        if wait_ms is None:  # auto: batching pays on a GPU; on the CPU waiting only delays
+            runtime = str(getattr(getattr(model, "runtime", None), "name", ""))
+            wait_ms = 0.0 if runtime.endswith("-cpu") else GPU_WAIT_MS
         return cls(
             model,
             max_batch=cfg.max_batch,
-            max_wait_ms=cfg.max_wait_ms,
+            max_wait_ms=wait_ms,
             timeout_s=cfg.infer_timeout_s,
             max_restarts=cfg.max_restarts,
             restart_window_s=cfg.restart_window_s,

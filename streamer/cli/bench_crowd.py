@@ -3,9 +3,15 @@
 Builds a 1920x1080, 24 fps mosaic of real face clips (:mod:`streamer.testing.mosaic`;
 3x3: 9 faces, 5x5: 25 faces), then measures in one run:
 
-* ``decode_only_fps``: decoding the mosaic alone (the ceiling; best of before and after);
+* ``decode_only_fps``: decoding the mosaic alone (the ceiling), measured before every
+  pipeline run and after the last; the best is reported;
 * ``fps``: the replay pipeline with the config given (best of ``--repeat`` runs) and
-  ``fps_to_decode_only``, their ratio; ``realtime_factor`` against the clip's 24 fps;
+  ``fps_to_decode_only``, best against best; ``fps_to_decode_only_pairs``: each run
+  against the decode-only run just before it (on a shared machine, their median is
+  the steadier figure); ``realtime_factor`` against the clip's 24 fps;
+* ``cpu_ms_per_frame`` of the pipeline and ``decode_only_cpu_ms_per_frame``: process CPU
+  time per frame (every thread), what the analysis adds to decoding on this machine's
+  ``cpus`` cores;
 * ``faces_per_frame`` of that run against ``reference_faces_per_frame``: the same
   pipeline detecting on every frame at full resolution (``faces_ratio``: how many of the
   faces found that way the configured run still reports).
@@ -16,11 +22,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from streamer.cli.bench_replay import _run_once, decode_only_fps
+from streamer.cli.bench_replay import _run_once, decode_only
 from streamer.config import AppConfig, load_config
 from streamer.store import default_store
 from streamer.testing.mosaic import make_mosaic
@@ -31,10 +39,10 @@ FULL_RESOLUTION_PX = 4096  # a detection width no frame exceeds: detect at full 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("crowd", help="replay fps and faces found on a 9- or 25-face mosaic")
     p.add_argument("--grid", type=int, default=3, help="tiles per side: 3 (9 faces) or 5 (25)")
-    p.add_argument("--frames", type=int, default=120, help="length of the mosaic (default 120)")
+    p.add_argument("--frames", type=int, default=240, help="length of the mosaic (default 240)")
     p.add_argument("--video", type=Path, help="use this mosaic instead of building one")
     p.add_argument("--config", type=Path, help="YAML config (default: embedded defaults)")
-    p.add_argument("--repeat", type=int, default=2, help="pipeline runs; the best is reported")
+    p.add_argument("--repeat", type=int, default=3, help="pipeline runs; the best is reported")
     p.add_argument(
         "--no-reference", action="store_true", help="skip the full-resolution reference run"
     )
@@ -56,16 +64,25 @@ def _per_frame(run: dict[str, Any]) -> float:
 
 def crowd_bench(cfg: AppConfig, video: Path, repeat: int, reference: bool) -> dict[str, Any]:
     """Measure ``video`` (see the module docstring); returns the JSON object."""
-    _, dec1 = decode_only_fps(video)
-    runs = [asyncio.run(_run_once(cfg, video)) for _ in range(max(1, repeat))]
+    decodes: list[tuple[int, float, float]] = []
+    runs: list[dict[str, Any]] = []
+    for _ in range(max(1, repeat)):
+        decodes.append(decode_only(video))
+        runs.append(asyncio.run(_run_once(cfg, video)))
+    decodes.append(decode_only(video))
     best: dict[str, Any] = max(runs, key=lambda r: float(r["fps"]))
-    _, dec2 = decode_only_fps(video)
-    dec = max(dec1, dec2)
+    dec = max(d[1] for d in decodes)
+    pairs = [float(r["fps"]) / d[1] for r, d in zip(runs, decodes, strict=False)]
     out: dict[str, Any] = {
         **best,
         "fps_all_runs": [r["fps"] for r in runs],
         "decode_only_fps": round(dec, 1),
+        "decode_only_fps_all_runs": [round(d[1], 1) for d in decodes],
         "fps_to_decode_only": round(float(best["fps"]) / dec, 3),
+        "fps_to_decode_only_pairs": [round(x, 3) for x in pairs],
+        "fps_to_decode_only_pairs_median": round(statistics.median(pairs), 3),
+        "decode_only_cpu_ms_per_frame": round(min(d[2] for d in decodes), 2),
+        "cpus": os.cpu_count(),
         "faces_per_frame": round(_per_frame(best), 3),
         "detect_every_n_frames": cfg.faces.detector.detect_every_n_frames,
         "detect_width_px": cfg.faces.detector.detect_width_px,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import time
 from pathlib import Path
@@ -40,9 +41,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def decode_only_fps(path: Path) -> tuple[int, float]:
-    t0 = time.perf_counter()
+    """Frames of ``path`` and the fps of decoding them alone (the decoding core, BGR)."""
+    n, fps, _ = decode_only(path)
+    return n, fps
+
+
+def decode_only(path: Path) -> tuple[int, float, float]:
+    """Frames, fps and process CPU ms per frame of decoding ``path`` alone."""
+    c0, t0 = _cpu_s(), time.perf_counter()
     n = count_frames(path)
-    return n, n / (time.perf_counter() - t0)
+    wall, cpu = time.perf_counter() - t0, _cpu_s() - c0
+    return n, n / wall, 1000.0 * cpu / max(1, n)
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process so far (every thread, user and system)."""
+    t = os.times()
+    return t.user + t.system
 
 
 async def _run_once(cfg: AppConfig, path: Path) -> dict[str, object]:
@@ -50,12 +65,12 @@ async def _run_once(cfg: AppConfig, path: Path) -> dict[str, object]:
     source = FileSource(path)
     async with source:
         pipe = build_pipeline(cfg, store)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_s()
         async with Composition(pipe, SinkOptions(replay=True)) as run:
             stats = await pipe.run_camera(
                 source.camera, source, lossless=True, decode_stats=source.counters
             )
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, _cpu_s() - c0
     fps = stats.frames / wall
     by_stage = stats.stage_ms_per_frame()
     episodes = run.sinks.get("episodes")  # with `episodes:` / `mood:` configured
@@ -71,6 +86,7 @@ async def _run_once(cfg: AppConfig, path: Path) -> dict[str, object]:
         "fps": round(fps, 1),
         "video_fps": round(source.fps, 3),
         "realtime_factor": round(fps / source.fps, 2) if source.fps else None,
+        "cpu_ms_per_frame": round(1000.0 * cpu / max(1, stats.frames), 2),
         "ms_per_frame_by_stage": by_stage,
         "damage": source.report.as_dict(),
     }

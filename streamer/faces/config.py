@@ -47,6 +47,15 @@ class DetectorConfig(StrictModel):
         "detect_every_n_frames (a value <= detect_every_n_frames turns this off)",
     )
     min_face_px: int = Field(24, ge=8, description="ignore faces smaller than this (full-res px)")
+    concurrent_runs: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="detector runs at once across all cameras (0: half the CPU cores, at "
+        "least 1); a camera whose run is due while every slot is busy keeps tracking on "
+        "prediction and detects on a later frame, waiting for a slot only once its run is "
+        "max_detect_every_n_frames frames late",
+    )
 
 
 class TrackerConfig(StrictModel):

@@ -6,12 +6,26 @@ detection, all tracks are confirmed, and none appeared or was lost) the interval
 by one frame per stable run up to ``max_detect_every_n_frames``; any change (a new face,
 a lost or unmatched track) drops it back to ``detect_every_n_frames`` at once, so a new
 face waits at most ``max_detect_every_n_frames`` frames to be seen.
+
+Across cameras, :class:`DetectorSlots` bounds how many detector runs happen at once: on
+a small machine, many cameras whose runs fall on the same instant would otherwise all
+wait for each other (the tail of the frame-to-result latency). A camera that finds every
+slot busy defers its run to its next frame, tracking on prediction meanwhile; once the
+run would leave more than ``max_detect_every_n_frames`` frames between runs it waits
+for a slot instead, so the longest interval still bounds how long a new face waits. A
+slot held by a hung detector is free again after a second.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+
 from streamer.faces.config import DetectorConfig
 from streamer.faces.tracker import Tracker, TrackerStep
+
+SLOT_STALE_S = 1.0  # s; a detector slot held longer than this is free again (hung run)
 
 
 class DetectionSchedule:
@@ -22,12 +36,30 @@ class DetectionSchedule:
         self.longest = max(self.base, cfg.max_detect_every_n_frames)
         self.interval = self.base
         self._since = 0  # frames since the last detector run; 0: run on the next frame
+        self.late = 0  # frames the due run has been deferred (no free detector slot)
+        self.deferred = 0  # deferrals in all
 
     def due(self) -> bool:
         """Whether the detector runs on this frame (call once per frame)."""
         run = self._since == 0
         self._since = (self._since + 1) % self.interval
         return run
+
+    def defer(self) -> None:
+        """The due run did not happen on this frame: it is due again on the next one."""
+        self._since = 0
+        self.late += 1
+        self.deferred += 1
+
+    @property
+    def overdue(self) -> bool:
+        """Deferring the due run again would leave more than the longest interval between
+        runs (the bound a new face waits, and within the tracker's patience): it waits."""
+        return self.interval + self.late >= self.longest
+
+    def ran(self) -> None:
+        """The detector ran on this frame."""
+        self.late = 0
 
     def observe(self, tracker: Tracker, step: TrackerStep) -> None:
         """Adapt the interval after a detector run's tracker step."""
@@ -41,3 +73,46 @@ class DetectionSchedule:
         if interval != self.interval:
             self.interval = interval
             self._since %= interval
+
+
+class DetectorSlots:
+    """How many detector runs may happen at once across the cameras of one pipeline.
+
+    A run that holds its slot longer than ``stale_s`` (a detector run takes milliseconds;
+    a hung one never returns) stops counting: a hung detector cannot starve the other
+    cameras, nor the analysis that replaces it, of detection.
+
+    Args:
+        slots: concurrent runs; 0 picks half the CPU cores (at least one).
+        stale_s: a slot held this long is free again.
+    """
+
+    def __init__(self, slots: int = 0, stale_s: float = SLOT_STALE_S) -> None:
+        self.slots = slots or max(1, (os.cpu_count() or 2) // 2)
+        self.stale_s = stale_s
+        self._cond = threading.Condition()
+        self._held: dict[int, float] = {}  # token -> monotonic time taken
+        self._next = 0
+
+    def acquire(self, wait: bool) -> int | None:
+        """A slot's token; without ``wait``, only when one is free now (else None)."""
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for token, since in list(self._held.items()):
+                    if now - since > self.stale_s:
+                        del self._held[token]
+                if len(self._held) < self.slots:
+                    self._next += 1
+                    self._held[self._next] = now
+                    return self._next
+                if not wait:
+                    return None
+                oldest = min(self._held.values())
+                self._cond.wait(timeout=max(0.001, oldest + self.stale_s - now))
+
+    def release(self, token: int) -> None:
+        """Give the slot of ``token`` back (a stale token is ignored)."""
+        with self._cond:
+            if self._held.pop(token, None) is not None:
+                self._cond.notify()

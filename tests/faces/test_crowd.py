@@ -24,7 +24,7 @@ import pytest
 from streamer.faces.config import DetectorConfig
 from streamer.faces.crops import crop_faces, crop_faces_bgr
 from streamer.faces.schedule import DetectionSchedule
-from streamer.faces.yunet import YuNetDetector
+from streamer.faces.yunet import YuNetDetector, downscale
 from streamer.messages import VA_SCHEMA
 from streamer.store import ModelStore
 from streamer.testing.mosaic import TILE_CLIPS, make_mosaic, tile_boxes
@@ -99,6 +99,20 @@ def test_bgr_crops_match_crops_of_the_gray_frame(crowd9: Path) -> None:
     a = crop_faces(gray, boxes, angles).astype(np.int16)
     b = crop_faces_bgr(image, boxes, angles).astype(np.int16)
     assert np.abs(a - b).max() <= 1  # fixed-point rounding of the shifted warp only
+
+
+@pytest.mark.parametrize("size", [(320, 180), (480, 270), (250, 141)])
+def test_detection_downscale_is_close_to_an_area_resize_and_keeps_every_face(
+    crowd9: Path, store_path: Callable[[str], Path], size: tuple[int, int]
+) -> None:
+    with av.open(str(crowd9)) as container:
+        image = next(container.decode(video=0)).to_ndarray(format="bgr24")
+    small = downscale(image, *size)
+    area = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    assert small.shape == area.shape == (size[1], size[0], 3)
+    assert np.abs(small.astype(np.int16) - area).mean() < 2.0
+    detector = YuNetDetector(store_path("yunet"), DetectorConfig(detect_width_px=size[0]))
+    assert len(detector.detect(image)) == 9  # one face per tile, found at this width
 
 
 def test_detection_interval_stretches_while_stable_and_resets_on_change() -> None:

@@ -416,3 +416,33 @@ async def test_timestamp_less_packets(short_clip: Path, count: int, restarts: bo
     else:
         assert len(got) == 120 and src.stats().untimed == 5
         assert src.stats().reconnects == 0
+
+
+@pytest.mark.parametrize(("threads", "expected"), [(1, ("NONE", 1)), (3, ("AUTO", 3))])
+async def test_decode_threads_of_a_camera(
+    short_clip: Path, monkeypatch: pytest.MonkeyPatch, threads: int, expected: tuple[str, int]
+) -> None:
+    """One decoder thread by default (no frame-threading delay; cameras are the
+    parallelism); more turn on FFmpeg's frame and slice threads. Every frame arrives."""
+    import streamer.sources.live as live
+
+    seen: list[tuple[str, int]] = []
+    from streamer.sources.decode import open_stream as real_open
+
+    def recording_open(container: Any, kind: str = "AUTO", count: int = 0) -> Any:
+        stream = real_open(container, kind, count)
+        seen.append((stream.thread_type.name, int(stream.thread_count)))
+        return stream
+
+    monkeypatch.setattr(live, "open_stream", recording_open)
+    async with LiveSource(cam(short_clip, realtime=False, decode_threads=threads)) as src:
+        n = sum([1 async for _ in src])
+    assert n == count_frames(short_clip)
+    assert seen == [expected]
+
+
+def test_decode_threads_must_be_positive() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="decode_threads"):
+        CameraConfig(name="c", url="rtsp://h/x", decode_threads=0)

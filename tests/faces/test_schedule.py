@@ -1,0 +1,123 @@
+"""Detector runs shared across cameras: a busy slot defers a camera's run, never past
+the longest interval."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from streamer.config import AppConfig
+from streamer.faces.config import DetectorConfig, TrackerConfig
+from streamer.faces.schedule import DetectionSchedule, DetectorSlots
+from streamer.messages import Detection, Frame
+from streamer.pipeline import CameraAnalyzer, CameraStats
+
+FACE = Detection((100.0, 100.0, 200.0, 220.0), 0.9, None)
+
+
+class CountingDetector:
+    """One face on every frame; remembers the frames it ran on."""
+
+    def __init__(self) -> None:
+        self.frames: list[int] = []
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        self.frames.append(int(image[0, 0, 0]))
+        return [FACE]
+
+
+def _analyzer(slots: DetectorSlots, every: int = 2, longest: int = 4) -> CameraAnalyzer:
+    det = DetectorConfig(detect_every_n_frames=every, max_detect_every_n_frames=longest)
+    cfg = AppConfig().model_copy(
+        update={
+            "faces": AppConfig().faces.model_copy(
+                update={"detector": det, "tracker": TrackerConfig(min_hits=1)}
+            )
+        }
+    )
+    detector = CountingDetector()
+    return CameraAnalyzer("cam", cfg, detector, "m", CameraStats("cam"), slots=slots)
+
+
+def _frame(k: int) -> Frame:
+    image = np.full((240, 320, 3), k % 256, np.uint8)  # the detector reads k back
+    return Frame("cam", k, k / 15.0, image)
+
+
+def test_slots_default_to_half_the_cores_and_at_least_one() -> None:
+    assert DetectorSlots(3).slots == 3
+    assert DetectorSlots(0).slots >= 1
+
+
+def test_a_due_run_waits_for_a_free_slot_no_longer_than_the_longest_interval() -> None:
+    slots = DetectorSlots(1)
+    analyzer = _analyzer(slots)
+    detector = analyzer.detector
+    assert isinstance(detector, CountingDetector)
+    analyzer.prepare(_frame(0))  # runs: the slot is free
+    assert detector.frames == [0]
+    held = slots.acquire(wait=False)  # another camera is detecting now
+    assert held is not None
+    released: list[float] = []
+
+    def release_later() -> None:
+        time.sleep(0.3)
+        released.append(time.monotonic())
+        slots.release(held)
+
+    analyzer.prepare(_frame(1))  # not due (every 2nd frame)
+    analyzer.prepare(_frame(2))  # due, slot busy: deferred
+    analyzer.prepare(_frame(3))  # due again, still busy: deferred
+    assert detector.frames == [0]
+    assert analyzer.stats.detections_deferred == 2
+    # Frame 4 is 4 frames after the last run: deferring again would pass the longest
+    # interval, so it waits for the slot instead.
+    threading.Thread(target=release_later, daemon=True).start()
+    analyzer.prepare(_frame(4))
+    assert detector.frames == [0, 4]
+    assert released and time.monotonic() >= released[0]
+    gaps = np.diff(detector.frames)
+    assert gaps.max() <= 4
+
+
+def test_while_a_slot_is_free_runs_follow_the_schedule() -> None:
+    analyzer = _analyzer(DetectorSlots(1), every=2, longest=2)
+    for k in range(10):
+        analyzer.prepare(_frame(k))
+    detector = analyzer.detector
+    assert isinstance(detector, CountingDetector)
+    assert detector.frames == [0, 2, 4, 6, 8]
+    assert analyzer.stats.detections_deferred == 0
+
+
+@pytest.mark.parametrize("interval", [1, 2, 3])
+def test_the_longest_interval_is_never_exceeded_with_a_busy_slot(interval: int) -> None:
+    sched = DetectionSchedule(
+        DetectorConfig(detect_every_n_frames=interval, max_detect_every_n_frames=4)
+    )
+    runs = []
+    for k in range(40):
+        if sched.due():
+            if sched.overdue:  # the camera waits for the slot: it runs on this frame
+                sched.ran()
+                runs.append(k)
+            else:
+                sched.defer()  # the slot is always busy otherwise
+    assert runs and max(np.diff([0, *runs])) <= 4
+
+
+def test_a_slot_held_by_a_hung_run_is_free_again_after_stale_s() -> None:
+    slots = DetectorSlots(1, stale_s=0.2)
+    hung = slots.acquire(wait=False)  # its detector never returns
+    assert hung is not None
+    assert slots.acquire(wait=False) is None
+    t0 = time.monotonic()
+    token = slots.acquire(wait=True)
+    assert token is not None and 0.15 <= time.monotonic() - t0 < 5.0
+    slots.release(hung)  # the hung run returns at last: it frees nothing
+    assert slots.acquire(wait=False) is None
+    slots.release(token)
+    assert slots.acquire(wait=False) is not None

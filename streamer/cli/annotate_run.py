@@ -7,9 +7,9 @@ import asyncio
 import time
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from streamer.annotate import AnnotationRecorder, write_annotated
+from streamer.cli.progress import frame_progress
 from streamer.config import AppConfig
 from streamer.web.config import WebConfig
 
@@ -24,15 +24,7 @@ async def annotate(
     args: argparse.Namespace, recorder: AnnotationRecorder, frames: int, console: Console
 ) -> None:
     """Write ``args.annotate`` from ``args.video`` and what ``recorder`` saw, with progress."""
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} frames"),
-        TextColumn("{task.fields[fps]} fps"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=args.no_progress,
-    )
+    progress = frame_progress(console, not args.no_progress)
     t0 = time.perf_counter()
     with progress:
         task = progress.add_task("annotate", total=frames or None, fps="-")

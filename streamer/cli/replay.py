@@ -8,13 +8,16 @@ import contextlib
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 from streamer.annotate import AnnotationRecorder, check_output
 from streamer.cli.annotate_run import annotate, serve_config
+from streamer.cli.progress import frame_progress
 from streamer.compose import Composition, SinkOptions, build_pipeline
 from streamer.config import AppConfig, load_config
 from streamer.messages import VASample
@@ -110,7 +113,7 @@ async def _run_with_progress(
     console: Console, args: argparse.Namespace, pipe: Pipeline, source: FileSource, t0: float
 ) -> CameraStats:
     show = not (args.no_progress or getattr(args, "quiet", False))
-    with _progress(console, show) as progress:
+    with frame_progress(console, show) as progress:
         task = progress.add_task("replay", total=source.frame_count or None, fps="-")
         watcher = asyncio.create_task(_watch(progress, task, pipe, source.camera, t0))
         try:
@@ -125,19 +128,6 @@ async def _run_with_progress(
     return stats
 
 
-def _progress(console: Console, enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} frames"),
-        TextColumn("{task.fields[fps]} fps"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not enabled,
-        transient=False,
-    )
-
-
 async def _watch(progress: Progress, task: TaskID, pipe: Pipeline, camera: str, t0: float) -> None:
     while True:
         st = pipe.stats.get(camera)
@@ -148,6 +138,8 @@ async def _watch(progress: Progress, task: TaskID, pipe: Pipeline, camera: str, 
 
 
 def print_summary(console: Console, summary: Summarizer, stats: CameraStats, wall_s: float) -> None:
+    from rich.table import Table
+
     table = Table(
         title=f"{stats.frames} frames, {stats.faces} faces, {wall_s:.2f} s "
         f"({stats.frames / max(wall_s, 1e-9):.0f} fps)"

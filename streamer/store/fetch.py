@@ -15,8 +15,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -41,6 +39,9 @@ def sha256_file(path: Path) -> str:
 
 def download_url(url: str, dest: Path) -> None:
     """Stream ``url`` into ``dest``; a short read (truncation) is an error."""
+    import urllib.error  # only when downloading: the HTTP stack is slow to import
+    import urllib.request
+
     try:
         with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as resp, dest.open("wb") as out:
             expected = resp.headers.get("Content-Length")

@@ -12,10 +12,8 @@ import json
 import logging
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
-import httpx
-import ollama
 import pydantic
 from pydantic import Field, field_validator, model_validator
 
@@ -27,6 +25,9 @@ from streamer.describe.errors import (
     ProviderUnavailableError,
 )
 from streamer.describe.providers import ProviderPlugin
+
+if TYPE_CHECKING:  # the client (about 80 ms to import) loads when a provider is entered
+    import ollama
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,9 @@ class OllamaProvider:
         self.label = f"ollama:{cfg.model}"
 
     async def __aenter__(self) -> Self:
+        import httpx
+        import ollama
+
         timeout = httpx.Timeout(
             self._cfg.timeout_s, connect=min(CONNECT_TIMEOUT_S, self._cfg.timeout_s)
         )
@@ -119,6 +123,9 @@ class OllamaProvider:
 
     async def _call(self, what: str, coro_fn: Any) -> Any:
         """Run ``coro_fn()`` under the hard timeout; translate every library error."""
+        import httpx  # loaded by __aenter__ already
+        import ollama
+
         try:
             async with asyncio.timeout(self._cfg.timeout_s):
                 return await coro_fn()

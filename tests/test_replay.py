@@ -306,3 +306,30 @@ def test_run_with_a_file_camera_gives_replays_t(
     run = {r["frame"]: r["t"] for r in va_records(out)}
     assert len(run) > 30
     assert run == {f: replayed[f] for f in run}
+
+
+def test_a_short_replay_loads_no_library_it_does_not_use(
+    store_path: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Start-up: a replay of a clip without a confirmed track imports neither the VA
+    smoothing's filterpy (scipy), the model importer's onnx and h5py, the LLM, MQTT and
+    HTTP clients, nor the schema checker: each loads where it is used."""
+    from streamer.cli.bench_startup import one_frame_clip
+
+    store_path("fer")
+    store_path("yunet")
+    clip = one_frame_clip(store_path("single_face.mp4"), tmp_path / "one.mp4")
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "streamer", "-q", "replay", str(clip),
+         "--no-progress", "--out", str(tmp_path / "out.jsonl")],
+        capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = {
+        line.split("|")[-1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    unused = ("filterpy", "scipy", "onnx", "h5py", "ollama", "httpx", "aiomqtt", "jsonschema")
+    assert not [m for m in unused if m in imported]
+    assert "urllib.request" not in imported  # the store downloads nothing here

@@ -85,6 +85,8 @@ def verdict(run: dict[str, Any], min_analysed: float, max_p95_ms: float) -> dict
         "p95_ms": p95,
         "p50_ms": run["latency_ms"]["p50"],
         "frames_decoded": decoded,
+        "detector_runs": run["detector_runs"],
+        "detections_deferred": run["detections_deferred"],
         "pass": analysed >= min_analysed and p95 is not None and p95 < max_p95_ms,
         "ms_per_frame_by_stage": run["ms_per_frame_by_stage"],
     }

@@ -6,6 +6,8 @@ reads it over TCP and the shared pipeline analyses it. Reported as JSON:
 
 * ``latency_ms``: from a frame's arrival (decoded by the source, before the mailbox) to
   its VA result on the bus, per VA sample: p50, p95, p99, max;
+* ``detector_runs`` and ``detections_deferred``: runs of the face detector, and due runs
+  moved to a later frame because other cameras held every detector slot;
 * ``frames_skipped``: frames the latest-frame-wins mailbox replaced because the
   analysis was busy;
 * ``rss_mb``: resident memory after warm-up and at the end (plus samples over the run).
@@ -239,6 +241,8 @@ def _report(
         "frames_skipped": skipped,
         "skipped_share": round(skipped / decoded, 4) if decoded else None,
         "frames_analysed_total": sum(pipe.stats[c].frames for c in probe.cams),
+        "detector_runs": sum(pipe.stats[c].detector_runs for c in probe.cams),
+        "detections_deferred": sum(pipe.stats[c].detections_deferred for c in probe.cams),
         "va_samples": len(probe.latencies),
         "latency_ms": percentiles_ms(probe.latencies),
         "rss_mb": {

@@ -37,7 +37,6 @@ class DetectionSchedule:
         self.interval = self.base
         self._since = 0  # frames since the last detector run; 0: run on the next frame
         self.late = 0  # frames the due run has been deferred (no free detector slot)
-        self.deferred = 0  # deferrals in all
 
     def due(self) -> bool:
         """Whether the detector runs on this frame (call once per frame)."""
@@ -49,7 +48,6 @@ class DetectionSchedule:
         """The due run did not happen on this frame: it is due again on the next one."""
         self._since = 0
         self.late += 1
-        self.deferred += 1
 
     @property
     def overdue(self) -> bool:

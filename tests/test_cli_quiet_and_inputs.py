@@ -77,3 +77,19 @@ def test_validate_config_fails_on_unset_url_variable(tmp_path: Path) -> None:
     )
     ok = _run("validate-config", str(cfg), env={"CAM_USER_UNSET_X": "bob"})
     assert ok.returncode == 0, ok.stderr
+
+
+def test_a_command_line_builds_only_its_command_and_help_lists_all() -> None:
+    import argparse
+
+    from streamer.cli import COMMAND_MODULES, build_parser
+
+    def commands(parser: argparse.ArgumentParser) -> set[str]:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return set(sub.choices)
+
+    assert commands(build_parser(["-q", "replay", "clip.mp4"])) == {"replay"}
+    assert commands(build_parser(["validate-config", "c.yaml"])) == {"validate-config"}
+    assert commands(build_parser([])) == set(COMMAND_MODULES)
+    assert commands(build_parser(["--version"])) == set(COMMAND_MODULES)
+    assert commands(build_parser(["no-such-command"])) == set(COMMAND_MODULES)

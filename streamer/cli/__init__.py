@@ -25,19 +25,27 @@ from streamer.errors import StreamerError
 
 logger = logging.getLogger("streamer")
 
-# Modules under streamer.cli, one per command (or command group).
-COMMAND_MODULES = (
-    "replay",
-    "run",
-    "predict",
-    "models",
-    "subscribe",
-    "validate",
-    "bench",
-    "plot",
-    "cluster",
-    "episodes",
-)
+# The module under streamer.cli of each command (or command group). A command line that
+# names one imports only its module (start-up); help and unknown commands import all.
+COMMAND_MODULES = {
+    "replay": "replay",
+    "run": "run",
+    "predict": "predict",
+    "models": "models",
+    "subscribe": "subscribe",
+    "validate-config": "validate",
+    "bench": "bench",
+    "plot": "plot",
+    "cluster": "cluster",
+    "episodes": "episodes",
+}
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names: its first word that is not an option (the top-level
+    options take no values)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -45,7 +53,8 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of ``argv``'s command (of every command when it names none we know)."""
     parser = argparse.ArgumentParser(
         prog="streamer",
         description="Real-time facial-affect stream analyzer (valence/arousal per face).",
@@ -60,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    command = _command_of(sys.argv[1:] if argv is None else argv)
+    modules = [COMMAND_MODULES[command]] if command in COMMAND_MODULES else COMMAND_MODULES.values()
+    for name in dict.fromkeys(modules):
         try:
             module = importlib.import_module(f"streamer.cli.{name}")
         except ModuleNotFoundError as err:
@@ -98,7 +109,7 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -123,7 +123,8 @@ class CameraAnalyzer:
         slots: DetectorSlots | None = None,
     ) -> None:
         self.camera = camera
-        self.slots = slots
+        # Shared with the pipeline's other cameras; alone, a camera never waits for one.
+        self.slots = slots or DetectorSlots()
         self.cfg = cfg
         self.detector = detector
         self.tracker = Tracker(cfg.faces.tracker)
@@ -143,13 +144,12 @@ class CameraAnalyzer:
         t0 = time.perf_counter()
         detections = None
         if self.schedule.due():
-            slot = self.slots.acquire(self.schedule.overdue) if self.slots else 0
+            slot = self.slots.acquire(self.schedule.overdue)
             if slot is not None:
                 try:
                     detections = self.detector.detect(frame.image)
                 finally:
-                    if self.slots is not None:
-                        self.slots.release(slot)
+                    self.slots.release(slot)
                 self.schedule.ran()
                 self.stats.detector_runs += 1
                 self.stats.samples["detect"].add(time.perf_counter() - t0)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 POLL_S = 0.02  # how often a condition is looked at
 
@@ -23,13 +26,16 @@ async def wait_until(
 
 
 async def wait_until_async(
-    predicate: Callable[[], Awaitable[object]],
+    predicate: Callable[[], Awaitable[T | None]],
     timeout_s: float = 15.0,
     what: str = "condition",
-) -> None:
-    """:func:`wait_until` for a coroutine predicate."""
+) -> T:
+    """:func:`wait_until` for a coroutine predicate; returns its first true value."""
     deadline = time.monotonic() + timeout_s
-    while not await predicate():
+    while not (last := await predicate()):
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+            raise AssertionError(
+                f"timed out after {timeout_s} s waiting for {what} (last: {last!r})"
+            )
         await asyncio.sleep(POLL_S)
+    return last  # true, so not None

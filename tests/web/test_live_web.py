@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
@@ -20,22 +19,11 @@ from streamer.config import parse_config
 from streamer.store import default_store
 from streamer.testing.net import free_port
 from streamer.testing.sources import RtspServer
+from tests.helpers.wait import wait_until_async
 
 SLACK_S = 60.0  # deadline for what takes seconds on an idle machine
 
 pytestmark = pytest.mark.rtsp
-
-
-async def poll(check: Callable[[], Any], what: str, timeout_s: float = SLACK_S) -> Any:
-    """Await ``check()`` until it returns something truthy (a deadline, not a timing test)."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what} (last: {last!r})")
 
 
 def families(text: str) -> dict[str, Any]:
@@ -109,10 +97,12 @@ async def test_metrics_readiness_and_state_on_a_live_camera(
                     return None
                 return fams if n >= at_least and faces > 0 else None
 
-            await poll(ready, "/readyz 200 with the camera online")
-            first = await poll(lambda: analysed(1), "frames analysed")
+            await wait_until_async(ready, SLACK_S, "/readyz 200 with the camera online")
+            first = await wait_until_async(lambda: analysed(1), SLACK_S, "frames analysed")
             n1 = value(first, "streamer_frames_analysed_total", camera="front")
-            second = await poll(lambda: analysed(n1 + 10), "more frames analysed")
+            second = await wait_until_async(
+                lambda: analysed(n1 + 10), SLACK_S, "more frames analysed"
+            )
             assert value(second, "streamer_frames_decoded_total", camera="front") >= value(
                 first, "streamer_frames_decoded_total", camera="front"
             )
@@ -136,8 +126,10 @@ async def test_metrics_readiness_and_state_on_a_live_camera(
             assert [c["name"] for c in state["cameras"]] == ["front"]
 
             face_camera.kill()
-            status, text = await poll(
-                lambda: _status_is(get, "/readyz", 503), "/readyz 503 after the camera died"
+            status, text = await wait_until_async(
+                lambda: _status_is(get, "/readyz", 503),
+                SLACK_S,
+                "/readyz 503 after the camera died",
             )
             body = json.loads(text)
             assert body["ready"] is False and "front" in body["not_ready"]
@@ -146,7 +138,7 @@ async def test_metrics_readiness_and_state_on_a_live_camera(
             assert value(down, "streamer_camera_up", camera="front") == 0.0
 
             face_camera.start()
-            await poll(ready, "/readyz 200 when the camera is back")
+            await wait_until_async(ready, SLACK_S, "/readyz 200 when the camera is back")
             back = families((await get("/metrics"))[1])
             assert value(back, "streamer_reconnects_total", camera="front") >= 1
             assert (await get("/healthz"))[0] == 200

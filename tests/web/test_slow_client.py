@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -20,6 +20,7 @@ from streamer.store import default_store
 from streamer.testing.net import free_port
 from streamer.web.config import WebConfig
 from streamer.web.server import CLIENT_QUEUE, WebSink
+from tests.helpers.wait import wait_until
 
 SLACK_S = 60.0
 
@@ -61,12 +62,12 @@ async def test_a_client_that_stops_reading_is_bounded_and_harmless(
                 st = pipe.stats.get("cam")
                 return st.frames if st else 0
 
-            async def until(pred: object, what: str) -> None:
-                deadline = time.monotonic() + SLACK_S
-                while not pred():  # type: ignore[operator]
+            async def until(pred: Callable[[], object], what: str) -> None:
+                def bounded() -> object:  # every client's queue stays bounded meanwhile
                     assert all(len(c.items) <= CLIENT_QUEUE for c in sink.clients)
-                    assert time.monotonic() < deadline, f"timed out waiting for {what}"
-                    await asyncio.sleep(0.05)
+                    return pred()
+
+                await wait_until(bounded, SLACK_S, what)
 
             await until(lambda: len(sink.clients) == 2, "two event streams")
             await until(

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from streamer.affect.config import AffectConfig
 from streamer.cluster.config import ClusterConfig
 from streamer.config_base import StrictModel
-from streamer.config_yaml import load_yaml, read_config_text
 from streamer.describe.config import LlmSection
 from streamer.episodes.config import EpisodesConfig, MoodConfig
 from streamer.errors import ConfigError
@@ -26,6 +24,9 @@ from streamer.faces.config import FacesConfig
 from streamer.publish.config import MqttConfig
 from streamer.sources.config import CameraConfig
 from streamer.web.config import WebConfig
+
+if TYPE_CHECKING:
+    import yaml
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ class AppConfig(StrictModel):
 
 def _key_lines(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
     """Record the 1-based line of every mapping key / sequence item under ``node``."""
+    import yaml  # with the YAML text: a run on the embedded defaults never loads PyYAML
+
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = key_node.value
@@ -140,6 +143,8 @@ def format_validation_error(
 
 def parse_config(text: str, source: str = "<config>") -> AppConfig:
     """Parse YAML text into an :class:`AppConfig`; errors name key and line."""
+    from streamer.config_yaml import load_yaml
+
     data, root = load_yaml(text, source)  # bounded: size, depth, aliases, duplicates
     if data is None:
         data = {}
@@ -158,6 +163,8 @@ def parse_config(text: str, source: str = "<config>") -> AppConfig:
 
 def load_config(path: str | Path) -> AppConfig:
     """Load and validate a YAML config file."""
+    from streamer.config_yaml import read_config_text
+
     p = Path(path)
     text = read_config_text(p)
     return parse_config(text, str(p))

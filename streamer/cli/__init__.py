@@ -94,15 +94,31 @@ def log_levels(verbose: int, quiet: bool) -> tuple[int, int]:
     return logging.INFO, logging.INFO
 
 
+class StderrLogHandler(logging.Handler):
+    """rich's log handler on stderr (stdout carries data: JSON lines), built at the first
+    record it is given: a command that logs nothing (``-q`` on a clean run) never imports
+    rich, which is about a tenth of a short replay's start-up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._rich: logging.Handler | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._rich is None:
+            from rich.logging import RichHandler
+
+            from streamer.cli.progress import stderr_console
+
+            self._rich = RichHandler(
+                console=stderr_console(), show_path=False, rich_tracebacks=False, markup=False
+            )
+        self._rich.setFormatter(self.formatter)  # basicConfig's format and date format
+        self._rich.emit(record)
+
+
 def setup_logging(verbose: int, quiet: bool) -> None:
     level, own_level = log_levels(verbose, quiet)
-    from rich.console import Console
-    from rich.logging import RichHandler
-
-    # Logs go to stderr: stdout carries data (JSON lines).
-    handler = RichHandler(
-        console=Console(stderr=True), show_path=False, rich_tracebacks=False, markup=False
-    )
+    handler = StderrLogHandler()
     logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]", handlers=[handler])
     # Only -v sets streamer's own level; otherwise it inherits the root's (NOTSET).
     logger.setLevel(own_level if own_level != level else logging.NOTSET)

@@ -6,10 +6,8 @@ import argparse
 import asyncio
 import time
 
-from rich.console import Console
-
 from streamer.annotate import AnnotationRecorder, write_annotated
-from streamer.cli.progress import frame_progress
+from streamer.cli.progress import frame_progress, stderr_console
 from streamer.config import AppConfig
 from streamer.web.config import WebConfig
 
@@ -20,11 +18,9 @@ def serve_config(cfg: AppConfig) -> AppConfig:
     return cfg.model_copy(update={"web": web})
 
 
-async def annotate(
-    args: argparse.Namespace, recorder: AnnotationRecorder, frames: int, console: Console
-) -> None:
+async def annotate(args: argparse.Namespace, recorder: AnnotationRecorder, frames: int) -> None:
     """Write ``args.annotate`` from ``args.video`` and what ``recorder`` saw, with progress."""
-    progress = frame_progress(console, not args.no_progress)
+    progress = frame_progress(stderr_console(), not args.no_progress)
     t0 = time.perf_counter()
     with progress:
         task = progress.add_task("annotate", total=frames or None, fps="-")

@@ -27,7 +27,9 @@ from pathlib import Path
 from streamer.errors import MediaError
 
 BARE_IMPORT = "import numpy, cv2, av, onnxruntime"
-HEAVY_MODULES = ("filterpy", "scipy", "onnx", "h5py", "jsonschema", "rich", "aiomqtt", "ollama")
+HEAVY_MODULES = (
+    "filterpy", "scipy", "onnx", "h5py", "jsonschema", "rich", "yaml", "aiomqtt", "ollama",
+)  # fmt: skip
 FILTERPY_PROBE = (
     "import time, numpy; t = time.perf_counter(); import filterpy.kalman; "
     "print(time.perf_counter() - t)"

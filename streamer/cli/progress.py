@@ -1,12 +1,22 @@
-"""The frame progress bar of ``replay`` and ``--annotate`` (rich.progress loads on use)."""
+"""The stderr console and the frame progress bar of ``replay`` and ``--annotate`` (rich
+loads on first use: a quiet, clean run never imports it)."""
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
+
+
+@functools.cache
+def stderr_console() -> Console:
+    """The CLI's rich console on stderr (stdout carries data: JSON lines), made on first use."""
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 def frame_progress(console: Console, enabled: bool) -> Progress:

@@ -5,19 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.progress import Progress, TaskID
 
 from streamer.annotate import AnnotationRecorder, check_output
 from streamer.cli.annotate_run import annotate, serve_config
-from streamer.cli.progress import frame_progress
+from streamer.cli.progress import frame_progress, stderr_console
 from streamer.compose import Composition, SinkOptions, build_pipeline
 from streamer.config import AppConfig, load_config
 from streamer.messages import VASample
@@ -72,15 +72,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
         cfg = serve_config(cfg)
     if getattr(args, "annotate", None) is not None:
         check_output(args.video, args.annotate)
-    stderr = Console(stderr=True)
-    summary, stats, wall_s, report = asyncio.run(replay(cfg, args, stderr))
+    summary, stats, wall_s, report = asyncio.run(replay(cfg, args))
     if not getattr(args, "quiet", False):  # -q: only warnings and errors
-        print_summary(stderr, summary, stats, wall_s)
-    return print_damage(stderr, report, args.video, args.skip_corrupt)
+        print_summary(stderr_console(), summary, stats, wall_s)
+    if report.clean:
+        return 0
+    return print_damage(stderr_console(), report, args.video, args.skip_corrupt)
 
 
 async def replay(
-    cfg: AppConfig, args: argparse.Namespace, console: Console
+    cfg: AppConfig, args: argparse.Namespace
 ) -> tuple[Summarizer, CameraStats, float, FileReport]:
     source = FileSource(
         args.video, args.camera, realtime=args.realtime, skip_corrupt=args.skip_corrupt
@@ -101,25 +102,27 @@ async def replay(
                 tg.create_task(summary.consume(sub), name="summary")
                 if recorder is not None:
                     tg.create_task(recorder.consume(), name="annotation-recorder")
-                stats = await _run_with_progress(console, args, pipe, source, t0)
+                stats = await _run_with_progress(args, pipe, source, t0)
         except BaseExceptionGroup as group:
             raise first_error(group) from None
     if recorder is not None:
-        await annotate(args, recorder, stats.frames, console)
+        await annotate(args, recorder, stats.frames)
     return summary, stats, time.perf_counter() - t0, source.report
 
 
 async def _run_with_progress(
-    console: Console, args: argparse.Namespace, pipe: Pipeline, source: FileSource, t0: float
+    args: argparse.Namespace, pipe: Pipeline, source: FileSource, t0: float
 ) -> CameraStats:
-    show = not (args.no_progress or getattr(args, "quiet", False))
-    with frame_progress(console, show) as progress:
+    run = functools.partial(
+        pipe.run_camera, source.camera, source, lossless=True, decode_stats=source.counters
+    )
+    if args.no_progress or getattr(args, "quiet", False):
+        return await run()  # no bar: rich is not even imported
+    with frame_progress(stderr_console(), True) as progress:
         task = progress.add_task("replay", total=source.frame_count or None, fps="-")
         watcher = asyncio.create_task(_watch(progress, task, pipe, source.camera, t0))
         try:
-            stats = await pipe.run_camera(
-                source.camera, source, lossless=True, decode_stats=source.counters
-            )
+            stats = await run()
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -89,16 +89,6 @@ def mqtt_config_from_args(args: argparse.Namespace) -> MqttConfig:
         raise ConfigError(format_validation_error(err, "subscribe", {})) from err
 
 
-def _logs_to_stderr() -> None:
-    """Keep stdout clean for JSON lines: send rich log output to stderr."""
-    from rich.console import Console
-    from rich.logging import RichHandler
-
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, RichHandler):
-            handler.console = Console(stderr=True)
-
-
 async def _run(args: argparse.Namespace, cfg: MqttConfig) -> int:
     # aiomqtt and jsonschema: imported by this command only, not at every CLI start.
     from streamer.publish.subscriber import SubscriberView, mqtt_messages
@@ -149,6 +139,4 @@ async def _run(args: argparse.Namespace, cfg: MqttConfig) -> int:
 
 def cmd_subscribe(args: argparse.Namespace) -> int:
     cfg = mqtt_config_from_args(args)
-    if args.json:
-        _logs_to_stderr()
     return asyncio.run(_run(args, cfg))

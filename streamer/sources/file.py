@@ -89,6 +89,11 @@ class FileReport:
     def damaged(self) -> bool:
         return self.damage.damaged or bool(self.truncated)
 
+    @property
+    def clean(self) -> bool:
+        """Nothing damaged, nothing missing: there is nothing to tell the user."""
+        return not self.damaged and not self.missing
+
     def as_dict(self) -> dict[str, object]:
         return {
             "frames_announced": self.announced,
@@ -285,7 +290,7 @@ def print_damage(console: Any, report: FileReport, path: Path, accept: bool) -> 
     0 for a clean file or accepted damage (``--skip-corrupt``), :data:`EXIT_CORRUPT` when
     corrupt frames were skipped.
     """
-    if not report.damaged and not report.missing:
+    if report.clean:
         return 0
     d = report.damage
     verdict = (

@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
@@ -57,6 +56,8 @@ def download_url(url: str, dest: Path) -> None:
 
 def extract_member(archive: Path, member: str, dest: Path) -> None:
     """Copy the archive member whose path ends with ``member`` into ``dest``."""
+    import tarfile  # only a fetch from an archive needs it (not every start)
+
     suffix = "/" + member.lstrip("/")
     try:
         if zipfile.is_zipfile(archive):
@@ -81,6 +82,8 @@ def extract_member(archive: Path, member: str, dest: Path) -> None:
 
 
 def is_archive(path: Path) -> bool:
+    import tarfile
+
     if zipfile.is_zipfile(path):
         return True
     try:

@@ -134,7 +134,8 @@ class Subscription:
             if left <= 0:
                 return False
             try:
-                await asyncio.wait_for(self._room.wait(), left)
+                async with asyncio.timeout(left):  # not wait_for: it can lose a cancel
+                    await self._room.wait()
             except TimeoutError:
                 return False
         return True

@@ -378,12 +378,12 @@ class Pipeline(SingleUse):
         handoff: asyncio.Queue[_Prepared | None] = asyncio.Queue(maxsize=2)
 
         async def prepare_loop() -> None:
-            try:
-                async for frame in frames:
-                    prep = await asyncio.to_thread(analyzer.prepare, frame)
-                    await handoff.put(prep)
-            finally:
-                await handoff.put(None)
+            async for frame in frames:
+                prep = await asyncio.to_thread(analyzer.prepare, frame)
+                await handoff.put(prep)
+            # The end. Not in a `finally`: on an error or a cancellation the task group
+            # cancels infer_loop, and a put into the full queue would wait for ever.
+            await handoff.put(None)
 
         async def infer_loop() -> None:
             last: Frame | None = None

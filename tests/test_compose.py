@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -47,6 +49,57 @@ async def _frames(n: int) -> AsyncIterator[Frame]:
     rng = np.random.default_rng(1)
     for i in range(n):
         yield Frame("cam", i, i / 10, rng.integers(0, 255, (120, 160, 3), np.uint8))
+
+
+class _Stuck(_Constant):
+    """A VA model that blocks until released: a slow network, frames pile up behind it."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        self.release.wait(30)
+        return super().predict(crops)
+
+
+class _CountingFace(_OneFace):
+    """:class:`_OneFace` that sets ``reached`` on its ``n``-th call."""
+
+    def __init__(self, n: int) -> None:
+        self.calls, self.n = 0, n
+        self.reached = threading.Event()
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        self.calls += 1
+        if self.calls >= self.n:
+            self.reached.set()
+        return super().detect(image)
+
+
+async def test_a_run_cancelled_with_its_handoff_full_ends_at_once() -> None:
+    """A failed sink cancels the run (``replay | head``: the reader left). When that
+    happens while frames wait for a slow VA step, the run must end, not wait for room in
+    the hand-off queue that nobody will ever make (it hung under load in CI)."""
+    cfg = AppConfig.model_validate(
+        {
+            "faces": {
+                "detector": {"detect_every_n_frames": 1, "max_detect_every_n_frames": 1},
+                "tracker": {"min_hits": 1},
+            }
+        }
+    )
+    model = _Stuck()
+    # Frame 0 is in the VA step, frames 1 and 2 fill the hand-off (2 places): from the
+    # 4th detection on, the prepare step can only wait for room.
+    detector = _CountingFace(4)
+    pipe = build_pipeline(cfg, model=model, detector_factory=lambda: detector)
+    async with pipe:
+        task = asyncio.create_task(pipe.run_camera("cam", _frames(100), lossless=True))
+        assert await asyncio.to_thread(detector.reached.wait, 30)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=5)
+        model.release.set()
+    assert done == {task} and task.cancelled()
 
 
 def _pipeline() -> Any:

@@ -235,7 +235,10 @@ class AffectEngine(SingleUse):
         req = _Request(arr, fut, loop, caller, self._generation)
         self._queue.put(req)
         try:
-            return await asyncio.wait_for(fut, self.timeout_s)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns an answer that
+            # arrives in the same loop turn as a cancellation, and the cancellation is lost.
+            async with asyncio.timeout(self.timeout_s):
+                return await fut
         except TimeoutError:
             self._on_timeout(req)
             return _nan_rows(n)

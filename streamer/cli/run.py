@@ -347,7 +347,8 @@ async def camera_loop(
             )
         delay = policy.restart_max_s if health.degraded else backoff.delay_for(restarts - 1)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
+            async with asyncio.timeout(delay):
+                await stop.wait()
     return health
 
 

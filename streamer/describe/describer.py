@@ -240,9 +240,11 @@ class Describer(SingleUse):
         if self._sub is not None and len(self._sub):
             self._inbox_empty.clear()  # the consumer sets it when it has caught up
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._inbox_empty.wait(), INBOX_DRAIN_MAX_S)
+                async with asyncio.timeout(INBOX_DRAIN_MAX_S):
+                    await self._inbox_empty.wait()
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
         except TimeoutError:
             return False
         return True

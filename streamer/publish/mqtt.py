@@ -380,7 +380,8 @@ class MqttPublisher(SingleUse):
         while not self._closing.is_set():
             if self._may_publish is not None and not self._may_publish():
                 with contextlib.suppress(TimeoutError):  # fenced: do not even connect
-                    await asyncio.wait_for(self._closing.wait(), self.cfg.reconnect_min_s)
+                    async with asyncio.timeout(self.cfg.reconnect_min_s):
+                        await self._closing.wait()
                 continue
             self.stats.connect_attempts += 1
             connected_at: float | None = None
@@ -401,7 +402,8 @@ class MqttPublisher(SingleUse):
                 self._connected_event.clear()
             delay = self._after_failure(kind, text, connected_at)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await self._closing.wait()
 
     def _after_failure(self, kind: FailureKind, text: str, connected_at: float | None) -> float:
         """Count and log a failed or lost connection; returns the delay before retrying."""

@@ -96,7 +96,8 @@ class _Client:
         if not self.items:
             self.ready.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.ready.wait(), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await self.ready.wait()
         return self.items.popleft() if self.items else None
 
 
@@ -512,9 +513,8 @@ class WebSink:
                 if self._closing.is_set():
                     break
                 try:
-                    await asyncio.wait_for(
-                        resp.write(data or b": keepalive\n\n"), self.write_timeout_s
-                    )
+                    async with asyncio.timeout(self.write_timeout_s):
+                        await resp.write(data or b": keepalive\n\n")
                 except TimeoutError:
                     self.slow_clients += 1
                     logger.info(

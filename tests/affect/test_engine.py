@@ -286,3 +286,46 @@ async def test_shutdown_is_not_blocked_by_a_hung_model(
         assert any("did not stop" in r.getMessage() for r in caplog.records)
     finally:
         model.release.set()
+
+
+class _Gate:
+    """A VA model whose first call blocks until released; the second call says it began."""
+
+    name = "gate-test"
+    approximate = False
+    input_size = 64
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.entered, self.release, self.second = (threading.Event() for _ in range(3))
+
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.calls == 1:
+            self.entered.set()
+            self.release.wait(timeout=30)
+        else:
+            self.second.set()
+        return np.zeros((len(crops), 2), np.float32)
+
+
+async def test_a_call_cancelled_as_its_answer_arrives_is_cancelled() -> None:
+    """The answer of a call and its cancellation land in the same loop turn (a sink
+    failed and cancelled the run just then). The cancellation must win: a call that
+    swallowed it left the run waiting for frames that never came (`replay | head` hung
+    under load in CI; `asyncio.wait_for` of Python 3.11 returns the answer instead)."""
+    model = _Gate()
+    crops = np.zeros((1, 64, 64), np.uint8)
+    async with AffectEngine(model, max_batch=8, max_wait_ms=0.0, timeout_s=30.0) as engine:
+        first = asyncio.create_task(engine.infer(crops))
+        assert await asyncio.to_thread(model.entered.wait, 30)
+        second = asyncio.create_task(engine.infer(crops))
+        await asyncio.sleep(0)  # the second request is queued behind the first
+        model.release.set()
+        # Block the loop until the worker has posted the first answer and taken the
+        # second request: the answer now waits in the loop's queue, then comes the cancel.
+        assert model.second.wait(30)
+        first.cancel()
+        await asyncio.wait({first, second}, timeout=10)
+    assert first.cancelled()
+    assert second.done() and second.result().shape == (1, 2)

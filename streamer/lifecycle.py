@@ -7,9 +7,14 @@ They inherit :class:`SingleUse` and call :meth:`SingleUse._enter_once` first thi
 ``__aenter__``, which says so clearly::
 
     RuntimeError: Describer cannot be entered twice; create a new one
+
+:func:`cancel_and_wait` is how they stop the tasks they own.
 """
 
 from __future__ import annotations
+
+import asyncio
+from typing import Any
 
 
 class SingleUse:
@@ -28,4 +33,18 @@ class SingleUse:
         self._entered = True
 
 
-__all__ = ["SingleUse"]
+async def cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:
+    """Cancel ``tasks`` and wait until every one has ended.
+
+    Their own ``CancelledError`` (and any error they end with) is not raised here: read
+    it from the task. A cancellation of the *caller* while it waits is raised, where
+    ``with suppress(CancelledError): await task`` would swallow it too and leave the
+    caller running after it was told to stop.
+    """
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks)
+
+
+__all__ = ["SingleUse", "cancel_and_wait"]

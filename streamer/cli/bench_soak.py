@@ -46,6 +46,7 @@ from streamer.compose import build_pipeline
 from streamer.config import AppConfig, load_config
 from streamer.describe.providers.ollama import OllamaConfig
 from streamer.errors import ConfigError, MediaError
+from streamer.lifecycle import cancel_and_wait
 from streamer.messages import Description, VASample
 from streamer.publish.config import MqttConfig
 from streamer.sources.config import BackoffConfig, CameraConfig
@@ -361,14 +362,10 @@ class Soak:
             finally:
                 stop.set()
                 result = await live
-                bus_watch.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await bus_watch
+                await cancel_and_wait(bus_watch)
         # The publisher flushed on exit; the broker watcher may still be receiving.
         await asyncio.sleep(1.0)
-        broker_watch.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await broker_watch
+        await cancel_and_wait(broker_watch)
         await self.proxy.cut()
         return self.report(result, start, end, time.monotonic() - t0)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -20,6 +19,7 @@ from streamer.cli.annotate_run import annotate, serve_config
 from streamer.cli.progress import frame_progress, stderr_console
 from streamer.compose import Composition, SinkOptions, build_pipeline
 from streamer.config import AppConfig, load_config
+from streamer.lifecycle import cancel_and_wait
 from streamer.messages import VASample
 from streamer.pipeline import CameraStats, Pipeline, first_error
 from streamer.sources.file import EXIT_CORRUPT, FileReport, FileSource, print_damage
@@ -124,9 +124,7 @@ async def _run_with_progress(
         try:
             stats = await run()
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            await cancel_and_wait(watcher)
         progress.update(task, completed=stats.frames)
     return stats
 

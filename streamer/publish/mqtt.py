@@ -32,7 +32,7 @@ from types import TracebackType
 import aiomqtt
 
 from streamer.bus import EventBus, Subscription
-from streamer.lifecycle import SingleUse
+from streamer.lifecycle import SingleUse, cancel_and_wait
 from streamer.messages import (
     CameraState,
     CameraStatus,
@@ -469,11 +469,7 @@ class MqttPublisher(SingleUse):
         try:
             done, _ = await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (sender, watcher):
-                task.cancel()
-            for task in (sender, watcher):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(sender, watcher)
         for task in done:
             task.result()  # re-raises MqttError from a lost connection
         # The sender returned: closing; the buffer is flushed, say goodbye.

@@ -39,6 +39,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from streamer.annotate import FaceOverlay, description_label, draw_overlays
+from streamer.lifecycle import cancel_and_wait
 from streamer.messages import CameraState, Frame, Message, VASample
 from streamer.web.config import WebConfig, is_loopback
 from streamer.web.metrics import PipelineCollector, make_registry
@@ -209,9 +210,7 @@ class WebSink:
         for client in self.clients:
             client.ready.set()
         if self._main is not None:
-            self._main.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._main
+            await cancel_and_wait(self._main)
         if self._tap in self.pipe.frame_taps:
             self.pipe.frame_taps.remove(self._tap)
         self.pipe.bus.unsubscribe(self._sub)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 
@@ -40,3 +42,30 @@ async def test_describer_refuses_a_second_entry(refused_url: str) -> None:
     with pytest.raises(RuntimeError, match="Describer cannot be entered twice"):
         async with describer:
             pass
+
+
+async def test_cancel_and_wait_ends_the_tasks_and_never_swallows_the_callers_cancel() -> None:
+    """Stopping owned tasks: they end, their CancelledError stays with them, and a cancel
+    of the caller that lands while it waits still stops the caller."""
+    from streamer.lifecycle import cancel_and_wait
+
+    ended = asyncio.Event()
+
+    async def owned() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await ended.wait()  # a slow clean-up: the caller is cancelled meanwhile
+
+    task = asyncio.create_task(owned())
+    await asyncio.sleep(0)
+    stopper = asyncio.create_task(cancel_and_wait(task))
+    await asyncio.sleep(0)  # the stopper waits for the owned task's clean-up
+    stopper.cancel()
+    ended.set()
+    await asyncio.wait({stopper, task})
+    assert stopper.cancelled() and task.cancelled()
+
+    quick = asyncio.create_task(asyncio.Event().wait())
+    await cancel_and_wait(quick)  # its CancelledError is not raised here
+    assert quick.cancelled()

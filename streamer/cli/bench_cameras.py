@@ -8,6 +8,13 @@ latest-frame-wins mailbox because the analysis was busy) and the p95 latency fro
 frame's decoding to its VA result is under ``--max-p95-ms``. Reported: every run's
 figures, the largest passing count, and the machine's load average during the runs
 (other work on the machine lowers the count).
+
+gst-rtsp-server can stall a shared media that several clients set up at once (the
+sources are staggered to avoid it, and it still happens now and then): a run whose
+sources stalled and decoded less than half the frames served met a stalled test server,
+not a slow analyzer. It is kept in ``runs`` with ``void`` saying so, and the count is
+measured again on a fresh server. A shortfall without stalls (decoding could not keep
+up) is a result, never retried.
 """
 
 from __future__ import annotations
@@ -32,6 +39,18 @@ from streamer.testing.sources import gst_rtsp_unavailable
 CAMERA_SIZE = (1280, 720)
 CAMERA_FPS = 15
 DEFAULT_COUNTS = (1, 2, 4, 6, 8, 10, 12, 16)
+SERVED_SHARE = 0.5  # below this share of the frames served, with stalls: the server stalled
+
+
+def server_stalled(run: dict[str, Any]) -> str | None:
+    """Why ``run`` (a :func:`bench_live` result) met a stalled test server, or None."""
+    served = run["cameras"] * CAMERA_FPS * run["duration_s"]
+    if run["stalls"] and run["frames_decoded"] < SERVED_SHARE * served:
+        return (
+            f"the RTSP test server delivered {run['frames_decoded']} of about {served:.0f} "
+            f"frames and the sources stalled {run['stalls']} times: its shared media stalled"
+        )
+    return None
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -85,6 +104,10 @@ def verdict(run: dict[str, Any], min_analysed: float, max_p95_ms: float) -> dict
         "p95_ms": p95,
         "p50_ms": run["latency_ms"]["p50"],
         "frames_decoded": decoded,
+        # Of the frames the cameras sent in the window: below 1, decoding fell behind.
+        "decoded_share": round(decoded / (run["cameras"] * CAMERA_FPS * run["duration_s"]), 4),
+        "stalls": run["stalls"],
+        "reconnects": run["reconnects"],
         "detector_runs": run["detector_runs"],
         "detections_deferred": run["detections_deferred"],
         "pass": analysed >= min_analysed and p95 is not None and p95 < max_p95_ms,
@@ -106,6 +129,16 @@ def cmd_bench_cameras(args: argparse.Namespace) -> int:
         clip = camera_clip(resolve_clip("single_face.mp4"), Path(tmp) / "cam720p15.mp4")
         for n in counts:
             result = asyncio.run(bench_live(cfg, clip, args.duration_s, args.warmup_s, n))
+            void = server_stalled(result)
+            if void is not None:  # kept for the record, then measured again
+                runs.append(
+                    {
+                        **verdict(result, args.min_analysed, args.max_p95_ms),
+                        "pass": None,
+                        "void": void,
+                    }
+                )
+                result = asyncio.run(bench_live(cfg, clip, args.duration_s, args.warmup_s, n))
             loads.append(os.getloadavg()[0])
             runs.append(verdict(result, args.min_analysed, args.max_p95_ms))
             if not runs[-1]["pass"] and not args.keep_going:

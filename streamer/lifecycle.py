@@ -34,17 +34,21 @@ class SingleUse:
 
 
 async def cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:
-    """Cancel ``tasks`` and wait until every one has ended.
+    """Cancel ``tasks``, wait until every one has ended, and raise the first error one
+    of them ended with (their own cancellation is not an error).
 
-    Their own ``CancelledError`` (and any error they end with) is not raised here: read
-    it from the task. A cancellation of the *caller* while it waits is raised, where
-    ``with suppress(CancelledError): await task`` would swallow it too and leave the
-    caller running after it was told to stop.
+    A cancellation of the *caller* while it waits is raised too, where ``with
+    suppress(CancelledError): await task`` would swallow it and leave the caller running
+    after it was told to stop.
     """
     for task in tasks:
         task.cancel()
-    if tasks:
-        await asyncio.wait(tasks)
+    if not tasks:
+        return
+    await asyncio.wait(tasks)
+    for task in tasks:
+        if not task.cancelled() and (err := task.exception()) is not None:
+            raise err
 
 
 __all__ = ["SingleUse", "cancel_and_wait"]

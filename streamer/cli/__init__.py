@@ -104,16 +104,19 @@ class StderrLogHandler(logging.Handler):
         self._rich: logging.Handler | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self._rich is None:
-            from rich.logging import RichHandler
+        try:
+            if self._rich is None:
+                from rich.logging import RichHandler
 
-            from streamer.cli.progress import stderr_console
+                from streamer.cli.progress import stderr_console
 
-            self._rich = RichHandler(
-                console=stderr_console(), show_path=False, rich_tracebacks=False, markup=False
-            )
-        self._rich.setFormatter(self.formatter)  # basicConfig's format and date format
-        self._rich.emit(record)
+                self._rich = RichHandler(
+                    console=stderr_console(), show_path=False, rich_tracebacks=False, markup=False
+                )
+            self._rich.setFormatter(self.formatter)  # basicConfig's format and date format
+            self._rich.emit(record)
+        except Exception:  # a log call never raises (say, a record late in shutdown)
+            self.handleError(record)
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:

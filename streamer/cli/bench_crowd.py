@@ -17,9 +17,10 @@ Builds a 1920x1080, 24 fps mosaic of real face clips (:mod:`streamer.testing.mos
   faces found that way the configured run still reports);
 * ``without_va``: the same pipeline with a VA network that costs nothing (it answers
   (0, 0) for every face; detection, tracking, crops, smoothing and output unchanged),
-  run after each measured run and paired with the same decode-only run. Its ratio to
-  decode-only is the most any speed-up of the VA network could bring the pipeline to on
-  this machine.
+  run after each measured run and paired, like it, with the decode-only run before
+  the two (the measured run always goes first, so on a machine whose load drifts
+  compare the pairs' medians, not single pairs). Its ratio to decode-only is the most
+  any speed-up of the VA network could bring the pipeline to on this machine.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ loads on first use: a quiet, clean run never imports it)."""
 from __future__ import annotations
 
 import functools
+import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -11,12 +12,21 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
 
+_CONSOLE_LOCK = threading.Lock()  # the first log record may come from any thread
+
+
 @functools.cache
-def stderr_console() -> Console:
-    """The CLI's rich console on stderr (stdout carries data: JSON lines), made on first use."""
+def _stderr_console() -> Console:
     from rich.console import Console
 
     return Console(stderr=True)
+
+
+def stderr_console() -> Console:
+    """The CLI's rich console on stderr (stdout carries data: JSON lines), made on first
+    use: one for the process, so log lines and the progress bar share it."""
+    with _CONSOLE_LOCK:
+        return _stderr_console()
 
 
 def frame_progress(console: Console, enabled: bool) -> Progress:

@@ -209,13 +209,15 @@ class WebSink:
         self._closing.set()
         for client in self.clients:
             client.ready.set()
-        if self._main is not None:
-            await cancel_and_wait(self._main)
-        if self._tap in self.pipe.frame_taps:
-            self.pipe.frame_taps.remove(self._tap)
-        self.pipe.bus.unsubscribe(self._sub)
-        if self._runner is not None:
-            await self._runner.cleanup()
+        try:
+            if self._main is not None:
+                await cancel_and_wait(self._main)  # raises what the server loop failed with
+        finally:
+            if self._tap in self.pipe.frame_taps:
+                self.pipe.frame_taps.remove(self._tap)
+            self.pipe.bus.unsubscribe(self._sub)
+            if self._runner is not None:
+                await self._runner.cleanup()
 
     @property
     def url(self) -> str:

@@ -69,3 +69,18 @@ async def test_cancel_and_wait_ends_the_tasks_and_never_swallows_the_callers_can
     quick = asyncio.create_task(asyncio.Event().wait())
     await cancel_and_wait(quick)  # its CancelledError is not raised here
     assert quick.cancelled()
+
+
+async def test_cancel_and_wait_raises_what_an_owned_task_failed_with() -> None:
+    """A dashboard whose server loop died must not end the run as if all went well."""
+    from streamer.lifecycle import cancel_and_wait
+
+    async def fails() -> None:
+        raise RuntimeError("server loop failed")
+
+    failed = asyncio.create_task(fails())
+    idle = asyncio.create_task(asyncio.Event().wait())
+    await asyncio.wait({failed})
+    with pytest.raises(RuntimeError, match="server loop failed"):
+        await cancel_and_wait(idle, failed)
+    assert idle.cancelled()  # stopped all the same

@@ -42,9 +42,14 @@ DEFAULT_COUNTS = (1, 2, 4, 6, 8, 10, 12, 16)
 SERVED_SHARE = 0.5  # below this share of the frames served, with stalls: the server stalled
 
 
+def frames_sent(run: dict[str, Any]) -> float:
+    """Frames the cameras of ``run`` (a :func:`bench_live` result) sent in its window."""
+    return float(run["cameras"] * CAMERA_FPS * run["duration_s"])
+
+
 def server_stalled(run: dict[str, Any]) -> str | None:
     """Why ``run`` (a :func:`bench_live` result) met a stalled test server, or None."""
-    served = run["cameras"] * CAMERA_FPS * run["duration_s"]
+    served = frames_sent(run)
     if run["stalls"] and run["frames_decoded"] < SERVED_SHARE * served:
         return (
             f"the RTSP test server delivered {run['frames_decoded']} of about {served:.0f} "
@@ -105,7 +110,7 @@ def verdict(run: dict[str, Any], min_analysed: float, max_p95_ms: float) -> dict
         "p50_ms": run["latency_ms"]["p50"],
         "frames_decoded": decoded,
         # Of the frames the cameras sent in the window: below 1, decoding fell behind.
-        "decoded_share": round(decoded / (run["cameras"] * CAMERA_FPS * run["duration_s"]), 4),
+        "decoded_share": round(decoded / frames_sent(run), 4),
         "stalls": run["stalls"],
         "reconnects": run["reconnects"],
         "detector_runs": run["detector_runs"],

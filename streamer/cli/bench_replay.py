@@ -44,21 +44,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_bench_replay)
 
 
-def decode_only_fps(path: Path) -> tuple[int, float]:
-    """Frames of ``path`` and the fps of decoding them alone (the decoding core, BGR)."""
-    n, fps, _ = decode_only(path)
-    return n, fps
-
-
 def decode_only(path: Path) -> tuple[int, float, float]:
-    """Frames, fps and process CPU ms per frame of decoding ``path`` alone."""
-    c0, t0 = _cpu_s(), time.perf_counter()
+    """Frames, fps and process CPU ms per frame of decoding ``path`` alone (the decoding
+    core, BGR)."""
+    c0, t0 = process_cpu_s(), time.perf_counter()
     n = count_frames(path)
-    wall, cpu = time.perf_counter() - t0, _cpu_s() - c0
+    wall, cpu = time.perf_counter() - t0, process_cpu_s() - c0
     return n, n / wall, 1000.0 * cpu / max(1, n)
 
 
-def _cpu_s() -> float:
+def process_cpu_s() -> float:
     """CPU seconds of this process so far (every thread, user and system)."""
     t = os.times()
     return t.user + t.system
@@ -71,12 +66,12 @@ async def _run_once(cfg: AppConfig, path: Path, model: VAModel | None = None) ->
     source = FileSource(path)
     async with source:
         pipe = build_pipeline(cfg, store, model=model)
-        t0, c0 = time.perf_counter(), _cpu_s()
+        t0, c0 = time.perf_counter(), process_cpu_s()
         async with Composition(pipe, SinkOptions(replay=True)) as run:
             stats = await pipe.run_camera(
                 source.camera, source, lossless=True, decode_stats=source.counters
             )
-        wall, cpu = time.perf_counter() - t0, _cpu_s() - c0
+        wall, cpu = time.perf_counter() - t0, process_cpu_s() - c0
     fps = stats.frames / wall
     by_stage = stats.stage_ms_per_frame()
     episodes = run.sinks.get("episodes")  # with `episodes:` / `mood:` configured
@@ -100,11 +95,11 @@ async def _run_once(cfg: AppConfig, path: Path, model: VAModel | None = None) ->
 
 def cmd_bench_replay(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else AppConfig()
-    _, dec_fps = decode_only_fps(args.video)  # also warms the file cache
+    _, dec_fps, _ = decode_only(args.video)  # also warms the file cache
     kalman_filter_class()  # filterpy's one-time import (about 1 s) is start-up, not fps
     runs = [asyncio.run(_run_once(cfg, args.video)) for _ in range(max(1, args.repeat))]
     best = max(runs, key=lambda r: cast(float, r["fps"]))
-    _, dec_fps2 = decode_only_fps(args.video)
+    _, dec_fps2, _ = decode_only(args.video)
     result = {
         "bench": "replay",
         "video": str(args.video),

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import aiohttp
 
 from streamer.annotate import AnnotationRecorder, write_annotated
+from streamer.cli.bench_replay import process_cpu_s
 from streamer.compose import Composition, SinkOptions, build_pipeline
 from streamer.config import AppConfig
 from streamer.sources.file import FileSource
@@ -94,11 +94,6 @@ async def _browser(port: int, stop: asyncio.Event, counts: dict[str, int]) -> No
             await asyncio.sleep(0.2)
 
 
-def _cpu_s() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
-
-
 async def _phase(
     cfg: AppConfig, clip: Path, duration_s: float, warmup_s: float, web: bool
 ) -> dict[str, Any]:
@@ -111,7 +106,7 @@ async def _phase(
         port = free_port()
         cfg = cfg.model_copy(update={"web": WebConfig(port=port)})
         browsers = [asyncio.create_task(_browser(port, stop, counts)) for _ in range(BROWSERS)]
-    cpu0, t0 = _cpu_s(), time.monotonic()
+    cpu0, t0 = process_cpu_s(), time.monotonic()
     try:
         result = await bench_live(cfg, clip, duration_s, warmup_s)
     finally:
@@ -119,7 +114,7 @@ async def _phase(
         for task in browsers:
             task.cancel()
         await asyncio.gather(*browsers, return_exceptions=True)
-    cpu, wall = _cpu_s() - cpu0, time.monotonic() - t0
+    cpu, wall = process_cpu_s() - cpu0, time.monotonic() - t0
     return {
         "latency_ms": result["latency_ms"],
         "analysed_fps": round(result["va_samples"] / max(result["duration_s"], 1e-9), 2),

@@ -467,11 +467,9 @@ class MqttPublisher(SingleUse):
         sender = asyncio.create_task(self._sender(client), name="mqtt-sender")
         watcher = asyncio.create_task(self._inbound(client), name="mqtt-inbound")
         try:
-            done, _ = await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await cancel_and_wait(sender, watcher)
-        for task in done:
-            task.result()  # re-raises MqttError from a lost connection
+            await cancel_and_wait(sender, watcher)  # raises MqttError of a lost connection
         # The sender returned: closing; the buffer is flushed, say goodbye.
         if self._availability:
             await self._send(client, encode_available(AVAILABLE_STOPPED, self.topics))

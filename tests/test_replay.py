@@ -314,8 +314,8 @@ def test_a_short_replay_loads_no_library_it_does_not_use(
     """Start-up: a replay of a clip without a confirmed track imports neither the VA
     smoothing's filterpy (scipy), the model importer's onnx and h5py, the LLM, MQTT and
     HTTP clients, the schema checker, nor the other commands' modules: each loads where
-    it is used. Quiet, clean and on the embedded defaults, it has nothing to show and
-    no YAML to read: neither rich nor PyYAML loads."""
+    it is used. Quiet, clean and on the embedded defaults, it draws no bar or table and
+    reads no YAML: neither rich's progress and table nor PyYAML loads."""
     from streamer.cli.bench_startup import one_frame_clip
 
     store_path("fer")
@@ -334,6 +334,6 @@ def test_a_short_replay_loads_no_library_it_does_not_use(
     }
     unused = ("filterpy", "scipy", "onnx", "h5py", "ollama", "httpx", "aiomqtt", "jsonschema")
     assert not [m for m in unused if m in imported]
-    assert not [m for m in ("rich", "yaml") if m in imported]
+    assert not [m for m in ("rich.progress", "rich.table", "yaml") if m in imported]
     assert "urllib.request" not in imported  # the store downloads nothing here
     assert not [m for m in imported if m.startswith(("streamer.cli.bench", "streamer.testing"))]

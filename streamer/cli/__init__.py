@@ -94,34 +94,18 @@ def log_levels(verbose: int, quiet: bool) -> tuple[int, int]:
     return logging.INFO, logging.INFO
 
 
-class StderrLogHandler(logging.Handler):
-    """rich's log handler on stderr (stdout carries data: JSON lines), built at the first
-    record it is given: a command that logs nothing (``-q`` on a clean run) never imports
-    rich, which is about a tenth of a short replay's start-up."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._rich: logging.Handler | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            if self._rich is None:
-                from rich.logging import RichHandler
-
-                from streamer.cli.progress import stderr_console
-
-                self._rich = RichHandler(
-                    console=stderr_console(), show_path=False, rich_tracebacks=False, markup=False
-                )
-            self._rich.setFormatter(self.formatter)  # basicConfig's format and date format
-            self._rich.emit(record)
-        except Exception:  # a log call never raises (say, a record late in shutdown)
-            self.handleError(record)
-
-
 def setup_logging(verbose: int, quiet: bool) -> None:
     level, own_level = log_levels(verbose, quiet)
-    handler = StderrLogHandler()
+    # Built here, not at the first record: importing rich then would block the event
+    # loop mid-run (an MQTT subscriber then stalled on its first subscription).
+    from rich.logging import RichHandler
+
+    from streamer.cli.progress import stderr_console
+
+    # Logs go to stderr: stdout carries data (JSON lines).
+    handler = RichHandler(
+        console=stderr_console(), show_path=False, rich_tracebacks=False, markup=False
+    )
     logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]", handlers=[handler])
     # Only -v sets streamer's own level; otherwise it inherits the root's (NOTSET).
     logger.setLevel(own_level if own_level != level else logging.NOTSET)

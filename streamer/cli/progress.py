@@ -1,5 +1,5 @@
-"""The stderr console and the frame progress bar of ``replay`` and ``--annotate`` (rich
-loads on first use: a quiet, clean run never imports it)."""
+"""The stderr console and the frame progress bar of ``replay`` and ``--annotate`` (the
+bar's part of rich loads only when a bar is drawn)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
 
-_CONSOLE_LOCK = threading.Lock()  # the first log record may come from any thread
+_CONSOLE_LOCK = threading.Lock()  # callers may be on any thread
 
 
 @functools.cache

@@ -117,7 +117,7 @@ async def _run_with_progress(
         pipe.run_camera, source.camera, source, lossless=True, decode_stats=source.counters
     )
     if args.no_progress or getattr(args, "quiet", False):
-        return await run()  # no bar: rich is not even imported
+        return await run()  # no bar: rich.progress is not even imported
     with frame_progress(stderr_console(), True) as progress:
         task = progress.add_task("replay", total=source.frame_count or None, fps="-")
         watcher = asyncio.create_task(_watch(progress, task, pipe, source.camera, t0))

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from streamer.describe.config import LlmConfig, parse_llm_config
-from streamer.describe.errors import ProviderUnavailableError
+from streamer.errors import ProviderUnavailableError
 from streamer.describe.evaluation import (
     Embedder,
     Prediction,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from streamer.errors import ConfigError, StreamerError
+from streamer.errors import ClusterError, ConfigError
 
 
 def require_ray() -> None:
@@ -20,5 +20,4 @@ def require_ray() -> None:
         raise ConfigError("cluster mode needs Ray: pip install 'streamer[cluster]'") from err
 
 
-class ClusterError(StreamerError):
-    """The cluster cannot be reached or cannot run the cameras (names the camera)."""
+__all__ = ["ClusterError", "require_ray"]

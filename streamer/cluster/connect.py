@@ -8,8 +8,9 @@ import socket
 import threading
 from typing import Any
 
-from streamer.cluster import ClusterError, require_ray
+from streamer.cluster import require_ray
 from streamer.cluster.config import ClusterConfig
+from streamer.errors import ClusterError
 
 logger = logging.getLogger(__name__)
 

@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamer.bus import EventBus
-from streamer.cluster import ClusterError, require_ray
+from streamer.cluster import require_ray
 from streamer.cluster.actor import STOP_TIMEOUT_S, actor_name, camera_actor_class, client_id
 from streamer.cluster.config import ClusterConfig
 from streamer.cluster.connect import actor_options, check_resources, connect
 from streamer.cluster.lease import start_registry
 from streamer.config import AppConfig
-from streamer.errors import ConfigError
+from streamer.errors import ClusterError, ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from streamer.describe.errors import InvalidAnswerError
 from streamer.describe.taxonomy import BASIC, COMPLEX, normalize_label
+from streamer.errors import InvalidAnswerError
 
 MAX_TEXT_CHARS = 600
 

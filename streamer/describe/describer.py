@@ -41,11 +41,10 @@ from streamer.backoff import Backoff, BackoffPolicy
 from streamer.bus import EventBus, Subscription
 from streamer.describe.answer import ANSWER_SCHEMA, Answer, parse_answer
 from streamer.describe.config import LlmConfig
-from streamer.describe.errors import InvalidAnswerError, ProviderTimeoutError
 from streamer.describe.fallback import FALLBACK_MODEL, fallback_answer
 from streamer.describe.prompts import build_messages
 from streamer.describe.providers import Provider, create_provider
-from streamer.errors import DescriberError
+from streamer.errors import DescriberError, InvalidAnswerError, ProviderTimeoutError
 from streamer.lifecycle import SingleUse
 from streamer.messages import Description, Message, TrackEvent, TrackEventKind, VASample, clamp_va
 from streamer.samples import RecentSamples

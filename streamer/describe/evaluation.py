@@ -31,12 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from streamer.describe.answer import ANSWER_SCHEMA, Answer, parse_answer
-from streamer.describe.errors import DatasetError, InvalidAnswerError
 from streamer.describe.fallback import fallback_answer
 from streamer.describe.prompts import TrackSummary, build_messages
 from streamer.describe.providers import Provider
 from streamer.describe.taxonomy import BASIC, COMPLEX, normalize_label
-from streamer.errors import DescriberError
+from streamer.errors import DatasetError, DescriberError, InvalidAnswerError
 
 logger = logging.getLogger(__name__)
 

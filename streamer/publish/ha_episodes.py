@@ -15,12 +15,12 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+from streamer.errors import InboundError
 from streamer.messages import Episode, Mood
 from streamer.publish import homeassistant as ha
 from streamer.publish.config import MqttConfig
 from streamer.publish.payloads import (
     QOS_RELIABLE,
-    InboundError,
     Outbound,
     Topics,
     decode_json,

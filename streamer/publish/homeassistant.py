@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import logging
 
+from streamer.errors import InboundError
 from streamer.publish.config import HomeAssistantConfig
 from streamer.publish.payloads import (
     AVAILABLE_ONLINE,
     QOS_RELIABLE,
-    InboundError,
     Outbound,
     Topics,
     decode_text,

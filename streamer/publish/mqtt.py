@@ -32,6 +32,7 @@ from types import TracebackType
 import aiomqtt
 
 from streamer.bus import EventBus, Subscription
+from streamer.errors import InboundError
 from streamer.lifecycle import SingleUse, cancel_and_wait
 from streamer.messages import (
     CameraState,
@@ -60,7 +61,6 @@ from streamer.publish.payloads import (
     AVAILABLE_ONLINE,
     AVAILABLE_STOPPED,
     QOS_RELIABLE,
-    InboundError,
     Outbound,
     Topics,
     encode_available,

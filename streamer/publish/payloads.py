@@ -31,6 +31,7 @@ from typing import Any
 
 import jsonschema
 
+from streamer.errors import InboundError
 from streamer.messages import (
     DESCRIPTION_SCHEMA,
     EPISODE_SCHEMA,
@@ -240,10 +241,6 @@ def validate_record(record: Any, expected: str | None = None) -> None:
 
 
 MAX_INBOUND_BYTES = 64 * 1024  # larger inbound payloads are rejected unread
-
-
-class InboundError(ValueError):
-    """An inbound MQTT payload was rejected (not UTF-8, too large, not JSON, invalid)."""
 
 
 def preview(payload: bytes, limit: int = 60) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import aiomqtt
 
 from streamer.circumplex import quadrant
-from streamer.errors import PublishError
+from streamer.errors import InboundError, PublishError
 from streamer.messages import DESCRIPTION_SCHEMA, EVENT_SCHEMA, STATUS_SCHEMA, VA_SCHEMA
 from streamer.publish.config import MqttConfig
 from streamer.publish.connect import (
@@ -36,7 +36,6 @@ from streamer.publish.payloads import (
     AVAILABLE_ONLINE,
     AVAILABLE_STOPPED,
     FACE_COUNT_SCHEMA,
-    InboundError,
     decode_json,
     decode_text,
     preview,

@@ -34,6 +34,7 @@ from typing import Any
 import av
 import av.error
 
+from streamer.errors import ReadError, SessionEnded
 from streamer.messages import Frame
 
 logger = logging.getLogger(__name__)
@@ -43,22 +44,6 @@ DECODER_OPTIONS = {"err_detect": "explode"}
 EAGAIN_RETRY_S = 0.005  # pause before re-reading after EAGAIN (seconds)
 HOLD_MAX = 32  # never hold more pictures than this waiting for their reference (frames)
 _B_PICTURE = 3  # AVPictureType B
-
-
-class SessionEnded(Exception):
-    """A decode session ended for a reason the caller reports (and may retry)."""
-
-    def __init__(self, reason: str, *, stall: bool = False) -> None:
-        super().__init__(reason)
-        self.stall = stall
-
-
-class ReadError(Exception):
-    """The demuxer failed mid-stream (damaged or truncated container)."""
-
-    def __init__(self, t: float, err: Exception) -> None:
-        super().__init__(f"cannot read past {t:.2f} s: {err}")
-        self.t = t
 
 
 @dataclass

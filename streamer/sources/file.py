@@ -1,8 +1,9 @@
 """Recorded video files for replay: every frame, in order, decoded in a worker thread.
 
-Decoding is :func:`~streamer.sources.decode.decode_worker`, the core live cameras use too;
-here its hand-off is a bounded lossless queue: the decode thread runs ahead of the
-analysis by at most ``queue_size`` frames and then waits (no frame is ever dropped).
+Decoding is :func:`~streamer.sources.decode.decode_worker`, the core live cameras use too,
+and so is the hand-off: a :class:`~streamer.sources.mailbox.Mailbox`, here lossless with
+room for ``queue_size`` frames: the decode thread runs ahead of the analysis by at most
+that many frames and then waits (no frame is ever dropped).
 
 A file that is missing, empty, a still image, not a video or has no decodable frame is a
 :class:`~streamer.errors.MediaError` naming the file. Damaged frames (see
@@ -28,15 +29,10 @@ from typing import Any
 import av
 import av.error
 
-from streamer.errors import MediaError
+from streamer.errors import MailboxClosed, MediaError, ReadError
 from streamer.messages import Frame
-from streamer.sources.decode import (
-    DamageReport,
-    DecodeState,
-    ReadError,
-    decode_worker,
-    open_stream,
-)
+from streamer.sources.decode import DamageReport, DecodeState, decode_worker, open_stream
+from streamer.sources.mailbox import Mailbox
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +41,6 @@ STILL_IMAGE_FORMATS = ("image2", "_pipe")
 # A file whose data ends more than this many frames before the count its container
 # announces is truncated.
 TRUNCATED_FRAMES = 2
-_END = object()
 
 
 def open_video(path: Path) -> Any:
@@ -172,8 +167,8 @@ class FileSource:
         self.skip_corrupt = skip_corrupt
         self.state = DecodeState(self.camera)
         self.counters: dict[str, float] = {"decode_s": 0.0}
-        self._slots = threading.Semaphore(queue_size)
-        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self.queue_size = queue_size
+        self._mailbox: Mailbox[Frame] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -190,6 +185,7 @@ class FileSource:
 
     async def __aenter__(self) -> FileSource:
         self._loop = asyncio.get_running_loop()
+        self._mailbox = Mailbox(self._loop, lossless=True, capacity=self.queue_size)
         # Opened before the thread starts: a bad file fails before any output is produced.
         container = await asyncio.to_thread(open_video, self.path)
         s = container.streams.video[0]
@@ -203,26 +199,18 @@ class FileSource:
 
     async def __aexit__(self, *exc: object) -> None:
         self._stop.set()
-        self._slots.release()  # wake a producer waiting for room
+        if self._mailbox is not None:
+            self._mailbox.close()  # wakes a producer waiting for room
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 5.0)
 
-    def _post(self, item: object) -> None:
-        assert self._loop is not None
-        try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
-        except RuntimeError:  # loop closed: the consumer is gone
-            self._stop.set()
-
     def _deliver(self, frame: Frame) -> bool:
-        self._slots.acquire()
-        if self._stop.is_set():
-            return False
+        assert self._mailbox is not None
         self.counters["decode_s"] = self.state.decode_s
-        self._post(frame)
-        return True
+        return not self._stop.is_set() and self._mailbox.put(frame)
 
     def _decode_loop(self, container: Any) -> None:
+        assert self._mailbox is not None
         try:
             stream = open_stream(container)
             try:
@@ -238,13 +226,14 @@ class FileSource:
                 ended, self.report.truncated = True, f"read error: {err}"
             if ended:
                 self._finish()
-                self._post(_END)
+            self._mailbox.close()
         except MediaError as err:
-            self._post(err)
+            self._mailbox.close(err)
         except Exception as err:  # supervisor of the decode thread: never die silently
             logger.exception("%s: decoder failed", self.path)
-            self._post(MediaError(f"{self.path}: decoder failed: {err}"))
+            self._mailbox.close(MediaError(f"{self.path}: decoder failed: {err}"))
         finally:
+            self._mailbox.close()
             container.close()
 
     def _finish(self) -> None:
@@ -271,14 +260,12 @@ class FileSource:
         return self
 
     async def __anext__(self) -> Frame:
-        item = await self._queue.get()
-        if item is _END:
-            raise StopAsyncIteration
-        if isinstance(item, BaseException):
-            raise item
-        self._slots.release()
-        assert isinstance(item, Frame)
-        return item
+        if self._mailbox is None:
+            raise RuntimeError("use 'async with source:' before iterating")
+        try:
+            return await self._mailbox.get()
+        except MailboxClosed:
+            raise StopAsyncIteration from None
 
 
 EXIT_CORRUPT = 3  # replay finished, but corrupt frames were skipped

@@ -51,18 +51,10 @@ import av.error
 
 from streamer.backoff import Backoff
 from streamer.bus import EventBus
-from streamer.errors import ConfigError, MediaError, SourceError
+from streamer.errors import ConfigError, MediaError, ReadError, SessionEnded, SourceError
 from streamer.messages import CameraState, CameraStatus, Frame
 from streamer.sources.config import CameraConfig
-from streamer.sources.decode import (
-    CallWatch,
-    DecodeState,
-    Limits,
-    ReadError,
-    SessionEnded,
-    decode_worker,
-    open_stream,
-)
+from streamer.sources.decode import CallWatch, DecodeState, Limits, decode_worker, open_stream
 from streamer.sources.file import open_video
 from streamer.sources.mailbox import Mailbox, MailboxClosed
 from streamer.sources.redact import redact
@@ -236,11 +228,13 @@ class LiveSource:
 
     @property
     def skipped(self) -> int:
-        return self._mailbox.skipped if self._mailbox else 0
+        return self._mailbox.skipped if self._mailbox is not None else 0
 
     def stats(self) -> SourceStats:
         """A snapshot of the counters."""
-        delivered = self._mailbox.put_count - self._mailbox.skipped if self._mailbox else 0
+        delivered = (
+            self._mailbox.put_count - self._mailbox.skipped if self._mailbox is not None else 0
+        )
         return SourceStats(
             frames=self.frames,
             delivered=delivered,

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from streamer.cluster import ClusterError
 from streamer.config import AppConfig, parse_config
+from streamer.errors import ClusterError
 from streamer.testing.mqtt import Broker
 from streamer.testing.sources import RtspServer
 from tests.helpers.mqtt import Collector, wait_until

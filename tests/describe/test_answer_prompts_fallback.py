@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from streamer.describe.answer import ANSWER_SCHEMA, parse_answer
-from streamer.describe.errors import InvalidAnswerError
 from streamer.describe.fallback import fallback_answer, intensity_word
 from streamer.describe.prompts import (
     SYSTEM_PROMPT,
@@ -20,6 +19,7 @@ from streamer.describe.prompts import (
     summarize,
 )
 from streamer.describe.taxonomy import BASIC, COMPLEX, nearest_basic, nearest_complex
+from streamer.errors import InvalidAnswerError
 
 GOOD = {"basic": "happiness", "complex": ["pleasure"], "description": "A smile."}
 

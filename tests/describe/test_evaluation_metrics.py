@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from streamer.describe.errors import DatasetError
 from streamer.describe.evaluation import (
     Prediction,
     Row,
@@ -19,6 +18,7 @@ from streamer.describe.evaluation import (
     multilabel_report,
     similarity_report,
 )
+from streamer.errors import DatasetError
 
 GOLD = ["happiness", "happiness", "sadness", "anger"]
 PRED = ["happiness", "sadness", "sadness", "happiness"]

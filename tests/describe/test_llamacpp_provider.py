@@ -10,7 +10,6 @@ import pytest
 from streamer.bus import EventBus
 from streamer.describe import ANSWER_SCHEMA, Describer, TrackSummary, build_messages
 from streamer.describe.answer import parse_answer
-from streamer.describe.errors import ProviderUnavailableError
 from streamer.describe.providers.llamacpp import (
     LlamaCppConfig,
     LlamaCppProvider,
@@ -19,6 +18,7 @@ from streamer.describe.providers.llamacpp import (
     probe_gguf,
 )
 from streamer.describe.taxonomy import BASIC
+from streamer.errors import ProviderUnavailableError
 from streamer.messages import Description, VASample
 
 CFG = LlamaCppConfig(timeout_s=120.0, max_tokens=120, interval_s=1.0)

@@ -8,15 +8,16 @@ import pytest
 
 from streamer.describe import ANSWER_SCHEMA, TrackSummary, build_messages, parse_answer
 from streamer.describe.config import LlmConfig
-from streamer.describe.errors import (
+from streamer.describe.providers import ProviderPlugin, create_provider, provider_keys
+from streamer.describe.providers.ollama import OllamaConfig, OllamaProvider
+from streamer.errors import (
+    ConfigError,
+    DescriberError,
     InvalidAnswerError,
     ProviderResponseError,
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
-from streamer.describe.providers import ProviderPlugin, create_provider, provider_keys
-from streamer.describe.providers.ollama import OllamaConfig, OllamaProvider
-from streamer.errors import ConfigError, DescriberError
 from streamer.testing.ollama import FakeOllama
 
 MESSAGES = build_messages(TrackSummary.point(0.4, -0.2))

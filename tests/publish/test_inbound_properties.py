@@ -9,8 +9,9 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamer.errors import InboundError
 from streamer.publish.homeassistant import parse_ha_status
-from streamer.publish.payloads import InboundError, decode_json, validate_record
+from streamer.publish.payloads import decode_json, validate_record
 from streamer.publish.subscriber import SubscriberView
 
 

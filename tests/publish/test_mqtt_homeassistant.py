@@ -8,10 +8,11 @@ import logging
 import pytest
 
 from streamer.bus import EventBus
+from streamer.errors import InboundError
 from streamer.publish.config import HomeAssistantConfig, MqttConfig
 from streamer.publish.homeassistant import camera_discovery, parse_ha_status, track_discovery
 from streamer.publish.mqtt import MqttPublisher
-from streamer.publish.payloads import InboundError, Topics
+from streamer.publish.payloads import Topics
 from streamer.testing.mqtt import Broker
 from tests.helpers.mqtt import Collector, make_event, make_va, wait_until
 

@@ -1,4 +1,5 @@
-"""One-slot mailbox: latest-frame-wins (counted) or lossless (producer waits)."""
+"""The frame mailbox: latest-frame-wins (counted) for live sources, lossless with read-ahead
+(producer waits) for files."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import threading
 
 import pytest
 
+from streamer.errors import MediaError
 from streamer.sources.mailbox import Mailbox, MailboxClosed
+from tests.helpers.wait import wait_until
 
 
 async def test_latest_wins_and_skips_are_counted() -> None:
@@ -71,14 +74,45 @@ async def test_lossless_loses_nothing_with_a_slow_consumer() -> None:
     assert box.skipped == 0
 
 
-async def test_lossless_put_returns_when_closed() -> None:
+async def test_lossless_put_waits_for_room_and_returns_when_closed() -> None:
     box: Mailbox[int] = Mailbox(asyncio.get_running_loop(), lossless=True)
     box.put(1)
     result: list[bool] = []
     blocked = threading.Thread(target=lambda: result.append(box.put(2)))
     blocked.start()
-    await asyncio.sleep(0.05)
-    assert blocked.is_alive()  # waits for room
+    # The producer is seen waiting inside put (not merely not yet started): a put that
+    # did not wait for room would never be counted here and the wait would time out.
+    await wait_until(lambda: box.waiting == 1, what="the producer waiting for room")
+    assert result == [] and box.pending == 1
     box.close()
     await asyncio.to_thread(blocked.join, 10)
     assert result == [False]
+    assert box.waiting == 0
+
+
+async def test_lossless_read_ahead_holds_capacity_items_in_order() -> None:
+    box: Mailbox[int] = Mailbox(asyncio.get_running_loop(), lossless=True, capacity=3)
+    for i in range(3):
+        assert box.put(i)  # room for three: none of these waits
+    assert box.waiting == 0 and box.pending == 3
+    extra = threading.Thread(target=box.put, args=(3,))
+    extra.start()
+    await wait_until(lambda: box.waiting == 1, what="the fourth put waiting")
+    assert await box.get() == 0  # makes room: the fourth goes in
+    await asyncio.to_thread(extra.join, 10)
+    assert [await box.get() for _ in range(3)] == [1, 2, 3]
+    assert box.skipped == 0
+
+
+async def test_close_with_an_error_raises_it_after_the_pending_items() -> None:
+    box: Mailbox[int] = Mailbox(asyncio.get_running_loop(), lossless=True, capacity=4)
+    box.put(1)
+    box.close(MediaError("clip.mp4: decoder failed"))
+    assert await box.get() == 1
+    with pytest.raises(MediaError, match="decoder failed"):
+        await box.get()
+
+
+def test_capacity_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="capacity"):
+        Mailbox(asyncio.new_event_loop(), capacity=0)

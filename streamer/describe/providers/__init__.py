@@ -2,7 +2,7 @@
 
 A provider is an async context manager with ``label`` (names the model in outputs) and
 ``complete(messages, schema) -> str`` (the raw answer text), raising only the errors of
-:mod:`streamer.describe.errors`.
+the describer errors of :mod:`streamer.errors`.
 
 Adding a provider is one new module in this package that declares, in one place, its
 key, its config (a subclass of :class:`~streamer.describe.config.LlmConfig` with

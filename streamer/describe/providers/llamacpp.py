@@ -23,13 +23,13 @@ from typing import Any, Literal, Self
 from pydantic import Field
 
 from streamer.describe.config import LlmConfig
-from streamer.describe.errors import (
+from streamer.describe.providers import ProviderPlugin
+from streamer.errors import (
     ProviderResponseError,
     ProviderTimeoutError,
     ProviderUnavailableError,
+    StreamerError,
 )
-from streamer.describe.providers import ProviderPlugin
-from streamer.errors import StreamerError
 
 logger = logging.getLogger(__name__)
 

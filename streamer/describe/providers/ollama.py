@@ -2,7 +2,7 @@
 
 The ``ollama`` client has no default timeout, so every request gets two: httpx's
 per-phase timeout and an overall ``asyncio.timeout`` that also bounds a stream that
-trickles. Library errors become :mod:`streamer.describe.errors` at this boundary.
+trickles. Library errors become the describer errors of :mod:`streamer.errors` at this boundary.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import pydantic
 from pydantic import Field, field_validator, model_validator
 
 from streamer.describe.config import LlmConfig, host_is_loopback
-from streamer.describe.errors import (
+from streamer.describe.providers import ProviderPlugin
+from streamer.errors import (
     InvalidAnswerError,
     ProviderResponseError,
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
-from streamer.describe.providers import ProviderPlugin
 
 if TYPE_CHECKING:  # the client (about 80 ms to import) loads when a provider is entered
     import ollama

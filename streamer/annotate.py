@@ -28,7 +28,7 @@ import av.error
 import cv2
 import numpy as np
 
-from streamer.bus import EventBus, Subscription
+from streamer.bus import Subscription
 from streamer.errors import ConfigError, MediaError
 from streamer.messages import Description, Message, VASample
 from streamer.sources.file import open_video
@@ -142,19 +142,13 @@ ROWS_PER_CHUNK = 8192  # VA samples collected before they are packed into an arr
 class AnnotationRecorder:
     """Collects, from the bus, what :func:`write_annotated` draws (numbers and text only).
 
-    Create it before the pipeline starts publishing, run :meth:`consume` as a task. VA
-    samples are packed into float64 arrays of (frame, track, x1, y1, x2, y2, valence,
-    arousal, t), 72 bytes each: an hour of video with five faces at 30 fps takes about
-    40 MB.
+    Give it a lossless subscription made before the pipeline starts publishing
+    (accepting :meth:`accept`) and run :meth:`consume` on it as a task. VA samples are
+    packed into float64 arrays of (frame, track, x1, y1, x2, y2, valence, arousal, t),
+    72 bytes each: an hour of video with five faces at 30 fps takes about 40 MB.
     """
 
-    def __init__(self, bus: EventBus) -> None:
-        self.sub: Subscription = bus.subscribe(
-            "annotate",
-            maxsize=4096,
-            lossless=True,
-            accept=lambda m: isinstance(m, VASample | Description),
-        )
+    def __init__(self) -> None:
         self._rows: list[tuple[float, ...]] = []
         self._chunks: list[np.ndarray] = []
         self._table: np.ndarray | None = None  # (N, 9), sorted by frame
@@ -183,8 +177,13 @@ class AnnotationRecorder:
                 times.insert(i, msg.t)
                 labels.insert(i, description_label(msg))
 
-    async def consume(self) -> None:
-        async for msg in self.sub:
+    @staticmethod
+    def accept(msg: Message) -> bool:
+        """What it records: VA samples and descriptions."""
+        return isinstance(msg, VASample | Description)
+
+    async def consume(self, sub: Subscription) -> None:
+        async for msg in sub:
             self.add(msg)
 
     def label(self, camera: str, track_id: int, t: float) -> str:

@@ -1,15 +1,18 @@
 """The event bus: in-process fan-out of pipeline messages to stages and sinks.
 
 Every stage after the tracks (describer, episodes, summary) and every sink (JSONL, MQTT,
-web, metrics) talks only to the bus. Each subscriber owns a queue; the two kinds differ
-only in what happens when a subscriber falls behind::
+web, metrics, history) talks only to the bus. Each subscriber owns a queue; the two kinds
+differ only in what happens when a subscriber falls behind::
 
     lossy (default)    the *oldest* queued message is dropped and counted; a slow
                        broker, LLM or browser can never slow the video.
-    lossless=True      never dropped by a full queue. ``await bus.publish_nowait(msg)`` waits for
-                       room; ``bus.publish_nowait(msg)`` (for callers that cannot wait)
-                       queues past ``maxsize`` up to a hard cap of ``maxsize *
-                       LOSSLESS_OVERFLOW_FACTOR`` so memory stays bounded.
+    lossless=True      never dropped by a full queue, whichever publish call is used:
+                       ``await bus.publish(msg)`` waits for room (backpressure);
+                       ``bus.publish_nowait(msg)``, for callers that cannot wait, may
+                       queue past ``maxsize`` up to a hard cap of ``maxsize *
+                       LOSSLESS_OVERFLOW_FACTOR``, and past it raises
+                       :class:`~streamer.errors.BusFullError` having queued the message
+                       for no subscriber: the caller knows, nothing is lost silently.
 
 How long ``publish`` waits is the bus's ``lossless_wait_s``:
 
@@ -20,12 +23,22 @@ How long ``publish`` waits is the bus's ``lossless_wait_s``:
   and log a warning (rate-limited). A live camera cannot wait for a full disk forever,
   but a loss is never silent.
 
-The same rule holds past the hard cap of ``publish_nowait``: counted, with a warning.
+Previews (:class:`~streamer.messages.PreviewFrame`, an analysed frame with its image)
+reach only the subscriptions made with ``previews=True``, which must be lossy: an image
+is never held in a queue that waits.
 
-    bus = EventBus()                                  # replay: lossless waits forever
-    sub = bus.subscribe("jsonl", maxsize=4096, lossless=True)
-    await bus.publish_nowait(sample)
-    async for msg in sub: ...                         # ends after bus.close()
+>>> import asyncio
+>>> from streamer.bus import EventBus
+>>> from streamer.messages import TrackEvent, TrackEventKind
+>>> async def replay_two_events() -> list[str]:
+...     bus = EventBus()                                  # replay: lossless waits forever
+...     sub = bus.subscribe("jsonl", maxsize=4096, lossless=True)
+...     await bus.publish(TrackEvent("cam", 1, TrackEventKind.APPEARED, 0, 0.0))
+...     bus.publish_nowait(TrackEvent("cam", 1, TrackEventKind.LOST, 9, 0.3))
+...     bus.close()
+...     return [msg.kind.value async for msg in sub]      # ends after bus.close()
+>>> asyncio.run(replay_two_events())
+['appeared', 'lost']
 """
 
 from __future__ import annotations
@@ -35,13 +48,16 @@ import collections
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Generic, TypeVar
 
-from streamer.messages import Message
+from streamer.errors import BusFullError
+from streamer.messages import Message, PreviewFrame
 from streamer.throttle import LogThrottle
 
 logger = logging.getLogger(__name__)
 
 LOSSLESS_OVERFLOW_FACTOR = 4  # hard cap of a lossless queue fed by publish_nowait, x maxsize
+PREVIEW_QUEUE = 2  # preview frames queued per preview subscription (lossy)
 DROP_WARNING_INTERVAL_S = 10.0  # at most one "sink is slow" warning per sink per interval
 
 
@@ -51,35 +67,28 @@ class _Closed:
 
 _CLOSED = _Closed()
 
+T = TypeVar("T", Message, PreviewFrame)
 
-class Subscription:
-    """A sink's view of the bus: an async iterator over the messages it accepts.
 
-    Attributes:
-        name: the sink's name (logs and metrics).
-        maxsize: queue length at which a lossy queue drops its oldest message and a
-            lossless one makes ``publish`` wait.
-        lossless: see the module docstring.
-        dropped: messages this subscriber never received.
-        delivered: messages handed to the subscriber.
-    """
+class _Queue(Generic[T]):
+    """A subscriber's queue on the bus (see :class:`Subscription`)."""
 
     def __init__(
         self,
         name: str,
         maxsize: int,
         lossless: bool,
-        accept: Callable[[Message], bool] | None,
+        accept: Callable[[T], bool] | None,
     ) -> None:
         if maxsize <= 0:
             raise ValueError(f"subscription {name!r}: maxsize must be > 0, got {maxsize}")
         self.name = name
         self.maxsize = maxsize
         self.lossless = lossless
-        self.accept = accept
+        self.accept: Callable[[T], bool] | None = accept
         self.dropped = 0
         self.delivered = 0
-        self._items: collections.deque[Message | _Closed] = collections.deque()
+        self._items: collections.deque[T | _Closed] = collections.deque()
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -93,7 +102,12 @@ class Subscription:
     def full(self) -> bool:
         return len(self._items) >= self.maxsize
 
-    def wants(self, msg: Message) -> bool:
+    @property
+    def at_hard_cap(self) -> bool:
+        """A lossless queue as long as ``publish_nowait`` may make it."""
+        return len(self._items) >= self.maxsize * LOSSLESS_OVERFLOW_FACTOR
+
+    def wants(self, msg: T) -> bool:
         return not self._closed and (self.accept is None or self.accept(msg))
 
     def close(self) -> None:
@@ -107,17 +121,14 @@ class Subscription:
         if self._warn.ready():
             logger.warning("sink %s %s: %d message(s) dropped so far", self.name, why, self.dropped)
 
-    def _offer(self, msg: Message) -> None:
-        """Queue ``msg`` without waiting (see the module docstring for the policy)."""
+    def _offer(self, msg: T) -> None:
+        """Queue ``msg`` without waiting: a full lossy queue drops its oldest message; a
+        lossless one grows (the publisher checked :attr:`at_hard_cap` first)."""
         if self._closed:
             return
-        if self.full:
-            if not self.lossless:
-                self._items.popleft()
-                self._drop("is slow")
-            elif len(self._items) >= self.maxsize * LOSSLESS_OVERFLOW_FACTOR:
-                self._drop("is too slow for a lossless sink (hard cap reached)")
-                return
+        if self.full and not self.lossless:
+            self._items.popleft()
+            self._drop("is slow")
         self._items.append(msg)
         self._ready.set()
         if self.full:
@@ -144,10 +155,14 @@ class Subscription:
         if len(self._items) < self.maxsize:
             self._room.set()
 
-    def __aiter__(self) -> AsyncIterator[Message]:
+    def _end(self) -> None:
+        self._items.append(_CLOSED)
+        self._ready.set()
+
+    def __aiter__(self) -> AsyncIterator[T]:
         return self
 
-    async def __anext__(self) -> Message:
+    async def __anext__(self) -> T:
         while not self._items:
             self._ready.clear()
             await self._ready.wait()
@@ -161,7 +176,7 @@ class Subscription:
         self.delivered += 1
         return item
 
-    def get_nowait(self) -> Message | None:
+    def get_nowait(self) -> T | None:
         """Next message or None when empty (for sinks that batch)."""
         if not self._items or isinstance(item := self._items[0], _Closed):
             return None
@@ -169,6 +184,24 @@ class Subscription:
         self._took()
         self.delivered += 1
         return item
+
+
+class Subscription(_Queue[Message]):
+    """A sink's view of the bus: an async iterator over the messages it accepts.
+
+    Attributes:
+        name: the sink's name (logs and metrics).
+        maxsize: queue length at which a lossy queue drops its oldest message and a
+            lossless one makes ``publish`` wait.
+        lossless: see the module docstring.
+        dropped: messages this subscriber never received.
+        delivered: messages handed to the subscriber.
+    """
+
+
+class PreviewSubscription(_Queue[PreviewFrame]):
+    """A lossy queue of :class:`~streamer.messages.PreviewFrame` (``bus.subscribe_previews``):
+    only the newest ``maxsize`` frames are kept, so an image is never held for long."""
 
 
 class EventBus:
@@ -184,6 +217,7 @@ class EventBus:
             raise ValueError(f"lossless_wait_s must be >= 0 or None, got {lossless_wait_s}")
         self.lossless_wait_s = lossless_wait_s
         self._subs: list[Subscription] = []
+        self._previews: list[PreviewSubscription] = []
         self.published = 0
         self._closed = False
 
@@ -200,13 +234,27 @@ class EventBus:
         self._subs.append(sub)
         return sub
 
-    def unsubscribe(self, sub: Subscription) -> None:
-        if sub in self._subs:
+    def subscribe_previews(self, name: str, maxsize: int = PREVIEW_QUEUE) -> PreviewSubscription:
+        """Add a reader of analysed frames with their images (always lossy)."""
+        sub = PreviewSubscription(name, maxsize, False, None)
+        self._previews.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription | PreviewSubscription) -> None:
+        if isinstance(sub, PreviewSubscription):
+            if sub in self._previews:
+                self._previews.remove(sub)
+        elif sub in self._subs:
             self._subs.remove(sub)
 
     @property
     def subscriptions(self) -> tuple[Subscription, ...]:
         return tuple(self._subs)
+
+    @property
+    def wants_previews(self) -> bool:
+        """Whether any subscriber reads preview frames (else none need be built)."""
+        return bool(self._previews) and not self._closed
 
     @property
     def closed(self) -> bool:
@@ -215,15 +263,25 @@ class EventBus:
     def publish_nowait(self, msg: Message) -> None:
         """Queue ``msg`` for every interested subscriber without waiting.
 
-        For callers that cannot await (thread callbacks, sync code). Lossless
-        subscriptions still lose nothing up to their hard cap.
+        For callers that cannot await (thread callbacks, sync code). A lossless
+        subscriber may grow past its ``maxsize`` up to its hard cap; past it the message
+        is queued for no one and the caller is told.
+
+        Raises:
+            BusFullError: an interested lossless subscriber is at its hard cap.
         """
         if self._closed:
             return
+        wanting = [sub for sub in self._subs if sub.wants(msg)]
+        full = [sub.name for sub in wanting if sub.lossless and sub.at_hard_cap]
+        if full:
+            raise BusFullError(
+                f"lossless sink(s) {', '.join(full)} full: {type(msg).__name__} not "
+                "published (use `await bus.publish(...)` to wait for room)"
+            )
         self.published += 1
-        for sub in self._subs:
-            if sub.wants(msg):
-                sub._offer(msg)
+        for sub in wanting:
+            sub._offer(msg)
 
     async def publish(self, msg: Message) -> None:
         """Queue ``msg`` for every interested subscriber, waiting for full lossless ones.
@@ -244,11 +302,19 @@ class EventBus:
                 continue
             sub._offer(msg)
 
+    def publish_preview(self, frame: PreviewFrame) -> None:
+        """Offer an analysed frame to the preview subscribers (lossy: never waits)."""
+        if self._closed:
+            return
+        for sub in self._previews:
+            sub._offer(frame)
+
     def close(self) -> None:
         """End every subscription's iteration after the messages already queued."""
         if self._closed:
             return
         self._closed = True
         for sub in self._subs:
-            sub._items.append(_CLOSED)
-            sub._ready.set()
+            sub._end()
+        for preview in self._previews:
+            preview._end()

@@ -1,6 +1,7 @@
 """The composition root: builds the pipeline from the config and wires its sinks.
 
-``replay``, ``run`` and the benches all build their analysis here, in two steps:
+The runtime (:mod:`streamer.runtime`: replay, live runs, cluster actors) and the benches
+build their analysis here, in two steps:
 
     pipe = build_pipeline(cfg, store)        # 1. build: models load (a missing one fails)
     async with Composition(pipe, SinkOptions(out=path, replay=True)) as run:
@@ -9,45 +10,81 @@
 :func:`build_pipeline` is the explicit build step: it loads the VA model and the face
 detector from the store and passes them to :class:`~streamer.pipeline.Pipeline`
 (tests pass fakes the same way, with no module global patched). :class:`Composition`
-enters the pipeline, the JSONL writer and every optional sink or stage whose config
-section is set; on exit it closes them in order (describer drain, bus close, sinks
-flushed, output committed or dropped).
+enters the pipeline, the JSONL writer and every sink whose config section is set; on
+exit it flushes the sinks in order (episodes, then the describer's fallbacks and LLM
+answers), closes the bus, and exits them in reverse order (output committed or dropped).
 
-Adding an optional sink or stage (an episodes stage, a web dashboard, a metrics
-collector): write one function ``_enter_<name>(ctx) -> AbstractAsyncContextManager |
-None`` that returns None when its config section is unset, and add it to
-:data:`OPTIONAL_SINKS`. The object it returns is entered in that order (after the
-pipeline, so the bus and the engine are running), exited in reverse, and reachable as
-``composition.sinks[name]``. A sink reads the bus through its own subscription
-(``ctx.bus.subscribe(...)`` in its ``__aenter__``).
+Adding a sink (say, a history store) is its module's factory ``sink(ctx: SinkContext)
+-> Sink`` (:mod:`streamer.sinks`) and one line in :data:`SINKS`: its name, when the
+config enables it, and where its factory lives (imported only when enabled, so a run
+never loads what it does not use). Sinks see the run through a read-only
+:class:`~streamer.sinks.RunView`, never the pipeline itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from streamer.bus import EventBus
+from streamer.bus import EventBus, Subscription
 from streamer.config import AppConfig
 from streamer.lifecycle import SingleUse
-from streamer.pipeline import DetectorFactory, FaceDetector, Pipeline, first_error
+from streamer.pipeline import CameraStats, DetectorFactory, FaceDetector, Pipeline, first_error
 from streamer.publish.jsonl import JsonlWriter
+from streamer.sinks import Metric, Sink, SinkContext, SinkFactory, SinkOptions
+from streamer.sources.counters import CountedSource, SourceCounters
 
 if TYPE_CHECKING:
+    from streamer.affect.engine import EngineStats
     from streamer.affect.models import VAModel
-    from streamer.describe import Describer
     from streamer.store import ArtifactStore
 
 logger = logging.getLogger(__name__)
 
 JSONL_QUEUE_SIZE = 4096  # messages queued for the JSONL writer (lossless)
+END_OF_STREAM = "end_of_stream"  # the reason of the lost events that close a stream
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    """One entry of :data:`SINKS`.
+
+    Attributes:
+        name: the sink's name (logs, overrides).
+        enabled: whether the config sets the sink up.
+        factory: ``"module:function"`` of its factory, imported only when enabled (or
+            the factory itself, for a sink whose module is loaded anyway).
+    """
+
+    name: str
+    enabled: Callable[[AppConfig], bool]
+    factory: str | SinkFactory
+
+    def load(self) -> SinkFactory:
+        if not isinstance(self.factory, str):
+            return self.factory
+        module, _, func = self.factory.partition(":")
+        made: SinkFactory = getattr(importlib.import_module(module), func)
+        return made
+
+
+def _episodes_on(cfg: AppConfig) -> bool:
+    return cfg.episodes is not None or (cfg.mood is not None and cfg.mood.enabled)
+
+
+# Entered in this order (flushed in this order, exited in reverse). Add new sinks here.
+SINKS: tuple[SinkSpec, ...] = (
+    SinkSpec("mqtt", lambda cfg: cfg.mqtt is not None, "streamer.publish.mqtt:sink"),
+    SinkSpec("episodes", _episodes_on, "streamer.episodes.stage:sink"),
+    SinkSpec("describer", lambda cfg: cfg.llm is not None, "streamer.describe.describer:sink"),
+    SinkSpec("web", lambda cfg: cfg.web is not None and cfg.web.enabled, "streamer.web:sink"),
+)
 
 
 def yunet_factory(cfg: AppConfig, store: ArtifactStore) -> DetectorFactory:
@@ -95,103 +132,45 @@ def build_pipeline(
 
         assert store is not None
         model = load_va_model(cfg.affect, store)
-    return Pipeline(cfg, model, detector_factory, bus=bus)
+    # Streams that end close their tracks with a reason only when episodes are on, so
+    # the outputs of runs without them keep their earlier form.
+    end_reason = END_OF_STREAM if cfg.episodes is not None else None
+    return Pipeline(cfg, model, detector_factory, bus=bus, end_reason=end_reason)
 
 
-@dataclass(frozen=True)
-class SinkOptions:
-    """What a run writes besides the sinks its config sets up.
+class _View:
+    """The :class:`~streamer.sinks.RunView` of a composition (read-only)."""
 
-    Attributes:
-        out: JSON lines to this file (default: the config's ``output.jsonl``).
-        stdout_jsonl: JSON lines to stdout when there is no file.
-        atomic_out: write the file atomically (replay); False appends as it goes (live).
-        replay: a lossless run: at the end, wait (bounded by ``llm.drain_timeout_s``)
-            for LLM answers still in flight. A live stop must be quick and does not.
-        mqtt_options: extra MqttPublisher keywords (cluster mode: will, availability).
-    """
+    def __init__(self, comp: Composition) -> None:
+        self._comp = comp
 
-    out: Path | None = None
-    stdout_jsonl: bool = False
-    atomic_out: bool = True
-    replay: bool = False
-    mqtt_options: dict[str, Any] = field(default_factory=dict)
+    @property
+    def cameras(self) -> Sequence[str]:
+        return [c.name for c in self._comp.pipe.cfg.cameras]
 
+    @property
+    def model_name(self) -> str:
+        return self._comp.pipe.model_name
 
-@dataclass(frozen=True)
-class SinkContext:
-    """What an optional sink's enter function may use.
+    @property
+    def model_approximate(self) -> bool:
+        return self._comp.pipe.model_approximate
 
-    Attributes:
-        cfg: the app config.
-        bus: the pipeline's bus (subscribe in the sink's ``__aenter__``).
-        pipe: the pipeline (entered: its engine runs).
-        cameras: the names of the configured cameras.
-        sinks: the sinks entered before this one, by name (e.g. ``"describer"``).
-    """
+    def camera_stats(self) -> Mapping[str, CameraStats]:
+        return self._comp.pipe.stats
 
-    cfg: AppConfig
-    bus: EventBus
-    pipe: Pipeline
-    cameras: list[str]
-    sinks: dict[str, Any]
-    options: SinkOptions
+    def source_counters(self, camera: str) -> SourceCounters | None:
+        source = self._comp.sources.get(camera)
+        return source.counters() if source is not None else None
 
+    def engine_stats(self) -> EngineStats:
+        return self._comp.pipe.engine.stats
 
-OptionalSink = Callable[[SinkContext], AbstractAsyncContextManager[object] | None]
+    def subscriptions(self) -> Sequence[Subscription]:
+        return self._comp.bus.subscriptions
 
-
-def _enter_mqtt(ctx: SinkContext) -> AbstractAsyncContextManager[object] | None:
-    cfg = ctx.cfg
-    if cfg.mqtt is None:
-        return None
-    from streamer.publish.mqtt import MqttPublisher
-
-    rules = [r.name for r in cfg.episodes.rules] if cfg.episodes else []
-    mood = cfg.mood is not None and cfg.mood.enabled
-    return MqttPublisher(
-        cfg.mqtt, ctx.bus, ctx.cameras, rules=rules, mood=mood, **ctx.options.mqtt_options
-    )
-
-
-def _enter_describer(ctx: SinkContext) -> AbstractAsyncContextManager[object] | None:
-    if ctx.cfg.llm is None:
-        return None
-    from streamer.describe import Describer
-
-    return Describer(ctx.cfg.llm, ctx.bus)
-
-
-def _enter_episodes(ctx: SinkContext) -> AbstractAsyncContextManager[object] | None:
-    cfg = ctx.cfg
-    if cfg.episodes is None and (cfg.mood is None or not cfg.mood.enabled):
-        return None
-    from streamer.episodes import EpisodeStage
-
-    on_end = None
-    describer = ctx.sinks.get("describer")
-    if describer is not None and cfg.episodes is not None and cfg.episodes.describe:
-        from streamer.episodes.describe import describer_hook
-
-        on_end = describer_hook(describer)  # ended episodes are described too
-    return EpisodeStage(ctx.bus, cfg.episodes, cfg.mood, on_end)
-
-
-def _enter_web(ctx: SinkContext) -> AbstractAsyncContextManager[object] | None:
-    if ctx.cfg.web is None or not ctx.cfg.web.enabled:
-        return None
-    from streamer.web.server import WebSink
-
-    return WebSink(ctx.cfg.web, ctx.pipe)
-
-
-# name -> enter function; entered in this order, exited in reverse. Add new ones here.
-OPTIONAL_SINKS: dict[str, OptionalSink] = {
-    "mqtt": _enter_mqtt,
-    "describer": _enter_describer,
-    "episodes": _enter_episodes,
-    "web": _enter_web,
-}
+    def sink_metrics(self) -> list[Metric]:
+        return [m for sink in self._comp.sinks.values() for m in sink.metrics()]
 
 
 class Composition(SingleUse):
@@ -200,12 +179,30 @@ class Composition(SingleUse):
     Args:
         pipe: a built, not yet entered pipeline (:func:`build_pipeline`).
         options: outputs besides the config's sinks.
+        overrides: sink factories to use instead of the registered ones, by name (a
+            cluster actor's own MQTT session, tests' fakes); used when the sink is
+            enabled by the config.
+
+    Attributes:
+        sinks: the entered sinks, by name, in entering order.
+        sources: the frame sources of the run, by camera (the runtime adds them with
+            :meth:`add_source`; the view reads their counters).
+        view: the read-only view the sinks get.
     """
 
-    def __init__(self, pipe: Pipeline, options: SinkOptions | None = None) -> None:
+    def __init__(
+        self,
+        pipe: Pipeline,
+        options: SinkOptions | None = None,
+        *,
+        overrides: Mapping[str, SinkFactory] | None = None,
+    ) -> None:
         self.pipe = pipe
         self.options = options or SinkOptions()
-        self.sinks: dict[str, Any] = {}
+        self.overrides = dict(overrides or {})
+        self.sinks: dict[str, Sink] = {}
+        self.sources: dict[str, CountedSource] = {}
+        self.view = _View(self)
         self._stack = contextlib.AsyncExitStack()
         self._writer: JsonlWriter | None = None
         self._sink_tasks: asyncio.TaskGroup | None = None
@@ -217,10 +214,9 @@ class Composition(SingleUse):
     def bus(self) -> EventBus:
         return self.pipe.bus
 
-    @property
-    def describer(self) -> Describer | None:
-        """The describer when the config has an ``llm`` section."""
-        return self.sinks.get("describer")
+    def add_source(self, camera: str, source: CountedSource) -> None:
+        """Make ``source``'s counters visible (dashboard, ``/metrics``) as ``camera``'s."""
+        self.sources[camera] = source
 
     async def __aenter__(self) -> Composition:
         self._enter_once()
@@ -233,13 +229,13 @@ class Composition(SingleUse):
                 tasks = self._sink_tasks = asyncio.TaskGroup()
                 await tasks.__aenter__()
                 tasks.create_task(self._writer.consume(sub), name="sink-jsonl")
-            cameras = [c.name for c in self.pipe.cfg.cameras]
-            self.pipe.sinks = self.sinks
-            ctx = SinkContext(self.pipe.cfg, self.bus, self.pipe, cameras, self.sinks, self.options)
-            for name, enter in OPTIONAL_SINKS.items():
-                sink = enter(ctx)
-                if sink is not None:
-                    self.sinks[name] = await stack.enter_async_context(sink)
+            ctx = SinkContext(self.pipe.cfg, self.bus, self.view, self.options)
+            for spec in SINKS:
+                if spec.enabled(self.pipe.cfg):
+                    factory = self.overrides.get(spec.name) or spec.load()
+                    sink = factory(ctx)
+                    await stack.enter_async_context(sink)
+                    self.sinks[spec.name] = sink
         except BaseException as err:
             try:
                 await self._close_sinks(err)
@@ -258,16 +254,10 @@ class Composition(SingleUse):
     ) -> None:
         ok = False
         try:
-            episodes = self.sinks.get("episodes")
-            if episodes is not None and exc_type is None:
-                await episodes.drain()  # its episodes, moods and descriptions first
-            describer = self.describer
-            if describer is not None:
-                # Fallbacks for every sample already published go out in any case; a
-                # replay also waits (bounded) for the LLM answers still in flight.
-                llm = self.pipe.cfg.llm
-                replay = self.options.replay and exc_type is None
-                await describer.drain(llm.drain_timeout_s if llm is not None and replay else 0.0)
+            # Before the bus closes: episodes first (their ended episodes are described),
+            # then the describer's fallbacks (and, in a replay, its LLM answers).
+            for sink in self.sinks.values():
+                await sink.flush(ok=exc_type is None, replay=self.options.replay)
             await self._close_sinks(exc)
             ok = exc_type is None
         finally:
@@ -299,10 +289,12 @@ class Composition(SingleUse):
 
 
 __all__ = [
-    "OPTIONAL_SINKS",
+    "END_OF_STREAM",
+    "SINKS",
     "Composition",
     "SinkContext",
     "SinkOptions",
+    "SinkSpec",
     "build_pipeline",
     "yunet_factory",
 ]

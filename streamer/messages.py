@@ -54,6 +54,26 @@ class Frame:
 
 
 @dataclass(frozen=True, slots=True)
+class PreviewFrame:
+    """An analysed frame with its image and its faces, for previews only.
+
+    Never a :data:`Message`: it goes only to the bus's preview subscriptions (lossy, the
+    dashboard's previews), never to a file, a broker or an LLM.
+
+    Attributes:
+        camera: camera name.
+        index: the frame's index.
+        image: BGR uint8 array of shape (H, W, 3), the decoded frame (not a copy).
+        faces: the VA samples of this frame (boxes, smoothed VA).
+    """
+
+    camera: str
+    index: int
+    image: np.ndarray = field(repr=False, compare=False)
+    faces: tuple[VASample, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Detection:
     """One detected face in frame pixels.
 
@@ -269,6 +289,11 @@ class Episode:
     valence: VAStats
     arousal: VAStats
     wall_time: float | None = None
+    # (t, valence, arousal) over the episode, on ``ended`` episodes whose rule asks for
+    # a description: the describer's input. Never written out (not in the record).
+    trajectory: tuple[tuple[float, float, float], ...] = field(
+        default=(), repr=False, compare=False
+    )
 
     def to_record(self) -> dict[str, Any]:
         rec: dict[str, Any] = {

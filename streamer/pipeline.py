@@ -40,6 +40,7 @@ from streamer.messages import (
     Detection,
     Frame,
     Message,
+    PreviewFrame,
     TrackEvent,
     TrackEventKind,
     VASample,
@@ -121,8 +122,10 @@ class CameraAnalyzer:
         stats: CameraStats,
         live: bool = False,
         slots: DetectorSlots | None = None,
+        end_reason: str | None = None,
     ) -> None:
         self.camera = camera
+        self.end_reason = end_reason
         # Shared with the pipeline's other cameras; alone, a camera never waits for one.
         self.slots = slots or DetectorSlots()
         self.cfg = cfg
@@ -258,11 +261,9 @@ class CameraAnalyzer:
         if frame is None:
             return out
         wall = time.time() if live else None
-        # Said in the record only when episodes are on (keeps other outputs unchanged).
-        reason = "end_of_stream" if self.cfg.episodes is not None else None
         for tr in self.tracker.tracks:
             if tr.confirmed:
-                out.append(self._lost(tr, frame, wall, reason))
+                out.append(self._lost(tr, frame, wall, self.end_reason))
         self.tracker.tracks.clear()
         self.filters.clear()
         return out
@@ -285,11 +286,16 @@ class Pipeline(SingleUse):
     Its dependencies are passed in; :func:`streamer.compose.build_pipeline` loads them
     from the model store, and :class:`streamer.compose.Composition` wires the sinks.
 
+    Everything it finds goes to the bus: results as messages, and each analysed frame as
+    a :class:`~streamer.messages.PreviewFrame` when some subscriber reads previews.
+
     Args:
         cfg: the app config (faces, affect, smoothing sections).
         model: the VA model; the pipeline's :class:`AffectEngine` runs it.
         detector_factory: makes the face detector of each camera analysis.
         bus: the event bus every result goes to (default: a new one).
+        end_reason: the ``reason`` of the ``lost`` events that close the tracks still
+            open when a stream ends (None: no reason in the record).
     """
 
     def __init__(
@@ -299,11 +305,12 @@ class Pipeline(SingleUse):
         detector_factory: DetectorFactory,
         *,
         bus: EventBus | None = None,
-        mqtt_options: dict[str, Any] | None = None,
+        end_reason: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.model = model
         self.detector_factory = detector_factory
+        self.end_reason = end_reason
         from streamer.affect.engine import AffectEngine  # the affect stack loads on use
 
         self.bus = bus or EventBus()
@@ -311,26 +318,15 @@ class Pipeline(SingleUse):
         # Shared by the cameras' analyses: bounds the detector runs happening at once.
         self.detector_slots = DetectorSlots(cfg.faces.detector.concurrent_runs)
         self.stats: dict[str, CameraStats] = {}
-        # The sinks entered around this pipeline, by name (filled by the composition).
-        self.sinks: dict[str, Any] = {}
-        # Read by the web sink: the frame sources by camera, and calls made with each
-        # analysed frame and its messages (rate-limited previews; they must be quick).
-        self.sources: dict[str, object] = {}
-        self.frame_taps: list[Callable[[Frame, list[Message]], None]] = []
 
     @property
     def model_name(self) -> str:
         return str(self.model.name)
 
     @property
-    def mqtt(self) -> Any:
-        """The MQTT publisher when the composition entered one (else None)."""
-        return self.sinks.get("mqtt")
-
-    @property
-    def describer(self) -> Any:
-        """The LLM describer when the composition entered one (else None)."""
-        return self.sinks.get("describer")
+    def model_approximate(self) -> bool:
+        """Whether the VA model is an approximation (said on every output)."""
+        return bool(self.model.approximate)
 
     async def __aenter__(self) -> Pipeline:
         self._enter_once()
@@ -363,7 +359,6 @@ class Pipeline(SingleUse):
             decode_stats: the source's counters; ``decode_s`` is copied into the stats.
         """
         stats = self.stats.setdefault(camera, CameraStats(camera))
-        self.sources[camera] = frames
         detector = self.detector_factory()
         analyzer = CameraAnalyzer(
             camera,
@@ -373,6 +368,7 @@ class Pipeline(SingleUse):
             stats,
             live=not lossless,
             slots=self.detector_slots,
+            end_reason=self.end_reason,
         )
         live = not lossless
         handoff: asyncio.Queue[_Prepared | None] = asyncio.Queue(maxsize=2)
@@ -398,8 +394,8 @@ class Pipeline(SingleUse):
                 msgs = analyzer.finish(prep, va, live)
                 for msg in msgs:
                     await self.bus.publish(msg)
-                for tap in self.frame_taps:
-                    tap(prep.frame, msgs)
+                if self.bus.wants_previews:
+                    self.bus.publish_preview(_preview(prep.frame, msgs))
                 stats.frames += 1
                 stats.samples["frame"].add(time.perf_counter() - prep.started)
                 if prep.frame.wall_time:
@@ -417,6 +413,11 @@ class Pipeline(SingleUse):
         if decode_stats and "decode_s" in decode_stats:
             stats.stage_s["decode"] = float(decode_stats["decode_s"])
         return stats
+
+
+def _preview(frame: Frame, msgs: list[Message]) -> PreviewFrame:
+    faces = tuple(m for m in msgs if isinstance(m, VASample))
+    return PreviewFrame(frame.camera, frame.index, frame.image, faces)
 
 
 def first_error(group: BaseExceptionGroup) -> BaseException:

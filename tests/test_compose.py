@@ -6,7 +6,6 @@ import asyncio
 import json
 import threading
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -15,11 +14,12 @@ import numpy as np
 import pytest
 
 from streamer import compose
-from streamer.compose import Composition, SinkContext, SinkOptions, build_pipeline
+from streamer.compose import Composition, SinkContext, SinkOptions, SinkSpec, build_pipeline
 from streamer.config import AppConfig
 from streamer.errors import PublishError
 from streamer.messages import Detection, Frame, Message, VASample
 from streamer.pipeline import FaceDetector
+from streamer.sinks import Metric
 
 
 class _OneFace:
@@ -137,23 +137,27 @@ class _Recorder:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.log.append("exit")
+
+    async def flush(self, *, ok: bool, replay: bool) -> None:
         while (msg := self.sub.get_nowait()) is not None:
             self.seen.append(msg)
-        self.log.append("exit")
+        self.log.append(f"flush ok={ok} replay={replay}")
+
+    def metrics(self) -> list[Metric]:
+        return [Metric.counter("recorder_seen", "messages the recorder took", len(self.seen))]
 
 
 @pytest.fixture
 def recorder_sink() -> Iterator[list[str]]:
     log: list[str] = []
 
-    def enter(ctx: SinkContext) -> AbstractAsyncContextManager[object] | None:
-        return _Recorder(ctx, log) if ctx.cfg.output.jsonl is None else None
-
-    compose.OPTIONAL_SINKS["recorder"] = enter
-    try:
+    spec = SinkSpec(
+        "recorder", lambda cfg: cfg.output.jsonl is None, lambda ctx: _Recorder(ctx, log)
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(compose, "SINKS", (*compose.SINKS, spec))
         yield log
-    finally:
-        del compose.OPTIONAL_SINKS["recorder"]
 
 
 async def test_an_optional_sink_is_entered_fed_and_closed(recorder_sink: list[str]) -> None:
@@ -161,9 +165,15 @@ async def test_an_optional_sink_is_entered_fed_and_closed(recorder_sink: list[st
     async with Composition(pipe, SinkOptions(replay=True)) as run:
         assert recorder_sink == ["enter"] and "recorder" in run.sinks
         stats = await pipe.run_camera("cam", _frames(5), lossless=True)
-    assert recorder_sink == ["enter", "exit"]
-    samples = [m for m in run.sinks["recorder"].seen if isinstance(m, VASample)]
+    assert recorder_sink == ["enter", "flush ok=True replay=True", "exit"]
+    recorder = run.sinks["recorder"]
+    assert isinstance(recorder, _Recorder)
+    samples = [m for m in recorder.seen if isinstance(m, VASample)]
     assert len(samples) == stats.faces > 0
+    seen = [m for m in run.view.sink_metrics() if m.name == "recorder_seen"]
+    assert seen and seen[0].values == (
+        ((), float(len(recorder.seen))),
+    )  # its metrics reach the view
 
 
 async def test_a_sink_whose_section_is_unset_is_not_entered(

@@ -316,7 +316,7 @@ def test_a_short_replay_loads_no_library_it_does_not_use(
     HTTP clients, the schema checker, nor the other commands' modules: each loads where
     it is used. Quiet, clean and on the embedded defaults, it draws no bar or table and
     reads no YAML: neither rich's progress and table nor PyYAML loads."""
-    from streamer.cli.bench_startup import one_frame_clip
+    from streamer.bench.startup import one_frame_clip
 
     store_path("fer")
     store_path("yunet")
@@ -336,4 +336,4 @@ def test_a_short_replay_loads_no_library_it_does_not_use(
     assert not [m for m in unused if m in imported]
     assert not [m for m in ("rich.progress", "rich.table", "yaml") if m in imported]
     assert "urllib.request" not in imported  # the store downloads nothing here
-    assert not [m for m in imported if m.startswith(("streamer.cli.bench", "streamer.testing"))]
+    assert not [m for m in imported if m.startswith(("streamer.bench", "streamer.testing"))]

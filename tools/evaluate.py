@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from streamer.describe.config import LlmConfig, parse_llm_config
-from streamer.errors import ProviderUnavailableError
 from streamer.describe.evaluation import (
     Embedder,
     Prediction,
@@ -39,7 +38,7 @@ from streamer.describe.evaluation import (
 )
 from streamer.describe.providers import create_provider, provider_keys
 from streamer.describe.providers.ollama import OllamaConfig, OllamaProvider
-from streamer.errors import DescriberError, StreamerError
+from streamer.errors import DescriberError, ProviderUnavailableError, StreamerError
 
 logger = logging.getLogger("evaluate")
 

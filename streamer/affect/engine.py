@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from streamer.affect.config import AffectConfig
-from streamer.affect.models import VAModel
+from streamer.affect.models import VAModel, runtime_name
 from streamer.errors import ModelError
 from streamer.lifecycle import SingleUse
 from streamer.supervise import RestartGuard
@@ -128,7 +128,7 @@ class AffectEngine(SingleUse):
         self._restarts = RestartGuard(max_restarts, restart_window_s)
         self._degraded_until = 0.0
         self._running = False
-        self._size = int(getattr(model, "input_size", 64))
+        self._size = int(model.input_size)
         self._failure_log = LogThrottle(FAILURE_LOG_INTERVAL_S)
 
     @classmethod
@@ -136,7 +136,7 @@ class AffectEngine(SingleUse):
         """An engine with the batching and watchdog settings of ``cfg``."""
         wait_ms = cfg.max_wait_ms
         if wait_ms is None:  # auto: batching pays on a GPU; on the CPU waiting only delays
-            runtime = str(getattr(getattr(model, "runtime", None), "name", ""))
+            runtime = runtime_name(model)
             wait_ms = 0.0 if runtime.endswith("-cpu") else GPU_WAIT_MS
         return cls(
             model,

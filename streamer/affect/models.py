@@ -57,6 +57,12 @@ class VAModel(Protocol):
         ...
 
 
+def runtime_name(model: VAModel) -> str:
+    """The runtime ``model`` runs on (``onnxruntime-cpu``, ``ray-serve:APP``, ...), or ""
+    for a model without one (a test's or a bench's stand-in)."""
+    return model.runtime.name if isinstance(model, _GraphModel) else ""
+
+
 def _check_crops(crops: np.ndarray, size: int) -> np.ndarray:
     arr = np.asarray(crops)
     if arr.ndim != 3 or arr.shape[1:] != (size, size) or arr.dtype != np.uint8:
@@ -170,6 +176,11 @@ _NETWORKS: dict[str, tuple[str, str, str, type[FerVAModel] | type[FaceChannelMod
         FaceChannelModel,
     ),
 }
+
+
+def model_class(model: str) -> type[FerVAModel] | type[FaceChannelModel]:
+    """The wrapper class of the network ``model`` names (``fer-va``, ``facechannel``)."""
+    return _NETWORKS[model][3]
 
 
 def build_source(model: str, weights: Path, derived_dir: Path) -> tuple[ModelSource, KerasFile]:

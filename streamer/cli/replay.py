@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
-import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,19 +12,15 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, TaskID
 
-from streamer.annotate import AnnotationRecorder, check_output
-from streamer.cli.annotate_run import annotate, serve_config
+from streamer.annotate import AnnotationRecorder, check_output, write_annotated
 from streamer.cli.progress import frame_progress, stderr_console
-from streamer.compose import Composition, SinkOptions, build_pipeline
 from streamer.config import AppConfig, load_config
-from streamer.lifecycle import cancel_and_wait
-from streamer.messages import VASample
-from streamer.pipeline import CameraStats, Pipeline, first_error
-from streamer.sources.file import EXIT_CORRUPT, FileReport, FileSource, print_damage
-from streamer.store import default_store
+from streamer.messages import Message, VASample
+from streamer.pipeline import CameraStats
+from streamer.runtime.replay import BusReader, ReplayOptions, ReplayResult, run_replay
+from streamer.sources.file import EXIT_CORRUPT, print_damage
 from streamer.summary import Summarizer
-
-logger = logging.getLogger(__name__)
+from streamer.web.config import WebConfig
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -66,76 +60,97 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_replay)
 
 
+def serve_config(cfg: AppConfig) -> AppConfig:
+    """``cfg`` with the web sink enabled (its ``web:`` section, or the defaults)."""
+    web = cfg.web.model_copy(update={"enabled": True}) if cfg.web else WebConfig()
+    return cfg.model_copy(update={"web": web})
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else AppConfig()
-    if getattr(args, "serve", False):
+    if args.serve:
         cfg = serve_config(cfg)
-    if getattr(args, "annotate", None) is not None:
+    if args.annotate is not None:
         check_output(args.video, args.annotate)
-    summary, stats, wall_s, report = asyncio.run(replay(cfg, args))
-    if not getattr(args, "quiet", False):  # -q: only warnings and errors
-        print_summary(stderr_console(), summary, stats, wall_s)
-    if report.clean:
-        return 0
-    return print_damage(stderr_console(), report, args.video, args.skip_corrupt)
-
-
-async def replay(
-    cfg: AppConfig, args: argparse.Namespace
-) -> tuple[Summarizer, CameraStats, float, FileReport]:
-    source = FileSource(
-        args.video, args.camera, realtime=args.realtime, skip_corrupt=args.skip_corrupt
-    )
     summary = Summarizer()
-    t0 = time.perf_counter()
-    async with source:
-        pipe = build_pipeline(cfg, default_store())
-        logger.info("replaying %s with model %s", args.video, pipe.model_name)
-        sub = pipe.bus.subscribe(
-            "summary", maxsize=4096, lossless=True, accept=lambda m: isinstance(m, VASample)
-        )
-        recorder = AnnotationRecorder(pipe.bus) if getattr(args, "annotate", None) else None
-        sinks = SinkOptions(out=args.out, stdout_jsonl=args.out is None, replay=True)
-        try:
-            # The summary and the recorder read the bus until the composition closes it.
-            async with asyncio.TaskGroup() as tg, Composition(pipe, sinks):
-                tg.create_task(summary.consume(sub), name="summary")
-                if recorder is not None:
-                    tg.create_task(recorder.consume(), name="annotation-recorder")
-                stats = await _run_with_progress(args, pipe, source, t0)
-        except BaseExceptionGroup as group:
-            raise first_error(group) from None
+    recorder = AnnotationRecorder() if args.annotate is not None else None
+    result = asyncio.run(_replay(cfg, args, summary, recorder))
+    if not args.quiet:  # -q: only warnings and errors
+        print_summary(stderr_console(), summary, result.stats, result.wall_s)
+    if result.report.clean:
+        return 0
+    return print_damage(stderr_console(), result.report, args.video, args.skip_corrupt)
+
+
+def _is_va(msg: Message) -> bool:
+    return isinstance(msg, VASample)
+
+
+async def _replay(
+    cfg: AppConfig,
+    args: argparse.Namespace,
+    summary: Summarizer,
+    recorder: AnnotationRecorder | None,
+) -> ReplayResult:
+    readers = [BusReader("summary", summary.consume, accept=_is_va)]
     if recorder is not None:
-        await annotate(args, recorder, stats.frames)
-    return summary, stats, time.perf_counter() - t0, source.report
-
-
-async def _run_with_progress(
-    args: argparse.Namespace, pipe: Pipeline, source: FileSource, t0: float
-) -> CameraStats:
-    run = functools.partial(
-        pipe.run_camera, source.camera, source, lossless=True, decode_stats=source.counters
+        readers.append(BusReader("annotate", recorder.consume, accept=recorder.accept))
+    options = ReplayOptions(
+        camera=args.camera,
+        realtime=args.realtime,
+        skip_corrupt=args.skip_corrupt,
+        out=args.out,
+        stdout_jsonl=args.out is None,
     )
-    if args.no_progress or getattr(args, "quiet", False):
-        return await run()  # no bar: rich.progress is not even imported
-    with frame_progress(stderr_console(), True) as progress:
-        task = progress.add_task("replay", total=source.frame_count or None, fps="-")
-        watcher = asyncio.create_task(_watch(progress, task, pipe, source.camera, t0))
-        try:
-            stats = await run()
-        finally:
-            await cancel_and_wait(watcher)
-        progress.update(task, completed=stats.frames)
-    return stats
+    show = not (args.no_progress or args.quiet)
+    with FrameBar("replay", show) as bar:
+        result = await run_replay(
+            cfg, args.video, options, readers=readers, progress=bar.update if show else None
+        )
+    if recorder is not None:
+        frames = result.stats.frames
+        with FrameBar("annotate", show, frames) as bar:
+
+            def on_frame(n: int) -> None:
+                if n % 10 == 0 or n == frames:
+                    bar.update(n)
+
+            await asyncio.to_thread(
+                write_annotated, args.video, args.annotate, recorder.overlays, on_frame=on_frame
+            )
+    return result
 
 
-async def _watch(progress: Progress, task: TaskID, pipe: Pipeline, camera: str, t0: float) -> None:
-    while True:
-        st = pipe.stats.get(camera)
-        if st is not None:
-            fps = st.frames / max(time.perf_counter() - t0, 1e-6)
-            progress.update(task, completed=st.frames, fps=f"{fps:.0f}")
-        await asyncio.sleep(0.1)
+class FrameBar:
+    """A bar of frames done, fps and elapsed time on stderr, or nothing at all (then
+    rich.progress is not even imported)."""
+
+    def __init__(self, what: str, show: bool, total: int | None = None) -> None:
+        self.what = what
+        self.show = show
+        self.total = total
+        self._t0 = time.perf_counter()
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> FrameBar:
+        if self.show:
+            self._progress = frame_progress(stderr_console(), True)
+            self._progress.__enter__()
+            self._task = self._progress.add_task(self.what, total=self.total or None, fps="-")
+        return self
+
+    def update(self, done: int, total: int | None = None) -> None:
+        if self._progress is None or self._task is None:
+            return
+        fps = f"{done / max(time.perf_counter() - self._t0, 1e-6):.0f}"
+        if total:
+            self._progress.update(self._task, total=total)
+        self._progress.update(self._task, completed=done, fps=fps)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(None, None, None)
 
 
 def print_summary(console: Console, summary: Summarizer, stats: CameraStats, wall_s: float) -> None:

@@ -1,8 +1,9 @@
 """The camera actor: one camera's live pipeline inside a Ray actor.
 
 The actor runs exactly what ``streamer run`` runs for one camera
-(:func:`streamer.cli.run.run_live` on a :class:`~streamer.pipeline.Pipeline`), in its
-own thread and event loop, with three cluster settings on its MQTT publisher:
+(:func:`streamer.runtime.live.run_live` on a :class:`~streamer.pipeline.Pipeline`), in
+its own thread and event loop (:func:`~streamer.runtime.loop.run_in_fresh_loop`), with
+its own MQTT sink (an override of the composition's), which has three cluster settings:
 
 * its own client id, ``<mqtt.client_id or "streamer">-<namespace>-<camera>``: a replacement takes
   over the broker session of a lost one at once;
@@ -19,19 +20,25 @@ with room: the pipeline starts again from scratch, so track ids restart at 1.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from streamer.bus import EventBus
+from streamer.bus import EventBus, Subscription
 from streamer.cluster.lease import Lease
 from streamer.config import AppConfig
 from streamer.messages import CameraState, CameraStatus
+from streamer.runtime.loop import run_in_fresh_loop
+
+if TYPE_CHECKING:
+    from streamer.pipeline import Pipeline
+    from streamer.publish.mqtt import MqttPublisher
+    from streamer.publish.payloads import Outbound
+    from streamer.sinks import SinkContext
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +98,8 @@ class CameraRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._stopping = threading.Event()
-        self._pipe: Any = None
+        self._pipe: Pipeline | None = None
+        self._publisher: MqttPublisher | None = None
         self._fps = 0.0
         self._thread = threading.Thread(target=self._main, name=f"camera-{self.camera}")
 
@@ -116,7 +124,7 @@ class CameraRunner:
 
     def publisher_stats(self) -> tuple[int, int]:
         """(sent, fenced) MQTT publications so far."""
-        pub = self._pipe.mqtt if self._pipe is not None else None
+        pub = self._publisher
         if pub is None:
             return 0, 0
         return sum(pub.stats.published.values()), pub.stats.dropped.get("fenced", 0)
@@ -130,9 +138,9 @@ class CameraRunner:
         return self._fps
 
     def runtime_name(self) -> str:
-        pipe = self._pipe
-        runtime = getattr(pipe.model, "runtime", None) if pipe is not None else None
-        return str(getattr(runtime, "name", ""))
+        from streamer.affect.models import runtime_name
+
+        return runtime_name(self._pipe.model) if self._pipe is not None else ""
 
     def latency_p95_ms(self) -> float | None:
         """p95 of the latest frames' decode-to-VA latency (ms), None before any."""
@@ -144,22 +152,24 @@ class CameraRunner:
         return round(float(np.percentile(recent, 95)) * 1000.0, 2) if recent else None
 
     def _main(self) -> None:
-        loop = asyncio.new_event_loop()
-        executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="asyncio")
-        loop.set_default_executor(executor)
         try:
-            loop.run_until_complete(self._run())
+            run_in_fresh_loop(self._run())
         except Exception as err:  # the actor reports it in status(); Ray keeps the actor
             self.error = f"{type(err).__name__}: {err}"
             self.state = "failed"
             logger.exception("camera %s: cluster runner failed", self.camera)
-        finally:
-            executor.shutdown(wait=False, cancel_futures=True)
-            loop.close()
+
+    def _mqtt_sink(self, ctx: SinkContext) -> MqttPublisher:
+        """The actor's MQTT session: its own will, no availability, fenced by the lease."""
+        from streamer.publish.mqtt import sink
+
+        will = camera_will(self.cfg, self.camera)
+        self._publisher = sink(ctx, will=will, availability=False, may_publish=self.lease.valid)
+        return self._publisher
 
     async def _run(self) -> None:
-        from streamer.cli.run import run_live
         from streamer.compose import build_pipeline
+        from streamer.runtime.live import run_live
 
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
@@ -190,17 +200,18 @@ class CameraRunner:
                 stop=self._stop,
                 pipeline=pipe,
                 handle_signals=False,
-                mqtt_options=mqtt_options(self.cfg, self.camera, self.lease.valid),
+                overrides={"mqtt": self._mqtt_sink},
             )
         finally:
             watcher.cancel()
             self.state = CameraState.STOPPED.value
 
-    async def _watch(self, statuses: Any) -> None:
+    async def _watch(self, statuses: Subscription) -> None:
         window: list[tuple[float, int]] = []
         while True:
             while (msg := statuses.get_nowait()) is not None:
-                self.state = msg.state.value
+                if isinstance(msg, CameraStatus):
+                    self.state = msg.state.value
             now = time.monotonic()
             window.append((now, self.frames()))
             while len(window) > 2 and now - window[0][0] > FPS_WINDOW_S:
@@ -210,12 +221,12 @@ class CameraRunner:
             await asyncio.sleep(0.5)
 
 
-def mqtt_options(cfg: AppConfig, camera: str, may_publish: Any) -> dict[str, Any]:
-    """MqttPublisher keywords of a camera actor: own will, no shared availability, fence."""
+def camera_will(cfg: AppConfig, camera: str) -> Outbound:
+    """The last will of a camera actor's MQTT session: the camera's retained ``offline``."""
     from streamer.publish.payloads import Topics, encode_message
 
     assert cfg.mqtt is not None
-    will = encode_message(
+    return encode_message(
         CameraStatus(
             camera=camera,
             state=CameraState.OFFLINE,
@@ -224,7 +235,6 @@ def mqtt_options(cfg: AppConfig, camera: str, may_publish: Any) -> dict[str, Any
         ),
         Topics(cfg.mqtt.prefix),
     )
-    return {"will": will, "availability": False, "may_publish": may_publish}
 
 
 def client_id(cfg: AppConfig, member: str) -> str:

@@ -223,16 +223,3 @@ def _log_changes(statuses: dict[str, Any], seen: dict[str, int]) -> None:
         if st.error and seen.get(name) != st.pid:
             logger.error("camera %s: %s", name, st.error)
         seen[name] = st.pid
-
-
-def cmd_run_cluster(cfg: AppConfig, args: Any) -> int:
-    """``streamer run`` in cluster mode (called by :func:`streamer.cli.run.cmd_run`)."""
-    if args.out is not None:
-        raise ConfigError("--out is not supported with --cluster: MQTT is the data plane")
-    run = run_cluster(
-        cfg, address=args.cluster, source=str(args.config), duration_s=args.duration_s
-    )
-    unclean = sorted(n for n in run.actors if not run.stopped_cleanly.get(n))
-    if unclean:
-        logger.warning("cameras stopped by kill (no clean stop): %s", ", ".join(unclean))
-    return 0

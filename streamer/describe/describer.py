@@ -1,6 +1,6 @@
 """The describer: a fallback description at once, the LLM's answer later, never in the way.
 
-    async with Describer(cfg, bus) as describer:
+    async with Describer(cfg, bus, episodes=True) as describer:
         ...  # the pipeline publishes VASample / TrackEvent on ``bus``
 
 The describer reads its own bus subscription (bounded, drop-oldest, so it can never slow
@@ -11,11 +11,14 @@ track gets a deterministic :class:`Description` (``source="fallback"``) publishe
 once, and a job in a bounded queue. Workers (``max_concurrency``) send jobs to the
 provider, one in flight per track; a newer job for a track replaces its waiting one. The
 LLM's answer is published as a ``Description`` with the same ``id`` and
-``source="llm"``. Every request has a hard timeout; after a failed request no request is
-sent for ``reconnect_interval_s`` (doubling up to ``reconnect_max_s``; the package's one
-:class:`~streamer.backoff.Backoff`), so a dead server costs one connection attempt per
-interval. A blank or invalid answer is retried once,
-then the job is dropped and counted.
+``source="llm"``. With ``episodes=True`` it also reads ended
+:class:`~streamer.messages.Episode` messages (a small lossless subscription of their
+own, so none is missed) and describes each the same way
+(:mod:`streamer.describe.episodes`). Every request has a hard timeout; after a failed
+request no request is sent for ``reconnect_interval_s`` (doubling up to
+``reconnect_max_s``; the package's one :class:`~streamer.backoff.Backoff`), so a dead
+server costs one connection attempt per interval. A blank or invalid answer is retried
+once, then the job is dropped and counted.
 
 Counters (attributes): ``requests`` (provider calls, retries included), ``answered``
 (LLM descriptions published), ``failed`` (calls that timed out, errored or could not
@@ -41,13 +44,23 @@ from streamer.backoff import Backoff, BackoffPolicy
 from streamer.bus import EventBus, Subscription
 from streamer.describe.answer import ANSWER_SCHEMA, Answer, parse_answer
 from streamer.describe.config import LlmConfig
+from streamer.describe.episodes import episode_description
 from streamer.describe.fallback import FALLBACK_MODEL, fallback_answer
 from streamer.describe.prompts import build_messages
 from streamer.describe.providers import Provider, create_provider
 from streamer.errors import DescriberError, InvalidAnswerError, ProviderTimeoutError
 from streamer.lifecycle import SingleUse
-from streamer.messages import Description, Message, TrackEvent, TrackEventKind, VASample, clamp_va
+from streamer.messages import (
+    Description,
+    Episode,
+    Message,
+    TrackEvent,
+    TrackEventKind,
+    VASample,
+    clamp_va,
+)
 from streamer.samples import RecentSamples
+from streamer.sinks import Metric, SinkContext
 from streamer.summary import TrackSummary, summarize
 from streamer.throttle import LogThrottle
 
@@ -58,6 +71,9 @@ TrackKey = tuple[str, int]
 FAILURE_LOG_INTERVAL_S = 60.0  # failed LLM requests: one warning per this (s), else debug
 INBOX_DRAIN_MAX_S = 5.0  # seconds: safety bound on handing the inbox over in drain()
 TIME_REWIND_S = 1.0  # media seconds backwards that mean a restarted stream, not jitter
+# Seconds; an LLM answer takes from 100 ms to the request timeout.
+LLM_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+EPISODE_INBOX = 256  # ended episodes queued for the describer (lossless)
 
 
 def due_reason(
@@ -107,6 +123,10 @@ def _accept(msg: Message) -> bool:
     return isinstance(msg, VASample | TrackEvent)
 
 
+def _ended_episode(msg: Message) -> bool:
+    return isinstance(msg, Episode) and msg.state == "ended"
+
+
 class Describer(SingleUse):
     """Publishes a :class:`Description` per track, fallback first, LLM answer later.
 
@@ -116,15 +136,25 @@ class Describer(SingleUse):
             descriptions onto it.
         provider: a provider to use instead of building one from ``cfg`` (tests,
             plug-ins); None = :func:`create_provider`.
+        episodes: also describe ended episodes (read from the bus).
     """
 
-    def __init__(self, cfg: LlmConfig, bus: EventBus, provider: Provider | None = None) -> None:
+    def __init__(
+        self,
+        cfg: LlmConfig,
+        bus: EventBus,
+        provider: Provider | None = None,
+        *,
+        episodes: bool = False,
+    ) -> None:
         self.cfg = cfg
         self._bus = bus
         self._provider: Provider | None = provider
         self._provider_usable = False
         self._provider_ready = asyncio.Event()
         self._sub: Subscription | None = None
+        self._describe_episodes = episodes
+        self._episodes: Subscription | None = None
         self._tracks: collections.OrderedDict[TrackKey, _Track] = collections.OrderedDict()
         self._pending: collections.OrderedDict[TrackKey, _Job] = collections.OrderedDict()
         self._in_flight: set[TrackKey] = set()
@@ -159,10 +189,19 @@ class Describer(SingleUse):
         if self._provider is None:
             self._provider = create_provider(self.cfg)
         self._sub = self._bus.subscribe("describer", maxsize=self.cfg.inbox_size, accept=_accept)
+        if self._describe_episodes:
+            self._episodes = self._bus.subscribe(
+                "describer-episodes", EPISODE_INBOX, lossless=True, accept=_ended_episode
+            )
         tasks = self._tasks = asyncio.TaskGroup()
         await tasks.__aenter__()
         self._loops = [
             tasks.create_task(self._consume_loop(), name="describer-consume"),
+            *(
+                [tasks.create_task(self._episode_loop(self._episodes), name="describer-episodes")]
+                if self._episodes is not None
+                else []
+            ),
             tasks.create_task(self._provider_loop(), name="describer-provider"),
             *(
                 tasks.create_task(self._worker_loop(), name=f"describer-worker-{i}")
@@ -187,9 +226,10 @@ class Describer(SingleUse):
         finally:
             self._tasks = None
             await self._stack.aclose()
-        if self._sub is not None:
-            self._bus.unsubscribe(self._sub)
-            self._sub = None
+        for sub in (self._sub, self._episodes):
+            if sub is not None:
+                self._bus.unsubscribe(sub)
+        self._sub = self._episodes = None
         logger.info(
             "describer: %d fallback(s), %d LLM answer(s), %d request(s), %d failed, "
             "%d invalid, %d dropped %s",
@@ -227,6 +267,29 @@ class Describer(SingleUse):
         """The label of the LLM answers (``provider:model``)."""
         return self._provider.label if self._provider is not None else self.cfg.model
 
+    async def flush(self, *, ok: bool, replay: bool) -> None:
+        """Before the bus closes: the fallbacks of every sample already published go out
+        in any case; a replay that did not fail also waits (bounded by
+        ``drain_timeout_s``) for the LLM answers still in flight."""
+        await self.drain(self.cfg.drain_timeout_s if ok and replay else 0.0)
+
+    def metrics(self) -> list[Metric]:
+        """LLM requests, failures, timeouts and request durations."""
+        failed = "LLM requests failed (down, timeout, error)"
+        return [
+            Metric.counter("streamer_llm_requests", "LLM requests made", self.requests),
+            Metric.counter("streamer_llm_failures", failed, self.failed),
+            Metric.counter(
+                "streamer_llm_timeouts", "LLM requests past their timeout", self.timeouts
+            ),
+            Metric.histogram(
+                "streamer_llm_request_seconds",
+                "seconds of one LLM request",
+                self.request_s,
+                LLM_BUCKETS_S,
+            ),
+        ]
+
     async def drain(self, timeout_s: float) -> bool:
         """Handle every VA message already on the bus, then wait for pending LLM answers.
 
@@ -236,8 +299,10 @@ class Describer(SingleUse):
         most ``timeout_s`` seconds. Returns True when nothing is left, False when jobs
         were still pending or in flight at the deadline.
         """
-        if self._sub is not None and len(self._sub):
-            self._inbox_empty.clear()  # the consumer sets it when it has caught up
+        if (self._sub is not None and len(self._sub)) or (
+            self._episodes is not None and len(self._episodes)
+        ):
+            self._inbox_empty.clear()  # the consumers set it when they have caught up
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(INBOX_DRAIN_MAX_S):
                     await self._inbox_empty.wait()
@@ -280,7 +345,8 @@ class Describer(SingleUse):
         return track
 
     def on_sample(self, sample: VASample) -> Description | None:
-        """Update the track of ``sample``; publish and return the fallback when due."""
+        """Update the track of ``sample``; when it is due, queue its job and return the
+        fallback (the caller publishes it)."""
         key = (sample.camera, sample.track_id)
         v, a = clamp_va(sample.valence), clamp_va(sample.arousal)
         t = sample.t if math.isfinite(sample.t) else 0.0
@@ -297,7 +363,6 @@ class Describer(SingleUse):
         track.last_desc_t = t
         track.last_desc_va = (v, a)
         logger.debug("track %s due (%s) at t=%.3f: %s", key, reason, t, desc.id)
-        self._bus.publish_nowait(desc)
         self.fallbacks += 1
         self._enqueue(_Job(key, desc, summary))
         return desc
@@ -320,16 +385,17 @@ class Describer(SingleUse):
             wall_time=sample.wall_time,
         )
 
-    def describe_episode(self, fallback: Description, summary: TrackSummary) -> None:
-        """Publish an ended episode's fallback description and queue it for the LLM.
+    def on_episode(self, episode: Episode) -> Description:
+        """Queue an ended episode for the LLM; returns its fallback (the caller publishes it).
 
         The job has a key of its own (it never replaces a track's description, nor is it
         replaced by one) and obeys the same queue, concurrency, timeout and back-off.
         """
-        self._bus.publish_nowait(fallback)
+        fallback, summary = episode_description(episode)
         self.fallbacks += 1
         key = (f"{fallback.camera}/episode/{fallback.episode_id}", fallback.track_id)
         self._enqueue(_Job(key, fallback, summary))
+        return fallback
 
     def _enqueue(self, job: _Job) -> None:
         if job.key in self._pending:
@@ -348,17 +414,40 @@ class Describer(SingleUse):
         assert self._sub is not None
         try:
             async for msg in self._sub:
+                desc = None
                 try:
                     if isinstance(msg, VASample):
-                        self.on_sample(msg)
+                        desc = self.on_sample(msg)
                     elif isinstance(msg, TrackEvent) and msg.kind is TrackEventKind.LOST:
                         self._forget((msg.camera, msg.track_id))
                 except Exception:  # supervisor: one bad message must not end descriptions
                     self.errors += 1
                     logger.exception("describer: failed on %r", msg)
-                if not len(self._sub):
-                    self._inbox_empty.set()
+                if desc is not None:
+                    await self._bus.publish(desc)
+                self._note_caught_up()
         finally:
+            self._inbox_empty.set()
+
+    async def _episode_loop(self, sub: Subscription) -> None:
+        try:
+            async for msg in sub:
+                if not isinstance(msg, Episode):
+                    continue
+                try:
+                    desc = self.on_episode(msg)
+                except Exception:  # supervisor: one bad episode must not end descriptions
+                    self.errors += 1
+                    logger.exception("describer: failed on episode %s", msg.id)
+                else:
+                    await self._bus.publish(desc)
+                self._note_caught_up()
+        finally:
+            self._inbox_empty.set()
+
+    def _note_caught_up(self) -> None:
+        """Tell ``drain`` once both inboxes are empty."""
+        if not any(sub is not None and len(sub) for sub in (self._sub, self._episodes)):
             self._inbox_empty.set()
 
     async def _provider_loop(self) -> None:
@@ -488,8 +577,18 @@ class Describer(SingleUse):
             model=self.model,
             wall_time=time.time() if fb.wall_time is not None else None,
         )
-        self._bus.publish_nowait(update)
+        await self._bus.publish(update)
         self.answered += 1
 
 
-__all__ = ["Describer", "due_reason"]
+def sink(ctx: SinkContext) -> Describer:
+    """The describer of a run whose config has an ``llm`` section (:data:`compose.SINKS`);
+    it describes ended episodes too when ``episodes.describe`` is on."""
+    cfg = ctx.cfg
+    if cfg.llm is None:
+        raise ValueError("the describer needs an llm section")
+    episodes = cfg.episodes is not None and cfg.episodes.describe
+    return Describer(cfg.llm, ctx.bus, episodes=episodes)
+
+
+__all__ = ["Describer", "due_reason", "sink"]

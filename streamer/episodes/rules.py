@@ -15,8 +15,8 @@ that is lost ends its open episodes (``track_lost``); the end of a stream ends t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 from streamer.episodes.config import EpisodeRule, EpisodesConfig
 from streamer.messages import Episode, TrackEvent, VASample, VAStats
@@ -32,7 +32,6 @@ TRAJECTORY_POINTS = 256  # at most this many (t, v, a) kept per open episode (de
 
 TrackKey = tuple[str, int]
 Trajectory = Sequence[tuple[float, float, float]]
-EndHook = Callable[[Episode, Trajectory], None]
 
 
 @dataclass
@@ -117,14 +116,14 @@ class EpisodeEngine:
 
     Args:
         cfg: the ``episodes`` config section.
-        on_end: called with each ended episode and its (decimated) trajectory.
+        trajectories: ended episodes carry their (decimated) trajectory, the
+            describer's input (:attr:`Episode.trajectory`).
     """
 
-    def __init__(self, cfg: EpisodesConfig, on_end: EndHook | None = None) -> None:
+    def __init__(self, cfg: EpisodesConfig, trajectories: bool = False) -> None:
         self.cfg = cfg
         self.rules = list(cfg.rules)
-        self.on_end = on_end
-        self._keep = on_end is not None  # trajectories are only for the end hook
+        self._keep = trajectories
         self._tracks: dict[TrackKey, _Track] = {}
         inf = float("inf")
         # (valence low, valence high, arousal low, arousal high): holds when strictly inside.
@@ -267,8 +266,8 @@ class EpisodeEngine:
         wall_time: float | None,
     ) -> Episode:
         ep = self._episode(st, rule, camera, track_id, ENDED, t, frame, t_end, reason, wall_time)
-        if self.on_end is not None:
-            self.on_end(ep, st.trajectory)
+        if self._keep:
+            ep = replace(ep, trajectory=tuple(st.trajectory))
         return ep
 
     def _episode(

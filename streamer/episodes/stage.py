@@ -7,8 +7,10 @@
 The stage owns one lossless bus subscription (VA samples and track events), so in a
 replay it sees every sample and its episodes are deterministic; in a live run the bus
 bounds how long a frame waits for it. It publishes :class:`Episode` and :class:`Mood`
-messages back onto the bus (JSONL, MQTT, dashboard). The same engine runs over a
-recorded JSONL in ``streamer episodes`` (:func:`replay_records`).
+messages back onto the bus (JSONL, MQTT, dashboard, history). With ``trajectories=True``
+an ended episode carries its VA trajectory (never written out): the describer reads
+ended episodes from the bus and describes them. The same engine runs over a recorded
+JSONL in ``streamer episodes`` (:func:`replay_records`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any, Self
 from streamer.bus import EventBus, Subscription
 from streamer.episodes.config import EpisodesConfig, MoodConfig
 from streamer.episodes.mood import MoodTracker
-from streamer.episodes.rules import REASON_END_OF_STREAM, EndHook, EpisodeEngine, Trajectory
+from streamer.episodes.rules import REASON_END_OF_STREAM, EpisodeEngine
 from streamer.messages import (
     EVENT_SCHEMA,
     VA_SCHEMA,
@@ -34,6 +36,7 @@ from streamer.messages import (
     TrackEventKind,
     VASample,
 )
+from streamer.sinks import Metric, SinkContext
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +54,9 @@ class EpisodeLogic:
         self,
         episodes: EpisodesConfig | None,
         mood: MoodConfig | None,
-        on_end: EndHook | None = None,
+        trajectories: bool = False,
     ) -> None:
-        self.engine = EpisodeEngine(episodes, on_end) if episodes is not None else None
+        self.engine = EpisodeEngine(episodes, trajectories) if episodes is not None else None
         self.mood = MoodTracker(mood) if mood is not None and mood.enabled else None
 
     def feed(self, msg: Message) -> list[Episode | Mood]:
@@ -74,6 +77,12 @@ class EpisodeLogic:
 class EpisodeStage:
     """Subscribes to the bus, publishes episodes and moods; see the module docstring.
 
+    Args:
+        bus: the pipeline's bus.
+        episodes: the ``episodes`` section (None: mood only).
+        mood: the ``mood`` section (None or disabled: episodes only).
+        trajectories: ended episodes carry their trajectory (for the describer).
+
     Attributes:
         busy_s: seconds spent in the rules and mood (the stage's cost), per camera.
         published: episodes and moods published.
@@ -84,14 +93,10 @@ class EpisodeStage:
         bus: EventBus,
         episodes: EpisodesConfig | None,
         mood: MoodConfig | None,
-        on_end: EndHook | None = None,
+        trajectories: bool = False,
     ) -> None:
         self._bus = bus
-        self._on_end = on_end
-        self._ended: list[tuple[Episode, Trajectory]] = []
-        self.logic = EpisodeLogic(
-            episodes, mood, (lambda ep, tr: self._ended.append((ep, tr))) if on_end else None
-        )
+        self.logic = EpisodeLogic(episodes, mood, trajectories)
         self._sub: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
         self._busy = False
@@ -118,6 +123,16 @@ class EpisodeStage:
         if self._sub is not None:
             self._bus.unsubscribe(self._sub)
             self._sub = None
+
+    async def flush(self, *, ok: bool, replay: bool) -> None:
+        """Before the bus closes, after a run that did not fail: publish the episodes and
+        moods of every message already on the bus."""
+        if ok:
+            await self.drain()
+
+    def metrics(self) -> list[Metric]:
+        """None of its own: the stage's cost is in ``busy_s`` (``bench replay``)."""
+        return []
 
     async def drain(self) -> None:
         """Return once every message already on the bus was handled and its results
@@ -150,7 +165,6 @@ class EpisodeStage:
                 for item in out:
                     await self._bus.publish(item)
                     self.published += 1
-                self._hand_over_ended()
             finally:
                 self._busy = len(sub) > 0
                 if not self._busy:
@@ -165,18 +179,6 @@ class EpisodeStage:
                 self.errors += 1
                 logger.exception("episodes: failed on %r", msg)
         return out
-
-    def _hand_over_ended(self) -> None:
-        """Ended episodes go to the hook after the episode itself was published."""
-        ended, self._ended = self._ended, []
-        if self._on_end is None:
-            return
-        for ep, trajectory in ended:
-            try:
-                self._on_end(ep, trajectory)
-            except Exception:  # supervisor: a describer fault must not end the stage
-                self.errors += 1
-                logger.exception("episodes: end-of-episode hook failed on %s", ep.id)
 
 
 def _message_of(rec: dict[str, Any]) -> VASample | TrackEvent | None:
@@ -237,3 +239,12 @@ def replay_records(
             camera, track_id, TrackEventKind.LOST, frame, t, reason=REASON_END_OF_STREAM
         )
         yield from engine.on_lost(end)
+
+
+def sink(ctx: SinkContext) -> EpisodeStage:
+    """The episodes stage of a run with ``episodes:`` or an enabled ``mood:``
+    (:data:`compose.SINKS`). Ended episodes carry their trajectory when the describer
+    will describe them."""
+    cfg = ctx.cfg
+    describe = cfg.llm is not None and cfg.episodes is not None and cfg.episodes.describe
+    return EpisodeStage(ctx.bus, cfg.episodes, cfg.mood, trajectories=describe)

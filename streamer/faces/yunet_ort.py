@@ -47,7 +47,7 @@ _PROVIDERS = {
 
 def _dynamic_copy(model_path: Path, derived_dir: Path) -> Path:
     """The YuNet file with free input height and width (built once, cached)."""
-    from streamer.affect.onnx_export import cached_onnx
+    from streamer.store.derived import cached_onnx
 
     sha = hashlib.sha256(model_path.read_bytes()).hexdigest()
 
@@ -62,7 +62,7 @@ def _dynamic_copy(model_path: Path, derived_dir: Path) -> Path:
         del model.graph.value_info[:]  # fixed intermediate shapes of the 640x640 input
         return model
 
-    return cached_onnx(derived_dir, "yunet", sha, build, variant="dynamic")
+    return cached_onnx(derived_dir, "yunet", sha, build, variant="dynamic", builder_version=1)
 
 
 def nms_boxes(boxes: np.ndarray, scores: np.ndarray, threshold: float, top_k: int) -> list[int]:

@@ -68,6 +68,7 @@ from streamer.publish.payloads import (
     encode_message,
     preview,
 )
+from streamer.sinks import Metric, SinkContext
 from streamer.throttle import LogThrottle
 
 logger = logging.getLogger(__name__)
@@ -135,6 +136,9 @@ class MqttPublisher(SingleUse):
         availability: publish ``online`` / ``stopped`` on ``<prefix>/available``.
         may_publish: when given and False (a fenced cluster actor), nothing is sent
             (counted as ``dropped["fenced"]``) and no connection is attempted.
+        clock: seconds of a monotonic clock, for the age of held VA samples (older
+            than ``va_stale_s`` when the connection is back: dropped); tests pass their
+            own.
     """
 
     def __init__(
@@ -148,6 +152,7 @@ class MqttPublisher(SingleUse):
         will: Outbound | None = None,
         availability: bool = True,
         may_publish: Callable[[], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
         self.bus = bus
@@ -158,6 +163,7 @@ class MqttPublisher(SingleUse):
             max_events=cfg.max_pending_events,
             max_tracks=cfg.max_pending_tracks,
             stale_s=cfg.va_stale_s,
+            clock=clock,
             dropped=self.stats.dropped,
         )
         self._backoff = reconnect_backoff(cfg)
@@ -233,6 +239,30 @@ class MqttPublisher(SingleUse):
         self._sub = None
         if group is not None:
             await group.__aexit__(None, None, None)
+
+    async def flush(self, *, ok: bool, replay: bool) -> None:
+        """Nothing to hand on before the bus closes: ``__aexit__`` drains and flushes."""
+
+    def metrics(self) -> list[Metric]:
+        """Publications sent and dropped, the outbound buffer, the connection."""
+        st = self.stats
+        sent = Metric.by_label(
+            "streamer_mqtt_messages_sent", "MQTT publications sent", "counter", "kind", st.published
+        )
+        dropped = Metric.by_label(
+            "streamer_mqtt_messages_dropped",
+            "messages never published, by reason",
+            "counter",
+            "reason",
+            st.dropped,
+        )
+        buffered = Metric.gauge(
+            "streamer_mqtt_messages_buffered", "messages waiting to be sent", len(self.buffer)
+        )
+        connected = Metric.gauge(
+            "streamer_mqtt_connected", "1 while connected to the broker", st.connected
+        )
+        return [sent, dropped, buffered, connected]
 
     @property
     def connected(self) -> bool:
@@ -542,3 +572,32 @@ class MqttPublisher(SingleUse):
                 continue
             if status == "online" and self.cfg.homeassistant.enabled:
                 self._ha_online.trigger()  # at most once per HA_REANNOUNCE_S (a flood merges)
+
+
+def sink(
+    ctx: SinkContext,
+    *,
+    will: Outbound | None = None,
+    availability: bool = True,
+    may_publish: Callable[[], bool] | None = None,
+) -> MqttPublisher:
+    """The MQTT sink of a run whose config has an ``mqtt`` section (:data:`compose.SINKS`).
+
+    The keywords are the session settings of a cluster camera actor (see
+    :class:`MqttPublisher`).
+    """
+    cfg = ctx.cfg
+    if cfg.mqtt is None:
+        raise ValueError("the MQTT sink needs an mqtt section")
+    rules = [r.name for r in cfg.episodes.rules] if cfg.episodes else []
+    mood = cfg.mood is not None and cfg.mood.enabled
+    return MqttPublisher(
+        cfg.mqtt,
+        ctx.bus,
+        list(ctx.view.cameras),
+        rules=rules,
+        mood=mood,
+        will=will,
+        availability=availability,
+        may_publish=may_publish,
+    )

@@ -31,6 +31,7 @@ import av.error
 
 from streamer.errors import MailboxClosed, MediaError, ReadError
 from streamer.messages import Frame
+from streamer.sources.counters import SourceCounters
 from streamer.sources.decode import DamageReport, DecodeState, decode_worker, open_stream
 from streamer.sources.mailbox import Mailbox
 
@@ -166,8 +167,9 @@ class FileSource:
         self.realtime = realtime
         self.skip_corrupt = skip_corrupt
         self.state = DecodeState(self.camera)
-        self.counters: dict[str, float] = {"decode_s": 0.0}
+        self.decode_stats: dict[str, float] = {"decode_s": 0.0}
         self.queue_size = queue_size
+        self.delivered = 0  # frames handed to the analysis
         self._mailbox: Mailbox[Frame] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -206,7 +208,7 @@ class FileSource:
 
     def _deliver(self, frame: Frame) -> bool:
         assert self._mailbox is not None
-        self.counters["decode_s"] = self.state.decode_s
+        self.decode_stats["decode_s"] = self.state.decode_s
         return not self._stop.is_set() and self._mailbox.put(frame)
 
     def _decode_loop(self, container: Any) -> None:
@@ -240,7 +242,7 @@ class FileSource:
         """Judge the file once decoded: raises MediaError when nothing usable came out."""
         report = self.report
         report.seen = self.state.next_index
-        self.counters["decode_s"] = self.state.decode_s
+        self.decode_stats["decode_s"] = self.state.decode_s
         packets = self.state.packets
         if not report.truncated and packets + TRUNCATED_FRAMES < report.announced:
             report.truncated = (
@@ -263,9 +265,19 @@ class FileSource:
         if self._mailbox is None:
             raise RuntimeError("use 'async with source:' before iterating")
         try:
-            return await self._mailbox.get()
+            frame = await self._mailbox.get()
         except MailboxClosed:
             raise StopAsyncIteration from None
+        self.delivered += 1
+        return frame
+
+    def counters(self) -> SourceCounters:
+        """The counters the dashboard and ``/metrics`` show (frames handed to the analysis,
+        corrupt frames and undecodable packets skipped)."""
+        damage = self.state.damage
+        return SourceCounters(
+            decoded=self.delivered, corrupt=damage.corrupt_frames + damage.bad_packets
+        )
 
 
 EXIT_CORRUPT = 3  # replay finished, but corrupt frames were skipped

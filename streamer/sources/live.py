@@ -54,6 +54,7 @@ from streamer.bus import EventBus
 from streamer.errors import ConfigError, MediaError, ReadError, SessionEnded, SourceError
 from streamer.messages import CameraState, CameraStatus, Frame
 from streamer.sources.config import CameraConfig
+from streamer.sources.counters import SourceCounters
 from streamer.sources.decode import CallWatch, DecodeState, Limits, decode_worker, open_stream
 from streamer.sources.file import open_video
 from streamer.sources.mailbox import Mailbox, MailboxClosed
@@ -229,6 +230,11 @@ class LiveSource:
     @property
     def skipped(self) -> int:
         return self._mailbox.skipped if self._mailbox is not None else 0
+
+    def counters(self) -> SourceCounters:
+        """The counters the dashboard and ``/metrics`` show."""
+        st = self.stats()
+        return SourceCounters(st.frames, st.skipped, st.reconnects, st.stalls, st.corrupt)
 
     def stats(self) -> SourceStats:
         """A snapshot of the counters."""

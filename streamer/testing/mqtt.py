@@ -4,6 +4,7 @@
   stopped, killed and restarted on the same port.
 * :class:`TcpProxy` relays a loopback port to the broker; ``cut()`` drops every relayed
   connection, as a network cut would.
+* :func:`mosquitto_unavailable` says why the broker or its clients cannot run here.
 """
 
 from __future__ import annotations
@@ -23,6 +24,22 @@ MOSQUITTO = shutil.which("mosquitto") or (
     "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
 )
 START_TIMEOUT_S = 10.0
+# The command-line clients tests run next to the broker, and their Debian packages.
+MOSQUITTO_CLIENTS = {
+    "mosquitto_pub": "mosquitto-clients",
+    "mosquitto_sub": "mosquitto-clients",
+    "mosquitto_passwd": "mosquitto",
+}
+
+
+def mosquitto_unavailable() -> str | None:
+    """Why the broker or its command-line clients cannot run here, or None when they can."""
+    if MOSQUITTO is None:
+        return "the mosquitto broker is not installed (Debian package 'mosquitto')"
+    for client, package in MOSQUITTO_CLIENTS.items():
+        if shutil.which(client) is None:
+            return f"{client} is not installed (Debian package {package!r})"
+    return None
 
 
 class Broker:

@@ -1,18 +1,19 @@
 """Prometheus metrics of a run, read from the existing counters at scrape time.
 
-Nothing in the pipeline counts for Prometheus: :class:`PipelineCollector` reads the
-per-camera :class:`~streamer.pipeline.CameraStats`, each live source's
-:class:`~streamer.sources.live.SourceStats`, the affect engine's, MQTT publisher's and
-describer's counters and every bus subscription's drops when ``/metrics`` is scraped.
-Durations recorded as :class:`~streamer.samples.RecentSamples` become histograms here
-(each observation counted once). The process collector adds RSS, CPU and open files.
+Nothing in the pipeline counts for Prometheus: :class:`RunCollector` reads the run's
+:class:`~streamer.sinks.RunView` when ``/metrics`` is scraped: the per-camera
+:class:`~streamer.pipeline.CameraStats`, each source's
+:class:`~streamer.sources.counters.SourceCounters`, the affect engine's counters, every
+bus subscription's drops and every sink's own :meth:`~streamer.sinks.Sink.metrics` (the
+MQTT publisher's, the describer's, the dashboard's). Durations recorded as
+:class:`~streamer.samples.RecentSamples` become histograms here (each observation
+counted once). The process collector adds RSS, CPU and open files.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
@@ -24,11 +25,11 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from streamer.samples import RecentSamples
+from streamer.sinks import Metric as SinkMetric
+from streamer.sinks import RunView
 
 # Seconds; a detector or VA call takes ms on a CPU, a whole frame up to a second when busy.
 STAGE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-# Seconds; an LLM answer takes from 100 ms to the request timeout.
-LLM_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 STAGE_HISTOGRAMS = (
     ("detect", "streamer_detection_seconds", "seconds of one face-detector run"),
     ("va", "streamer_va_seconds", "seconds of one valence/arousal model call per frame"),
@@ -68,27 +69,24 @@ def _gauge(name: str, doc: str, labels: Sequence[str] = ()) -> GaugeMetricFamily
     return GaugeMetricFamily(name, doc, labels=list(labels))
 
 
-class PipelineCollector(Collector):
-    """A Prometheus collector over a running :class:`~streamer.pipeline.Pipeline`.
+class RunCollector(Collector):
+    """A Prometheus collector over a running composition's :class:`RunView`.
 
     Args:
-        pipe: the pipeline (its stats, sources, engine, MQTT publisher, describer, bus).
-        camera_up: per camera, whether it is online now.
+        view: the run, read-only.
+        camera_up: per camera, whether it is online now (the dashboard's state).
         tracks_alive: per camera, the number of tracks followed now.
-        extra: more metric families to add (the web sink's own counters).
     """
 
     def __init__(
         self,
-        pipe: Any,
+        view: RunView,
         camera_up: Callable[[], dict[str, bool]],
         tracks_alive: Callable[[], dict[str, int]],
-        extra: Callable[[], list[Metric]] | None = None,
     ) -> None:
-        self.pipe = pipe
+        self.view = view
         self.camera_up = camera_up
         self.tracks_alive = tracks_alive
-        self.extra = extra
         self._hists: dict[tuple[str, str], _Histogram] = {}
 
     def _hist(self, key: tuple[str, str], buckets: Sequence[float]) -> _Histogram:
@@ -101,11 +99,9 @@ class PipelineCollector(Collector):
         yield from self._cameras()
         yield from self._stage_histograms()
         yield from self._engine()
-        yield from self._mqtt()
-        yield from self._llm()
         yield from self._bus()
-        if self.extra is not None:
-            yield from self.extra()
+        for metric in self.view.sink_metrics():
+            yield self._family(metric)
 
     def _cameras(self) -> Iterator[Metric]:
         cam = ("camera",)
@@ -123,51 +119,40 @@ class PipelineCollector(Collector):
         tracks = _counter("streamer_tracks_appeared", "tracks confirmed", cam)
         up = _gauge("streamer_camera_up", "1 when the camera is online", cam)
         alive = _gauge("streamer_tracks_alive", "tracks followed now", cam)
-        stats = dict(self.pipe.stats)
+        stats = dict(self.view.camera_stats())
         ups = self.camera_up()
         for name in sorted(set(stats) | set(ups)):
             st = stats.get(name)
-            src = self.pipe.sources.get(name)
-            sstats = src.stats() if src is not None and hasattr(src, "stats") else None
             n_analysed = st.frames if st else 0
-            counters = getattr(src, "counters", None)  # a replayed file
-            if sstats is not None:
-                decoded.add_metric([name], sstats.frames)
-                skipped.add_metric([name], sstats.skipped)
-                reconnects.add_metric([name], sstats.reconnects)
-                stalls.add_metric([name], sstats.stalls)
-                corrupt.add_metric([name], sstats.corrupt)
-            else:
-                decoded.add_metric([name], n_analysed)
-                skipped.add_metric([name], 0)
-                reconnects.add_metric([name], 0)
-                stalls.add_metric([name], 0)
-                corrupt.add_metric([name], float(counters.get("corrupt", 0)) if counters else 0)
+            src = self.view.source_counters(name)
+            decoded.add_metric([name], src.decoded if src is not None else n_analysed)
+            skipped.add_metric([name], src.skipped if src is not None else 0)
+            reconnects.add_metric([name], src.reconnects if src is not None else 0)
+            stalls.add_metric([name], src.stalls if src is not None else 0)
+            corrupt.add_metric([name], src.corrupt if src is not None else 0)
             analysed.add_metric([name], n_analysed)
             faces.add_metric([name], st.faces if st else 0)
             tracks.add_metric([name], st.tracks_appeared if st else 0)
             up.add_metric([name], 1.0 if ups.get(name, st is not None) else 0.0)
-        for name, n in self._alive().items():
+        counts = dict.fromkeys(stats, 0)
+        counts.update(self.tracks_alive())
+        for name, n in counts.items():
             alive.add_metric([name], n)
         yield from (decoded, analysed, skipped, reconnects, stalls, corrupt, faces, tracks, up)
         yield alive
 
-    def _alive(self) -> dict[str, int]:
-        out = dict.fromkeys(self.pipe.stats, 0)
-        out.update(self.tracks_alive())
-        return out
-
     def _stage_histograms(self) -> Iterator[Metric]:
+        stats = sorted(self.view.camera_stats().items())
         for key, name, doc in STAGE_HISTOGRAMS:
             fam = HistogramMetricFamily(name, doc, labels=["camera"])
-            for camera, st in sorted(self.pipe.stats.items()):
+            for camera, st in stats:
                 h = self._hist((key, camera), STAGE_BUCKETS_S)
                 h.feed(st.samples[key])
                 fam.add_metric([camera], h.buckets(), h.sum)
             yield fam
 
     def _engine(self) -> Iterator[Metric]:
-        es = self.pipe.engine.stats
+        es = self.view.engine_stats()
         yield CounterMetricFamily(
             "streamer_va_batches", "valence/arousal model calls (batches)", value=es.batches
         )
@@ -185,51 +170,13 @@ class PipelineCollector(Collector):
             value=es.failed_faces + es.skipped_faces,
         )
 
-    def _mqtt(self) -> Iterator[Metric]:
-        pub = getattr(self.pipe, "mqtt", None)
-        if pub is None:
-            return
-        sent = _counter("streamer_mqtt_messages_sent", "MQTT publications sent", ("kind",))
-        for kind, n in sorted(pub.stats.published.items()):
-            sent.add_metric([kind], n)
-        dropped = _counter(
-            "streamer_mqtt_messages_dropped", "messages never published, by reason", ("reason",)
-        )
-        for reason, n in sorted(pub.stats.dropped.items()):
-            dropped.add_metric([reason], n)
-        yield sent
-        yield dropped
-        yield GaugeMetricFamily(
-            "streamer_mqtt_messages_buffered", "messages waiting to be sent", value=len(pub.buffer)
-        )
-        yield GaugeMetricFamily(
-            "streamer_mqtt_connected", "1 while connected to the broker", value=pub.stats.connected
-        )
-
-    def _llm(self) -> Iterator[Metric]:
-        d = getattr(self.pipe, "describer", None)
-        if d is None:
-            return
-        yield CounterMetricFamily("streamer_llm_requests", "LLM requests made", value=d.requests)
-        yield CounterMetricFamily(
-            "streamer_llm_failures", "LLM requests failed (down, timeout, error)", value=d.failed
-        )
-        yield CounterMetricFamily(
-            "streamer_llm_timeouts", "LLM requests past their timeout", value=d.timeouts
-        )
-        h = self._hist(("llm", ""), LLM_BUCKETS_S)
-        h.feed(d.request_s)
-        fam = HistogramMetricFamily("streamer_llm_request_seconds", "seconds of one LLM request")
-        fam.add_metric([], h.buckets(), h.sum)
-        yield fam
-
     def _bus(self) -> Iterator[Metric]:
         dropped = _counter(
             "streamer_bus_dropped", "messages a sink never received (slow sink)", ("sink",)
         )
         queued = _gauge("streamer_bus_queued", "messages waiting in a sink's queue", ("sink",))
         totals: dict[str, tuple[int, int]] = {}
-        for sub in self.pipe.bus.subscriptions:
+        for sub in self.view.subscriptions():
             d, q = totals.get(sub.name, (0, 0))
             totals[sub.name] = (d + sub.dropped, q + len(sub))
         for name, (d, q) in sorted(totals.items()):
@@ -237,6 +184,21 @@ class PipelineCollector(Collector):
             queued.add_metric([name], q)
         yield dropped
         yield queued
+
+    def _family(self, m: SinkMetric) -> Metric:
+        """A sink's :class:`~streamer.sinks.Metric` as a Prometheus family."""
+        if m.kind == "histogram":
+            fam = HistogramMetricFamily(m.name, m.doc)
+            h = self._hist((m.name, ""), m.buckets)
+            if m.samples is not None:
+                h.feed(m.samples)
+            fam.add_metric([], h.buckets(), h.sum)
+            return fam
+        family = _counter if m.kind == "counter" else _gauge
+        out = family(m.name, m.doc, m.labels)
+        for labels, value in m.values:
+            out.add_metric(list(labels), value)
+        return out
 
 
 def make_registry(collector: Collector) -> CollectorRegistry:

@@ -15,8 +15,8 @@ from streamer.affect.config import AffectConfig
 from streamer.affect.facechannel import keras_model_config, random_keras_weights
 from streamer.affect.keras_h5 import write_keras_h5
 from streamer.affect.models import load_va_model
-from streamer.affect.onnx_export import record_path
 from streamer.errors import ModelMissingError
+from streamer.store.derived import record_path
 from streamer.store.fetch import sha256_file
 
 
@@ -116,7 +116,7 @@ def test_corrupt_cache_file_is_rebuilt_with_a_warning(
         record_path(model_file).unlink()
     else:
         record_path(model_file).write_text("{not json")
-    caplog.set_level(logging.INFO, logger="streamer.affect.onnx_export")
+    caplog.set_level(logging.INFO, logger="streamer.store.derived")
     model = load_va_model(AffectConfig(model="fer-va"), store)
     np.testing.assert_allclose(model.predict(CROPS), expected, atol=1e-6)
     assert model_file.read_bytes() == data  # rebuilt, identical

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from streamer.testing.mqtt import MOSQUITTO, Broker
+from streamer.testing.mqtt import Broker
 from streamer.testing.net import free_port
-from streamer.testing.sources import RtspServer, gst_rtsp_unavailable, loop_clip
+from streamer.testing.sources import RtspServer, loop_clip
 
 WORKER_CPUS = 4  # logical CPUs of each worker node (camera actors ask for 1)
 
@@ -46,12 +46,6 @@ def ray_cluster() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def models(store_path: Callable[[str], Path]) -> None:
-    store_path("yunet")
-    store_path("fer")
-
-
-@pytest.fixture(scope="session")
 def face_clip(store_path: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cluster") / "face_loop.mp4"
     return loop_clip(store_path("single_face.mp4"), out, 600.0)
@@ -59,10 +53,7 @@ def face_clip(store_path: Callable[[str], Path], tmp_path_factory: pytest.TempPa
 
 @pytest.fixture(scope="session")
 def cameras(face_clip: Path) -> Iterator[list[RtspServer]]:
-    """Three real RTSP cameras on loopback serving the face clip."""
-    reason = gst_rtsp_unavailable()
-    if reason:
-        pytest.skip(f"GStreamer RTSP server unavailable: {reason}")
+    """Three real RTSP cameras on loopback serving the face clip (tests: ``rtsp``)."""
     servers = [RtspServer(face_clip, mount=f"/cam{i}") for i in range(3)]
     try:
         for srv in servers:
@@ -75,8 +66,7 @@ def cameras(face_clip: Path) -> Iterator[list[RtspServer]]:
 
 @pytest.fixture(scope="session")
 def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    if MOSQUITTO is None:
-        pytest.skip("mosquitto broker binary not installed (Debian package 'mosquitto')")
+    """A real mosquitto on loopback (tests using it are marked ``mqtt``)."""
     broker = Broker(tmp_path_factory.mktemp("broker"), free_port())
     broker.start()
     try:

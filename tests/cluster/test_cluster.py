@@ -25,6 +25,7 @@ from streamer.errors import ClusterError
 from streamer.testing.mqtt import Broker
 from streamer.testing.sources import RtspServer
 from tests.helpers.mqtt import Collector, wait_until
+from tests.helpers.wait import wait_until_sync
 
 pytestmark = [pytest.mark.cluster, pytest.mark.rtsp, pytest.mark.mqtt]
 
@@ -109,13 +110,15 @@ def deployment(
     thread = threading.Thread(target=drive, name="test-driver", daemon=True)
     thread.start()
     dep = Deployment(cfg, stop, thread)
-    deadline = time.monotonic() + START_S
-    while not all(
-        (st := dep.status(f"cam{i}", 1.0)) is not None and st.state == "online" for i in range(3)
-    ):
+
+    def all_online() -> bool:
         assert not errors, errors
-        assert time.monotonic() < deadline, "cameras did not come online on the cluster"
-        time.sleep(0.5)
+        return all(
+            (st := dep.status(f"cam{i}", 1.0)) is not None and st.state == "online"
+            for i in range(3)
+        )
+
+    wait_until_sync(all_online, START_S, "the cameras online on the cluster", poll_s=0.5)
     yield dep
     stop.set()
     thread.join(60)
@@ -302,19 +305,16 @@ def test_driver_sigterm_stops_every_actor_with_retained_stopped(
                 )
             return {t: p for t, p, retained in col.messages if retained}
 
+    def driver_cameras_online() -> bool:
+        assert proc.poll() is None, proc.communicate()
+        got = asyncio.run(retained_states())
+        return all(
+            json.loads(got.get(f"{prefix}/cam{i}/status", b'{"state": ""}'))["state"] == "online"
+            for i in range(2)
+        )
+
     try:
-        deadline = time.monotonic() + START_S
-        while True:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the driver's cameras did not come online"
-            got = asyncio.run(retained_states())
-            if all(
-                json.loads(got.get(f"{prefix}/cam{i}/status", b'{"state": ""}'))["state"]
-                == "online"
-                for i in range(2)
-            ):
-                break
-            time.sleep(0.5)
+        wait_until_sync(driver_cameras_online, START_S, "the driver's cameras online", poll_s=0.5)
         assert len([a for a in alive() if (a.name or "").startswith("camera:")]) == 2
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)

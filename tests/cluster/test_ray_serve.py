@@ -24,7 +24,7 @@ from streamer.affect.config import AffectConfig, OnnxRuntimeConfig, RayServeRunt
 from streamer.affect.engine import AffectEngine
 from streamer.testing.mqtt import Broker
 from streamer.testing.sources import RtspServer
-from tests.helpers.mqtt import Collector, wait_until
+from tests.helpers.mqtt import Collector, wait_until, wait_until_async
 
 pytestmark = pytest.mark.cluster
 
@@ -164,9 +164,10 @@ def test_two_callers_share_one_deployment_with_in_process_outputs(
 
 
 async def _infer_until(engine: AffectEngine, pred: Any, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not pred(await engine.infer(_crops(4, seed=9))):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+    async def inferred() -> bool:
+        return bool(pred(await engine.infer(_crops(4, seed=9))))
+
+    await wait_until_async(inferred, DEADLINE_S, what)
 
 
 async def test_killed_replica_costs_counted_failures_then_resumes(

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from streamer.bus import LOSSLESS_OVERFLOW_FACTOR, EventBus, Subscription
+from streamer.errors import BusFullError
 from streamer.messages import CameraState, CameraStatus, Message
 
 
@@ -109,16 +110,19 @@ async def test_lossless_live_wait_is_bounded_then_counted_with_a_warning(
     assert "dropped" in warnings[0].getMessage()
 
 
-async def test_publish_nowait_past_the_hard_cap_is_counted() -> None:
+async def test_publish_nowait_past_the_hard_cap_raises_and_loses_nothing() -> None:
     bus = EventBus()
     sub = bus.subscribe("file", maxsize=2, lossless=True)
+    other = bus.subscribe("other", maxsize=1000)
     cap = 2 * LOSSLESS_OVERFLOW_FACTOR
-    for i in range(cap + 3):
+    for i in range(cap):
         bus.publish_nowait(_status(i))
+    with pytest.raises(BusFullError, match="file"):
+        bus.publish_nowait(_status(cap))
     bus.close()
-    got = await _drain(sub)
-    assert got == [str(i) for i in range(cap)]  # the oldest are kept, never replaced
-    assert sub.dropped == 3
+    assert await _drain(sub) == [str(i) for i in range(cap)]  # the oldest are kept
+    assert sub.dropped == 0  # the caller was told; nothing vanished silently
+    assert len(await _drain(other)) == cap  # queued for no one, not for some
 
 
 async def test_nothing_is_queued_after_close() -> None:

@@ -8,7 +8,6 @@ every job ended in exactly one of answered / dropped.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -24,9 +23,9 @@ from streamer.describe.providers.llamacpp import LlamaCppConfig
 from streamer.describe.providers.ollama import OllamaConfig
 from streamer.messages import Description, Message, TrackEvent, TrackEventKind, VASample
 from streamer.testing.ollama import FakeOllama
+from tests.helpers.wait import SLACK_S, wait_until
 
 FPS = 30.0
-DEADLINE_S = 20.0  # generous bound for polling; tests never assert on time
 
 
 def make_samples(
@@ -71,14 +70,6 @@ def cfg_for(host: str, **kw: object) -> LlmConfig:
     }
     base.update(kw)
     return OllamaConfig(**base)
-
-
-async def poll(cond: Callable[[], bool], deadline_s: float = DEADLINE_S) -> None:
-    end = time.monotonic() + deadline_s
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached before the deadline")
-        await asyncio.sleep(0.01)
 
 
 M = TypeVar("M", bound=Message)
@@ -163,8 +154,8 @@ async def test_happy_fallback_then_llm_update_same_id(
             await asyncio.sleep(0)
             # one description at a time, so every job gets its answer (no superseding)
             if d.pending or d.in_flight:
-                assert await d.drain(DEADLINE_S)
-        assert await d.drain(DEADLINE_S)
+                assert await d.drain(SLACK_S)
+        assert await d.drain(SLACK_S)
         check_accounting(d)
         assert d.fallbacks == 3
         assert d.answered == 3
@@ -188,7 +179,7 @@ async def test_happy_fallback_then_llm_update_same_id(
     assert all(b["stream"] is stream for b in bodies)
     assert all(b["format"]["required"] == ["basic", "complex", "description"] for b in bodies)
     assert all(b["keep_alive"] == "5m" for b in bodies)
-    await poll(lambda: srv.count("/api/tags") == 1)  # the model check ran once
+    await wait_until(lambda: srv.count("/api/tags") == 1)  # the model check ran once
 
 
 async def test_prompts_carry_numbers_and_words_only(fake_ollama: Callable[..., FakeOllama]) -> None:
@@ -197,7 +188,7 @@ async def test_prompts_carry_numbers_and_words_only(fake_ollama: Callable[..., F
     rig = Rig(len(samples))
     async with Describer(cfg_for(srv.url, max_concurrency=2, queue_size=16), rig.bus) as d:
         await rig.feed(samples)
-        assert await d.drain(DEADLINE_S)
+        assert await d.drain(SLACK_S)
         check_accounting(d)
     bodies = srv.chat_bodies()
     assert bodies, "no request reached the server"
@@ -217,7 +208,7 @@ async def test_invalid_answer_is_retried_once_then_used(
     rig = Rig(len(samples))
     async with Describer(cfg_for(srv.url), rig.bus) as d:
         await rig.feed(samples)
-        assert await d.drain(DEADLINE_S)
+        assert await d.drain(SLACK_S)
         check_accounting(d)
         assert (d.fallbacks, d.requests, d.invalid, d.answered, d.dropped) == (1, 2, 1, 1, 0)
     assert srv.count("/api/chat") == 2
@@ -235,7 +226,7 @@ async def test_failure_modes_keep_stream_and_publish_fallback(
     rig = Rig(len(samples))
     async with Describer(cfg_for(url, max_concurrency=2), rig.bus) as d:
         await rig.feed(samples)
-        assert await d.drain(DEADLINE_S)
+        assert await d.drain(SLACK_S)
         check_accounting(d)
         assert d.fallbacks == 20
         assert d.answered == 0
@@ -265,12 +256,12 @@ async def test_slow_server_never_holds_up_the_stream(
         await rig.feed(samples)
         # All samples went through and all fallbacks are out while the one request
         # is still held by the server.
-        await poll(lambda: srv.holding == 1)
+        await wait_until(lambda: srv.holding == 1)
         assert d.in_flight == 1 and d.answered == 0
         assert d.fallbacks == 20
         assert len(rig.va) == len(samples)
         srv.release()
-        assert await d.drain(DEADLINE_S)
+        assert await d.drain(SLACK_S)
         check_accounting(d)
         assert d.answered >= 1
 
@@ -281,8 +272,8 @@ async def test_slow_server_hits_the_hard_timeout(fake_ollama: Callable[..., Fake
     rig = Rig(len(samples))
     async with Describer(cfg_for(srv.url, timeout_s=0.3), rig.bus) as d:
         await rig.feed(samples)
-        await poll(lambda: d.failed == 1)
-        assert await d.drain(DEADLINE_S)
+        await wait_until(lambda: d.failed == 1)
+        assert await d.drain(SLACK_S)
         check_accounting(d)
         assert (d.requests, d.failed, d.answered) == (1, 1, 0)
         assert d.drop_reasons["failed"] == 1
@@ -298,10 +289,10 @@ async def test_throttled_reconnect_after_server_comes_up(
     cfg = cfg_for(refused_url, reconnect_interval_s=0.2, reconnect_max_s=0.2)
     async with Describer(cfg, rig.bus) as d:
         await rig.feed(make_samples(20))  # due at t = 0.5: refused
-        assert await d.drain(DEADLINE_S)
+        assert await d.drain(SLACK_S)
         assert d.failed == 1 and d.requests == 1 and d.drop_reasons["failed"] == 1
         srv = fake_ollama("happy", port=port)  # the server appears on the same port
-        await poll(lambda: d.backoff_remaining_s == 0.0)
+        await wait_until(lambda: d.backoff_remaining_s == 0.0)
         later = [
             VASample(
                 "cam", 100 + i, 10.0 + i / FPS, 1, (0, 0, 1, 1), 0.6, 0.3, None, None, (0, 0), "t"
@@ -309,7 +300,7 @@ async def test_throttled_reconnect_after_server_comes_up(
             for i in range(5)
         ]
         await rig.feed(later)  # t = 10.0 is due (interval), and the server answers now
-        assert await d.drain(DEADLINE_S)
+        assert await d.drain(SLACK_S)
         check_accounting(d)
         assert d.answered == 1 and d.requests == 2
     assert srv.count("/api/chat") == 1
@@ -326,14 +317,14 @@ async def test_lost_track_drops_pending_job_and_state(
     rig = Rig(1000)
     async with Describer(cfg_for(srv.url, timeout_s=60.0), rig.bus) as d:
         await rig.feed(make_samples(20, tracks=(1,)))  # track 1's job is held by the server
-        await poll(lambda: srv.holding == 1)
+        await wait_until(lambda: srv.holding == 1)
         await rig.feed(make_samples(20, tracks=(2,)))  # track 2's job waits in the queue
-        await poll(lambda: d.pending == 1)
+        await wait_until(lambda: d.pending == 1)
         rig.bus.publish_nowait(TrackEvent("cam", 2, TrackEventKind.LOST, 20, 20 / FPS))
-        await poll(lambda: d.pending == 0)
+        await wait_until(lambda: d.pending == 0)
         assert d.drop_reasons["track_lost"] == 1
         srv.release()
-        assert await d.drain(DEADLINE_S)
+        assert await d.drain(SLACK_S)
         check_accounting(d)
         assert d.answered == 1
 
@@ -346,7 +337,7 @@ async def test_queue_is_bounded_and_newer_job_supersedes(
     cfg = cfg_for(srv.url, timeout_s=60.0, queue_size=3)
     async with Describer(cfg, rig.bus) as d:
         await rig.feed(make_samples(20, tracks=(1,)))
-        await poll(lambda: srv.holding == 1)  # the worker is busy with track 1
+        await wait_until(lambda: srv.holding == 1)  # the worker is busy with track 1
         await rig.feed(make_samples(50, tracks=(2, 3)))  # due at t = 0.5 and 1.5 each
         assert d.pending == 2
         assert d.drop_reasons["superseded"] == 2  # each track's second due replaced its first
@@ -355,7 +346,7 @@ async def test_queue_is_bounded_and_newer_job_supersedes(
         assert d.drop_reasons["queue_full"] == 1  # the oldest job was pushed out
         assert d.fallbacks == 1 + 4 + 2
         srv.release()
-        assert await d.drain(DEADLINE_S)
+        assert await d.drain(SLACK_S)
         check_accounting(d)
 
 
@@ -365,7 +356,7 @@ async def test_tracks_are_bounded(fake_ollama: Callable[..., FakeOllama]) -> Non
     async with Describer(cfg_for(srv.url, max_tracks=4), rig.bus) as d:
         await rig.feed(make_samples(3, tracks=tuple(range(50))))
         assert d.tracked == 4
-        assert await d.drain(DEADLINE_S)
+        assert await d.drain(SLACK_S)
 
 
 async def test_bad_numbers_never_reach_outputs(fake_ollama: Callable[..., FakeOllama]) -> None:
@@ -375,7 +366,7 @@ async def test_bad_numbers_never_reach_outputs(fake_ollama: Callable[..., FakeOl
     samples = make_samples(30, va=lambda i: (nan, 5.0) if i % 2 else (0.4, -9.0))
     async with Describer(cfg_for(srv.url), rig.bus) as d:
         await rig.feed(samples)
-        assert await d.drain(DEADLINE_S)
+        assert await d.drain(SLACK_S)
     for m in drain_sub(rig.desc, Description):
         rec = m.to_record()
         assert -1.0 <= rec["valence"] <= 1.0 and -1.0 <= rec["arousal"] <= 1.0
@@ -387,7 +378,7 @@ async def test_unusable_provider_gives_fallbacks_only(tmp_path: Path) -> None:
     samples = make_samples(60)
     async with Describer(cfg, rig.bus) as d:
         await rig.feed(samples)
-        assert await d.drain(DEADLINE_S)
+        assert await d.drain(SLACK_S)
         check_accounting(d)
         assert d.fallbacks == 2 and d.requests == 0
         assert d.drop_reasons["provider_unavailable"] == 2
@@ -400,7 +391,7 @@ async def test_replay_is_deterministic_without_llm(refused_url: str) -> None:
         samples = make_samples(150, tracks=(1, 2), va=lambda i: (i / 150, 0.5 - i / 150))
         async with Describer(cfg_for(refused_url), rig.bus) as d:
             await rig.feed(samples)
-            assert await d.drain(DEADLINE_S)
+            assert await d.drain(SLACK_S)
         return [m.to_record() for m in drain_sub(rig.desc, Description)]
 
     first, second = await once(), await once()
@@ -437,7 +428,7 @@ async def test_provider_that_crashes_on_start_leaves_fallbacks_running(refused_u
     rig = Rig(1000)
     async with Describer(cfg_for(refused_url), rig.bus, provider=Broken()) as d:
         await rig.feed(make_samples(60))
-        assert await d.drain(DEADLINE_S)
+        assert await d.drain(SLACK_S)
         check_accounting(d)
         assert d.fallbacks == 2 and d.errors == 1 and d.requests == 0
         assert d.drop_reasons["provider_unavailable"] == 2
@@ -464,8 +455,8 @@ async def test_drain_returns_as_soon_as_the_last_pending_job_is_dropped() -> Non
     cfg = cfg_for("http://127.0.0.1:9", drain_timeout_s=600.0)
     async with Describer(cfg, rig.bus, _NeverReady()) as d:
         await rig.feed(make_samples(20, tracks=(4,)))
-        await poll(lambda: d.pending == 1)
+        await wait_until(lambda: d.pending == 1)
         rig.bus.publish_nowait(TrackEvent("cam", 4, TrackEventKind.LOST, 20, 20 / FPS))
         # Nothing is left to wait for: drain answers True without using its timeout.
-        assert await asyncio.wait_for(d.drain(600.0), DEADLINE_S)
+        assert await asyncio.wait_for(d.drain(600.0), SLACK_S)
         assert d.drop_reasons["track_lost"] == 1

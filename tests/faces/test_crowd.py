@@ -26,21 +26,8 @@ from streamer.faces.crops import crop_faces, crop_faces_bgr
 from streamer.faces.schedule import DetectionSchedule
 from streamer.faces.yunet import YuNetDetector, downscale
 from streamer.messages import VA_SCHEMA
-from streamer.store import ModelStore
-from streamer.testing.mosaic import TILE_CLIPS, make_mosaic, tile_boxes
-
-FRAMES = 36
-
-
-@pytest.fixture(scope="module")
-def crowd9(
-    store: ModelStore,
-    store_path: Callable[[str], Path],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Path:
-    for name in TILE_CLIPS:
-        store_path(name)  # fetched from the mirror, or the test skips with the reason
-    return make_mosaic(store, 3, tmp_path_factory.mktemp("crowd") / "crowd9.mp4", frames=FRAMES)
+from streamer.testing.mosaic import TILE_CLIPS, tile_boxes
+from tests.helpers.crowd import CROWD_FRAMES
 
 
 def test_tile_clips_have_a_face_in_every_frame(store_path: Callable[[str], Path]) -> None:
@@ -75,7 +62,7 @@ def test_crowd_replay_finds_every_face(crowd9: Path, tmp_path: Path) -> None:
     assert first <= 8, f"9 faces only from frame {first} (tracks confirm within a few frames)"
     tiles = tile_boxes(3)
     track_tile: dict[int, int] = {}
-    for f in range(first, FRAMES):
+    for f in range(first, CROWD_FRAMES):
         recs = per_frame.get(f, [])
         assert len(recs) == 9, f"frame {f}: {len(recs)} faces, expected one per tile"
         for r in recs:
@@ -139,17 +126,3 @@ def test_detection_interval_stretches_while_stable_and_resets_on_change() -> Non
     after = [r for r in runs if r >= 30]
     assert after and after[0] - 30 < 4, "the new face is detected within the longest interval"
     assert runs[-1] - runs[-2] <= 4
-
-
-def test_bench_crowd_ceiling_run_does_all_but_the_va_network(crowd9: Path) -> None:
-    """`bench crowd`'s `without_va` run is the pipeline with a VA network that costs
-    nothing: it must find and track the same faces as the measured run (only the VA
-    values differ), or its fps would not be the ceiling it is reported as."""
-    from streamer.cli.bench_crowd import crowd_bench
-    from streamer.config import AppConfig
-
-    result = crowd_bench(AppConfig(), crowd9, repeat=1, reference=False)
-    free = result["without_va"]
-    assert free["faces_per_frame"] == result["faces_per_frame"] > 7.0  # 9 once confirmed
-    assert free["fps"] > 0 and free["fps_to_decode_only_pairs"]
-    assert result["fps_to_decode_only"] > 0 and free["fps_to_decode_only"] > 0

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 
 from streamer.bus import EventBus, Subscription
@@ -41,14 +39,12 @@ class StatusLog:
         self, pred: Callable[[CameraStatus], bool], timeout_s: float
     ) -> CameraStatus:
         """First status (old or new) matching ``pred``; fails after ``timeout_s``."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            for st in self.poll():
-                if pred(st):
-                    return st
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"no matching status within {timeout_s} s; saw "
-                    f"{[(s.camera, s.state.value, s.detail) for s in self.seen]}"
-                )
-            await asyncio.sleep(0.05)
+        try:
+            return await wait_until(
+                lambda: next((st for st in self.poll() if pred(st)), None),
+                timeout_s,
+                "a matching status",
+            )
+        except AssertionError as err:
+            seen = [(s.camera, s.state.value, s.detail) for s in self.seen]
+            raise AssertionError(f"{err}; saw {seen}") from None

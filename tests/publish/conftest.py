@@ -13,8 +13,8 @@ from streamer.testing.net import free_port
 
 @pytest.fixture
 def mosquitto_bin() -> str:
-    if MOSQUITTO is None:
-        pytest.skip("mosquitto broker binary not installed (Debian package 'mosquitto')")
+    """The broker binary (tests using it are marked ``mqtt``: skipped without mosquitto)."""
+    assert MOSQUITTO is not None, "mosquitto is not installed"
     return MOSQUITTO
 
 

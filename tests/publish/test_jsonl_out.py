@@ -11,7 +11,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from streamer.bus import EventBus
 from streamer.errors import PublishError
 from streamer.messages import TrackEvent, TrackEventKind
 from streamer.publish.jsonl import JsonlWriter, clean_stale_temporaries
+from tests.helpers.wait import SLACK_S, wait_until_sync
 
 STREAMER = [sys.executable, "-m", "streamer"]
 
@@ -94,11 +94,14 @@ def test_killed_replay_leaves_a_temporary_the_next_run_removes(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 120
-    while not list(tmp_path.glob(".out.jsonl.*.tmp")):
+
+    def temporary_made() -> bool:
+        if list(tmp_path.glob(".out.jsonl.*.tmp")):
+            return True
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        assert time.monotonic() < deadline, "the replay never created its temporary"
-        time.sleep(0.05)
+        return False
+
+    wait_until_sync(temporary_made, 2 * SLACK_S, "the replay to create its temporary", poll_s=0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert len(list(tmp_path.glob(".out.jsonl.*.tmp"))) == 1

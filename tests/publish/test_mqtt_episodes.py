@@ -17,7 +17,7 @@ from streamer.publish.payloads import validate_record
 from streamer.testing.mqtt import Broker
 from tests.helpers.mqtt import Collector, make_event, make_va, wait_until
 
-pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(60)]
+pytestmark = pytest.mark.timeout(60)
 
 BINARY = "homeassistant/binary_sensor/streamer"
 DISTRESS = {"name": "distress", "when": {"valence_below": -0.4}, "for_s": 0.5, "clear_after_s": 0.2}
@@ -39,6 +39,7 @@ def mqtt_cfg(broker: Broker) -> MqttConfig:
     )
 
 
+@pytest.mark.mqtt
 async def test_episode_and_mood_payloads_and_binary_sensor(broker: Broker) -> None:
     bus = EventBus()
     rules = EpisodesConfig.model_validate({"rules": [DISTRESS]})
@@ -89,6 +90,7 @@ async def test_episode_and_mood_payloads_and_binary_sensor(broker: Broker) -> No
         assert json.loads(late.messages[0][1])["count"] == 0
 
 
+@pytest.mark.mqtt
 async def test_removed_rule_is_removed_from_home_assistant(broker: Broker) -> None:
     gone = f"{BINARY}/cam1_rule_distress/config"
     kept = f"{BINARY}/cam1_rule_agitation/config"
@@ -125,6 +127,7 @@ def test_subscriber_view_ignores_episode_topics_without_warnings() -> None:
     assert view.rejected == 1, "other unknown topics are still rejected"
 
 
+@pytest.mark.mqtt
 async def test_broker_restart_gets_mood_and_rule_state_again(broker: Broker) -> None:
     bus = EventBus()
     cfg = MqttConfig(port=broker.port, prefix="test", reconnect_min_s=0.1, reconnect_max_s=0.5)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import subprocess
 
 import pytest
@@ -75,8 +74,6 @@ async def test_coalescer_runs_once_now_and_once_for_the_rest() -> None:
 async def test_ha_status_flood_gives_a_handful_of_log_lines(
     broker: Broker, caplog: pytest.LogCaptureFixture
 ) -> None:
-    if shutil.which("mosquitto_pub") is None:
-        pytest.skip("mosquitto_pub not installed (Debian package 'mosquitto-clients')")
     cfg = MqttConfig(
         port=broker.port,
         prefix="test",

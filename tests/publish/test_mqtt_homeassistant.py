@@ -16,7 +16,7 @@ from streamer.publish.payloads import Topics
 from streamer.testing.mqtt import Broker
 from tests.helpers.mqtt import Collector, make_event, make_va, wait_until
 
-pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(60)]
+pytestmark = pytest.mark.timeout(60)
 
 DISC = "homeassistant/sensor/streamer"
 
@@ -49,6 +49,7 @@ def test_parse_ha_status_accepts_birth_and_will() -> None:
     assert parse_ha_status(b"offline\n") == "offline"
 
 
+@pytest.mark.mqtt
 async def test_discovery_announced_reannounced_and_hostile_status_ignored(
     broker: Broker, caplog: pytest.LogCaptureFixture
 ) -> None:

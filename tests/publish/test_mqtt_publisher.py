@@ -222,7 +222,8 @@ async def test_broker_unreachable_buffer_bounded_and_stale_va_dropped(
         port, max_pending_tracks=4, max_pending_events=10, va_stale_s=0.2, reconnect_max_s=0.3
     )
     bus = EventBus()
-    async with MqttPublisher(cfg, bus, ["cam1"]) as pub:
+    now = [0.0]  # the publisher's clock for the age of held VA: the test moves it on
+    async with MqttPublisher(cfg, bus, ["cam1"], clock=lambda: now[0]) as pub:
         for i in range(30):
             bus.publish_nowait(make_description("cam1", track_id=i))
         for track in range(10):
@@ -235,7 +236,7 @@ async def test_broker_unreachable_buffer_bounded_and_stale_va_dropped(
         assert pub.buffer.pending_events == 10
         assert pub.buffer.dropped["va_overflow"] == 6
         assert pub.buffer.dropped["event_overflow"] == 20
-        await asyncio.sleep(0.4)  # let the held VA grow older than va_stale_s (setup)
+        now[0] += 2 * cfg.va_stale_s  # the held VA is now older than va_stale_s
         broker = make_broker(port=port)
         await wait_until(lambda: pub.connected, what="connected")
         await wait_until(lambda: pub.stats.published["description"] == 10, what="events flushed")

@@ -19,7 +19,7 @@ from streamer.publish.mqtt import MqttPublisher
 from streamer.testing.mqtt import Broker
 from tests.helpers.mqtt import Collector, make_status, wait_until
 
-pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(60)]
+pytestmark = pytest.mark.timeout(60)
 
 PASSWORD = "s3cret-Pa55word"
 WRONG = "wr0ng-Pa55word"
@@ -27,8 +27,6 @@ WRONG = "wr0ng-Pa55word"
 
 @pytest.fixture
 def auth_broker(make_broker: Callable[..., Broker], tmp_path: Path) -> Broker:
-    if shutil.which("mosquitto_passwd") is None:
-        pytest.skip("mosquitto_passwd not installed (Debian package 'mosquitto')")
     pwfile = tmp_path / "passwd"
     subprocess.run(
         ["mosquitto_passwd", "-c", "-b", str(pwfile), "alice", PASSWORD],
@@ -52,6 +50,7 @@ def _cfg(port: int, **kw: Any) -> MqttConfig:
     return MqttConfig(**base)
 
 
+@pytest.mark.mqtt
 async def test_password_from_file_connects(auth_broker: Broker, tmp_path: Path) -> None:
     secret = tmp_path / "mqtt.pw"
     secret.write_text(PASSWORD + "\n")
@@ -61,6 +60,7 @@ async def test_password_from_file_connects(auth_broker: Broker, tmp_path: Path) 
     assert pub.stats.auth_failures == 0
 
 
+@pytest.mark.mqtt
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 async def test_wrong_password_clear_error_no_secret_no_tight_loop(
     auth_broker: Broker,
@@ -165,6 +165,7 @@ def tls_broker(make_broker: Callable[..., Broker], pki: Path) -> Broker:
     )
 
 
+@pytest.mark.mqtt
 async def test_tls_with_ca_and_client_certificate(tls_broker: Broker, pki: Path) -> None:
     tls = {
         "ca_file": pki / "ca.pem",
@@ -179,6 +180,7 @@ async def test_tls_with_ca_and_client_certificate(tls_broker: Broker, pki: Path)
     assert pub.stats.tls_failures == 0
 
 
+@pytest.mark.mqtt
 async def test_tls_untrusted_ca_clear_error_no_plaintext(
     tls_broker: Broker, pki: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -196,6 +198,7 @@ async def test_tls_untrusted_ca_clear_error_no_plaintext(
     assert "New client connected" not in tls_broker.log_text()
 
 
+@pytest.mark.mqtt
 async def test_tls_against_plaintext_listener_never_speaks_mqtt_in_clear(
     make_broker: Callable[..., Broker], pki: Path
 ) -> None:

@@ -7,7 +7,6 @@ import copy
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -148,8 +147,6 @@ def _streamer(*args: str) -> list[str]:
 @pytest.mark.mqtt
 @pytest.mark.timeout(60)
 async def test_subscribe_json_against_live_publisher(broker: Broker) -> None:
-    if shutil.which("mosquitto_pub") is None:
-        pytest.skip("mosquitto_pub not installed (Debian package 'mosquitto-clients')")
     cfg = MqttConfig(port=broker.port, prefix=P, reconnect_min_s=0.1, reconnect_max_s=0.5)
     bus = EventBus()
     async with MqttPublisher(cfg, bus, ["cam1"]) as pub:
@@ -235,8 +232,6 @@ async def test_subscribe_json_against_live_publisher(broker: Broker) -> None:
 async def test_subscribe_wrong_password_exits_with_clear_error(
     make_broker: Callable[..., Broker], tmp_path: Path
 ) -> None:
-    if shutil.which("mosquitto_passwd") is None:
-        pytest.skip("mosquitto_passwd not installed (Debian package 'mosquitto')")
     pwfile = tmp_path / "passwd"
     passwd = await asyncio.create_subprocess_exec(
         "mosquitto_passwd", "-c", "-b", str(pwfile), "bob", "right-one"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.testing.sources import RtspServer, gst_rtsp_unavailable, make_clip
+from streamer.testing.sources import RtspServer, make_clip
 
 CLIP_S = 4.0  # seconds of the short synthetic clip
 CLIP_FPS = 30
@@ -30,16 +30,10 @@ def long_clip(clip_dir: Path) -> Path:
     return make_clip(clip_dir / "long.mp4", 60.0, 15, size=(160, 120))
 
 
-@pytest.fixture(scope="session")
-def gst_reason() -> str | None:
-    return gst_rtsp_unavailable()
-
-
 @pytest.fixture
-def rtsp_server(gst_reason: str | None) -> Iterator[Callable[..., RtspServer]]:
-    """``rtsp_server(clip, **kw)`` starts a real RTSP server; all are stopped at the end."""
-    if gst_reason:
-        pytest.skip(f"GStreamer RTSP server unavailable: {gst_reason}")
+def rtsp_server() -> Iterator[Callable[..., RtspServer]]:
+    """``rtsp_server(clip, **kw)`` starts a real RTSP server; all are stopped at the end
+    (tests using it are marked ``rtsp``)."""
     servers: list[RtspServer] = []
 
     def start(clip: Path, **kw: object) -> RtspServer:

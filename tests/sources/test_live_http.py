@@ -18,8 +18,7 @@ from streamer.messages import CameraState
 from streamer.sources.config import CameraConfig
 from streamer.sources.live import LiveSource
 from tests.helpers.sources import StatusLog, wait_until
-
-SLACK_S = 15.0
+from tests.helpers.wait import SLACK_S
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -31,11 +31,9 @@ from streamer.testing.sources import (
     make_clip,
 )
 from tests.helpers.sources import StatusLog, wait_until
-
-pytestmark = pytest.mark.rtsp
+from tests.helpers.wait import SLACK_S
 
 BACKOFF = {"initial_s": 0.2, "max_s": 1.0, "jitter": 0.0}
-SLACK_S = 15.0  # deadline slack for a loaded 2-core machine (never a timing assertion)
 
 StartServer = Callable[..., RtspServer]
 
@@ -60,6 +58,7 @@ async def take(src: LiveSource, n: int, timeout_s: float = SLACK_S) -> list[Any]
     return await asyncio.wait_for(go(), timeout_s)
 
 
+@pytest.mark.rtsp
 async def test_frames_flow_and_faces_are_found(
     rtsp_server: StartServer, store_path: Callable[[str], Path], tmp_path: Path
 ) -> None:
@@ -78,6 +77,7 @@ async def test_frames_flow_and_faces_are_found(
     assert log.states()[-1] is CameraState.STOPPED
 
 
+@pytest.mark.rtsp
 async def test_server_killed_then_restarted_frames_resume(
     rtsp_server: StartServer, long_clip: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -109,6 +109,7 @@ async def test_server_killed_then_restarted_frames_resume(
     assert "rtsp://***@127.0.0.1" in caplog.text
 
 
+@pytest.mark.rtsp
 async def test_stalled_server_is_detected_and_recovers(
     rtsp_server: StartServer, long_clip: Path
 ) -> None:
@@ -171,6 +172,7 @@ async def test_unreachable_host_clear_error_redacted_retries(
     assert "offline" in caplog.text
 
 
+@pytest.mark.rtsp
 async def test_corrupt_bytes_in_the_stream_are_skipped(
     rtsp_server: StartServer, clip_dir: Path
 ) -> None:
@@ -185,6 +187,7 @@ async def test_corrupt_bytes_in_the_stream_are_skipped(
     assert frames[-1].index >= 74
 
 
+@pytest.mark.rtsp
 async def test_two_cameras_one_dead_the_other_keeps_producing(
     rtsp_server: StartServer, long_clip: Path
 ) -> None:
@@ -218,6 +221,7 @@ async def test_two_cameras_one_dead_the_other_keeps_producing(
     assert sources[0].stats().reconnects == 0
 
 
+@pytest.mark.rtsp
 async def test_stop_while_stalled_leaves_no_thread(
     rtsp_server: StartServer, long_clip: Path
 ) -> None:

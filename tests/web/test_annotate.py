@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from streamer.annotate import FaceOverlay, draw_overlays, track_colour
-from tests.web.conftest import read_jsonl, run_streamer
+from tests.helpers.cli import read_jsonl, run_streamer
 
 
 def decode(path: Path) -> tuple[list[np.ndarray], list[float]]:
@@ -141,10 +141,9 @@ def test_bad_annotate_paths_are_refused_before_any_work(
 
 def test_recorder_keeps_boxes_per_frame_and_the_latest_description() -> None:
     from streamer.annotate import ROWS_PER_CHUNK, AnnotationRecorder
-    from streamer.bus import EventBus
     from streamer.messages import Description, VASample
 
-    rec = AnnotationRecorder(EventBus())
+    rec = AnnotationRecorder()
     n = ROWS_PER_CHUNK + 5  # more than one packed chunk
     for f in range(n):
         rec.add(VASample("c", f, f / 10, 1, (1, 2, 30, 40), 0.5, -0.2, 0.5, -0.2, (0, 0), "m"))

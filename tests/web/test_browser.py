@@ -25,6 +25,7 @@ import pytest
 from streamer.testing.net import free_port
 from streamer.testing.ollama import FakeOllama
 from streamer.testing.sources import RtspServer
+from tests.helpers.wait import wait_until_sync
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SLACK_MS = 120_000  # deadline for what takes seconds on an idle machine (CI is busy)
@@ -50,15 +51,16 @@ class Run:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + SLACK_MS / 1000
-        while True:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2):
-                    return self
-            except (urllib.error.URLError, OSError):
-                assert time.monotonic() < deadline, "the dashboard did not come up"
-                time.sleep(0.2)
+        wait_until_sync(self.healthy, SLACK_MS / 1000, "the dashboard to come up", poll_s=0.2)
+        return self
+
+    def healthy(self) -> bool:
+        assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2):
+                return True
+        except (urllib.error.URLError, OSError):
+            return False
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

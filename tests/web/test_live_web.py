@@ -13,15 +13,13 @@ import jsonschema
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamer.cli.run import run_live
 from streamer.compose import build_pipeline
 from streamer.config import parse_config
+from streamer.runtime.live import run_live
 from streamer.store import default_store
 from streamer.testing.net import free_port
 from streamer.testing.sources import RtspServer
-from tests.helpers.wait import wait_until_async
-
-SLACK_S = 60.0  # deadline for what takes seconds on an idle machine
+from tests.helpers.wait import SLACK_S, wait_until_async
 
 pytestmark = pytest.mark.rtsp
 

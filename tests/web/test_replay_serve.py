@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from streamer.testing.net import free_port
-
-SLACK_S = 60.0
+from tests.helpers.wait import SLACK_S, wait_until_sync
 
 
 def test_replay_serve_shows_the_replay(models: None, face_loop: Path, tmp_path: Path) -> None:
@@ -28,17 +26,17 @@ def test_replay_serve_shows_the_replay(models: None, face_loop: Path, tmp_path: 
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + SLACK_S
-        state: dict[str, Any] = {}
-        while not state.get("tracks"):
+
+        def state_with_a_track() -> dict[str, Any] | None:
             assert proc.poll() is None, proc.communicate()[1]
-            assert time.monotonic() < deadline, f"no track on the dashboard: {state}"
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=5) as r:
-                    state = json.load(r)
+                    state: dict[str, Any] = json.load(r)
             except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.2)  # polling interval of the deadline loop above
+                return None
+            return state if state.get("tracks") else None
+
+        state = wait_until_sync(state_with_a_track, what="a track on the dashboard", poll_s=0.2)
         camera = state["cameras"][0]
         assert camera["name"] == "face_loop" and camera["state"] == "online"
         assert camera["frames_analysed"] > 0

@@ -10,14 +10,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from streamer.compose import build_pipeline
 from streamer.config import AppConfig, parse_config
 from streamer.errors import ConfigError
 from streamer.sources.file import FileSource
-from streamer.store import default_store
 from streamer.testing.net import free_port
+from streamer.web.auth import CSP
 from streamer.web.config import WebConfig
-from streamer.web.server import CSP, WebSink
+from streamer.web.server import WebSink
+from tests.helpers.web import web_run
 
 TOKEN = "tok-3f9a1c-very-secret"
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -25,14 +25,13 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 
 @asynccontextmanager
 async def serving(
-    web_cfg: WebConfig, video: Path | None = None, **kw: object
+    web_cfg: WebConfig, video: Path | None = None, **kw: float
 ) -> AsyncIterator[tuple[WebSink, str]]:
     """A real pipeline (real models) with a web sink bound to loopback; ``video`` replayed."""
-    pipe = build_pipeline(AppConfig(), default_store())
-    async with pipe, WebSink(web_cfg, pipe, bind_host="127.0.0.1", **kw) as sink:  # type: ignore[arg-type]
+    async with web_run(web_cfg, bind_host="127.0.0.1", **kw) as (run, sink):
         if video is not None:
             async with FileSource(video) as src:
-                await pipe.run_camera(src.camera, src, lossless=True)
+                await run.pipe.run_camera(src.camera, src, lossless=True)
         yield sink, f"http://127.0.0.1:{sink.port}"
 
 
@@ -155,7 +154,7 @@ async def crawl(url: str) -> dict[str, tuple[int, str, bytes]]:
 async def test_preview_off_serves_no_pixel(models: None, face_video: Path) -> None:
     cfg = WebConfig(port=free_port(), preview=False)
     async with serving(cfg, face_video, preview_interval_s=0.0) as (sink, url):
-        assert sink.pipe.frame_taps == []  # frames never reach the sink
+        assert not sink.bus.wants_previews  # frames never reach the sink
         for path, (_, ctype, body) in (await crawl(url)).items():
             assert not ctype.startswith("image/"), path
             assert JPEG_MAGIC not in body, path
@@ -176,7 +175,7 @@ async def test_preview_on_serves_an_annotated_jpeg(models: None, face_video: Pat
 
 
 def test_serve_config_keeps_the_web_section() -> None:
-    from streamer.cli.annotate_run import serve_config
+    from streamer.cli.replay import serve_config
 
     cfg = serve_config(parse_config("web:\n  enabled: false\n  port: 9999\n"))
     assert cfg.web is not None and cfg.web.enabled and cfg.web.port == 9999

@@ -50,10 +50,15 @@ class OnnxRuntimeConfig(RuntimeConfigBase):
 
 def onnx_path(source: ModelSource) -> Path:
     """The fp32 ONNX model of ``source`` (built and cached on first use)."""
-    from streamer.affect.onnx_export import build_onnx, cached_onnx
+    from streamer.affect.onnx_export import BUILDER_VERSION, build_onnx
+    from streamer.store.derived import cached_onnx
 
     return cached_onnx(
-        source.derived_dir, source.network, source.sha256, lambda: build_onnx(source.graph)
+        source.derived_dir,
+        source.network,
+        source.sha256,
+        lambda: build_onnx(source.graph),
+        builder_version=BUILDER_VERSION,
     )
 
 

@@ -1,24 +1,22 @@
 """Descriptions of ended episodes: a deterministic sentence at once, the LLM's later.
 
+The describer reads ended :class:`~streamer.messages.Episode` messages from the bus
+(they carry their VA trajectory when the composition asks the episodes stage for it).
 The fallback names the rule, the duration and the episode's VA; the LLM is asked about
-the episode's trajectory through :meth:`Describer.describe_episode` (same queue,
-concurrency, timeout, back-off and fallback as track descriptions). Both carry the
-episode's id in ``episode_id``.
+the episode's trajectory through the same queue, concurrency, timeout, back-off and
+fallback as track descriptions. Both carry the episode's id in ``episode_id``.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from streamer.describe.fallback import FALLBACK_MODEL, fallback_answer
-from streamer.describe.prompts import TrackSummary, summarize
-from streamer.episodes.rules import Trajectory
 from streamer.messages import Description, Episode
+from streamer.summary import TrackSummary, summarize
 
 
-def episode_description(ep: Episode, trajectory: Trajectory) -> tuple[Description, TrackSummary]:
+def episode_description(ep: Episode) -> tuple[Description, TrackSummary]:
     """The fallback description of an ended episode and the summary the LLM is given."""
-    summary = summarize(trajectory) if trajectory else TrackSummary.point(0.0, 0.0)
+    summary = summarize(ep.trajectory) if ep.trajectory else TrackSummary.point(0.0, 0.0)
     answer = fallback_answer(summary)
     why = {"cleared": "", "track_lost": ", until the face was lost"}.get(
         ep.reason or "", ", until the stream ended"
@@ -43,13 +41,3 @@ def episode_description(ep: Episode, trajectory: Trajectory) -> tuple[Descriptio
         episode_id=ep.id,
     )
     return desc, summary
-
-
-def describer_hook(describer: Any) -> Any:
-    """An end-of-episode hook that hands each ended episode to ``describer``."""
-
-    def hook(ep: Episode, trajectory: Trajectory) -> None:
-        desc, summary = episode_description(ep, trajectory)
-        describer.describe_episode(desc, summary)
-
-    return hook

@@ -29,32 +29,17 @@ from streamer.messages import Detection, VASample
 from streamer.pipeline import FaceDetector
 from streamer.store import default_store
 from streamer.supervise import RestartPolicy
+from streamer.testing.mqtt import Broker
 from streamer.testing.net import free_port
-from streamer.testing.sources import RtspServer, gst_rtsp_unavailable, loop_clip
-from tests.helpers.sources import wait_until
-
-SLACK_S = 30.0  # deadline for things that take seconds on an idle machine
-
-
-@pytest.fixture(scope="module")
-def models(store_path: Callable[[str], Path]) -> None:
-    """The detector and the default VA model must be in the store."""
-    store_path("yunet")
-    store_path("fer")
-
-
-@pytest.fixture(scope="module")
-def face_clip(store_path: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("run") / "face_loop.mp4"
-    return loop_clip(store_path("single_face.mp4"), out, 60.0)
+from streamer.testing.sources import RtspServer, loop_clip
+from tests.helpers.cli import read_jsonl
+from tests.helpers.wait import SLACK_S, wait_until, wait_until_sync
 
 
 @pytest.fixture
-def face_server(face_clip: Path) -> Iterator[RtspServer]:
-    reason = gst_rtsp_unavailable()
-    if reason:
-        pytest.skip(f"GStreamer RTSP server unavailable: {reason}")
-    with RtspServer(face_clip, user="admin", password="CamPass42") as srv:
+def face_server(face_loop: Path) -> Iterator[RtspServer]:
+    """A real RTSP camera whose URL carries a password (tests using it: ``rtsp``)."""
+    with RtspServer(face_loop, user="admin", password="CamPass42") as srv:
         yield srv
 
 
@@ -64,10 +49,6 @@ def write_config(path: Path, cameras: list[tuple[str, str]], extra: str = "") ->
         lines += [f"  - name: {name}", f"    url: {url}", "    backoff: {initial_s: 0.2, max_s: 1}"]
     path.write_text("\n".join(lines) + "\n" + extra)
     return path
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @pytest.mark.rtsp
@@ -85,12 +66,15 @@ def test_sigterm_stops_a_live_run_cleanly(
         env={**os.environ, "COLUMNS": "300"},
     )
     try:
-        # A live log is on disk while the run goes on (a SIGKILL loses only what is queued).
-        deadline = time.monotonic() + SLACK_S
-        while not (out.exists() and '"streamer.va/1"' in out.read_text()):
+
+        def va_on_disk() -> bool:
+            if out.exists() and '"streamer.va/1"' in out.read_text():
+                return True
             assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no VA record from the live camera"
-            time.sleep(0.1)
+            return False
+
+        # A live log is on disk while the run goes on (a SIGKILL loses only what is queued).
+        wait_until_sync(va_on_disk, what="a VA record from the live camera", poll_s=0.1)
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=SLACK_S)
     finally:
@@ -117,8 +101,8 @@ def test_sigterm_stops_a_live_run_cleanly(
 
 @pytest.mark.rtsp
 async def test_run_live_in_process_leaves_no_thread(models: None, face_server: RtspServer) -> None:
-    from streamer.cli.run import run_live
     from streamer.compose import build_pipeline
+    from streamer.runtime.live import run_live
 
     cfg = parse_config(
         f"cameras:\n  - name: front\n    url: {face_server.url}\n"
@@ -167,7 +151,7 @@ def test_run_without_cameras_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_select_cameras() -> None:
-    from streamer.cli.run import select_cameras
+    from streamer.runtime.live import select_cameras
 
     cfg = parse_config("cameras:\n  - {name: a, url: x.mp4}\n  - {name: b, url: y.mp4}\n")
     assert [c.name for c in select_cameras(cfg, None, "f").cameras] == ["a", "b"]
@@ -225,8 +209,8 @@ async def _run_with_detector(
     until: Callable[[Any], bool],
     policy: RestartPolicy,
 ) -> Any:
-    from streamer.cli.run import run_live
     from streamer.compose import build_pipeline
+    from streamer.runtime.live import run_live
 
     clip = store_path("single_face.mp4")
     cfg = parse_config(f"cameras:\n  - {{name: cam, url: '{clip}', loop: true}}\n")
@@ -329,9 +313,9 @@ async def test_face_churn_keeps_live_tracks_bounded(
     models: None, store_path: Callable[[str], Path], tmp_path: Path
 ) -> None:
     """Face churn on the live path: faces come and go; tracks stay within max_tracks."""
-    from streamer.cli.run import run_live
     from streamer.compose import build_pipeline
     from streamer.messages import TrackEvent, TrackEventKind
+    from streamer.runtime.live import run_live
 
     clip = _make_churn_clip(store_path("multi_face.jpg"), tmp_path / "churn.mp4")
     max_tracks = 3
@@ -409,19 +393,9 @@ def test_sigterm_with_mqtt_leaves_retained_stopped_statuses(
     models: None, face_server: RtspServer, tmp_path: Path
 ) -> None:
     """SIGTERM: statuses are retained on the broker; after SIGTERM they say ``stopped``."""
-    import getpass
-    import shutil
-
-    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(mosquitto).exists() or not shutil.which("mosquitto_sub"):
-        pytest.skip("mosquitto / mosquitto-clients not installed")
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        f"user {getpass.getuser()}\n"
-    )
-    broker = subprocess.Popen([mosquitto, "-c", str(conf)], stderr=subprocess.DEVNULL)
+    broker = Broker(tmp_path, free_port())
+    broker.start()
+    port = broker.port
     try:
         cfg = write_config(
             tmp_path / "mqtt.yaml",
@@ -435,10 +409,14 @@ def test_sigterm_with_mqtt_leaves_retained_stopped_statuses(
             text=True,
         )
         try:
-            deadline = time.monotonic() + SLACK_S
-            while (_retained(port, "t/front/status") or {}).get("state") != "online":
+
+            def front_online() -> bool:
+                if (_retained(port, "t/front/status") or {}).get("state") == "online":
+                    return True
                 assert proc.poll() is None, proc.communicate()
-                assert time.monotonic() < deadline, "camera never online on the broker"
+                return False
+
+            wait_until_sync(front_online, what="the camera online on the broker")
             assert (_retained(port, "t/dead/status") or {}).get("state") == "offline"
             proc.send_signal(signal.SIGTERM)
             _, stderr = proc.communicate(timeout=SLACK_S)
@@ -451,8 +429,7 @@ def test_sigterm_with_mqtt_leaves_retained_stopped_statuses(
             status = _retained(port, f"t/{camera}/status")
             assert status is not None and status["state"] == "stopped", (camera, status)
     finally:
-        broker.terminate()
-        broker.wait(10)
+        broker.stop()
 
 
 @pytest.fixture(scope="module")
@@ -489,9 +466,9 @@ async def test_tracks_age_out_across_a_reconnect(
     at the very same place, the tracker matches the stale track before ageing it out
     and the track continues.)
     """
-    from streamer.cli.run import run_live
     from streamer.compose import build_pipeline
     from streamer.messages import CameraState, CameraStatus, TrackEvent, TrackEventKind
+    from streamer.runtime.live import run_live
 
     cfg = parse_config(
         f"cameras:\n  - name: front\n    url: {face_server.url}\n"
@@ -559,7 +536,8 @@ async def test_tracks_age_out_across_a_reconnect(
 HANGING_RUN = """
 import sys, threading
 from streamer.cli import setup_logging
-from streamer.cli.run import report_run, run_until_stopped
+from streamer.cli.run import report_run
+from streamer.runtime.live import run_until_stopped
 from streamer.compose import build_pipeline
 from streamer.config import load_config
 from streamer.faces.yunet import YuNetDetector

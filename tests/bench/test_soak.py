@@ -15,17 +15,12 @@ from typing import Any
 
 import pytest
 
-from streamer.cli.bench_soak import CAMERAS, SCHEDULE
-from streamer.testing.mqtt import MOSQUITTO
-from streamer.testing.sources import gst_rtsp_unavailable
+from streamer.bench.soak import CAMERAS, SCHEDULE
 
 
 def _soak(minutes: float, store_path: Any) -> dict[str, Any]:
-    reason = gst_rtsp_unavailable()
-    if reason:
-        pytest.skip(f"GStreamer RTSP server unavailable: {reason}")
-    if MOSQUITTO is None:
-        pytest.skip("mosquitto broker binary not installed (Debian package 'mosquitto')")
+    """The report of a real ``streamer bench soak`` (it starts RTSP cameras and a broker:
+    its tests are marked ``rtsp`` and ``mqtt``)."""
     clip: Path = store_path("single_face.mp4")
     cmd = [sys.executable, "-m", "streamer", "bench", "soak", "--minutes", str(minutes)]
     proc = subprocess.run(

@@ -1,8 +1,10 @@
-"""``streamer bench live``: latency of the live pipeline on a real clip served over RTSP.
+"""The live measurement three benches share (``bench live``, ``bench cameras`` and
+``bench live --web``).
 
-A real GStreamer RTSP server on loopback serves the clip (looped by remuxing, no
-re-encode) at its native frame rate; one :class:`~streamer.sources.live.LiveSource`
-reads it over TCP and the shared pipeline analyses it. Reported as JSON:
+A real GStreamer RTSP server on loopback serves a clip (looped by remuxing, no
+re-encode) at its native frame rate; :func:`measure_live` points ``cameras``
+:class:`~streamer.sources.live.LiveSource` objects at it and analyses them live on one
+pipeline. Reported as JSON-ready figures:
 
 * ``latency_ms``: from a frame's arrival (decoded by the source, before the mailbox) to
   its VA result on the bus, per VA sample: p50, p95, p99, max;
@@ -17,10 +19,8 @@ Needs Debian's ``/usr/bin/python3`` with ``python3-gi`` and gst-rtsp-server.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
-import json
 import logging
 import os
 import tempfile
@@ -30,17 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from streamer.bench.harness import percentiles_ms, rss_mb
 from streamer.bus import Subscription
 from streamer.compose import Composition, build_pipeline
-from streamer.config import AppConfig, load_config
-from streamer.errors import ConfigError, MediaError
+from streamer.config import AppConfig
 from streamer.messages import Frame, Message, VASample
 from streamer.pipeline import Pipeline, first_error
 from streamer.sources.config import CameraConfig
 from streamer.sources.live import LiveSource, SourceStats
-from streamer.testing.sources import RtspServer, gst_rtsp_unavailable, loop_clip
+from streamer.testing.sources import RtspServer, loop_clip
 
 logger = logging.getLogger(__name__)
 
@@ -48,70 +46,6 @@ CAMERA = "bench"
 ARRIVALS_KEPT = 4096  # frame arrival times remembered for latency matching
 RSS_SAMPLE_S = 5.0  # seconds between RSS samples
 BENCH_STAGGER_S = 0.2  # seconds between starting the sources of a multi-camera bench
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "live",
-        help="latency frame -> VA of a real clip served over RTSP at its native rate",
-    )
-    p.add_argument(
-        "--clip",
-        default="single_face.mp4",
-        help="H.264 MP4 to serve: a path or a media name in the model store "
-        "(default: single_face.mp4)",
-    )
-    p.add_argument("--duration-s", type=float, default=120.0, help="measured run (default 120)")
-    p.add_argument(
-        "--warmup-s", type=float, default=3.0, help="excluded from latency and RSS start"
-    )
-    p.add_argument(
-        "--cameras", type=int, default=1, help="sources reading the stream at once (default 1)"
-    )
-    p.add_argument("--config", type=Path, help="YAML config (its cameras are ignored)")
-    p.add_argument(
-        "--web",
-        action="store_true",
-        help="run twice: without and with the web sink and two browsers (latency, CPU)",
-    )
-    p.set_defaults(func=cmd_bench_live)
-
-
-def rss_mb() -> float:
-    """Resident set size of this process in MiB (Linux)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def percentiles_ms(values: list[float]) -> dict[str, float | int | None]:
-    if not values:
-        return {"n": 0, "p50": None, "p95": None, "p99": None, "max": None}
-    arr = np.asarray(values) * 1000.0
-    p50, p95, p99 = np.percentile(arr, [50, 95, 99])
-    return {
-        "n": len(values),
-        "p50": round(float(p50), 2),
-        "p95": round(float(p95), 2),
-        "p99": round(float(p99), 2),
-        "max": round(float(arr.max()), 2),
-    }
-
-
-def resolve_clip(name: str) -> Path:
-    path = Path(name)
-    if path.is_file():
-        return path
-    from streamer.store import default_store
-
-    return default_store().path(name)
 
 
 @dataclass
@@ -153,7 +87,7 @@ class _Probe:
             await asyncio.sleep(RSS_SAMPLE_S)
 
 
-async def bench_live(
+async def measure_live(
     cfg: AppConfig, clip: Path, duration_s: float, warmup_s: float, cameras: int = 1
 ) -> dict[str, Any]:
     """Serve ``clip`` over RTSP to ``cameras`` sources, analyse them live and measure."""
@@ -170,6 +104,8 @@ async def bench_live(
                 async with asyncio.TaskGroup() as tg, Composition(pipe) as run:
                     tg.create_task(probe.collect(sub), name="bench-collect")
                     sources = [LiveSource(c, run.bus) for c in cams]
+                    for src in sources:
+                        run.add_source(src.name, src)
                     window = await _measure(pipe, sources, probe, warmup_s, duration_s)
             except BaseExceptionGroup as group:
                 raise first_error(group) from None
@@ -261,22 +197,3 @@ def _report(
 
 def _is_va(msg: Message) -> bool:
     return isinstance(msg, VASample)
-
-
-def cmd_bench_live(args: argparse.Namespace) -> int:
-    if args.duration_s <= 0 or args.warmup_s < 0 or not 1 <= args.cameras <= 64:
-        raise ConfigError("--duration-s must be > 0, --warmup-s >= 0, --cameras in 1..64")
-    reason = gst_rtsp_unavailable()
-    if reason:
-        raise MediaError(f"bench live needs the GStreamer RTSP server: {reason}")
-    cfg = load_config(args.config) if args.config else AppConfig()
-    clip = resolve_clip(args.clip)
-    if getattr(args, "web", False):
-        from streamer.cli.bench_web import live_web_figures
-
-        result = asyncio.run(live_web_figures(cfg, clip, args.duration_s, args.warmup_s))
-        print(json.dumps(result, indent=2))
-        return 0
-    result = asyncio.run(bench_live(cfg, clip, args.duration_s, args.warmup_s, args.cameras))
-    print(json.dumps(result, indent=2))
-    return 0

@@ -1,79 +1,61 @@
-"""Figures of the views for ``streamer bench``: ``replay --annotate`` and ``live --web``.
+"""``streamer bench live``: latency of the live pipeline on a real clip served over RTSP.
 
-* ``bench replay VIDEO --annotate``: replay fps without and with the annotated video
-  (the second pass that draws and re-encodes), in the same run.
-* ``bench live --web``: the live bench twice in one run, without the web sink and with
-  it on plus two browsers reading ``/events`` (plain HTTP clients); latency, process CPU
-  and analysed fps of both, and their ratios. The dashboard must not slow the video by
-  more than 10 %.
+The measurement is :func:`streamer.bench.live_harness.measure_live` (its docstring lists
+the figures). ``--web`` runs it twice in one run, without the web sink and with it on
+plus two browsers reading ``/events`` (plain HTTP clients): latency, process CPU and
+analysed fps of both, and their ratios. The dashboard must not slow the video by more
+than 10 %.
+
+Needs Debian's ``/usr/bin/python3`` with ``python3-gi`` and gst-rtsp-server.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from streamer.annotate import AnnotationRecorder, write_annotated
-from streamer.cli.bench_replay import process_cpu_s
-from streamer.compose import Composition, SinkOptions, build_pipeline
-from streamer.config import AppConfig
-from streamer.sources.file import FileSource
-from streamer.store import default_store
+from streamer.bench.harness import emit, process_cpu_s, resolve_media
+from streamer.bench.live_harness import measure_live
+from streamer.config import AppConfig, load_config
+from streamer.errors import ConfigError, MediaError
 from streamer.testing.net import free_port
+from streamer.testing.sources import gst_rtsp_unavailable
 from streamer.web.config import WebConfig
 
 BROWSERS = 2  # event-stream clients connected during the web phase
 MAX_SLOWDOWN = 0.10  # the video path may slow by at most this share with the dashboard
 
 
-async def _replay_once(cfg: AppConfig, path: Path, annotate_to: Path | None) -> dict[str, float]:
-    source = FileSource(path)
-    t0 = time.perf_counter()
-    async with source:
-        pipe = build_pipeline(cfg, default_store())
-        recorder = AnnotationRecorder(pipe.bus) if annotate_to else None
-        async with Composition(pipe, SinkOptions(replay=True)):
-            recording = asyncio.create_task(recorder.consume()) if recorder else None
-            stats = await pipe.run_camera(
-                source.camera, source, lossless=True, decode_stats=source.counters
-            )
-    t_replay = time.perf_counter() - t0
-    t_annotate = 0.0
-    if recorder is not None and recording is not None and annotate_to is not None:
-        await recording
-        t1 = time.perf_counter()
-        await asyncio.to_thread(write_annotated, path, annotate_to, recorder.overlays)
-        t_annotate = time.perf_counter() - t1
-    return {
-        "frames": stats.frames,
-        "replay_s": t_replay,
-        "annotate_s": t_annotate,
-        "fps": stats.frames / (t_replay + t_annotate),
-    }
-
-
-async def annotate_figures(cfg: AppConfig, path: Path, repeat: int) -> dict[str, Any]:
-    """Best-of-``repeat`` replay fps without and with ``--annotate`` (alternating runs)."""
-    without: list[dict[str, float]] = []
-    with_: list[dict[str, float]] = []
-    with tempfile.TemporaryDirectory(prefix="streamer-bench-") as tmp:
-        out = Path(tmp) / "annotated.mp4"
-        for _ in range(max(1, repeat)):
-            without.append(await _replay_once(cfg, path, None))
-            with_.append(await _replay_once(cfg, path, out))
-    best_without = max(without, key=lambda r: r["fps"])
-    best_with = max(with_, key=lambda r: r["fps"])
-    return {
-        "fps_without_annotate": round(best_without["fps"], 1),
-        "fps_with_annotate": round(best_with["fps"], 1),
-        "annotate_pass_fps": round(best_with["frames"] / max(best_with["annotate_s"], 1e-9), 1),
-        "ratio_with_over_without": round(best_with["fps"] / best_without["fps"], 3),
-    }
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "live",
+        help="latency frame -> VA of a real clip served over RTSP at its native rate",
+    )
+    p.add_argument(
+        "--clip",
+        default="single_face.mp4",
+        help="H.264 MP4 to serve: a path or a media name in the model store "
+        "(default: single_face.mp4)",
+    )
+    p.add_argument("--duration-s", type=float, default=120.0, help="measured run (default 120)")
+    p.add_argument(
+        "--warmup-s", type=float, default=3.0, help="excluded from latency and RSS start"
+    )
+    p.add_argument(
+        "--cameras", type=int, default=1, help="sources reading the stream at once (default 1)"
+    )
+    p.add_argument("--config", type=Path, help="YAML config (its cameras are ignored)")
+    p.add_argument(
+        "--web",
+        action="store_true",
+        help="run twice: without and with the web sink and two browsers (latency, CPU)",
+    )
+    p.set_defaults(func=cmd_bench_live)
 
 
 async def _browser(port: int, stop: asyncio.Event, counts: dict[str, int]) -> None:
@@ -97,8 +79,6 @@ async def _browser(port: int, stop: asyncio.Event, counts: dict[str, int]) -> No
 async def _phase(
     cfg: AppConfig, clip: Path, duration_s: float, warmup_s: float, web: bool
 ) -> dict[str, Any]:
-    from streamer.cli.bench_live import bench_live
-
     stop = asyncio.Event()
     counts = {"events": 0, "bytes": 0}
     browsers: list[asyncio.Task[None]] = []
@@ -108,7 +88,7 @@ async def _phase(
         browsers = [asyncio.create_task(_browser(port, stop, counts)) for _ in range(BROWSERS)]
     cpu0, t0 = process_cpu_s(), time.monotonic()
     try:
-        result = await bench_live(cfg, clip, duration_s, warmup_s)
+        result = await measure_live(cfg, clip, duration_s, warmup_s)
     finally:
         stop.set()
         for task in browsers:
@@ -147,3 +127,16 @@ async def live_web_figures(
         "cpu_share_added": round(on["cpu_share_of_one_core"] - off["cpu_share_of_one_core"], 3),
         "video_slowed_within_10_percent": fps_ratio is not None and fps_ratio >= 1 - MAX_SLOWDOWN,
     }
+
+
+def cmd_bench_live(args: argparse.Namespace) -> int:
+    if args.duration_s <= 0 or args.warmup_s < 0 or not 1 <= args.cameras <= 64:
+        raise ConfigError("--duration-s must be > 0, --warmup-s >= 0, --cameras in 1..64")
+    reason = gst_rtsp_unavailable()
+    if reason:
+        raise MediaError(f"bench live needs the GStreamer RTSP server: {reason}")
+    cfg = load_config(args.config) if args.config else AppConfig()
+    clip = resolve_media(args.clip)
+    if args.web:
+        return emit(asyncio.run(live_web_figures(cfg, clip, args.duration_s, args.warmup_s)))
+    return emit(asyncio.run(measure_live(cfg, clip, args.duration_s, args.warmup_s, args.cameras)))

@@ -3,27 +3,27 @@
 Reports frames, faces, wall seconds, fps, real-time factor, ms per stage per frame
 (decode runs in its own thread, overlapped with the rest), peak RSS, and the decode-only
 fps of the same file measured in the same run (the ceiling any analysis can reach).
+
+``--episode-load RULES TRACKS`` adds the cost of the episodes stage under a synthetic
+load (:mod:`streamer.bench.episode_load`); ``--annotate`` adds replay fps without and
+with the annotated video (the second pass that draws and re-encodes), in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import resource
+import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import Any, cast
 
-from streamer.compose import Composition, SinkOptions, build_pipeline
+from streamer.annotate import AnnotationRecorder, write_annotated
+from streamer.bench.harness import decode_only, emit, measure_replay
 from streamer.config import AppConfig, load_config
+from streamer.runtime.replay import BusReader, run_replay
 from streamer.smoothing import kalman_filter_class
-from streamer.sources.file import FileSource, count_frames
-from streamer.store import default_store
-
-if TYPE_CHECKING:
-    from streamer.affect.models import VAModel
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,52 +44,40 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_bench_replay)
 
 
-def decode_only(path: Path) -> tuple[int, float, float]:
-    """Frames, fps and process CPU ms per frame of decoding ``path`` alone (the decoding
-    core, BGR)."""
-    c0, t0 = process_cpu_s(), time.perf_counter()
-    n = count_frames(path)
-    wall, cpu = time.perf_counter() - t0, process_cpu_s() - c0
-    return n, n / wall, 1000.0 * cpu / max(1, n)
-
-
-def process_cpu_s() -> float:
-    """CPU seconds of this process so far (every thread, user and system)."""
-    t = os.times()
-    return t.user + t.system
-
-
-async def _run_once(cfg: AppConfig, path: Path, model: VAModel | None = None) -> dict[str, object]:
-    """One replay of ``path`` through the pipeline of ``cfg`` (``model``: instead of the
-    configured VA network), measured."""
-    store = default_store()
-    source = FileSource(path)
-    async with source:
-        pipe = build_pipeline(cfg, store, model=model)
-        t0, c0 = time.perf_counter(), process_cpu_s()
-        async with Composition(pipe, SinkOptions(replay=True)) as run:
-            stats = await pipe.run_camera(
-                source.camera, source, lossless=True, decode_stats=source.counters
-            )
-        wall, cpu = time.perf_counter() - t0, process_cpu_s() - c0
-    fps = stats.frames / wall
-    by_stage = stats.stage_ms_per_frame()
-    episodes = run.sinks.get("episodes")  # with `episodes:` / `mood:` configured
-    if episodes is not None and stats.frames:
-        by_stage["episodes"] = round(1000.0 * sum(episodes.busy_s.values()) / stats.frames, 3)
+async def _replay_once(cfg: AppConfig, path: Path, annotate_to: Path | None) -> dict[str, float]:
+    """One replay, with the annotated video written after it when ``annotate_to``."""
+    recorder = AnnotationRecorder() if annotate_to else None
+    readers = [BusReader("annotate", recorder.consume, recorder.accept)] if recorder else []
+    result = await run_replay(cfg, path, readers=readers)
+    t_annotate = 0.0
+    if recorder is not None and annotate_to is not None:
+        t1 = time.perf_counter()
+        await asyncio.to_thread(write_annotated, path, annotate_to, recorder.overlays)
+        t_annotate = time.perf_counter() - t1
     return {
-        "model": pipe.model_name,
-        "frames": stats.frames,
-        "faces": stats.faces,
-        "faces_per_frame": round(stats.faces / max(1, stats.frames), 3),
-        "detector_runs": stats.detector_runs,
-        "wall_s": round(wall, 4),
-        "fps": round(fps, 1),
-        "video_fps": round(source.fps, 3),
-        "realtime_factor": round(fps / source.fps, 2) if source.fps else None,
-        "cpu_ms_per_frame": round(1000.0 * cpu / max(1, stats.frames), 2),
-        "ms_per_frame_by_stage": by_stage,
-        "damage": source.report.as_dict(),
+        "frames": result.stats.frames,
+        "replay_s": result.wall_s,
+        "annotate_s": t_annotate,
+        "fps": result.stats.frames / (result.wall_s + t_annotate),
+    }
+
+
+async def annotate_figures(cfg: AppConfig, path: Path, repeat: int) -> dict[str, Any]:
+    """Best-of-``repeat`` replay fps without and with ``--annotate`` (alternating runs)."""
+    without: list[dict[str, float]] = []
+    with_: list[dict[str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="streamer-bench-") as tmp:
+        out = Path(tmp) / "annotated.mp4"
+        for _ in range(max(1, repeat)):
+            without.append(await _replay_once(cfg, path, None))
+            with_.append(await _replay_once(cfg, path, out))
+    best_without = max(without, key=lambda r: r["fps"])
+    best_with = max(with_, key=lambda r: r["fps"])
+    return {
+        "fps_without_annotate": round(best_without["fps"], 1),
+        "fps_with_annotate": round(best_with["fps"], 1),
+        "annotate_pass_fps": round(best_with["frames"] / max(best_with["annotate_s"], 1e-9), 1),
+        "ratio_with_over_without": round(best_with["fps"] / best_without["fps"], 3),
     }
 
 
@@ -97,7 +85,7 @@ def cmd_bench_replay(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else AppConfig()
     _, dec_fps, _ = decode_only(args.video)  # also warms the file cache
     kalman_filter_class()  # filterpy's one-time import (about 1 s) is start-up, not fps
-    runs = [asyncio.run(_run_once(cfg, args.video)) for _ in range(max(1, args.repeat))]
+    runs = [asyncio.run(measure_replay(cfg, args.video)) for _ in range(max(1, args.repeat))]
     best = max(runs, key=lambda r: cast(float, r["fps"]))
     _, dec_fps2, _ = decode_only(args.video)
     result = {
@@ -111,7 +99,7 @@ def cmd_bench_replay(args: argparse.Namespace) -> int:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     if args.episode_load:
-        from streamer.episodes.load import stage_load
+        from streamer.bench.episode_load import stage_load
 
         rules, tracks = args.episode_load
         frames, video_fps = int(str(best["frames"])), float(str(best["video_fps"]))
@@ -120,9 +108,6 @@ def cmd_bench_replay(args: argparse.Namespace) -> int:
         load["frame_ms"] = round(frame_ms, 3)
         load["percent_of_frame"] = round(100.0 * load["added_ms_per_frame"] / frame_ms, 3)
         result["episodes_stage"] = load
-    if getattr(args, "annotate", False):
-        from streamer.cli.bench_web import annotate_figures
-
+    if args.annotate:
         result["annotate"] = asyncio.run(annotate_figures(cfg, args.video, args.repeat))
-    print(json.dumps(result, indent=2))
-    return 0
+    return emit(result)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from streamer.cli import main
-from tests.web.conftest import read_jsonl, run_streamer
+from tests.helpers.cli import read_jsonl, run_streamer
 
 pytest.importorskip("matplotlib", reason="the optional 'plot' extra (matplotlib) is not installed")
 

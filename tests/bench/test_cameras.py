@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streamer.cli.bench_cameras import server_stalled, verdict
+from streamer.bench.cameras import server_stalled, verdict
 
 
 def _run(cameras: int, decoded: int, stalls: int, skipped: int = 0) -> dict[str, Any]:

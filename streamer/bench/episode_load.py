@@ -1,4 +1,5 @@
-"""A synthetic load for the episodes stage: many rules, many tracks (``bench replay``).
+"""A synthetic load for the episodes stage: many rules, many tracks
+(``bench replay --episode-load``).
 
 Every frame carries ``tracks`` smoothed VA samples whose trajectories wander through all
 four quadrants, so rules start and end all the time; the stage runs on a real
@@ -12,7 +13,6 @@ import contextlib
 import math
 import random
 import time
-from pathlib import Path
 from typing import Any
 
 from streamer.bus import EventBus
@@ -96,38 +96,3 @@ def stage_load(rules: int, tracks: int, frames: int, fps: float) -> dict[str, An
         "added_ms_per_frame": round(max(0.0, wall - base) * 1000.0 / frames, 4),
         "published": published,
     }
-
-
-def crowd_clip(image: Path, dst: Path, tiles: int = 5, seconds: float = 2.0, fps: int = 30) -> Path:
-    """A still crowd video: ``tiles`` copies of ``image`` in a grid (1920 px wide, H.264).
-
-    With the store's ``multi_face.jpg`` (5 faces) and 5 tiles: 25 faces per frame, for
-    measuring the frame time of a crowd (``bench replay --episode-load 10 25``).
-    """
-    import av
-    import cv2
-    import numpy as np
-
-    img = cv2.imread(str(image))
-    if img is None:
-        raise ValueError(f"{image}: not an image")
-    cols = math.ceil(math.sqrt(tiles))
-    rows = math.ceil(tiles / cols)
-    h, w = img.shape[:2]
-    mosaic = np.zeros((rows * h, cols * w, 3), np.uint8)
-    for k in range(tiles):
-        r, c = divmod(k, cols)
-        mosaic[r * h : (r + 1) * h, c * w : (c + 1) * w] = img
-    width = 1920
-    height = round(mosaic.shape[0] * width / mosaic.shape[1] / 2) * 2
-    frame_img = cv2.resize(mosaic, (width, height), interpolation=cv2.INTER_AREA)
-    with av.open(str(dst), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for _ in range(int(seconds * fps)):
-            frame = av.VideoFrame.from_ndarray(np.asarray(frame_img, np.uint8), format="bgr24")
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return dst

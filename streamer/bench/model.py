@@ -157,11 +157,11 @@ def bench_network(
     seconds: float,
 ) -> dict[str, Any]:
     """Measure one network on every backend and batch size."""
-    from streamer.affect.models import _NETWORKS, build_source
+    from streamer.affect.models import build_source, model_class
     from streamer.affect.runtimes import make_runtime
 
     source, kf = build_source(network, weights, derived)
-    wrapper = _NETWORKS[network][3]
+    wrapper = model_class(network)
     results: list[dict[str, Any]] = []
     models: dict[str, Any] = {}
     name = ""

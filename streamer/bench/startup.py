@@ -15,7 +15,6 @@ modules that start-up must not pay (``null``: not imported before the first resu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -24,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from streamer.bench.harness import emit, resolve_media
 from streamer.errors import MediaError
 
 BARE_IMPORT = "import numpy, cv2, av, onnxruntime"
@@ -48,15 +48,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--repeat", type=int, default=5, help="timed rounds (default 5)")
     p.set_defaults(func=cmd_bench_startup)
-
-
-def _media(name: str) -> Path:
-    path = Path(name)
-    if path.is_file():
-        return path
-    from streamer.store import default_store
-
-    return default_store().path(name)
 
 
 def one_frame_clip(src: Path, dest: Path) -> Path:
@@ -120,8 +111,8 @@ def heavy_imports(cmd: list[str]) -> dict[str, float | None]:
 def cmd_bench_startup(args: argparse.Namespace) -> int:
     py = sys.executable
     with tempfile.TemporaryDirectory(prefix="streamer-startup-") as tmp:
-        clip = one_frame_clip(_media(args.clip), Path(tmp) / "one_frame.mp4")
-        image = _media(args.image)
+        clip = one_frame_clip(resolve_media(args.clip), Path(tmp) / "one_frame.mp4")
+        image = resolve_media(args.image)
         replay_args = ["--no-progress", "--out", str(Path(tmp) / "out.jsonl")]
         cmds = {
             "bare_import": [py, "-c", BARE_IMPORT],
@@ -155,5 +146,4 @@ def cmd_bench_startup(args: argparse.Namespace) -> int:
         "rounds": len(times["bare_import"]),
         "bytecode_cache": True,
     }
-    print(json.dumps(result, indent=2))
-    return 0
+    return emit(result)

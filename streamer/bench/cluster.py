@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from streamer.cli.bench_live import percentiles_ms, resolve_clip, rss_mb
+from streamer.bench.harness import emit, percentiles_ms, resolve_media, rss_mb
 from streamer.config import AppConfig, load_config
 from streamer.errors import ConfigError, MediaError
 from streamer.publish.config import MqttConfig
@@ -177,8 +177,8 @@ def bench_single(
 ) -> dict[str, Any]:
     """The cameras in this process (``streamer run``'s pipeline)."""
     from streamer.bus import EventBus
-    from streamer.cli.run import run_until_stopped
     from streamer.compose import build_pipeline
+    from streamer.runtime.live import run_until_stopped
     from streamer.store import default_store
 
     pipe = build_pipeline(cfg, default_store(), bus=EventBus())
@@ -363,7 +363,6 @@ def cmd_bench_cluster(args: argparse.Namespace) -> int:
     if MOSQUITTO is None:
         raise MediaError("bench cluster needs the mosquitto broker binary (Debian 'mosquitto')")
     cfg = load_config(args.config) if args.config else AppConfig()
-    clip = resolve_clip(args.clip)
+    clip = resolve_media(args.clip)
     result = bench_cluster(cfg, clip, args.cameras, args.duration_s, args.warmup_s)
-    print(json.dumps(result, indent=2))
-    return 0
+    return emit(result)

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from streamer.bench.episode_load import stage_load
+from streamer.bench.smoothing import find_step, trajectory_figures
 from streamer.config import SmoothingConfig
-from streamer.episodes.load import stage_load
 from streamer.smoothing import VAFilter
-from streamer.smoothing_bench import find_step, trajectory_figures
 
 
 def noisy_step(seed: int = 0) -> tuple[list[float], list[float]]:

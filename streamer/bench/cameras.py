@@ -1,13 +1,14 @@
 """``streamer bench cameras``: the most live cameras this machine analyses in time, as JSON.
 
-Serves a 1280x720, 15 fps clip with one real face (``single_face.mp4`` scaled up) over
-a real GStreamer RTSP server on loopback and runs :func:`bench_live` with 1, 2, ... N
-cameras reading it (the sequence of ``--cameras``). A camera count passes when at least
-``--min-analysed`` of the decoded frames were analysed (not replaced in the
-latest-frame-wins mailbox because the analysis was busy) and the p95 latency from a
-frame's decoding to its VA result is under ``--max-p95-ms``. Reported: every run's
-figures, the largest passing count, and the machine's load average during the runs
-(other work on the machine lowers the count).
+Serves a 1280x720, 15 fps clip with one real face (``single_face.mp4`` scaled up) over a
+real GStreamer RTSP server on loopback and runs
+:func:`~streamer.bench.live_harness.measure_live` with 1, 2, ... N cameras reading it
+(the sequence of ``--cameras``). A camera count passes when at least ``--min-analysed``
+of the decoded frames were analysed (not replaced in the latest-frame-wins mailbox
+because the analysis was busy) and the p95 latency from a frame's decoding to its VA
+result is under ``--max-p95-ms``. Reported: every run's figures, the largest passing
+count, and the machine's load average during the runs (other work on the machine lowers
+the count).
 
 gst-rtsp-server can stall a shared media that several clients set up at once (the
 sources are staggered to avoid it, and it still happens now and then): a run whose
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -31,7 +31,8 @@ import av
 import cv2
 import numpy as np
 
-from streamer.cli.bench_live import bench_live, resolve_clip
+from streamer.bench.harness import emit, resolve_media
+from streamer.bench.live_harness import measure_live
 from streamer.config import AppConfig, load_config
 from streamer.errors import ConfigError, MediaError
 from streamer.testing.sources import gst_rtsp_unavailable
@@ -43,12 +44,12 @@ SERVED_SHARE = 0.5  # below this share of the frames served, with stalls: the se
 
 
 def frames_sent(run: dict[str, Any]) -> float:
-    """Frames the cameras of ``run`` (a :func:`bench_live` result) sent in its window."""
+    """Frames the cameras of ``run`` (a :func:`measure_live` result) sent in its window."""
     return float(run["cameras"] * CAMERA_FPS * run["duration_s"])
 
 
 def server_stalled(run: dict[str, Any]) -> str | None:
-    """Why ``run`` (a :func:`bench_live` result) met a stalled test server, or None."""
+    """Why ``run`` (a :func:`measure_live` result) met a stalled test server, or None."""
     served = frames_sent(run)
     if run["stalls"] and run["frames_decoded"] < SERVED_SHARE * served:
         return (
@@ -99,7 +100,7 @@ def camera_clip(src: Path, dest: Path, seconds: float = 10.0) -> Path:
 
 
 def verdict(run: dict[str, Any], min_analysed: float, max_p95_ms: float) -> dict[str, Any]:
-    """The pass/fail figures of one :func:`bench_live` result."""
+    """The pass/fail figures of one :func:`measure_live` result."""
     decoded = int(run["frames_decoded"])
     analysed = (decoded - int(run["frames_skipped"])) / decoded if decoded else 0.0
     p95 = run["latency_ms"]["p95"]
@@ -131,9 +132,9 @@ def cmd_bench_cameras(args: argparse.Namespace) -> int:
     runs: list[dict[str, Any]] = []
     loads: list[float] = []
     with tempfile.TemporaryDirectory(prefix="streamer-cameras-") as tmp:
-        clip = camera_clip(resolve_clip("single_face.mp4"), Path(tmp) / "cam720p15.mp4")
+        clip = camera_clip(resolve_media("single_face.mp4"), Path(tmp) / "cam720p15.mp4")
         for n in counts:
-            result = asyncio.run(bench_live(cfg, clip, args.duration_s, args.warmup_s, n))
+            result = asyncio.run(measure_live(cfg, clip, args.duration_s, args.warmup_s, n))
             void = server_stalled(result)
             if void is not None:  # kept for the record, then measured again
                 runs.append(
@@ -143,24 +144,20 @@ def cmd_bench_cameras(args: argparse.Namespace) -> int:
                         "void": void,
                     }
                 )
-                result = asyncio.run(bench_live(cfg, clip, args.duration_s, args.warmup_s, n))
+                result = asyncio.run(measure_live(cfg, clip, args.duration_s, args.warmup_s, n))
             loads.append(os.getloadavg()[0])
             runs.append(verdict(result, args.min_analysed, args.max_p95_ms))
             if not runs[-1]["pass"] and not args.keep_going:
                 break
     passing = [r["cameras"] for r in runs if r["pass"]]
-    print(
-        json.dumps(
-            {
-                "bench": "cameras",
-                "camera": f"{CAMERA_SIZE[0]}x{CAMERA_SIZE[1]} at {CAMERA_FPS} fps, one face",
-                "limits": {"min_analysed": args.min_analysed, "max_p95_ms": args.max_p95_ms},
-                "cpus": os.cpu_count(),
-                "largest_passing": max(passing) if passing else 0,
-                "load_average_1m": [round(x, 2) for x in loads],
-                "runs": runs,
-            },
-            indent=2,
-        )
+    return emit(
+        {
+            "bench": "cameras",
+            "camera": f"{CAMERA_SIZE[0]}x{CAMERA_SIZE[1]} at {CAMERA_FPS} fps, one face",
+            "limits": {"min_analysed": args.min_analysed, "max_p95_ms": args.max_p95_ms},
+            "cpus": os.cpu_count(),
+            "largest_passing": max(passing) if passing else 0,
+            "load_average_1m": [round(x, 2) for x in loads],
+            "runs": runs,
+        }
     )
-    return 0

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from streamer.bench.harness import emit, resolve_media
 from streamer.bus import EventBus
 from streamer.compose import build_pipeline
 from streamer.config import AppConfig, load_config
@@ -326,8 +327,8 @@ class Soak:
     # ------------------------------------------------------------------ run
 
     async def run(self) -> dict[str, Any]:
-        from streamer.cli.run import run_live
         from streamer.publish.mqtt import MqttPublisher
+        from streamer.runtime.live import run_live
         from streamer.store import default_store
 
         cfg = self.app_config()
@@ -479,9 +480,6 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
         raise MediaError(f"bench soak needs the GStreamer RTSP server: {reason}")
     if MOSQUITTO is None:
         raise MediaError("bench soak needs the mosquitto broker (Debian package 'mosquitto')")
-    from streamer.cli.bench_live import resolve_clip
-
     cfg = load_config(args.config) if args.config else AppConfig()
-    result = run_soak(cfg, resolve_clip(args.clip), args.minutes)
-    print(json.dumps(result, indent=2))
-    return 0
+    result = run_soak(cfg, resolve_media(args.clip), args.minutes)
+    return emit(result)

@@ -27,16 +27,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from streamer.cli.bench_replay import _run_once, decode_only
+from streamer.bench.harness import decode_only, emit, measure_replay, paired_ratios
 from streamer.config import AppConfig, load_config
 from streamer.smoothing import kalman_filter_class
 from streamer.store import default_store
@@ -87,14 +85,7 @@ def _fps(run: dict[str, Any]) -> float:
 
 
 def _to_decode_only(runs: list[dict[str, Any]], decodes: list[float]) -> dict[str, Any]:
-    """The best of ``runs`` against the best decode-only fps, and each run against the
-    decode-only run before it (``decodes``, one more than ``runs``)."""
-    pairs = [_fps(r) / d for r, d in zip(runs, decodes, strict=False)]
-    return {
-        "fps_to_decode_only": round(max(map(_fps, runs)) / max(decodes), 3),
-        "fps_to_decode_only_pairs": [round(x, 3) for x in pairs],
-        "fps_to_decode_only_pairs_median": round(statistics.median(pairs), 3),
-    }
+    return paired_ratios([_fps(r) for r in runs], decodes)
 
 
 def crowd_bench(cfg: AppConfig, video: Path, repeat: int, reference: bool) -> dict[str, Any]:
@@ -105,8 +96,8 @@ def crowd_bench(cfg: AppConfig, video: Path, repeat: int, reference: bool) -> di
     free: list[dict[str, Any]] = []
     for _ in range(max(1, repeat)):
         decodes.append(decode_only(video))
-        runs.append(asyncio.run(_run_once(cfg, video)))
-        free.append(asyncio.run(_run_once(cfg, video, FreeVA())))
+        runs.append(asyncio.run(measure_replay(cfg, video)))
+        free.append(asyncio.run(measure_replay(cfg, video, FreeVA())))
     decodes.append(decode_only(video))
     best: dict[str, Any] = max(runs, key=_fps)
     free_best = max(free, key=_fps)
@@ -131,7 +122,7 @@ def crowd_bench(cfg: AppConfig, video: Path, repeat: int, reference: bool) -> di
         },
     }
     if reference:
-        ref: dict[str, Any] = asyncio.run(_run_once(reference_config(cfg), video))
+        ref: dict[str, Any] = asyncio.run(measure_replay(reference_config(cfg), video))
         out["reference_faces_per_frame"] = round(_per_frame(ref), 3)
         out["faces_ratio"] = round(_per_frame(best) / max(_per_frame(ref), 1e-9), 4)
         out["reference_fps"] = ref["fps"]
@@ -148,5 +139,4 @@ def cmd_bench_crowd(args: argparse.Namespace) -> int:
                 frames=args.frames,
             )  # fmt: skip
         result = crowd_bench(cfg, video, args.repeat, not args.no_reference)
-    print(json.dumps({"bench": "crowd", "grid": args.grid, **result}, indent=2))
-    return 0
+    return emit({"bench": "crowd", "grid": args.grid, **result})

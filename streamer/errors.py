@@ -27,8 +27,9 @@ can catch the whole package's errors in one clause. All of them are defined here
     │   ├── ProviderResponseError      HTTP error status or an error in the stream
     │   └── InvalidAnswerError         blank, non-JSON or schema-breaking answer
     ├── ClusterError               the Ray cluster cannot be reached or run the cameras
-    └── HistoryError               the history database: unreadable, not a history, a bad query
-        └── HistoryVersionError    its schema is newer than this streamer's (names both)
+    └── HistoryError               the history database: unreadable, not a history
+        ├── HistoryVersionError    its schema is newer than this streamer's (names both)
+        └── HistoryQueryError      a bad query: a time, a range, an unknown camera (exit 2)
 
 Library errors are translated at the boundary with ``raise ... from err``. A test
 (``tests/core/test_errors.py``) imports every module of the package and checks that each
@@ -168,3 +169,8 @@ class HistoryVersionError(HistoryError):
         )
         self.found = found
         self.supported = supported
+
+
+class HistoryQueryError(HistoryError):
+    """A history query that cannot be answered as asked: a bad time, a range that ends
+    before it starts, an unknown camera (``streamer history`` exits 2; the API says 400)."""

@@ -30,16 +30,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from streamer.errors import ConfigError, HistoryError
+from streamer.errors import ConfigError, HistoryError, HistoryQueryError
 
 EXIT_USAGE = 2
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.IGNORECASE)
 _UNIT_S = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 DESCRIPTION_COLUMN = 60  # characters of a description shown in a table
-
-
-class UsageError(Exception):
-    """A bad argument: one line, exit 2 (never leaves this module)."""
 
 
 def parse_time(text: str, now: float | None = None) -> float:
@@ -54,7 +50,7 @@ def parse_time(text: str, now: float | None = None) -> float:
     try:
         when = dt.datetime.fromisoformat(text.strip())
     except ValueError:
-        raise UsageError(
+        raise HistoryQueryError(
             f"bad time {text!r}: expected a duration ago (30min, 2h, 7d) or ISO-8601 "
             "(2024-05-01T14:00)"
         ) from None
@@ -142,7 +138,7 @@ def _cmd(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespac
     def run(args: argparse.Namespace) -> int:
         try:
             return fn(args)
-        except UsageError as err:
+        except HistoryQueryError as err:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_USAGE
 
@@ -155,7 +151,7 @@ def history_config(args: argparse.Namespace) -> Any:
     if args.db:
         return HistoryConfig.at(args.db)
     if args.config is None:
-        raise UsageError("name the history: --config FILE (its `history:` section) or --db PATH")
+        raise HistoryQueryError("name the history: --config FILE (its `history:` section) or --db PATH")
     from streamer.config import load_config
 
     cfg = load_config(args.config)
@@ -191,20 +187,14 @@ def _range(args: argparse.Namespace) -> tuple[float | None, float | None]:
     now = time.time()
     after = parse_time(args.since, now) if args.since else None
     before = parse_time(args.until, now) if args.until else None
-    try:
-        check_range(after, before)
-    except HistoryError as err:
-        raise UsageError(str(err)) from None
+    check_range(after, before)
     return after, before
 
 
 def _camera(conn: Any, camera: str | None) -> None:
     from streamer.history.queries import check_camera
 
-    try:
-        check_camera(conn, camera)
-    except HistoryError as err:
-        raise UsageError(str(err)) from None
+    check_camera(conn, camera)
 
 
 def _print_json(records: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> None:
@@ -400,7 +390,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     after, before = _range(args)
     suffix = args.out.suffix.lower()
     if suffix not in (".csv", ".jsonl"):
-        raise UsageError(f"{args.out}: expected a .csv or .jsonl file name")
+        raise HistoryQueryError(f"{args.out}: expected a .csv or .jsonl file name")
     with connection(args) as conn:
         _camera(conn, args.camera)
         items = q.review_items(

@@ -22,7 +22,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from streamer.circumplex import quadrant
-from streamer.errors import HistoryError
+from streamer.errors import HistoryQueryError
 from streamer.history.schema import (
     TIMED,
     camera_status,
@@ -58,7 +58,7 @@ class EpisodeFilter:
 def check_range(after: float | None, before: float | None) -> None:
     """A range that ends before it starts is an error (one line)."""
     if after is not None and before is not None and before <= after:
-        raise HistoryError(
+        raise HistoryQueryError(
             f"the range ends before it starts ({_iso(before)} is not after {_iso(after)})"
         )
 
@@ -86,7 +86,7 @@ def check_camera(conn: sa.Connection, camera: str | None) -> None:
         return
     known = cameras(conn)
     if camera not in known:
-        raise HistoryError(
+        raise HistoryQueryError(
             f"no camera {camera!r} in the history (known: {', '.join(known) or 'none'})"
         )
 
@@ -170,7 +170,7 @@ def review_item(row: sa.RowMapping, alive: set[int], now: float) -> dict[str, An
         "t_start": rec["t_start"],
         "t_end": rec["t_end"],
         "duration_s": round(now - row["wall_start"], 3) if is_open else rec["duration_s"],
-        "wall_start": round(row["wall_start"], 3),
+        "wall_start": row["wall_start"],  # exact: the next page is before=this
         "wall_end": None if row["wall_end"] is None else round(row["wall_end"], 3),
         "reason": rec["reason"],
         "valence": rec["valence"],
@@ -182,6 +182,8 @@ def review_item(row: sa.RowMapping, alive: set[int], now: float) -> dict[str, An
 
 
 def review_items(conn: sa.Connection, f: EpisodeFilter) -> list[dict[str, Any]]:
+    """Review items of the episodes matching ``f`` (an unknown camera is an error)."""
+    check_camera(conn, f.camera)
     now = time.time()
     alive = _alive_runs(conn, now)
     return [review_item(r, alive, now) for r in episode_rows(conn, f)]
@@ -224,6 +226,7 @@ def mood_entries(
 ) -> list[tuple[MoodEntry, bool]]:
     """(mood, whether it was live) of ``camera`` in the range, oldest first."""
     check_range(after, before)
+    check_camera(conn, camera)
     out = []
     for row in conn.execute(_segments(conn, mood_segments, camera, after, before)).mappings():
         live = row["kind"] == "live"
@@ -300,6 +303,7 @@ def va_bins(
 ) -> list[tuple[int, int, VABin]]:
     """(run, track, bin) of ``camera`` (one track, or all) in the range, oldest first."""
     check_range(after, before)
+    check_camera(conn, camera)
     q = _segments(conn, va_segments, camera, after, before)
     if track_id is not None:
         q = q.where(va_segments.c.track_id == track_id)

@@ -60,6 +60,7 @@ logger = logging.getLogger(__name__)
 RETRY_INITIAL_S = 0.5  # first retry after a failed commit or open (s)
 RETRY_MAX_S = 30.0  # retries at least this often (s)
 FINAL_RETRY_S = 0.1  # retries while flushing at the end (s)
+HEARTBEAT_S = 30.0  # an idle run updates its last_seen this often (s)
 WARN_INTERVAL_S = 10.0  # at most one warning per this about drops or failures (s)
 
 Key = tuple[Any, ...]
@@ -159,6 +160,7 @@ class Writer:
         self.thread_cpu_s = 0.0  # CPU seconds of the writer thread (bench)
         self.cameras: tuple[str, ...] = run.cameras  # the run's cameras (seen ones added)
         self._cameras_written: tuple[str, ...] = run.cameras
+        self._last_write = time.monotonic()
 
     # ------------------------------------------------------------------ event loop side
 
@@ -383,7 +385,7 @@ class Writer:
                 if self._abandon:
                     return False
                 batch = self._take(self.cfg.commit_rows)
-            if not batch:
+            if not batch and not self._heartbeat_due():
                 return True
             try:
                 self._write(batch)
@@ -395,6 +397,11 @@ class Writer:
                 else:
                     self._failed("cannot write", err, final)
                 return False
+
+    def _heartbeat_due(self) -> bool:
+        """An idle run still says it is alive (and which cameras it has) now and then."""
+        stale = time.monotonic() - self._last_write >= HEARTBEAT_S
+        return stale or self.cameras != self._cameras_written
 
     def _write(self, batch: list[Row]) -> None:
         assert self.engine is not None and self._stmts is not None and self.run_id is not None
@@ -428,6 +435,9 @@ class Writer:
                 seen["cameras"] = json.dumps(list(cams))
             conn.execute(sa.update(runs).where(runs.c.id == run_id).values(**seen))
             self._cameras_written = cams
+        self._last_write = time.monotonic()
+        if not batch:
+            return
         self.commit_s.add(time.perf_counter() - t0)
         self.commits += 1
         for kind, rows in by_kind.items():

@@ -72,7 +72,7 @@ def duration(s: float | None) -> str:
         return "-"
     if s < 60:
         return f"{s:.1f} s"
-    m, sec = divmod(int(round(s)), 60)
+    m, sec = divmod(round(s), 60)
     if m < 60:
         return f"{m} min {sec:02d} s"
     h, m = divmod(m, 60)
@@ -90,7 +90,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     def common(q: argparse.ArgumentParser, since: bool = True) -> None:
         q.add_argument("--config", type=Path, help="YAML config with a `history:` section")
-        q.add_argument("--db", metavar="PATH|URL", help="the history: a SQLite file or postgresql://")
+        q.add_argument(
+            "--db", metavar="PATH|URL", help="the history: a SQLite file or postgresql://"
+        )
         if since:
             q.add_argument("--since", metavar="WHEN", help="from: 2h, 7d, ISO-8601 (local time)")
             q.add_argument("--until", metavar="WHEN", help="to (default: now)")
@@ -151,7 +153,9 @@ def history_config(args: argparse.Namespace) -> Any:
     if args.db:
         return HistoryConfig.at(args.db)
     if args.config is None:
-        raise HistoryQueryError("name the history: --config FILE (its `history:` section) or --db PATH")
+        raise HistoryQueryError(
+            "name the history: --config FILE (its `history:` section) or --db PATH"
+        )
     from streamer.config import load_config
 
     cfg = load_config(args.config)
@@ -285,8 +289,12 @@ def cmd_mood(args: argparse.Namespace) -> int:
         return "-" if x is None else f"{x:+.2f}"
 
     for e, _ in entries:
-        spread = "-" if e.valence_spread is None else f"{e.valence_spread:.2f}/{e.arousal_spread:.2f}"
-        table.add_row(local(e.wall), str(e.count), num(e.valence), num(e.arousal), spread, e.quadrant)
+        spread = (
+            "-" if e.valence_spread is None else f"{e.valence_spread:.2f}/{e.arousal_spread:.2f}"
+        )
+        table.add_row(
+            local(e.wall), str(e.count), num(e.valence), num(e.arousal), spread, e.quadrant
+        )
     _show(table)
     return 0
 

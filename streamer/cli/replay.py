@@ -79,7 +79,9 @@ def history_config(cfg: AppConfig, target: str) -> AppConfig:
     from streamer.history.config import HistoryConfig, is_database_url
 
     where = {"url": target} if is_database_url(target) else {"path": target}
-    base = cfg.history.model_dump(exclude={"path", "url"}, exclude_unset=True) if cfg.history else {}
+    base = (
+        cfg.history.model_dump(exclude={"path", "url"}, exclude_unset=True) if cfg.history else {}
+    )
     try:
         history = HistoryConfig.model_validate({**base, **where})
     except ValueError as err:

@@ -76,9 +76,7 @@ def _selects(now: float, keep_days: float, keep_episode_days: float) -> list[sa.
         .where(camera_status.c.wall_time < cut)
         .order_by(camera_status.c.wall_time),
         sa.select(e.c.id)
-        .where(
-            e.c.keep.is_(sa.false()), sa.func.coalesce(e.c.wall_end, e.c.wall_start) < cut_ep
-        )
+        .where(e.c.keep.is_(sa.false()), sa.func.coalesce(e.c.wall_end, e.c.wall_start) < cut_ep)
         .order_by(e.c.wall_start),
     ]
 

@@ -195,7 +195,9 @@ def mark_reviewed(conn: sa.Connection, ids: Sequence[int], reviewed: bool = True
         return 0
     value = time.time() if reviewed else None
     res = conn.execute(
-        sa.update(episodes).where(episodes.c.id.in_([int(i) for i in ids])).values(reviewed_at=value)
+        sa.update(episodes)
+        .where(episodes.c.id.in_([int(i) for i in ids]))
+        .values(reviewed_at=value)
     )
     return int(res.rowcount or 0)
 
@@ -318,7 +320,9 @@ def va_bins(
     return out
 
 
-def va_record(camera: str, run: int, track_id: int, b: VABin, bin_s: float | None = None) -> dict[str, Any]:
+def va_record(
+    camera: str, run: int, track_id: int, b: VABin, bin_s: float | None = None
+) -> dict[str, Any]:
     """``streamer.va_bin/1``: one bin of one track's smoothed VA."""
     return {
         "schema": VA_BIN_SCHEMA,
@@ -340,7 +344,7 @@ def timeline(conn: sa.Connection, camera: str, after: float, before: float) -> d
     was recording it, and its outages (every status but ``online``)."""
     check_range(after, before)
     now = time.time()
-    rec = []
+    rec: list[dict[str, Any]] = []
     q = sa.select(runs).where(runs.c.started_at < before).order_by(runs.c.started_at)
     for r in conn.execute(q).mappings():
         try:
@@ -352,12 +356,16 @@ def timeline(conn: sa.Connection, camera: str, after: float, before: float) -> d
             end = now  # still running
         if camera in cams and end > after:
             rec.append({"run": int(r["id"]), "start": r["started_at"], "end": end})
-    prev = conn.execute(
-        sa.select(camera_status)
-        .where(camera_status.c.camera == camera, camera_status.c.wall_time < after)
-        .order_by(camera_status.c.wall_time.desc())
-        .limit(1)
-    ).mappings().first()
+    prev = (
+        conn.execute(
+            sa.select(camera_status)
+            .where(camera_status.c.camera == camera, camera_status.c.wall_time < after)
+            .order_by(camera_status.c.wall_time.desc())
+            .limit(1)
+        )
+        .mappings()
+        .first()
+    )
     changes = list(
         conn.execute(
             sa.select(camera_status)
@@ -378,11 +386,23 @@ def timeline(conn: sa.Connection, camera: str, after: float, before: float) -> d
         end = seq[i + 1]["wall_time"] if i + 1 < len(seq) else min(before, now)
         if end > start:
             outages.append(
-                {"start": round(start, 3), "end": round(end, 3), "state": s["state"], "detail": s["detail"]}
+                {
+                    "start": round(start, 3),
+                    "end": round(end, 3),
+                    "state": s["state"],
+                    "detail": s["detail"],
+                }
             )
-    for r in rec:
-        r["start"], r["end"] = round(max(r["start"], after), 3), round(min(r["end"], before), 3)
-    return {"camera": camera, "after": after, "before": before, "recording": rec, "outages": outages}
+    for span in rec:
+        span["start"] = round(max(span["start"], after), 3)
+        span["end"] = round(min(span["end"], before), 3)
+    return {
+        "camera": camera,
+        "after": after,
+        "before": before,
+        "recording": rec,
+        "outages": outages,
+    }
 
 
 # ---------------------------------------------------------------------- stats
@@ -391,7 +411,11 @@ def timeline(conn: sa.Connection, camera: str, after: float, before: float) -> d
 def stats(conn: sa.Connection, where: str, sqlite_path: str | None) -> dict[str, Any]:
     """Rows per table, the oldest and newest row's time, and the size on disk."""
     tables: dict[str, Any] = {}
-    timed = {"episodes": (episodes, episodes.c.wall_start), "runs": (runs, runs.c.started_at), **TIMED}
+    timed = {
+        "episodes": (episodes, episodes.c.wall_start),
+        "runs": (runs, runs.c.started_at),
+        **TIMED,
+    }
     for name, (table, col) in timed.items():
         n, lo, hi = conn.execute(
             sa.select(sa.func.count(), sa.func.min(col), sa.func.max(col)).select_from(table)

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from streamer.history.segments import SEGMENT_S, MoodSegment, VASegment, segment_start
+from streamer.history.segments import MoodSegment, VASegment, segment_start
 from streamer.messages import (
     CameraStatus,
     Description,

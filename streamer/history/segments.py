@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,7 @@ _MOOD_COLUMNS = (
 
 
 def _q(x: float) -> int:
-    return int(round(max(-1.0, min(1.0, x)) * SCALE))
+    return round(max(-1.0, min(1.0, x)) * SCALE)
 
 
 def _uq(x: int) -> float:
@@ -178,9 +179,7 @@ class MoodSegment:
     """One camera's moods within one segment."""
 
     start: float
-    entries: list[tuple[float, float, int, int, str, float | None, ...]] = field(
-        default_factory=list
-    )
+    entries: list[tuple[Any, ...]] = field(default_factory=list)
 
     def add(
         self,
@@ -196,7 +195,7 @@ class MoodSegment:
     def pack(self) -> bytes:
         cols: dict[str, list[float]] = {name: [] for name, _ in _MOOD_COLUMNS}
         for wall, t, frame, count, quadrant, *va in self.entries:
-            cols["offset_ms"].append(min(65535, max(0, int(round((wall - self.start) * 1000)))))
+            cols["offset_ms"].append(min(65535, max(0, round((wall - self.start) * 1000))))
             cols["t"].append(t)
             cols["frame"].append(min(max(int(frame), 0), 2**32 - 1))
             cols["count"].append(min(int(count), 65535))

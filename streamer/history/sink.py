@@ -139,7 +139,7 @@ class HistorySink(SingleUse):
         exc_value: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        record, tick = self._tasks or (None, None)
+        record, _tick = self._tasks or (None, None)
         try:
             if record is not None:
                 # The bus is closed by now: the recorder ends after what is queued.
@@ -340,6 +340,4 @@ def sink(ctx: SinkContext) -> HistorySink:
     (:data:`streamer.compose.SINKS`)."""
     if ctx.cfg.history is None:
         raise ValueError("the history sink needs a history section")
-    return HistorySink(
-        ctx.cfg.history, ctx.bus, list(ctx.view.cameras), replay=ctx.options.replay
-    )
+    return HistorySink(ctx.cfg.history, ctx.bus, list(ctx.view.cameras), replay=ctx.options.replay)

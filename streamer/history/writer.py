@@ -78,11 +78,9 @@ class RunInfo:
 
 def _upsert(table: sa.Table, dialect: str, keys: list[str], fixed: Iterable[str] = ()) -> Any:
     """INSERT ... ON CONFLICT (keys) DO UPDATE every other column (but ``fixed``)."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(table)
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    stmt: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
     skip = {"id", *keys, *fixed}
     update = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in skip}
     return stmt.on_conflict_do_update(index_elements=keys, set_=update)
@@ -258,29 +256,17 @@ class Writer:
             self.thread_cpu_s = time.thread_time() - cpu0
 
     def _loop(self) -> None:
-        want_write = False
-        last_commit = time.monotonic()
+        want_write, last_commit = False, time.monotonic()
         while True:
-            with self._cond:
-                if not (self._stop or self._commit_requested):
-                    self._cond.wait(self._wait_s(want_write, last_commit))
-                stopping, abandon = self._stop, self._abandon
-                want_write = want_write or self._commit_requested
-                self._commit_requested = False
-            if abandon:
+            stopping, abandon, requested = self._wait(want_write, last_commit)
+            if abandon or (self.disabled and stopping):
                 return
             if self.disabled:
-                if stopping:
-                    return
                 continue
-            now = time.monotonic()
-            if now - last_commit >= self.cfg.commit_interval_s:
-                want_write = True  # the interval passed without a request (a stalled loop)
-            if self.engine is None and (stopping or now >= self._retry_at):
-                self._try_open()
-            if self.engine is not None and (stopping or (want_write and now >= self._retry_at)):
-                if self._write_all(final=stopping):
-                    want_write, last_commit = False, now
+            interval_passed = time.monotonic() - last_commit >= self.cfg.commit_interval_s
+            want_write = want_write or requested or interval_passed
+            if self._write_step(stopping, want_write):
+                want_write, last_commit = False, time.monotonic()
             if stopping:
                 if self.engine is None or self.queued:
                     time.sleep(FINAL_RETRY_S)  # the end: retry quickly until stop() gives up
@@ -289,6 +275,25 @@ class Writer:
                 return
             if not want_write:
                 self._prune_some()
+
+    def _wait(self, want_write: bool, last_commit: float) -> tuple[bool, bool, bool]:
+        """Sleep until there is something to do; (stopping, abandon, commit requested)."""
+        with self._cond:
+            if self.disabled and not self._stop:
+                self._cond.wait()  # nothing more to write: only the stop wakes it
+            elif not (self._stop or self._commit_requested):
+                self._cond.wait(self._wait_s(want_write, last_commit))
+            requested, self._commit_requested = self._commit_requested, False
+            return self._stop, self._abandon, requested
+
+    def _write_step(self, stopping: bool, want_write: bool) -> bool:
+        """Open the database if due, write if due; True when a write went through."""
+        now = time.monotonic()
+        if self.engine is None and (stopping or now >= self._retry_at):
+            self._try_open()
+        if self.engine is None or not (stopping or (want_write and now >= self._retry_at)):
+            return False
+        return self._write_all(final=stopping)
 
     def _wait_s(self, want_write: bool, last_commit: float) -> float:
         """How long the thread may sleep: to the next retry, prune step or interval."""
@@ -468,7 +473,11 @@ class Writer:
                 self.queued,
                 delay,
             )
-        if self.engine is not None and isinstance(err, exc.DBAPIError) and err.connection_invalidated:
+        if (
+            self.engine is not None
+            and isinstance(err, exc.DBAPIError)
+            and err.connection_invalidated
+        ):
             self.engine.dispose()
 
     def _disable(self, why: str, full: bool = False) -> None:

@@ -17,6 +17,7 @@ import asyncio
 import math
 import sys
 import time
+from pathlib import Path
 
 from streamer.bus import EventBus
 from streamer.messages import (
@@ -48,8 +49,20 @@ def frame_messages(
             v = 0.7 * math.sin(0.3 * t + k + c)
             a = 0.6 * math.cos(0.2 * t + 2 * k)
             out.append(
-                VASample(cam, frame, t, k + 1, (10.0, 10.0, 60.0, 60.0), v, a, v, a,
-                         (0.01, 0.01), "synthetic", wall)
+                VASample(
+                    cam,
+                    frame,
+                    t,
+                    k + 1,
+                    (10.0, 10.0, 60.0, 60.0),
+                    v,
+                    a,
+                    v,
+                    a,
+                    (0.01, 0.01),
+                    "synthetic",
+                    wall,
+                )
             )
         if mood_every and frame % mood_every == 0:
             out.append(Mood(cam, t, frame, faces, 0.1, 0.2, 0.05, 0.04, "neutral", wall))
@@ -58,8 +71,22 @@ def frame_messages(
             t0 = t - 2.0
             eid = f"{cam}:1:low:{round(t0 * 1000)}"
             out.append(
-                Episode(eid, cam, 1, "low", "ended", t, frame, t0, t - 0.5, 1.5, "cleared",
-                        stats, stats, wall)
+                Episode(
+                    eid,
+                    cam,
+                    1,
+                    "low",
+                    "ended",
+                    t,
+                    frame,
+                    t0,
+                    t - 0.5,
+                    1.5,
+                    "cleared",
+                    stats,
+                    stats,
+                    wall,
+                )
             )
     return out
 
@@ -72,7 +99,7 @@ async def _write(db: str, seconds: float, cameras: int, faces: int, commit_s: fl
     from streamer.history.config import HistoryConfig
     from streamer.history.sink import HistorySink
 
-    cfg = HistoryConfig(path=db, commit_interval_s=commit_s)  # type: ignore[arg-type]
+    cfg = HistoryConfig(path=Path(db), commit_interval_s=commit_s)
     bus = EventBus()
     sink = HistorySink(cfg, bus, [f"cam{c:02d}" for c in range(cameras)], replay=True)
     async with sink:

@@ -139,8 +139,19 @@ class PostgresServer:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             proc = subprocess.run(
-                self._cmd("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, "-d",
-                          "postgres", "-tAc", f"SELECT 1 FROM pg_database WHERE datname='{DATABASE}'"),
+                self._cmd(
+                    "psql",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    USER,
+                    "-d",
+                    "postgres",
+                    "-tAc",
+                    f"SELECT 1 FROM pg_database WHERE datname='{DATABASE}'",
+                ),
                 capture_output=True,
                 text=True,
                 timeout=30,
@@ -148,8 +159,9 @@ class PostgresServer:
             )
             if proc.returncode == 0:
                 if proc.stdout.strip() != "1":
-                    self._check("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER,
-                                DATABASE)
+                    self._check(
+                        "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, DATABASE
+                    )
                 return self
             if time.monotonic() > deadline:
                 raise RuntimeError(f"PostgreSQL did not start: {self.log_tail()}")

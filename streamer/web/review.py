@@ -106,7 +106,9 @@ class Review:
         app.router.add_post("/api/episodes/{id}/keep", self._guarded(self.keep, write=True))
 
     def _guarded(
-        self, fn: Callable[[web.Request, ReviewStore], Awaitable[web.StreamResponse]], write: bool = False
+        self,
+        fn: Callable[[web.Request, ReviewStore], Awaitable[web.StreamResponse]],
+        write: bool = False,
     ) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
             store = self.view.review()
@@ -175,7 +177,11 @@ class Review:
         if track is None:
             raise HistoryQueryError("track: required")
         bins = await store.review_va(
-            camera=camera, track_id=track, run=_int(request.query, "run"), after=after, before=before
+            camera=camera,
+            track_id=track,
+            run=_int(request.query, "run"),
+            after=after,
+            before=before,
         )
         return web.json_response({"camera": camera, "track_id": track, "bins": bins})
 

@@ -38,12 +38,12 @@ from streamer.errors import ConfigError
 from streamer.lifecycle import cancel_and_wait
 from streamer.messages import CameraState
 from streamer.sinks import Metric, RunView
+from streamer.web.alerts import EpisodeBoard
 from streamer.web.auth import Access
 from streamer.web.config import WebConfig
 from streamer.web.events import EventStream
 from streamer.web.health import HEALTH_STALE_S, HEALTH_WINDOW_S, Heartbeat, readiness
 from streamer.web.metrics import RunCollector, make_registry
-from streamer.web.alerts import EpisodeBoard
 from streamer.web.previews import PREVIEW_INTERVAL_S, Previews
 from streamer.web.review import Review
 from streamer.web.state import STATE_SCHEMA, DashboardState

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -21,12 +22,12 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def own_pg() -> PostgresServer:
+def own_pg() -> Iterator[PostgresServer]:
     why = postgres_unavailable()
     if why is not None:
         pytest.skip(f"PostgreSQL unavailable: {why}")
     srv = PostgresServer().start()
-    yield srv  # type: ignore[misc]
+    yield srv
     srv.close()
 
 

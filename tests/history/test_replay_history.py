@@ -27,9 +27,18 @@ def last_episode_records(jsonl: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def replay_into(target: str, config: Path, out: Path, video: Path) -> subprocess.CompletedProcess[str]:
+def replay_into(
+    target: str, config: Path, out: Path, video: Path
+) -> subprocess.CompletedProcess[str]:
     proc = run_streamer(
-        "replay", str(video), "--config", str(config), "--out", str(out), "--history", target,
+        "replay",
+        str(video),
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--history",
+        target,
         "--no-progress",
     )
     assert proc.returncode == 0, proc.stderr
@@ -48,8 +57,9 @@ def check_round_trip(db: str, jsonl: Path) -> None:
     replay_moods = [r for r in read_jsonl(jsonl) if r.get("schema") == "streamer.mood/1"]
     assert [m["t"] for m in moods] == [m["t"] for m in replay_moods]
     assert [m["count"] for m in moods] == [m["count"] for m in replay_moods]
-    proc = run_streamer("history", "va", "--db", db, "--camera", "single_face", "--track", "1",
-                        "--json")
+    proc = run_streamer(
+        "history", "va", "--db", db, "--camera", "single_face", "--track", "1", "--json"
+    )
     bins = [json.loads(x) for x in proc.stdout.splitlines()]
     samples = [r for r in read_jsonl(jsonl) if r.get("schema") == "streamer.va/1"]
     assert sum(b["n"] for b in bins) == len(samples)  # every sample is in a bin
@@ -139,15 +149,24 @@ def test_a_locked_database_costs_history_rows_never_analysis(
     out = tmp_path / "va.jsonl"
     try:
         proc = run_streamer(
-            "replay", str(face_video), "--config", str(cfg), "--out", str(out),
-            "--history", str(db), "--no-progress",
+            "replay",
+            str(face_video),
+            "--config",
+            str(cfg),
+            "--out",
+            str(out),
+            "--history",
+            str(db),
+            "--no-progress",
         )
     finally:
         release.set()
         holder.join()
     assert proc.returncode == 0, proc.stderr
     va = [line for line in out.read_text().splitlines() if '"streamer.va/1"' in line]
-    assert va == [line for line in replay_jsonl.read_text().splitlines() if '"streamer.va/1"' in line]
+    assert va == [
+        line for line in replay_jsonl.read_text().splitlines() if '"streamer.va/1"' in line
+    ]
     assert "row(s) dropped (flush_timeout" in proc.stderr, proc.stderr  # the summary
     assert sqlite3.connect(db).execute("pragma integrity_check").fetchone() == ("ok",)
 
@@ -162,6 +181,9 @@ def open_database_now(db: Path) -> None:
 def test_history_command_without_a_database_is_a_usage_error() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "streamer", "history", "episodes"],
-        capture_output=True, text=True, check=False, timeout=120,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
     assert proc.returncode == 2 and "--config FILE" in proc.stderr

@@ -38,7 +38,9 @@ from streamer.testing.history_load import frame_messages
 DAY = 86400.0
 
 
-async def record(cfg: HistoryConfig, messages: Sequence[Message], *, replay: bool = False) -> HistorySink:
+async def record(
+    cfg: HistoryConfig, messages: Sequence[Message], *, replay: bool = False
+) -> HistorySink:
     bus = EventBus()
     sink = HistorySink(cfg, bus, ["lounge"], replay=replay)
     async with sink:
@@ -53,25 +55,64 @@ def reader(cfg: HistoryConfig) -> sa.Engine:
 
 
 def sample(t: float, wall: float, v: float, a: float, track: int = 1) -> VASample:
-    return VASample("lounge", int(t * 10), t, track, (0, 0, 1, 1), v, a, v, a, (0.01, 0.01), "m", wall)
+    return VASample(
+        "lounge", int(t * 10), t, track, (0, 0, 1, 1), v, a, v, a, (0.01, 0.01), "m", wall
+    )
 
 
 def episode(state: str, t: float, wall: float, t_end: float | None = None) -> Episode:
     st = VAStats(-0.5, -0.7, -0.3)
     return Episode(
-        "lounge:1:low:1000", "lounge", 1, "low", state, t, int(t * 10), 1.0, t_end,
-        t - 1.0 if t_end is None else t_end - 1.0, None if t_end is None else "cleared",
-        st, st, wall,
+        "lounge:1:low:1000",
+        "lounge",
+        1,
+        "low",
+        state,
+        t,
+        int(t * 10),
+        1.0,
+        t_end,
+        t - 1.0 if t_end is None else t_end - 1.0,
+        None if t_end is None else "cleared",
+        st,
+        st,
+        wall,
     )
 
 
 async def test_a_live_run_is_kept_and_updated_in_place(tmp_path: Path) -> None:
     cfg = HistoryConfig(path=tmp_path / "h.db", commit_interval_s=0.05)
     w0 = 1_700_000_000.0
-    fallback = Description("d1", "lounge", 1, 3.0, -0.5, 0.1, "sad", ("down",), "looks down",
-                           "fallback", "fallback", w0 + 3.0, episode_id="lounge:1:low:1000")
-    llm = Description("d1", "lounge", 1, 3.0, -0.5, 0.1, "sad", ("gloomy",), "a gloomy face",
-                      "llm", "llama", w0 + 3.0, episode_id="lounge:1:low:1000")
+    fallback = Description(
+        "d1",
+        "lounge",
+        1,
+        3.0,
+        -0.5,
+        0.1,
+        "sad",
+        ("down",),
+        "looks down",
+        "fallback",
+        "fallback",
+        w0 + 3.0,
+        episode_id="lounge:1:low:1000",
+    )
+    llm = Description(
+        "d1",
+        "lounge",
+        1,
+        3.0,
+        -0.5,
+        0.1,
+        "sad",
+        ("gloomy",),
+        "a gloomy face",
+        "llm",
+        "llama",
+        w0 + 3.0,
+        episode_id="lounge:1:low:1000",
+    )
     msgs: list[Message] = [
         CameraStatus("lounge", CameraState.STARTING, w0 - 1),
         CameraStatus("lounge", CameraState.ONLINE, w0 - 0.5),
@@ -130,9 +171,28 @@ async def test_retention_prunes_old_rows_in_batches_and_keeps_kept_episodes(tmp_
         wall = now - age_days * DAY
         st = VAStats(0.0, 0.0, 0.0)
         msgs += [sample(age_days, wall + i, 0.1, 0.1, track=age_days) for i in range(3)]
-        msgs.append(Episode(f"lounge:{age_days}:low:0", "lounge", age_days, "low", "ended",
-                            1.0, 1, 0.0, 1.0, 1.0, "cleared", st, st, wall + 1))
-        msgs += [sample(age_days + 0.5, wall + 100 + i, 0.1, 0.1, track=1000 + age_days) for i in range(600)]
+        msgs.append(
+            Episode(
+                f"lounge:{age_days}:low:0",
+                "lounge",
+                age_days,
+                "low",
+                "ended",
+                1.0,
+                1,
+                0.0,
+                1.0,
+                1.0,
+                "cleared",
+                st,
+                st,
+                wall + 1,
+            )
+        )
+        msgs += [
+            sample(age_days + 0.5, wall + 100 + i, 0.1, 0.1, track=1000 + age_days)
+            for i in range(600)
+        ]
     await record(cfg, msgs)
     engine = open_database(cfg)
     with engine.begin() as conn:  # keep the oldest episode
@@ -217,7 +277,10 @@ def test_kill_9_mid_write_loses_at_most_the_uncommitted_batch(tmp_path: Path) ->
     # a restart opens it and writes on
     out = subprocess.run(
         [sys.executable, "-m", "streamer.testing.history_load", str(db), "1"],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     con = sqlite3.connect(db)

@@ -12,6 +12,7 @@ import pytest
 
 from streamer.config import AppConfig
 from streamer.history.config import HistoryConfig
+from streamer.history.sink import HistorySink
 from streamer.messages import Episode, Message, Mood, VASample, VAStats
 from streamer.testing.history_load import frame_messages
 from streamer.testing.net import free_port
@@ -28,16 +29,39 @@ def ep(n: int, state: str, wall: float) -> Episode:
     t_start = 10.0 * n
     t = t_start + 2.0 if state == "started" else t_start + 5.0
     return Episode(
-        f"front:{n}:low:{int(t_start * 1000)}", "front", n, "low", state, t, int(t * 30),
-        t_start, None if state == "started" else t_start + 4.0, t - t_start,
-        None if state == "started" else "cleared", st, st, wall,
+        f"front:{n}:low:{int(t_start * 1000)}",
+        "front",
+        n,
+        "low",
+        state,
+        t,
+        int(t * 30),
+        t_start,
+        None if state == "started" else t_start + 4.0,
+        t - t_start,
+        None if state == "started" else "cleared",
+        st,
+        st,
+        wall,
     )
 
 
 def samples(n: int, wall: float) -> list[Message]:
     return [
-        VASample("front", i, 10.0 * n + i / 10, n, (0, 0, 1, 1), -0.5 + i / 100, 0.1, None, None,
-                 (0.01, 0.01), "m", wall + i / 10)
+        VASample(
+            "front",
+            i,
+            10.0 * n + i / 10,
+            n,
+            (0, 0, 1, 1),
+            -0.5 + i / 100,
+            0.1,
+            None,
+            None,
+            (0.01, 0.01),
+            "m",
+            wall + i / 10,
+        )
         for i in range(30)
     ]
 
@@ -50,11 +74,14 @@ async def publish_history(run: Any) -> None:
             await bus.publish(msg)
     await bus.publish(Mood("front", 1.0, 30, 1, 0.4, 0.3, 0.0, 0.0, "excited", NOW - 2500))
     history = run.sinks["history"]
+    assert isinstance(history, HistorySink)
     await wait_until(lambda: history.messages >= 97, what="the history to read them")
     history.writer.put(history.recorder.tick())  # the open VA segments, now
     history.writer.commit_soon()
     w = history.writer
-    await wait_until(lambda: w.written["episode"] >= 3 and w.written["va"] >= 3, what="rows written")
+    await wait_until(
+        lambda: w.written["episode"] >= 3 and w.written["va"] >= 3, what="rows written"
+    )
 
 
 def config(tmp_path: Any, **web: Any) -> tuple[WebConfig, AppConfig]:
@@ -94,21 +121,35 @@ async def test_review_api_pages_filters_and_marks(models: None, tmp_path: Any) -
         async with http.get(base + "/api/episodes", params={"reviewed": "false"}) as r:
             assert (await r.json())["episodes"][0]["keep"] is True
 
-        params = {"camera": "front", "track": "1", "run": str(first["run"]),
-                  "after": str(NOW - 3010), "before": str(NOW - 2990)}
+        params = {
+            "camera": "front",
+            "track": "1",
+            "run": str(first["run"]),
+            "after": str(NOW - 3010),
+            "before": str(NOW - 2990),
+        }
         async with http.get(base + "/api/va", params=params) as r:
             bins = (await r.json())["bins"]
         assert sum(b["n"] for b in bins) == 30 and bins[0]["valence"]["min"] == -0.5
-        async with http.get(base + "/api/mood", params={"camera": "front", "after": str(NOW - 3600)}) as r:
+        async with http.get(
+            base + "/api/mood", params={"camera": "front", "after": str(NOW - 3600)}
+        ) as r:
             mood = (await r.json())["mood"]
         assert [m["quadrant"] for m in mood] == ["excited"]
-        async with http.get(base + "/api/timeline", params={"camera": "front", "after": str(NOW - 3600)}) as r:
+        async with http.get(
+            base + "/api/timeline", params={"camera": "front", "after": str(NOW - 3600)}
+        ) as r:
             tl = await r.json()
         assert tl["recording"] and tl["outages"] == []
         async with http.get(base + "/api/cameras") as r:
             assert (await r.json())["cameras"] == ["front"]
         # bad input: one line, 400
-        for query in ({"camera": "nope"}, {"after": "x"}, {"after": "5", "before": "1"}, {"limit": "0"}):
+        for query in (
+            {"camera": "nope"},
+            {"after": "x"},
+            {"after": "5", "before": "1"},
+            {"limit": "0"},
+        ):
             async with http.get(base + "/api/episodes", params=query) as r:
                 assert r.status == 400, query
                 assert "\n" not in (await r.json())["error"]
@@ -116,7 +157,9 @@ async def test_review_api_pages_filters_and_marks(models: None, tmp_path: Any) -
         async with http.post(base + "/api/episodes/reviewed", data="ids=1") as r:
             assert r.status == 415
         async with http.post(
-            base + "/api/episodes/reviewed", json={"ids": ids}, headers={"Origin": "http://evil.example"}
+            base + "/api/episodes/reviewed",
+            json={"ids": ids},
+            headers={"Origin": "http://evil.example"},
         ) as r:
             assert r.status == 403
         async with http.get(base + "/review") as r:
@@ -180,7 +223,9 @@ async def test_readyz_says_when_the_history_stopped(models: None, tmp_path: Any)
         for i in range(3000):
             for msg in frame_messages(i, i / 30, NOW + i * 60, 2, 3):
                 await run.bus.publish(msg)
-        await wait_until(lambda: run.sinks["history"].problem(), what="the history to stop")
+        store = run.sinks["history"]
+        assert isinstance(store, HistorySink)
+        await wait_until(store.problem, what="the history to stop")
         async with http.get(f"http://127.0.0.1:{sink.port}/readyz") as r:
             body = await r.json()
         assert r.status == 503
@@ -195,6 +240,6 @@ async def test_without_history_the_review_api_says_404(models: None) -> None:
     async with (
         web_run(WebConfig(port=free_port())) as (_, sink),
         aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{sink.port}/api/episodes") as r,
     ):
-        async with http.get(f"http://127.0.0.1:{sink.port}/api/episodes") as r:
-            assert r.status == 404 and "history" in (await r.json())["error"]
+        assert r.status == 404 and "history" in (await r.json())["error"]

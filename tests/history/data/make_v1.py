@@ -50,8 +50,21 @@ async def main() -> None:
         for msg in frame_messages(i, i / 30, None, 1, 2, mood_every=30, episode_every=40):
             rows += rec.add(msg)
     rows += rec.add(
-        Description("cam00:1:low:-667", "cam00", 1, 2.0, -0.5, 0.1, "sad", ("down",),
-                    "looks down", "llm", "llama3.2", None, episode_id="cam00:1:low:-667")
+        Description(
+            "cam00:1:low:-667",
+            "cam00",
+            1,
+            2.0,
+            -0.5,
+            0.1,
+            "sad",
+            ("down",),
+            "looks down",
+            "llm",
+            "llama3.2",
+            None,
+            episode_id="cam00:1:low:-667",
+        )
     )
     rows += rec.close()
     con = sqlite3.connect(OUT)
@@ -64,12 +77,18 @@ async def main() -> None:
         t.name: [c.name for c in t.columns if c.name not in ("id", "reviewed_at", "keep")]
         for t in schema.TABLES
     }
-    table_of = {"episode": "episodes", "description": "descriptions", "va": "va_segments",
-                "mood": "mood_segments"}
+    table_of = {
+        "episode": "episodes",
+        "description": "descriptions",
+        "va": "va_segments",
+        "mood": "mood_segments",
+    }
     for row in rows:
         if row.kind == "episode_description":
-            con.execute("update episodes set description = ? where episode_id = ?",
-                        (row.values["description"], row.values["episode_id"]))
+            con.execute(
+                "update episodes set description = ? where episode_id = ?",
+                (row.values["description"], row.values["episode_id"]),
+            )
             continue
         table = table_of[row.kind]
         values = {**row.values, "run_id": 1}

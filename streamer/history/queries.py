@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,10 +68,8 @@ def _iso(t: float) -> str:
 
 
 def cameras(conn: sa.Connection) -> list[str]:
-    """Every camera the history has rows of."""
-    names: set[str] = set()
-    for table in (episodes, mood_segments, va_segments, camera_status):
-        names.update(conn.execute(sa.select(table.c.camera).distinct()).scalars())
+    """Every camera the history has rows of (each run records the cameras it saw)."""
+    names: set[str] = set(conn.execute(sa.select(episodes.c.camera).distinct()).scalars())
     for text in conn.execute(sa.select(runs.c.cameras)).scalars():
         try:
             names.update(str(c) for c in json.loads(text))
@@ -98,7 +96,7 @@ def _alive_runs(conn: sa.Connection, now: float) -> set[int]:
     return {int(r) for r in rows.scalars()}
 
 
-def episode_rows(conn: sa.Connection, f: EpisodeFilter) -> list[sa.RowMapping]:
+def episode_rows(conn: sa.Connection, f: EpisodeFilter) -> list[dict[str, Any]]:
     """Episode rows matching ``f`` (by start: newest first unless told otherwise)."""
     check_range(f.after, f.before)
     q = sa.select(episodes)
@@ -118,10 +116,12 @@ def episode_rows(conn: sa.Connection, f: EpisodeFilter) -> list[sa.RowMapping]:
     q = q.order_by(order, episodes.c.id.desc() if f.newest_first else episodes.c.id.asc())
     if f.limit is not None:
         q = q.limit(max(1, min(f.limit, MAX_LIMIT)))
-    return list(conn.execute(q).mappings())
+    result = conn.execute(q)
+    keys = list(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result]  # plain dicts: cheap to read
 
 
-def episode_message(row: sa.RowMapping) -> Episode:
+def episode_message(row: Mapping[str, Any]) -> Episode:
     """The live message an episode row was made from (its latest state)."""
     return Episode(
         id=row["episode_id"],
@@ -141,40 +141,49 @@ def episode_message(row: sa.RowMapping) -> Episode:
     )
 
 
-def episode_record(row: sa.RowMapping) -> dict[str, Any]:
+def episode_record(row: Mapping[str, Any]) -> dict[str, Any]:
     """``streamer.episode/1``: exactly the record of the episode's latest message."""
     return episode_message(row).to_record()
 
 
-def review_item(row: sa.RowMapping, alive: set[int], now: float) -> dict[str, Any]:
+def _stats(row: Mapping[str, Any], name: str) -> dict[str, float]:
+    return {
+        "mean": round(row[f"{name}_mean"], 6),
+        "min": round(row[f"{name}_min"], 6),
+        "max": round(row[f"{name}_max"], 6),
+    }
+
+
+def review_item(row: Mapping[str, Any], alive: set[int], now: float) -> dict[str, Any]:
     """``streamer.history.episode/1``: an episode as the review page and exports show it.
 
     ``open``: started and its run still going; ``interrupted``: started, but its run
-    ended (or was killed) before the episode ended.
+    ended (or was killed) before the episode ended. Values are rounded as in the live
+    messages (:meth:`Episode.to_record`).
     """
-    rec = episode_record(row)
     started = row["state"] == "started"
     is_open = started and int(row["run_id"]) in alive
     desc = json.loads(row["description"]) if row["description"] else None
+    t_end = row["t_end"]
     return {
         "schema": REVIEW_SCHEMA,
         "id": int(row["id"]),
-        "episode_id": rec["id"],
+        "episode_id": row["episode_id"],
         "run": int(row["run_id"]),
-        "camera": rec["camera"],
-        "track_id": rec["track_id"],
-        "rule": rec["rule"],
-        "state": rec["state"],
+        "camera": row["camera"],
+        "track_id": int(row["track_id"]),
+        "rule": row["rule"],
+        "state": row["state"],
         "open": is_open,
         "interrupted": started and not is_open,
-        "t_start": rec["t_start"],
-        "t_end": rec["t_end"],
-        "duration_s": round(now - row["wall_start"], 3) if is_open else rec["duration_s"],
+        "t_start": round(row["t_start"], 6),
+        "t_end": None if t_end is None else round(t_end, 6),
+        "duration_s": round(now - row["wall_start"] if is_open else row["duration_s"], 3),
         "wall_start": row["wall_start"],  # exact: the next page is before=this
         "wall_end": None if row["wall_end"] is None else round(row["wall_end"], 3),
-        "reason": rec["reason"],
-        "valence": rec["valence"],
-        "arousal": rec["arousal"],
+        "reason": row["reason"],
+        "valence": _stats(row, "valence"),
+        "arousal": _stats(row, "arousal"),
         "description": desc,
         "reviewed_at": None if row["reviewed_at"] is None else round(row["reviewed_at"], 3),
         "keep": bool(row["keep"]),

@@ -297,3 +297,25 @@ def test_records_are_json_serialisable(tmp_path: Path) -> None:
     (b,) = unpack_va(60.0, 1.0, seg.pack())
     json.dumps(q.va_record("c", 1, 1, b))
     assert b.valence == (0.5, 0.5, 0.5) and b.arousal == (-0.25, -0.25, -0.25)
+
+
+@pytest.mark.parametrize(
+    ("yaml", "message"),
+    [
+        ("history:\n  url: mysql://u@h/db\n", "expected a postgresql://"),
+        ("history:\n  url: postgresql://u:secret@h/db\n", "holds a password"),
+        ("history:\n  url: postgresql://u@h/db\n  path: x.db\n", "not both"),
+        ("history:\n  va_hz: 0\n", "greater than 0"),
+        (
+            "mqtt: {host: localhost}\ncluster: {address: auto}\nhistory: {path: h.db}\n",
+            "cluster mode needs `history.url`",
+        ),
+    ],
+)
+def test_bad_history_config_names_the_key(yaml: str, message: str) -> None:
+    from streamer.config import parse_config
+    from streamer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message) as err:
+        parse_config(yaml, "cfg.yaml")
+    assert "cfg.yaml:" in str(err.value)

@@ -21,6 +21,7 @@ from streamer.describe.config import LlmSection
 from streamer.episodes.config import EpisodesConfig, MoodConfig
 from streamer.errors import ConfigError
 from streamer.faces.config import FacesConfig
+from streamer.history.config import HistoryConfig
 from streamer.publish.config import MqttConfig
 from streamer.sources.config import CameraConfig
 from streamer.web.config import WebConfig
@@ -74,6 +75,11 @@ class AppConfig(StrictModel):
     web: WebConfig | None = Field(
         None, description="serve the dashboard, /metrics and health checks when set"
     )
+    history: HistoryConfig | None = Field(
+        None,
+        description="keep episodes, descriptions, moods, camera statuses and VA in a "
+        "database (SQLite, or PostgreSQL for several machines; docs/history.md)",
+    )
     cluster: ClusterConfig | None = Field(
         None, description="run each camera as an actor on a Ray cluster (docs/cluster.md)"
     )
@@ -89,6 +95,11 @@ class AppConfig(StrictModel):
         if self.cluster is not None and self.mqtt is None:
             raise ValueError(
                 "cluster mode needs an `mqtt:` section: the cameras publish to the broker"
+            )
+        if self.cluster is not None and self.history is not None and not self.history.postgres:
+            raise ValueError(
+                "cluster mode needs `history.url` (PostgreSQL): actors on other machines "
+                "cannot share one SQLite file"
             )
         return self
 

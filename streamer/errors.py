@@ -26,7 +26,10 @@ can catch the whole package's errors in one clause. All of them are defined here
     │   ├── ProviderTimeoutError       no complete answer within timeout_s
     │   ├── ProviderResponseError      HTTP error status or an error in the stream
     │   └── InvalidAnswerError         blank, non-JSON or schema-breaking answer
-    └── ClusterError               the Ray cluster cannot be reached or run the cameras
+    ├── ClusterError               the Ray cluster cannot be reached or run the cameras
+    └── HistoryError               the history database: unreadable, not a history
+        ├── HistoryVersionError    its schema is newer than this streamer's (names both)
+        └── HistoryQueryError      a bad query: a time, a range, an unknown camera (exit 2)
 
 Library errors are translated at the boundary with ``raise ... from err``. A test
 (``tests/core/test_errors.py``) imports every module of the package and checks that each
@@ -144,3 +147,30 @@ class InvalidAnswerError(DescriberError):
 
 class ClusterError(StreamerError):
     """The cluster cannot be reached or cannot run the cameras (names the camera)."""
+
+
+class HistoryError(StreamerError):
+    """The history database cannot be used (names the database and why), or a history
+    query is bad (an unknown camera, a range that ends before it starts)."""
+
+
+class HistoryVersionError(HistoryError):
+    """The history database's schema is newer than this streamer's: refused, not touched.
+
+    Attributes:
+        found: the database's schema version.
+        supported: the newest version this streamer knows.
+    """
+
+    def __init__(self, where: str, found: int, supported: int) -> None:
+        super().__init__(
+            f"{where}: the history's schema version {found} is newer than this streamer's "
+            f"({supported}): upgrade streamer, or point `history` at another database"
+        )
+        self.found = found
+        self.supported = supported
+
+
+class HistoryQueryError(HistoryError):
+    """A history query that cannot be answered as asked: a bad time, a range that ends
+    before it starts, an unknown camera (``streamer history`` exits 2; the API says 400)."""

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 from streamer.annotate import AnnotationRecorder, check_output, write_annotated
 from streamer.cli.progress import frame_progress, stderr_console
 from streamer.config import AppConfig, load_config
+from streamer.errors import ConfigError
 from streamer.messages import Message, VASample
 from streamer.pipeline import CameraStats
 from streamer.runtime.replay import BusReader, ReplayOptions, ReplayResult, run_replay
@@ -57,6 +58,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="serve the live dashboard and /metrics while the replay runs (config `web:`)",
     )
+    p.add_argument(
+        "--history",
+        metavar="PATH",
+        help="also keep the replay's episodes, descriptions, moods and VA in this history "
+        "(a SQLite file, or a postgresql:// URL; see docs/history.md)",
+    )
     p.set_defaults(func=cmd_replay)
 
 
@@ -66,10 +73,36 @@ def serve_config(cfg: AppConfig) -> AppConfig:
     return cfg.model_copy(update={"web": web})
 
 
+def history_config(cfg: AppConfig, target: str) -> AppConfig:
+    """``cfg`` with its history at ``target`` (a SQLite path or a PostgreSQL URL); the
+    config's other ``history`` settings are kept."""
+    from streamer.history.config import HistoryConfig, is_database_url
+
+    where = {"url": target} if is_database_url(target) else {"path": target}
+    base = (
+        cfg.history.model_dump(exclude={"path", "url"}, exclude_unset=True) if cfg.history else {}
+    )
+    try:
+        history = HistoryConfig.model_validate({**base, **where})
+    except ValueError as err:
+        raise ConfigError(f"--history {target}: {_first_error(err)}") from err
+    return cfg.model_copy(update={"history": history})
+
+
+def _first_error(err: ValueError) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(err, ValidationError):
+        return str(err.errors()[0]["msg"])
+    return str(err)
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else AppConfig()
     if args.serve:
         cfg = serve_config(cfg)
+    if args.history:
+        cfg = history_config(cfg, args.history)
     if args.annotate is not None:
         check_output(args.video, args.annotate)
     summary = Summarizer()
@@ -77,6 +110,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     result = asyncio.run(_replay(cfg, args, summary, recorder))
     if not args.quiet:  # -q: only warnings and errors
         print_summary(stderr_console(), summary, result.stats, result.wall_s)
+        print_history(stderr_console(), result)
     if result.report.clean:
         return 0
     return print_damage(stderr_console(), result.report, args.video, args.skip_corrupt)
@@ -151,6 +185,23 @@ class FrameBar:
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:
             self._progress.__exit__(None, None, None)
+
+
+def print_history(console: Console, result: ReplayResult) -> None:
+    """The history's line of the summary: rows written, rows dropped and why."""
+    from streamer.history.sink import HistorySink
+
+    sink = result.sinks.get("history")
+    if not isinstance(sink, HistorySink):
+        return
+    s = sink.summary()
+    written = ", ".join(f"{n} {kind}" for kind, n in sorted(s["written"].items())) or "nothing"
+    dropped = sum(s["dropped"].values())
+    line = f"history {s['database']} (run {s['run']}): written {written}"
+    if dropped:
+        why = ", ".join(f"{k} {v}" for k, v in sorted(s["dropped"].items()))
+        line += f"; {dropped} row(s) dropped ({why})"
+    console.print(line, markup=False, highlight=False)
 
 
 def print_summary(console: Console, summary: Summarizer, stats: CameraStats, wall_s: float) -> None:

@@ -68,6 +68,11 @@ def _run_cluster(cfg: AppConfig, args: argparse.Namespace) -> int:
 
     if args.out is not None:
         raise ConfigError("--out is not supported with --cluster: MQTT is the data plane")
+    if cfg.history is not None and not cfg.history.postgres:
+        raise ConfigError(
+            "--cluster needs `history.url` (PostgreSQL): actors on other machines cannot "
+            "share one SQLite file"
+        )
     run = run_cluster(
         cfg, address=args.cluster, source=str(args.config), duration_s=args.duration_s
     )

@@ -38,12 +38,14 @@ from streamer.errors import ConfigError
 from streamer.lifecycle import cancel_and_wait
 from streamer.messages import CameraState
 from streamer.sinks import Metric, RunView
+from streamer.web.alerts import EpisodeBoard
 from streamer.web.auth import Access
 from streamer.web.config import WebConfig
 from streamer.web.events import EventStream
 from streamer.web.health import HEALTH_STALE_S, HEALTH_WINDOW_S, Heartbeat, readiness
 from streamer.web.metrics import RunCollector, make_registry
 from streamer.web.previews import PREVIEW_INTERVAL_S, Previews
+from streamer.web.review import Review
 from streamer.web.state import STATE_SCHEMA, DashboardState
 
 logger = logging.getLogger(__name__)
@@ -54,6 +56,9 @@ BUS_QUEUE = 2048  # the sink's bus subscription (lossy)
 ASSETS = {
     "app.js": "text/javascript",
     "app.css": "text/css",
+    "alerts.js": "text/javascript",
+    "review.js": "text/javascript",
+    "review.css": "text/css",
 }
 
 
@@ -95,6 +100,7 @@ class WebSink:
         self.view = view
         self.bind_host = bind_host or cfg.host
         self.state = DashboardState(list(view.cameras), view.model_name, view.model_approximate)
+        self.board = EpisodeBoard()
         self.port = cfg.port
         self.access = Access(cfg)
         self.events = EventStream(
@@ -127,6 +133,7 @@ class WebSink:
         app.router.add_get("/favicon.ico", self._no_content)
         if self.previews is not None:
             app.router.add_get("/api/preview/{camera}.jpg", self.previews.handle)
+        Review(self.view, lambda: _asset("static/review.html")).add_routes(app)
         return app
 
     async def __aenter__(self) -> WebSink:
@@ -188,6 +195,9 @@ class WebSink:
 
     async def _consume_loop(self) -> None:
         async for msg in self._sub:
+            if self.board.add(msg):
+                self.state.version += 1
+                continue
             self.state.add(msg)
 
     # ------------------------------------------------------------------ state
@@ -222,6 +232,8 @@ class WebSink:
             "preview": self.cfg.preview,
             "cameras": cameras,
             "tracks": [tr.to_json() for tr in self.state.tracks.values()],
+            "history": self.view.review() is not None,
+            **self.board.to_json(now),
         }
 
     def _camera_up(self) -> dict[str, bool]:
@@ -247,7 +259,12 @@ class WebSink:
             cam = self.state.camera(name)
             states[name] = (cam.state, cam.detail)
         degraded = bool(self.view.engine_stats().degraded)
-        return readiness(self.state.model, degraded, self.view.cameras, states)
+        ok, body = readiness(self.state.model, degraded, self.view.cameras, states)
+        problems = self.view.sink_problems()
+        body["sinks"] = {name: {"ok": False, "why": why} for name, why in problems.items()}
+        for name, why in problems.items():
+            body["not_ready"][name] = why
+        return ok and not problems, body
 
     # ------------------------------------------------------------------ handlers
 

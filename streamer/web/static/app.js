@@ -194,6 +194,7 @@
     updates += 1;
     document.body.dataset.updated = String(state.wall_time);
     document.body.dataset.updates = String(updates);
+    document.dispatchEvent(new CustomEvent("streamer-state", { detail: state }));
   }
 
   function connect() {

@@ -23,7 +23,6 @@ read-only :class:`~streamer.sinks.RunView`. Each job has its module: who may ask
 from __future__ import annotations
 
 import asyncio
-import collections
 import importlib.resources
 import logging
 import time
@@ -195,14 +194,22 @@ class WebSink:
     def _counters(self, camera: str) -> dict[str, int]:
         st = self.view.camera_stats().get(camera)
         analysed = st.frames if st else 0
+        faces = st.tracks_live if st else 0  # as the MQTT face_count topic: confirmed tracks
         src = self.view.source_counters(camera)
         if src is None:
-            return {"decoded": analysed, "analysed": analysed, "skipped": 0, "reconnects": 0}
+            return {
+                "decoded": analysed,
+                "analysed": analysed,
+                "skipped": 0,
+                "reconnects": 0,
+                "faces": faces,
+            }
         return {
             "decoded": src.decoded,
             "analysed": analysed,
             "skipped": src.skipped,
             "reconnects": src.reconnects,
+            "faces": faces,
         }
 
     def snapshot(self) -> dict[str, Any]:
@@ -233,8 +240,7 @@ class WebSink:
         return out
 
     def _tracks_alive(self) -> dict[str, int]:
-        out: dict[str, int] = collections.Counter(tr.camera for tr in self.state.tracks.values())
-        return dict(out)
+        return {name: st.tracks_live for name, st in self.view.camera_stats().items()}
 
     def _label(self, camera: str, track_id: int) -> str:
         tr = self.state.tracks.get((camera, track_id))

@@ -30,6 +30,7 @@ TRAIL_STEP_S = 0.1  # at most one trail point per this many media seconds
 TRAIL_POINTS = int(TRAIL_S / TRAIL_STEP_S) + 1
 RATE_WINDOW_S = 3.0  # fps are averaged over about this many seconds
 MAX_TRACKS = 256  # tracks kept at most (the oldest are forgotten first)
+MAX_GONE = 4096  # lost tracks remembered (so that a late message cannot bring one back)
 
 
 def _r(x: float, nd: int = 4) -> float:
@@ -85,8 +86,6 @@ class CameraView:
     state: str = CameraState.STARTING.value
     detail: str = ""
     since: float = field(default_factory=time.time)
-    faces: int = 0
-    face_frame: int = -1
     has_status: bool = False  # a live source reports statuses; a replayed file does not
     rates: collections.deque[tuple[float, int, int]] = field(
         default_factory=lambda: collections.deque(maxlen=64)
@@ -107,6 +106,9 @@ class DashboardState:
         self.approximate = approximate
         self.cameras: dict[str, CameraView] = {c: CameraView(c) for c in cameras}
         self.tracks: collections.OrderedDict[tuple[str, int], TrackView] = collections.OrderedDict()
+        # Tracks whose `lost` event came: a description, an episode or a sample still in
+        # flight for one of them must not bring it back as a ghost.
+        self.gone: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
         self.version = 0  # bumped by every message: the broadcaster sends only when it moved
 
     def camera(self, name: str) -> CameraView:
@@ -123,17 +125,24 @@ class DashboardState:
             key = (msg.camera, msg.track_id)
             if msg.kind is TrackEventKind.LOST:
                 self.tracks.pop(key, None)
+                self.gone[key] = None
+                while len(self.gone) > MAX_GONE:
+                    self.gone.popitem(last=False)
             else:
+                self.gone.pop(key, None)  # a restarted tracker may use the id again
                 self._track(key)
         elif isinstance(msg, CameraStatus):
             cam = self.camera(msg.camera)
             if cam.state != msg.state.value:
                 cam.since = msg.wall_time
             cam.state, cam.detail, cam.has_status = msg.state.value, msg.detail, True
-            if msg.state is not CameraState.ONLINE:
-                cam.faces = 0
         elif isinstance(msg, Description):
-            self._track((msg.camera, msg.track_id)).description = msg
+            # Only for a track on the page: a description (often of an episode that ended
+            # with the track) may arrive after the track's `lost` event.
+            tr = self.tracks.get((msg.camera, msg.track_id))
+            if tr is not None:
+                tr.description = msg
+        # Episodes and the room mood carry no per-track state the page shows.
 
     def _track(self, key: tuple[str, int]) -> TrackView:
         tr = self.tracks.get(key)
@@ -144,11 +153,11 @@ class DashboardState:
         return tr
 
     def _sample(self, s: VASample) -> None:
-        cam = self.camera(s.camera)
-        if s.frame != cam.face_frame:
-            cam.face_frame, cam.faces = s.frame, 0
-        cam.faces += 1
-        tr = self._track((s.camera, s.track_id))
+        key = (s.camera, s.track_id)
+        if key in self.gone:
+            return
+        self.camera(s.camera)
+        tr = self._track(key)
         tr.t, tr.frame, tr.box = s.t, s.frame, s.box
         tr.valence, tr.arousal = s.valence, s.arousal
         tr.valence_raw, tr.arousal_raw, tr.variance = s.valence_raw, s.arousal_raw, s.variance
@@ -169,7 +178,8 @@ class DashboardState:
         return out
 
     def camera_json(self, cam: CameraView, counters: dict[str, int], now: float) -> dict[str, Any]:
-        """One camera's row; ``counters``: decoded, analysed, skipped, reconnects (now)."""
+        """One camera's row; ``counters``: decoded, analysed, skipped, reconnects, and
+        faces: the tracker's count of confirmed tracks after the last analysed frame."""
         decoded, analysed = counters["decoded"], counters["analysed"]
         cam.rates.append((now, decoded, analysed))
         while len(cam.rates) > 2 and now - cam.rates[1][0] >= RATE_WINDOW_S:
@@ -190,5 +200,5 @@ class DashboardState:
             "frames_analysed": analysed,
             "skipped": counters["skipped"],
             "reconnects": counters["reconnects"],
-            "faces": cam.faces if state == CameraState.ONLINE.value else 0,
+            "faces": counters["faces"] if state == CameraState.ONLINE.value else 0,
         }

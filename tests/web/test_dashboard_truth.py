@@ -173,7 +173,11 @@ async def test_face_count_falls_to_zero_in_an_empty_room(
 
                 await wait_until(settled, SLACK_S, f"frame {index} analysed")
                 assert dashboard_faces() == want, f"dashboard at frame {index}"
-                await wait_until(lambda w=want: mqtt_count() == w, SLACK_S, f"MQTT {want}")
+
+                def mqtt_says(want: int = want) -> bool:
+                    return mqtt_count() == want
+
+                await wait_until(mqtt_says, SLACK_S, f"MQTT face_count {want}")
                 if index > LOST_FRAME:
                     # The empty room: no sample for 50 frames, yet the count is fresh.
                     assert run.pipe.stats["face_noface"].frames > LOST_FRAME + 50

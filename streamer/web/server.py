@@ -10,6 +10,7 @@ config has an enabled ``web:`` section (``streamer run``, ``streamer replay --se
     /healthz      200 while the event loop is responsive, else 503
     /readyz       200 when the model is loaded and every camera online or reconnecting
     /login        ?token=...: sets a session cookie (hosts other than loopback)
+    /logout       ends that session
     /api/preview/CAMERA.jpg   the latest annotated frame (only with ``preview: true``)
 
 The sink reads the bus through a bounded, lossy subscription into
@@ -123,6 +124,7 @@ class WebSink:
         app.router.add_get("/healthz", self.heartbeat.handle)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/login", self.access.login)
+        app.router.add_get("/logout", self.access.logout)
         app.router.add_get("/favicon.ico", self._no_content)
         if self.previews is not None:
             app.router.add_get("/api/preview/{camera}.jpg", self.previews.handle)

@@ -72,8 +72,9 @@ class WebConfig(StrictModel):
         256,
         ge=1,
         le=65536,
-        description="connections open at once; at the cap, the oldest one still sending "
-        "its request head is closed for a new one, else the new one is refused at once",
+        description="connections open at once; at the cap, the oldest one open for a "
+        "second without a complete request head is closed for a new one, else the new "
+        "one is refused at once (503)",
     )
 
     @field_validator("host")

@@ -40,6 +40,7 @@ from streamer.messages import CameraState
 from streamer.sinks import Metric, RunView
 from streamer.web.auth import Access
 from streamer.web.config import WebConfig
+from streamer.web.connections import ConnectionGuard
 from streamer.web.events import EventStream
 from streamer.web.health import HEALTH_STALE_S, HEALTH_WINDOW_S, Heartbeat, readiness
 from streamer.web.metrics import RunCollector, make_registry
@@ -107,6 +108,8 @@ class WebSink:
             else None
         )
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+        self.connections = ConnectionGuard(cfg.max_connections, cfg.header_timeout_s)
         self._main: asyncio.Task[None] | None = None
         self._sub = bus.subscribe("web", maxsize=BUS_QUEUE)
         self.registry = make_registry(RunCollector(view, self._camera_up, self._tracks_alive))
@@ -131,20 +134,29 @@ class WebSink:
         return app
 
     async def __aenter__(self) -> WebSink:
-        self._runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            self._app(),
+            access_log=None,
+            shutdown_timeout=1.0,
+            keepalive_timeout=self.cfg.keepalive_timeout_s,
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.bind_host, self.cfg.port)
+        server = self._runner.server
+        assert server is not None
+        # Our own listener instead of a TCPSite: every connection goes through the guard
+        # (a cap, a header-read deadline) before aiohttp's handler sees it.
         try:
-            await site.start()
+            self._listener = await asyncio.get_running_loop().create_server(
+                self.connections.factory(server), self.bind_host, self.cfg.port
+            )
         except OSError as err:
             await self._runner.cleanup()
             self._unsubscribe()
             raise ConfigError(
                 f"web: cannot listen on {self.cfg.host}:{self.cfg.port}: {err.strerror or err}"
             ) from err
-        addresses = self._runner.addresses
-        if addresses:
-            self.port = int(addresses[0][1])
+        if self._listener.sockets:
+            self.port = int(self._listener.sockets[0].getsockname()[1])
         self._main = asyncio.create_task(self._run(), name="sink-web")
         logger.info("dashboard on %s", self.url)
         return self
@@ -156,6 +168,10 @@ class WebSink:
                 await cancel_and_wait(self._main)  # raises what the server loop failed with
         finally:
             self._unsubscribe()
+            if self._listener is not None:
+                self._listener.close()  # no new connection; the runner closes the others
+            for conn in list(self.connections.open):
+                conn.close()  # those still sending a head (aiohttp knows only the others)
             if self._runner is not None:
                 await self._runner.cleanup()
 
@@ -168,8 +184,9 @@ class WebSink:
         """Nothing to hand on: the dashboard shows the present."""
 
     def metrics(self) -> list[Metric]:
-        """The browsers connected, snapshots they missed, streams cut off."""
-        return self.events.metrics()
+        """The browsers connected, snapshots they missed, streams cut off; connections
+        open, refused, closed to make room or for a late request head."""
+        return self.events.metrics() + self.connections.metrics()
 
     @property
     def url(self) -> str:

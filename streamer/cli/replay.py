@@ -57,7 +57,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="serve the live dashboard and /metrics while the replay runs (config `web:`)",
     )
+    p.add_argument(
+        "--serve-linger",
+        type=_seconds,
+        default=0.0,
+        metavar="S",
+        help="with --serve (implied): keep serving S seconds after the replay ends "
+        "('inf': until Ctrl-C, which then ends the run normally); outputs are written "
+        "when it stops",
+    )
     p.set_defaults(func=cmd_replay)
+
+
+def _seconds(text: str) -> float:
+    """A non-negative number of seconds, or ``inf`` (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds or 'inf', got {text!r}") from None
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0 or 'inf', got {text!r}")
+    return value
 
 
 def serve_config(cfg: AppConfig) -> AppConfig:
@@ -68,7 +88,7 @@ def serve_config(cfg: AppConfig) -> AppConfig:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else AppConfig()
-    if args.serve:
+    if args.serve or args.serve_linger:
         cfg = serve_config(cfg)
     if args.annotate is not None:
         check_output(args.video, args.annotate)
@@ -101,6 +121,7 @@ async def _replay(
         skip_corrupt=args.skip_corrupt,
         out=args.out,
         stdout_jsonl=args.out is None,
+        linger_s=args.serve_linger,
     )
     show = not (args.no_progress or args.quiet)
     with FrameBar("replay", show) as bar:

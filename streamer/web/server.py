@@ -24,8 +24,10 @@ read-only :class:`~streamer.sinks.RunView`. Each job has its module: who may ask
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.resources
 import logging
+import math
 import time
 from typing import Any
 
@@ -35,7 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from streamer.annotate import description_label
 from streamer.bus import EventBus
 from streamer.errors import ConfigError
-from streamer.lifecycle import cancel_and_wait
+from streamer.lifecycle import cancel_and_wait, stop_on_signals
 from streamer.messages import CameraState
 from streamer.sinks import Metric, RunView
 from streamer.web.auth import Access
@@ -76,6 +78,8 @@ class WebSink:
             access rules still follow ``cfg.host``: tests bind loopback only).
         health_stale_s: a heartbeat this late marks the event loop as blocked.
         health_window_s: how long after a block ``/healthz`` still says 503.
+        linger_s: after a replay, keep serving this long (``inf``: until SIGINT or
+            SIGTERM, which end the wait and let the run finish normally).
     """
 
     def __init__(
@@ -90,11 +94,13 @@ class WebSink:
         bind_host: str | None = None,
         health_stale_s: float = HEALTH_STALE_S,
         health_window_s: float = HEALTH_WINDOW_S,
+        linger_s: float = 0.0,
     ) -> None:
         self.cfg = cfg
         self.bus = bus
         self.view = view
         self.bind_host = bind_host or cfg.host
+        self.linger_s = linger_s
         self.state = DashboardState(list(view.cameras), view.model_name, view.model_approximate)
         self.port = cfg.port
         self.access = Access(cfg)
@@ -181,7 +187,16 @@ class WebSink:
             self.bus.unsubscribe(self.previews.sub)
 
     async def flush(self, *, ok: bool, replay: bool) -> None:
-        """Nothing to hand on: the dashboard shows the present."""
+        """After a replay with ``linger_s``: say it ended, and keep serving that long."""
+        if not (replay and ok and self.linger_s > 0):
+            return
+        self.state.finish()
+        stop = asyncio.Event()
+        how_long = "until Ctrl-C" if math.isinf(self.linger_s) else f"for {self.linger_s:g} s"
+        logger.info("replay finished; the dashboard stays on %s %s", self.url, how_long)
+        with stop_on_signals(stop), contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(None if math.isinf(self.linger_s) else self.linger_s):
+                await stop.wait()
 
     def metrics(self) -> list[Metric]:
         """The browsers connected, snapshots they missed, streams cut off; connections

@@ -110,6 +110,7 @@ class DashboardState:
         # flight for one of them must not bring it back as a ghost.
         self.gone: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
         self.version = 0  # bumped by every message: the broadcaster sends only when it moved
+        self.finished = False  # a replay ended (the dashboard lingers on its last state)
 
     def camera(self, name: str) -> CameraView:
         cam = self.cameras.get(name)
@@ -143,6 +144,11 @@ class DashboardState:
             if tr is not None:
                 tr.description = msg
         # Episodes and the room mood carry no per-track state the page shows.
+
+    def finish(self) -> None:
+        """The replay is over: its file camera reads ``stopped``, not ``online``."""
+        self.finished = True
+        self.version += 1
 
     def _track(self, key: tuple[str, int]) -> TrackView:
         tr = self.tracks.get(key)
@@ -189,6 +195,8 @@ class DashboardState:
         state, detail = cam.state, cam.detail
         if not cam.has_status and analysed:
             state, detail = CameraState.ONLINE.value, "file"
+            if self.finished:
+                state, detail = CameraState.STOPPED.value, "replay finished"
         return {
             "name": cam.name,
             "state": state,

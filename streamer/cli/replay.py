@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 from streamer.annotate import AnnotationRecorder, check_output, write_annotated
 from streamer.cli.progress import frame_progress, stderr_console
+from streamer.cli.tables import print_whole
 from streamer.config import AppConfig, load_config
 from streamer.messages import Message, VASample
 from streamer.pipeline import CameraStats
@@ -203,4 +204,4 @@ def print_summary(console: Console, summary: Summarizer, stats: CameraStats, wal
         )
     if not summary.tracks:
         table.caption = "no face tracked"
-    console.print(table)
+    print_whole(console, table)

@@ -2,7 +2,8 @@
 # One-command setup on a fresh machine:
 #   1. system packages the tests use (Debian/Ubuntu, when run as root or with sudo):
 #      mosquitto (MQTT broker), GStreamer's RTSP server for Debian's python3, ffmpeg,
-#      chromium (the dashboard's browser tests drive it; no browser is downloaded);
+#      chromium (the dashboard's browser tests drive it; no browser is downloaded),
+#      tmux (a real terminal for the `subscribe` view test);
 #   2. a virtual environment in .venv with streamer and its test tools
 #      (extra pip extras: STREAMER_EXTRAS=torch,eval ./tools/setup.sh);
 #   3. the default models and the real test media, through the sha256-pinned model store
@@ -17,6 +18,7 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-bad
   ffmpeg
   chromium
+  tmux
 )
 
 if command -v apt-get >/dev/null 2>&1 && [ "${STREAMER_SKIP_APT:-0}" != 1 ]; then

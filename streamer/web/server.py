@@ -260,6 +260,10 @@ class WebSink:
             "wall_time": round(now, 3),
             "model": self.state.model,
             "approximate": self.state.approximate,
+            "model_note": self.state.model_note,
+            "model_hull": None
+            if self.state.model_hull is None
+            else [list(p) for p in self.state.model_hull],
             "preview": self.cfg.preview,
             "cameras": cameras,
             "tracks": [tr.to_json() for tr in self.state.tracks.values()],

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamer.affect.models import FER_VA_NAME
+from streamer.affect.projection import FER_CLASSES, FER_VA
 from streamer.annotate import FaceOverlay, description_label, track_colour_hex
 from streamer.messages import (
     CameraState,
@@ -35,6 +37,50 @@ MAX_GONE = 4096  # lost tracks remembered (so that a late message cannot bring o
 
 def _r(x: float, nd: int = 4) -> float:
     return round(float(x), nd)
+
+
+def _convex_hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The convex hull of ``points``, counter-clockwise (Andrew's monotone chain)."""
+    pts = sorted(set(points))
+    if len(pts) < 3:
+        return pts
+
+    def cross(o: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+    lower: list[tuple[float, float]] = []
+    upper: list[tuple[float, float]] = []
+    for p in pts:
+        while len(lower) >= 2 and cross(lower[-2], lower[-1], p) <= 0:
+            lower.pop()
+        lower.append(p)
+    for p in reversed(pts):
+        while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= 0:
+            upper.pop()
+        upper.append(p)
+    return lower[:-1] + upper[:-1]
+
+
+def _fer_note() -> str:
+    happy = FER_VA[FER_CLASSES.index("happy")]
+    return (
+        "Approximate valence/arousal: the embedded model classifies 7 expressions and "
+        "reports the probability-weighted mean of fixed points, one per expression "
+        "(Russell & Mehrabian). Its values never leave the outlined area spanned by those "
+        "points and carry no intensity: a faint smile the classifier is sure of reads the "
+        f"same as a broad one, happy's point ({happy[0]:+.2f}, {happy[1]:+.2f}). Read "
+        f"{happy[0]:.2f} as 'looks happy', not '{happy[0] * 100:.0f} % happy'. "
+        "FaceChannel (streamer models add facechannel) estimates VA directly."
+    )
+
+
+def model_limits(model: str) -> tuple[str, list[tuple[float, float]] | None]:
+    """What ``model``'s VA cannot say, in words, and the polygon its values stay in
+    ((valence, arousal) corners), or ("", None) for a dimensional model."""
+    if model != FER_VA_NAME:
+        return "", None
+    hull = _convex_hull([(_r(v, 2), _r(a, 2)) for v, a in FER_VA.tolist()])
+    return _fer_note(), hull
 
 
 @dataclass
@@ -104,6 +150,7 @@ class DashboardState:
     def __init__(self, cameras: list[str], model: str, approximate: bool) -> None:
         self.model = model
         self.approximate = approximate
+        self.model_note, self.model_hull = model_limits(model)
         self.cameras: dict[str, CameraView] = {c: CameraView(c) for c in cameras}
         self.tracks: collections.OrderedDict[tuple[str, int], TrackView] = collections.OrderedDict()
         # Tracks whose `lost` event came: a description, an episode or a sample still in

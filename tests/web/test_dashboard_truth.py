@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -183,3 +184,48 @@ async def test_face_count_falls_to_zero_in_an_empty_room(
                     assert run.pipe.stats["face_noface"].frames > LOST_FRAME + 50
                 resume.set()
             await asyncio.wait_for(analysis, SLACK_S)
+
+
+def _inside(hull: list[list[float]], v: float, a: float) -> bool:
+    """Whether (v, a) is inside or on the counter-clockwise polygon ``hull``."""
+    n = len(hull)
+    for i in range(n):
+        (x0, y0), (x1, y1) = hull[i], hull[(i + 1) % n]
+        if (x1 - x0) * (a - y0) - (y1 - y0) * (v - x0) < -1e-6:  # float32 points
+            return False
+    return True
+
+
+async def test_model_badge_says_what_the_default_model_cannot(
+    models: None, store_path: Callable[[str], Path]
+) -> None:
+    """The embedded default's VA is a probability-weighted mean of category points: the
+    state says so in words, and gives the polygon those values never leave."""
+    import jsonschema
+    import numpy as np
+
+    from streamer.affect.projection import FER_VA, project_va
+
+    schema = json.loads(resources.files("streamer.web").joinpath("schemas/state.json").read_text())
+    async with web_run(WebConfig(port=free_port()), bind_host="127.0.0.1") as (run, sink):
+        async with FileSource(store_path("single_face.mp4")) as src:
+            await run.pipe.run_camera(src.camera, src, lossless=True)
+        state = sink.snapshot()
+    jsonschema.validate(state, schema)
+    assert state["model"] == "fer-minixception-va~approx" and state["approximate"]
+    note = state["model_note"]
+    assert "no intensity" in note and "(+0.81, +0.51)" in note and "81 % happy" in note
+    hull = state["model_hull"]
+    assert [0.81, 0.51] in hull and [0.0, 0.0] in hull  # happy and neutral are corners
+    for v, a in FER_VA.tolist():  # every category point is inside or on it ...
+        assert _inside(hull, v, a), (v, a)
+    rng = np.random.default_rng(0)  # ... and so is every output the projection can give
+    for v, a in project_va(rng.dirichlet(np.full(7, 0.3), size=2000)).tolist():
+        assert _inside(hull, v, a), (v, a)
+    assert not _inside(hull, 0.95, 0.9)  # an intense, aroused joy is out of its reach
+
+
+def test_a_dimensional_model_has_no_such_note() -> None:
+    from streamer.web.state import model_limits
+
+    assert model_limits("facechannel-v1") == ("", None)

@@ -214,6 +214,8 @@ def test_weak_tokens_are_refused_in_one_line(
     assert says in str(err.value) and "STREAMER_WEB_TOKEN" in str(err.value)
     if token.strip():
         assert token.strip() not in str(err.value)
+    if token != "short-token":
+        return  # the command line's handling is the same for every reason: checked once
     # At start, before any work: one line, exit 1.
     cfg = tmp_path / "web.yaml"
     cfg.write_text("web:\n  host: 0.0.0.0\n")

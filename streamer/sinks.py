@@ -215,12 +215,15 @@ class SinkOptions:
         atomic_out: write the file atomically (replay); False appends as it goes (live).
         replay: a lossless run: at the end, sinks may wait (bounded) for work in flight
             (LLM answers still coming). A live stop must be quick and does not.
+        linger_s: a replay's dashboard keeps serving this long after the analysis ended
+            (``inf``: until SIGINT/SIGTERM, which end the wait, not the run).
     """
 
     out: Path | None = None
     stdout_jsonl: bool = False
     atomic_out: bool = True
     replay: bool = False
+    linger_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@
 #      mosquitto (MQTT broker), GStreamer's RTSP server for Debian's python3, ffmpeg,
 #      chromium (the dashboard's browser tests drive it; no browser is downloaded),
 #      postgresql (the history's tests start their own server in a temporary directory);
+#      tmux (a real terminal for the `subscribe` view test);
 #   2. a virtual environment in .venv with streamer and its test tools
 #      (extra pip extras: STREAMER_EXTRAS=torch,eval ./tools/setup.sh);
 #   3. the default models and the real test media, through the sha256-pinned model store
@@ -19,6 +20,7 @@ APT_PACKAGES=(
   ffmpeg
   chromium
   postgresql
+  tmux
 )
 
 if command -v apt-get >/dev/null 2>&1 && [ "${STREAMER_SKIP_APT:-0}" != 1 ]; then

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from streamer.cli.tables import print_table
 from streamer.config import load_config
 
 
@@ -36,7 +36,5 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        from rich.console import Console
-
-        Console(file=sys.stdout).print(render(report))
+        print_table(render(report))
     return 0

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
+from streamer.cli.tables import print_table
 from streamer.config import load_config
 from streamer.episodes.stage import replay_records
 from streamer.errors import ConfigError, MediaError
@@ -107,5 +107,5 @@ def cmd_episodes(args: argparse.Namespace) -> int:
         )
     if not episodes:
         table.caption = "no episode"
-    Console().print(table)
+    print_table(table)
     return 0

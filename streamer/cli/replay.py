@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 from streamer.annotate import AnnotationRecorder, check_output, write_annotated
 from streamer.cli.progress import frame_progress, stderr_console
+from streamer.cli.tables import print_whole
 from streamer.config import AppConfig, load_config
 from streamer.errors import ConfigError
 from streamer.messages import Message, VASample
@@ -64,7 +65,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="also keep the replay's episodes, descriptions, moods and VA in this history "
         "(a SQLite file, or a postgresql:// URL; see docs/history.md)",
     )
+    p.add_argument(
+        "--serve-linger",
+        type=_seconds,
+        default=0.0,
+        metavar="S",
+        help="with --serve (implied): keep serving S seconds after the replay ends "
+        "('inf': until Ctrl-C, which then ends the run normally); outputs are written "
+        "when it stops",
+    )
     p.set_defaults(func=cmd_replay)
+
+
+def _seconds(text: str) -> float:
+    """A non-negative number of seconds, or ``inf`` (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds or 'inf', got {text!r}") from None
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0 or 'inf', got {text!r}")
+    return value
 
 
 def serve_config(cfg: AppConfig) -> AppConfig:
@@ -99,7 +120,7 @@ def _first_error(err: ValueError) -> str:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else AppConfig()
-    if args.serve:
+    if args.serve or args.serve_linger:
         cfg = serve_config(cfg)
     if args.history:
         cfg = history_config(cfg, args.history)
@@ -135,6 +156,7 @@ async def _replay(
         skip_corrupt=args.skip_corrupt,
         out=args.out,
         stdout_jsonl=args.out is None,
+        linger_s=args.serve_linger,
     )
     show = not (args.no_progress or args.quiet)
     with FrameBar("replay", show) as bar:
@@ -233,4 +255,4 @@ def print_summary(console: Console, summary: Summarizer, stats: CameraStats, wal
         )
     if not summary.tracks:
         table.caption = "no face tracked"
-    console.print(table)
+    print_whole(console, table)

@@ -69,6 +69,8 @@ class ReplayOptions:
         skip_corrupt: accept damage (a truncated file keeps what decoded).
         out: JSON lines to this file (atomically).
         stdout_jsonl: JSON lines to stdout when there is no ``out``.
+        linger_s: the dashboard (``--serve``) keeps serving this long after the end
+            (``inf``: until SIGINT/SIGTERM); the outputs are written when it stops.
     """
 
     camera: str | None = None
@@ -76,6 +78,7 @@ class ReplayOptions:
     skip_corrupt: bool = False
     out: Path | None = None
     stdout_jsonl: bool = False
+    linger_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,9 @@ async def run_replay(
             (r, pipe.bus.subscribe(r.name, READER_QUEUE, lossless=True, accept=r.accept))
             for r in readers
         ]
-        sink_options = SinkOptions(out=opts.out, stdout_jsonl=opts.stdout_jsonl, replay=True)
+        sink_options = SinkOptions(
+            out=opts.out, stdout_jsonl=opts.stdout_jsonl, replay=True, linger_s=opts.linger_s
+        )
         run = Composition(pipe, sink_options, overrides=overrides)
         run.add_source(source.camera, source)
         t_run, c_run = time.perf_counter(), process_cpu_s()

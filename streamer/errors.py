@@ -20,7 +20,8 @@ can catch the whole package's errors in one clause. All of them are defined here
     │   ├── MailboxClosed          a frame mailbox is closed and empty (end of frames)
     │   └── BusFullError           a lossless subscriber is full and the caller cannot wait
     ├── PublishError               MQTT / sink failures (auth, TLS)
-    │   └── InboundError           an inbound MQTT payload was rejected (also a ValueError)
+    │   ├── InboundError           an inbound MQTT payload was rejected (also a ValueError)
+    │   └── OutputError            an output file refused or failed (names the path given)
     ├── DescriberError             LLM provider failures
     │   ├── ProviderUnavailableError   server down / connection refused / model file absent
     │   ├── ProviderTimeoutError       no complete answer within timeout_s
@@ -120,6 +121,12 @@ class PublishError(StreamerError):
 
 class InboundError(PublishError, ValueError):
     """An inbound MQTT payload was rejected (not UTF-8, too large, not JSON, invalid)."""
+
+
+class OutputError(PublishError):
+    """An output file (``--out``, ``--annotate``, ``plot -o``) is refused before the work
+    (it is an input, a directory, not writable) or failed to be written (full disk);
+    the message names the path as the user gave it (see :mod:`streamer.output`)."""
 
 
 class DescriberError(StreamerError):

@@ -148,12 +148,17 @@ class SinkOptions:
         atomic_out: write the file atomically (replay); False appends as it goes (live).
         replay: a lossless run: at the end, sinks may wait (bounded) for work in flight
             (LLM answers still coming). A live stop must be quick and does not.
+        hold_out: leave the atomic file uncommitted when the run ends; the caller
+            commits it (:meth:`streamer.compose.Composition.commit_output`) once its
+            own outputs are written too, or aborts it: a failed step after the run
+            leaves no file that looks complete.
     """
 
     out: Path | None = None
     stdout_jsonl: bool = False
     atomic_out: bool = True
     replay: bool = False
+    hold_out: bool = False
 
 
 @dataclass(frozen=True)

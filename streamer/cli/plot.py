@@ -12,7 +12,6 @@ import argparse
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from streamer.circumplex import NEUTRAL_RADIUS, quadrant
 from streamer.errors import ConfigError, StreamerError
 from streamer.messages import VA_SCHEMA
+from streamer.output import OutputFile
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ def _plane_panel(ax: Any, tr: TrackSeries) -> None:
     ax.set_ylabel("arousal")
 
 
-def plot_tracks(tracks: list[TrackSeries], out: Path) -> tuple[int, int]:
+def plot_tracks(tracks: list[TrackSeries], out: OutputFile) -> tuple[int, int]:
     """Draw ``tracks`` (one row each) into the PNG ``out``; returns its (width, height) px."""
     try:
         import matplotlib
@@ -222,14 +222,8 @@ def plot_tracks(tracks: list[TrackSeries], out: Path) -> tuple[int, int]:
             _time_panel(row[0], tr)
             _plane_panel(row[1], tr)
         fig.tight_layout()
-        tmp = out.with_name(f".{out.name}.part.png")
-        try:
-            fig.savefig(tmp, dpi=DPI, format="png")
-            os.replace(tmp, out)
-        except OSError as err:
-            raise ConfigError(f"{out}: cannot write the plot: {err}") from err
-        finally:
-            tmp.unlink(missing_ok=True)
+        with out.writing("wb") as fh:
+            fig.savefig(fh, dpi=DPI, format="png")
     finally:
         plt.close(fig)
     return round(ROW_W_IN * DPI), round(ROW_H_IN * DPI * rows)
@@ -237,8 +231,13 @@ def plot_tracks(tracks: list[TrackSeries], out: Path) -> tuple[int, int]:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     path: Path = args.results
-    out: Path = args.out or path.with_suffix(".png")
+    out = (
+        OutputFile(args.out, flag="-o", inputs=[path])
+        if args.out is not None
+        else OutputFile(path.with_suffix(".png"), inputs=[path])
+    )
+    out.check()
     tracks = select(read_tracks(path), args.track, args.camera, path)
     w, h = plot_tracks(tracks, out)
-    logger.info("wrote %s (%d track(s), %dx%d px)", out, len(tracks), w, h)
+    logger.info("wrote %s (%d track(s), %dx%d px)", out.path, len(tracks), w, h)
     return 0

@@ -12,10 +12,11 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, TaskID
 
-from streamer.annotate import AnnotationRecorder, check_output, write_annotated
+from streamer.annotate import AnnotationRecorder, annotate_output, write_annotated
 from streamer.cli.progress import frame_progress, stderr_console
 from streamer.config import AppConfig, load_config
 from streamer.messages import Message, VASample
+from streamer.output import OutputFile, check_outputs
 from streamer.pipeline import CameraStats
 from streamer.runtime.replay import BusReader, ReplayOptions, ReplayResult, run_replay
 from streamer.sources.file import EXIT_CORRUPT, print_damage
@@ -70,16 +71,29 @@ def cmd_replay(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else AppConfig()
     if args.serve:
         cfg = serve_config(cfg)
-    if args.annotate is not None:
-        check_output(args.video, args.annotate)
+    annotate = checked_outputs(args)
     summary = Summarizer()
-    recorder = AnnotationRecorder() if args.annotate is not None else None
-    result = asyncio.run(_replay(cfg, args, summary, recorder))
+    recorder = AnnotationRecorder() if annotate is not None else None
+    result = asyncio.run(_replay(cfg, args, summary, recorder, annotate))
     if not args.quiet:  # -q: only warnings and errors
         print_summary(stderr_console(), summary, result.stats, result.wall_s)
     if result.report.clean:
         return 0
     return print_damage(stderr_console(), result.report, args.video, args.skip_corrupt)
+
+
+def checked_outputs(args: argparse.Namespace) -> OutputFile | None:
+    """Check every destination before any work (see :mod:`streamer.output`); returns the
+    ``--annotate`` output, if any."""
+    outputs = []
+    if args.out is not None:
+        outputs.append(OutputFile(args.out, flag="--out", inputs=[args.video]))
+    annotate = None
+    if args.annotate is not None:
+        annotate = annotate_output(args.video, args.annotate)
+        outputs.append(annotate)
+    check_outputs(outputs)
+    return annotate
 
 
 def _is_va(msg: Message) -> bool:
@@ -91,6 +105,7 @@ async def _replay(
     args: argparse.Namespace,
     summary: Summarizer,
     recorder: AnnotationRecorder | None,
+    annotate: OutputFile | None,
 ) -> ReplayResult:
     readers = [BusReader("summary", summary.consume, accept=_is_va)]
     if recorder is not None:
@@ -103,11 +118,11 @@ async def _replay(
         stdout_jsonl=args.out is None,
     )
     show = not (args.no_progress or args.quiet)
-    with FrameBar("replay", show) as bar:
-        result = await run_replay(
-            cfg, args.video, options, readers=readers, progress=bar.update if show else None
-        )
-    if recorder is not None:
+
+    async def write_video(result: ReplayResult) -> None:
+        # before the JSON lines are committed: a failed video leaves neither file
+        assert recorder is not None and annotate is not None
+        replay_bar.close()  # one bar at a time
         frames = result.stats.frames
         with FrameBar("annotate", show, frames) as bar:
 
@@ -116,9 +131,18 @@ async def _replay(
                     bar.update(n)
 
             await asyncio.to_thread(
-                write_annotated, args.video, args.annotate, recorder.overlays, on_frame=on_frame
+                write_annotated, args.video, annotate, recorder.overlays, on_frame=on_frame
             )
-    return result
+
+    with FrameBar("replay", show) as replay_bar:
+        return await run_replay(
+            cfg,
+            args.video,
+            options,
+            readers=readers,
+            progress=replay_bar.update if show else None,
+            finish=write_video if annotate is not None else None,
+        )
 
 
 class FrameBar:
@@ -148,9 +172,14 @@ class FrameBar:
             self._progress.update(self._task, total=total)
         self._progress.update(self._task, completed=done, fps=fps)
 
+    def close(self) -> None:
+        """Stop drawing (the bar stays on screen as it was); later updates do nothing."""
+        progress, self._progress = self._progress, None
+        if progress is not None:
+            progress.__exit__(None, None, None)
+
     def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(None, None, None)
+        self.close()
 
 
 def print_summary(console: Console, summary: Summarizer, stats: CameraStats, wall_s: float) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from streamer.config import AppConfig, load_config
 from streamer.errors import ConfigError
+from streamer.output import OutputFile
 from streamer.runtime.live import RunResult, run_until_stopped, select_cameras
 from streamer.runtime.loop import stuck_threads
 
@@ -58,6 +59,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--duration-s must be > 0, got {args.duration_s}")
     if args.cluster is not None or cfg.cluster is not None:
         return _run_cluster(cfg, args)
+    if args.out is not None:  # before any camera opens (streamer/output.py)
+        OutputFile(args.out, flag="--out", inputs=[args.config], append=True).check()
     result = run_until_stopped(cfg, out=args.out, duration_s=args.duration_s)
     return report_run(result)
 

@@ -263,3 +263,14 @@ def test_two_outputs_naming_one_file_are_refused(tmp_path: Path) -> None:
     b = OutputFile(tmp_path / "sub" / ".." / "x.mp4", flag="--annotate")
     with pytest.raises(OutputError, match=r"--annotate .*: is also the --out file"):
         check_outputs([a, b])
+
+
+def test_run_refuses_an_out_that_is_its_config_before_any_camera_opens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "live.yaml"
+    text = "cameras:\n  - name: cam\n    url: rtsp://127.0.0.1:9/none\n"
+    cfg.write_text(text)
+    assert main(["run", "--config", str(cfg), "--out", str(cfg), "--duration-s", "1"]) == 1
+    assert _one_error(capsys).startswith(f"error: --out {cfg}: is the input")
+    assert cfg.read_text() == text

@@ -6,7 +6,8 @@ can catch the whole package's errors in one clause. All of them are defined here
 
     StreamerError
     ├── ConfigError                bad YAML / unknown key / bad value (names key and line)
-    │   └── DatasetError           a labelled evaluation file that cannot be used
+    │   ├── DatasetError           a labelled evaluation file that cannot be used
+    │   └── RecordError            a recorded JSONL line that cannot be used (file:line)
     ├── MediaError                 a video or image that cannot be opened or decoded
     │   ├── SourceError            a live source failed (open timeout, stall, refused)
     │   ├── SessionEnded           a decode session ended for a reason (may be retried)
@@ -47,6 +48,11 @@ class ConfigError(StreamerError):
 
 class DatasetError(ConfigError):
     """An evaluation dataset cannot be read or has a bad row (names file and line)."""
+
+
+class RecordError(ConfigError):
+    """A recorded JSONL (``streamer plot``, ``streamer episodes``) has a line that cannot
+    be used: not JSON, a bad field, time running backwards (names file and line)."""
 
 
 class MediaError(StreamerError):

@@ -83,8 +83,14 @@ STATUS = {"schema": "streamer.status/1", "camera": "c", "state": "online"}
         ("\n\n", "bad.jsonl:1: empty file"),
         (json.dumps(VA) + "\n{not json\n", "bad.jsonl:2: not valid JSON"),
         (json.dumps(VA) + "\n[1, 2]\n", "bad.jsonl:2: expected a JSON object"),
-        (json.dumps({**VA, "valence": "high"}) + "\n", "bad.jsonl:1: a streamer.va/1 record needs"),
-        (json.dumps({**VA, "arousal": None}) + "\n", "bad.jsonl:1: a streamer.va/1 record needs"),
+        (
+            json.dumps({**VA, "valence": "high"}) + "\n",
+            "bad.jsonl:1: a streamer.va/1 record: valence must be a number, got a text",
+        ),
+        (
+            json.dumps({**VA, "arousal": None}) + "\n",
+            "bad.jsonl:1: a streamer.va/1 record: arousal must be a number, got nothing",
+        ),
         (json.dumps(STATUS) + "\n" + json.dumps(STATUS) + "\n", "bad.jsonl:2: no valence/arousal"),
     ],
 )

@@ -117,11 +117,11 @@ def test_episodes_cli_bad_input(tmp_path: Path, smile_config: Path) -> None:
     bad.write_text('{"schema": "streamer.va/1"}\nnot json\n')
     proc = streamer("episodes", str(bad), "--config", str(smile_config))
     assert proc.returncode == 1
-    assert f"error: {bad}:1: not a streamer record (KeyError" in proc.stderr
+    assert f"error: {bad}:1: a streamer.va/1 record: camera must be a text" in proc.stderr
     assert "Traceback" not in proc.stderr
     bad.write_text('\n{"schema": "other"}\nnot json\n')
     proc = streamer("episodes", str(bad), "--config", str(smile_config))
-    assert proc.returncode == 1 and f"{bad}:3: not a JSON line" in proc.stderr
+    assert proc.returncode == 1 and f"{bad}:3: not valid JSON" in proc.stderr
     no_rules = tmp_path / "none.yaml"
     no_rules.write_text("mood: {interval_s: 1}\n")
     proc = streamer("episodes", str(bad), "--config", str(no_rules))

@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from streamer.cli.cluster import cluster_address
 from streamer.config import AppConfig, load_config
 from streamer.errors import ConfigError
 from streamer.output import OutputFile
@@ -45,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--cluster",
         metavar="ADDRESS",
+        type=cluster_address,
         help="run each camera as an actor on this Ray cluster: auto, ray://host:10001 or "
         "host:6379 (docs/cluster.md); also `cluster:` in the config",
     )

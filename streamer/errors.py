@@ -6,6 +6,7 @@ can catch the whole package's errors in one clause. All of them are defined here
 
     StreamerError
     ├── ConfigError                bad YAML / unknown key / bad value (names key and line)
+    │   ├── ConfigFieldError       a validator's complaint about one key below it (its line)
     │   ├── DatasetError           a labelled evaluation file that cannot be used
     │   └── RecordError            a recorded JSONL line that cannot be used (file:line)
     ├── MediaError                 a video or image that cannot be opened or decoded
@@ -44,6 +45,20 @@ class StreamerError(Exception):
 
 class ConfigError(StreamerError):
     """A configuration file or value is invalid."""
+
+
+class ConfigFieldError(ConfigError, ValueError):
+    """Raised in a config model's validator about one key below that model, so the
+    message names that key's YAML line (a duplicate rule name at the duplicate, not at
+    ``episodes:``).
+
+    Attributes:
+        at: the key's path below the model, e.g. ``("rules", 2, "name")``.
+    """
+
+    def __init__(self, message: str, at: tuple[str | int, ...]) -> None:
+        super().__init__(message)
+        self.at = at
 
 
 class DatasetError(ConfigError):

@@ -73,7 +73,7 @@ def test_validate_config_fails_on_unset_url_variable(tmp_path: Path) -> None:
     assert proc.returncode == 1
     line = proc.stderr.strip().splitlines()[-1]
     assert line == (
-        f"error: {cfg}: cameras[door].url: environment variable CAM_USER_UNSET_X is not set"
+        f"error: {cfg}:3: cameras.0.url: environment variable CAM_USER_UNSET_X is not set"
     )
     ok = _run("validate-config", str(cfg), env={"CAM_USER_UNSET_X": "bob"})
     assert ok.returncode == 0, ok.stderr

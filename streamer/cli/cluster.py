@@ -51,7 +51,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        from rich.console import Console
+        from streamer.cli.progress import console
 
-        Console(file=sys.stdout).print(render(report))
+        console(file=sys.stdout).print(render(report))
     return 0

@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from streamer.cli.progress import console
 from streamer.config import load_config
 from streamer.episodes.stage import replay_records
 from streamer.errors import ConfigError
@@ -86,5 +86,5 @@ def cmd_episodes(args: argparse.Namespace) -> int:
         )
     if not episodes:
         table.caption = "no episode"
-    Console().print(table)
+    console().print(table)
     return 0

@@ -17,7 +17,6 @@ from streamer.cli.progress import frame_progress, stderr_console
 from streamer.config import AppConfig, load_config
 from streamer.messages import Message, VASample
 from streamer.output import OutputFile, check_outputs
-from streamer.pipeline import CameraStats
 from streamer.runtime.replay import BusReader, ReplayOptions, ReplayResult, run_replay
 from streamer.sources.file import EXIT_CORRUPT, print_damage
 from streamer.summary import Summarizer
@@ -76,7 +75,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     recorder = AnnotationRecorder() if annotate is not None else None
     result = asyncio.run(_replay(cfg, args, summary, recorder, annotate))
     if not args.quiet:  # -q: only warnings and errors
-        print_summary(stderr_console(), summary, result.stats, result.wall_s)
+        print_summary(stderr_console(), summary, result)
     if result.report.clean:
         return 0
     return print_damage(stderr_console(), result.report, args.video, args.skip_corrupt)
@@ -122,6 +121,7 @@ async def _replay(
     async def write_video(result: ReplayResult) -> None:
         # before the JSON lines are committed: a failed video leaves neither file
         assert recorder is not None and annotate is not None
+        replay_bar.finish(result)
         replay_bar.close()  # one bar at a time
         frames = result.stats.frames
         with FrameBar("annotate", show, frames) as bar:
@@ -135,7 +135,7 @@ async def _replay(
             )
 
     with FrameBar("replay", show) as replay_bar:
-        return await run_replay(
+        result = await run_replay(
             cfg,
             args.video,
             options,
@@ -143,17 +143,27 @@ async def _replay(
             progress=replay_bar.update if show else None,
             finish=write_video if annotate is not None else None,
         )
+        replay_bar.finish(result)
+        return result
+
+
+def analysis_fps(frames: int, seconds: float) -> str:
+    """The one fps of ``replay``'s bar and summary: frames analysed per second of the
+    analysis itself (from its first frame, the models loaded; model loading is not in
+    it), rounded to a whole number."""
+    return f"{frames / max(seconds, 1e-6):.0f}"
 
 
 class FrameBar:
     """A bar of frames done, fps and elapsed time on stderr, or nothing at all (then
-    rich.progress is not even imported)."""
+    rich.progress is not even imported). Its fps counts from the first update (the
+    start of the analysis: :func:`analysis_fps`)."""
 
     def __init__(self, what: str, show: bool, total: int | None = None) -> None:
         self.what = what
         self.show = show
         self.total = total
-        self._t0 = time.perf_counter()
+        self._t0: float | None = None
         self._progress: Progress | None = None
         self._task: TaskID | None = None
 
@@ -164,13 +174,23 @@ class FrameBar:
             self._task = self._progress.add_task(self.what, total=self.total or None, fps="-")
         return self
 
-    def update(self, done: int, total: int | None = None) -> None:
+    def update(self, done: int, total: int | None = None, *, seconds: float | None = None) -> None:
+        """``done`` frames so far (of ``total``); ``seconds`` of work (default: since the
+        first update)."""
         if self._progress is None or self._task is None:
             return
-        fps = f"{done / max(time.perf_counter() - self._t0, 1e-6):.0f}"
+        now = time.perf_counter()
+        if self._t0 is None:
+            self._t0 = now
+        fps = analysis_fps(done, seconds if seconds is not None else now - self._t0)
         if total:
             self._progress.update(self._task, total=total)
         self._progress.update(self._task, completed=done, fps=fps)
+
+    def finish(self, result: ReplayResult) -> None:
+        """The final state: the replay's own frame count and analysis time (the summary's
+        numbers)."""
+        self.update(result.stats.frames, seconds=result.run_s)
 
     def close(self) -> None:
         """Stop drawing (the bar stays on screen as it was); later updates do nothing."""
@@ -182,12 +202,14 @@ class FrameBar:
         self.close()
 
 
-def print_summary(console: Console, summary: Summarizer, stats: CameraStats, wall_s: float) -> None:
+def print_summary(console: Console, summary: Summarizer, result: ReplayResult) -> None:
     from rich.table import Table
 
+    stats = result.stats
     table = Table(
-        title=f"{stats.frames} frames, {stats.faces} faces, {wall_s:.2f} s "
-        f"({stats.frames / max(wall_s, 1e-9):.0f} fps)"
+        title=f"{stats.frames} frames, {stats.faces} faces: analysed in {result.run_s:.2f} s "
+        f"({analysis_fps(stats.frames, result.run_s)} fps), {result.wall_s:.2f} s with "
+        "model loading"
     )
     for col in (
         "camera",

@@ -55,7 +55,10 @@ class EpisodeLogic:
         trajectories: bool = False,
     ) -> None:
         self.engine = EpisodeEngine(episodes, trajectories) if episodes is not None else None
-        self.mood = MoodTracker(mood) if mood is not None and mood.enabled else None
+        self.mood: MoodTracker | None = None
+        if mood is not None and mood.enabled:
+            # unsure samples are the ones the rules ignore
+            self.mood = MoodTracker(mood, episodes.max_variance) if episodes else MoodTracker(mood)
 
     def feed(self, msg: Message) -> list[Episode | Mood]:
         out: list[Episode | Mood] = []

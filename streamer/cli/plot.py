@@ -144,8 +144,40 @@ def _time_panel(ax: Any, tr: TrackSeries) -> None:
     ax.set_title(_title(tr), fontsize=10, loc="left")
 
 
+HULL_LABEL = "all the embedded model can reach"
+
+
+def reachable_region(model: str) -> list[tuple[float, float]] | None:
+    """The region of the VA plane ``model`` can reach at all, when it is bounded: the
+    embedded model's hull of category points (docs/affect.md); None for a dimensional
+    model such as FaceChannel."""
+    from streamer.affect.models import FER_VA_NAME
+    from streamer.affect.projection import category_hull
+
+    if model != FER_VA_NAME:
+        return None
+    return [(float(v), float(a)) for v, a in category_hull()]
+
+
 def _plane_panel(ax: Any, tr: TrackSeries) -> None:
     import matplotlib.patches as mpatches
+
+    hull = reachable_region(tr.model)
+    if hull is not None:
+        # so nobody reads 0.81 as "81 % happy": the model's whole reach, drawn
+        ax.add_patch(
+            mpatches.Polygon(
+                hull,
+                closed=True,
+                facecolor="tab:green",
+                alpha=0.08,
+                edgecolor="tab:green",
+                linestyle="--",
+                linewidth=0.8,
+                label=HULL_LABEL,
+            )
+        )
+        ax.legend(loc="lower left", fontsize=7, frameon=False)
 
     ax.add_patch(mpatches.Circle((0, 0), 1.0, fill=False, color="grey", linewidth=0.8))
     ax.axhline(0.0, color="grey", linewidth=0.6)

@@ -156,7 +156,9 @@ def test_the_embedded_models_reach_is_drawn_on_the_plane_only_for_it(
     fig, ax = plt.subplots()
     try:
         _plane_panel(ax, _track(model))
-        hulls = [p for p in ax.patches if p.get_label() == HULL_LABEL]
+        from matplotlib.patches import Polygon
+
+        hulls = [p for p in ax.patches if isinstance(p, Polygon) and p.get_label() == HULL_LABEL]
         assert len(hulls) == int(drawn)
         if drawn:
             corners = hulls[0].get_xy()[:-1]  # a closed polygon repeats its first corner

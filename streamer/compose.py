@@ -286,10 +286,20 @@ class Composition(SingleUse):
             await self._stack.__aexit__(exc_type, exc, tb)
             if self._writer is not None:
                 # A failed run (or a failed sink) leaves no half-written output behind.
-                if ok:
-                    self._writer.commit()
-                else:
+                if not ok:
                     self._writer.abort()
+                elif not self.options.hold_out:
+                    self._writer.commit()
+
+    def commit_output(self) -> None:
+        """Commit the JSON lines file a ``hold_out`` run left uncommitted."""
+        if self._writer is not None:
+            self._writer.commit()
+
+    def abort_output(self) -> None:
+        """Drop the JSON lines file a ``hold_out`` run left uncommitted."""
+        if self._writer is not None:
+            self._writer.abort()
 
     async def _close_sinks(self, run_error: BaseException | None) -> None:
         """Close the bus: the bus-reading sinks see everything published, then end.

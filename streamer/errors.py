@@ -6,7 +6,9 @@ can catch the whole package's errors in one clause. All of them are defined here
 
     StreamerError
     ├── ConfigError                bad YAML / unknown key / bad value (names key and line)
-    │   └── DatasetError           a labelled evaluation file that cannot be used
+    │   ├── ConfigFieldError       a validator's complaint about one key below it (its line)
+    │   ├── DatasetError           a labelled evaluation file that cannot be used
+    │   └── RecordError            a recorded JSONL line that cannot be used (file:line)
     ├── MediaError                 a video or image that cannot be opened or decoded
     │   ├── SourceError            a live source failed (open timeout, stall, refused)
     │   ├── SessionEnded           a decode session ended for a reason (may be retried)
@@ -20,7 +22,8 @@ can catch the whole package's errors in one clause. All of them are defined here
     │   ├── MailboxClosed          a frame mailbox is closed and empty (end of frames)
     │   └── BusFullError           a lossless subscriber is full and the caller cannot wait
     ├── PublishError               MQTT / sink failures (auth, TLS)
-    │   └── InboundError           an inbound MQTT payload was rejected (also a ValueError)
+    │   ├── InboundError           an inbound MQTT payload was rejected (also a ValueError)
+    │   └── OutputError            an output file refused or failed (names the path given)
     ├── DescriberError             LLM provider failures
     │   ├── ProviderUnavailableError   server down / connection refused / model file absent
     │   ├── ProviderTimeoutError       no complete answer within timeout_s
@@ -47,8 +50,27 @@ class ConfigError(StreamerError):
     """A configuration file or value is invalid."""
 
 
+class ConfigFieldError(ConfigError, ValueError):
+    """Raised in a config model's validator about one key below that model, so the
+    message names that key's YAML line (a duplicate rule name at the duplicate, not at
+    ``episodes:``).
+
+    Attributes:
+        at: the key's path below the model, e.g. ``("rules", 2, "name")``.
+    """
+
+    def __init__(self, message: str, at: tuple[str | int, ...]) -> None:
+        super().__init__(message)
+        self.at = at
+
+
 class DatasetError(ConfigError):
     """An evaluation dataset cannot be read or has a bad row (names file and line)."""
+
+
+class RecordError(ConfigError):
+    """A recorded JSONL (``streamer plot``, ``streamer episodes``) has a line that cannot
+    be used: not JSON, a bad field, time running backwards (names file and line)."""
 
 
 class MediaError(StreamerError):
@@ -123,6 +145,12 @@ class PublishError(StreamerError):
 
 class InboundError(PublishError, ValueError):
     """An inbound MQTT payload was rejected (not UTF-8, too large, not JSON, invalid)."""
+
+
+class OutputError(PublishError):
+    """An output file (``--out``, ``--annotate``, ``plot -o``) is refused before the work
+    (it is an input, a directory, not writable) or failed to be written (full disk);
+    the message names the path as the user gave it (see :mod:`streamer.output`)."""
 
 
 class DescriberError(StreamerError):

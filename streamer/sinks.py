@@ -217,6 +217,10 @@ class SinkOptions:
             (LLM answers still coming). A live stop must be quick and does not.
         linger_s: a replay's dashboard keeps serving this long after the analysis ended
             (``inf``: until SIGINT/SIGTERM, which end the wait, not the run).
+        hold_out: leave the atomic file uncommitted when the run ends; the caller
+            commits it (:meth:`streamer.compose.Composition.commit_output`) once its
+            own outputs are written too, or aborts it: a failed step after the run
+            leaves no file that looks complete.
     """
 
     out: Path | None = None
@@ -224,6 +228,7 @@ class SinkOptions:
     atomic_out: bool = True
     replay: bool = False
     linger_s: float = 0.0
+    hold_out: bool = False
 
 
 @dataclass(frozen=True)

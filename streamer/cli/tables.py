@@ -46,9 +46,9 @@ def print_table(table: Table, file: IO[str] | None = None) -> None:
     """Print ``table`` on ``file`` (stdout): drawn on a terminal, else TSV."""
     out = file or sys.stdout
     if out.isatty():
-        from rich.console import Console
+        from streamer.cli.progress import console
 
-        Console(file=out).print(table)
+        console(file=out).print(table)
     else:
         out.write(table_tsv(table))
         out.flush()
@@ -60,9 +60,9 @@ def print_whole(console: Console, table: Table) -> None:
     if console.is_terminal:
         console.print(table)
         return
-    from rich.console import Console
+    from streamer.cli.progress import console as make_console
 
     wide = console.options.update_width(MAX_WIDTH)
     width = console.measure(table, options=wide).maximum
     # rich caps print(width=) at the console's width: a console as wide as the table.
-    Console(file=console.file, width=max(width, console.width)).print(table)
+    make_console(file=console.file, width=max(width, console.width)).print(table)

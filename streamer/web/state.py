@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamer.affect.models import FER_VA_NAME
-from streamer.affect.projection import FER_CLASSES, FER_VA
+from streamer.affect.projection import FER_CLASSES, FER_VA, category_hull
 from streamer.annotate import FaceOverlay, description_label, track_colour_hex
 from streamer.messages import (
     CameraState,
@@ -39,28 +39,6 @@ def _r(x: float, nd: int = 4) -> float:
     return round(float(x), nd)
 
 
-def _convex_hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The convex hull of ``points``, counter-clockwise (Andrew's monotone chain)."""
-    pts = sorted(set(points))
-    if len(pts) < 3:
-        return pts
-
-    def cross(o: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
-        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
-
-    lower: list[tuple[float, float]] = []
-    upper: list[tuple[float, float]] = []
-    for p in pts:
-        while len(lower) >= 2 and cross(lower[-2], lower[-1], p) <= 0:
-            lower.pop()
-        lower.append(p)
-    for p in reversed(pts):
-        while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= 0:
-            upper.pop()
-        upper.append(p)
-    return lower[:-1] + upper[:-1]
-
-
 def _fer_note() -> str:
     happy = FER_VA[FER_CLASSES.index("happy")]
     return (
@@ -79,7 +57,7 @@ def model_limits(model: str) -> tuple[str, list[tuple[float, float]] | None]:
     ((valence, arousal) corners), or ("", None) for a dimensional model."""
     if model != FER_VA_NAME:
         return "", None
-    hull = _convex_hull([(_r(v, 2), _r(a, 2)) for v, a in FER_VA.tolist()])
+    hull = [(_r(v, 2), _r(a, 2)) for v, a in category_hull().tolist()]
     return _fer_note(), hull
 
 

@@ -15,6 +15,9 @@ from rich.text import Text
 from streamer.cli.replay import print_summary
 from streamer.cli.tables import print_table, table_tsv
 from streamer.pipeline import CameraStats
+from streamer.runtime.replay import ReplayResult
+from streamer.sources.decode import DamageReport
+from streamer.sources.file import FileReport
 from streamer.summary import Summarizer
 from tests.helpers.mqtt import make_va
 
@@ -73,6 +76,17 @@ def test_replay_summary_in_a_log_file_is_not_cut() -> None:
     log = io.StringIO()
     console = Console(file=log, width=80)  # what rich does when stderr is not a terminal
     assert not console.is_terminal
-    print_summary(console, summary, CameraStats(LONG, frames=30, faces=30), 1.0)
+    result = ReplayResult(
+        stats=CameraStats(LONG, frames=30, faces=30),
+        report=FileReport(DamageReport(), announced=30, seen=30),
+        model="test",
+        video_fps=30.0,
+        frame_count=30,
+        wall_s=1.5,
+        run_s=1.0,
+        run_cpu_s=1.0,
+        sinks={},
+    )
+    print_summary(console, summary, result)
     row = next(line for line in log.getvalue().splitlines() if "12345" in line)
     assert LONG in row and "+0.500" in row and "+0.250" in row and "excited" in row

@@ -205,6 +205,7 @@ class HistorySink(SingleUse):
             for msg in batch:
                 rows.extend(rec.add(msg))
             if rows:
+                self._note_cameras()  # the run's cameras go into the same commit as its rows
                 writer.put(rows)
             self.messages += len(batch)
             self.busy_s += time.thread_time() - t0

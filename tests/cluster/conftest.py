@@ -32,7 +32,8 @@ def ray_cluster() -> Iterator[Any]:
 
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 0, "include_dashboard": True},
+        # a free port: another Ray on this machine (a user's, a parallel run) holds 8265
+        head_node_args={"num_cpus": 0, "include_dashboard": True, "dashboard_port": free_port()},
     )
     for _ in range(2):
         cluster.add_node(num_cpus=WORKER_CPUS)

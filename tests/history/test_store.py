@@ -34,6 +34,7 @@ from streamer.messages import (
     VAStats,
 )
 from streamer.testing.history_load import frame_messages
+from tests.helpers.wait import wait_until
 
 DAY = 86400.0
 
@@ -147,6 +148,25 @@ async def test_a_live_run_is_kept_and_updated_in_place(tmp_path: Path) -> None:
             ("offline", "refused"),
         ]
         assert conn.execute(sa.text("select count(*) from descriptions")).scalar() == 1
+
+
+async def test_a_camera_is_named_in_its_run_with_its_first_rows(tmp_path: Path) -> None:
+    """The review timeline shows a camera's runs from the run's list of cameras: a camera
+    the run was not configured with is added in the same commit as its first rows (not
+    at the next commit interval, which here never comes)."""
+    cfg = HistoryConfig(path=tmp_path / "h.db", commit_interval_s=300, commit_rows=1)
+    bus = EventBus()
+    sink = HistorySink(cfg, bus, [])
+    w0 = time.time()
+    async with sink:
+        await bus.publish(episode("started", 1.5, w0))
+        await wait_until(lambda: sink.writer.written["episode"] == 1, what="the episode")
+        with reader(cfg).connect() as conn:
+            cams = conn.execute(sa.text("select cameras from runs")).scalar_one()
+            tl = q.timeline(conn, "lounge", w0 - 10, w0 + 10)
+        bus.close()
+    assert json.loads(cams) == ["lounge"]
+    assert [span["run"] for span in tl["recording"]] == [1]
 
 
 async def test_a_replay_is_placed_at_its_start_and_keeps_no_wall_time(tmp_path: Path) -> None:
@@ -319,3 +339,20 @@ def test_bad_history_config_names_the_key(yaml: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as err:
         parse_config(yaml, "cfg.yaml")
     assert "cfg.yaml:" in str(err.value)
+
+
+def test_a_postgres_history_goes_to_a_cluster_actor_intact() -> None:
+    """The driver hands each camera actor its config as JSON: a history with a URL (and
+    no `path`) must validate again on the other side."""
+    from streamer.config import AppConfig, parse_config
+
+    cfg = parse_config(
+        "cameras: [{name: a, url: 'rtsp://127.0.0.1:1/x'}]\nmqtt: {host: localhost}\n"
+        "cluster: {address: auto}\n"
+        "history: {url: 'postgresql://streamer@db:5432/h', commit_interval_s: 1}\n",
+        "cfg.yaml",
+    )
+    again = AppConfig.model_validate_json(cfg.model_dump_json())
+    assert again.history == cfg.history and again.history is not None
+    assert again.history.url == "postgresql://streamer@db:5432/h"
+    assert again.history.commit_interval_s == 1

@@ -169,6 +169,42 @@ async def test_a_camera_is_named_in_its_run_with_its_first_rows(tmp_path: Path) 
     assert [span["run"] for span in tl["recording"]] == [1]
 
 
+async def test_an_outage_ends_with_its_run(tmp_path: Path) -> None:
+    """The timeline shades a camera offline only while an analyzer knew it was: the
+    status of a run that ended (stopped, or killed) holds no further than the run."""
+    cfg = HistoryConfig(path=tmp_path / "h.db")
+    now = time.time()
+    await record(
+        cfg,
+        [
+            CameraStatus("lounge", CameraState.ONLINE, now - 100),
+            CameraStatus("lounge", CameraState.OFFLINE, now - 50, "refused"),
+        ],
+    )
+    engine = open_database(cfg)
+    with engine.begin() as conn:  # that run went from now - 200 to now - 40
+        conn.execute(sa.text(f"update runs set started_at = {now - 200}, ended_at = {now - 40}"))
+    engine.dispose()
+    await record(
+        cfg,
+        [
+            CameraStatus("lounge", CameraState.STARTING, now - 10),
+            CameraStatus("lounge", CameraState.ONLINE, now - 9),
+        ],
+    )
+    with reader(cfg).connect() as conn:
+        tl = q.timeline(conn, "lounge", now - 300, now)
+    spans = [(o["state"], o["start"] - now, o["end"] - now) for o in tl["outages"]]
+    assert spans == [
+        ("offline", pytest.approx(-50, abs=0.01), pytest.approx(-40, abs=0.01)),
+        ("starting", pytest.approx(-10, abs=0.01), pytest.approx(-9, abs=0.01)),
+    ]
+    assert [(r["start"] - now, r["end"] - now) for r in tl["recording"]][0] == (
+        pytest.approx(-200, abs=0.01),
+        pytest.approx(-40, abs=0.01),
+    )
+
+
 async def test_a_replay_is_placed_at_its_start_and_keeps_no_wall_time(tmp_path: Path) -> None:
     cfg = HistoryConfig(path=tmp_path / "h.db")
     before = time.time()

@@ -2,7 +2,8 @@
 camera, a real mosquitto and a real SQLite history: an episode's banner within 2 s of
 its ``started`` message; after the analyzer is stopped and started again on the same
 database the review timeline still shows the first run's episodes, and an episode
-marked reviewed stays reviewed through a reload and the restart.
+marked reviewed stays reviewed through a reload and the restart. On the live page, a
+track card's sparklines have a time axis.
 
 The screenshot of the review page is kept: set ``STREAMER_REVIEW_SHOT=PATH`` to copy it
 there (docs/img/review.png comes from it, as docs/img/dashboard.png comes from
@@ -14,7 +15,9 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,7 @@ pytestmark = [
 
 BANNER_S = 2.0  # the banner is up within this of the episode's `started` message (issue 22)
 EPISODES_MEASURED = 2  # banners timed (episodes that start while the page is open)
+TRAIL_S = 10.0  # streamer/web/state.py: the media seconds of trail a card draws
 
 # One rule, tuned to the face loop (single_face.mp4 back to back: a neutral face that
 # smiles, 2.4 s a loop): valence is below 0.3 for about a second after each loop point,
@@ -123,6 +127,23 @@ def test_banner_and_review_through_a_restart(
             page.wait_for_selector(
                 '#cameras tr[data-camera="front"][data-state="online"]', timeout=SLACK_MS
             )
+            # A track's card: its sparklines on a time axis, the last 10 s to its latest.
+            page.wait_for_function(
+                "() => Number(document.querySelector('.track .spark-valence')?.dataset.t1) > 0",
+                timeout=SLACK_MS,
+            )
+            t0, t1, ticks, title = page.evaluate(
+                """() => {
+                    const card = document.querySelector('.track');
+                    const c = card.querySelector('.spark-arousal').dataset;
+                    const title = card.querySelector('h3').textContent;
+                    return [Number(c.t0), Number(c.t1), c.ticks, title];
+                }"""
+            )
+            assert t1 - t0 == pytest.approx(TRAIL_S, abs=0.011)  # a fixed window, media s
+            assert ticks == "-10 s,-5 s,now"
+            # the title says the latest media time to 0.1 s
+            assert t1 == pytest.approx(float(title.split(" · ")[2].removesuffix(" s")), abs=0.051)
             ready = page.evaluate("Date.now() / 1000")
             latencies = []
 
@@ -193,7 +214,22 @@ def test_banner_and_review_through_a_restart(
             assert chosen not in review_ids(page, "unreviewed")  # still reviewed
             assert "unreviewed" not in (row.get_attribute("class") or "")
             assert row.locator("button.reviewed").inner_text() == "unreview"
-            # The picture for the docs: an episode chosen, its VA trace from the bins.
+            # The picture for the docs: the minutes of the two runs, an episode chosen and
+            # its VA trace from the bins.
+            with sqlite3.connect(db) as con:
+                (first_start,) = con.execute("select min(started_at) from runs").fetchone()
+            minute = "%Y-%m-%dT%H:%M"
+            page.fill("#from", datetime.fromtimestamp(first_start - 30).strftime(minute))
+            page.fill("#to", datetime.fromtimestamp(time.time() + 90).strftime(minute))
+            before = page.locator("#status").inner_text()
+            page.click("#apply")
+            page.wait_for_function(
+                "t => { const s = document.getElementById('status').textContent;"
+                " return s !== t && s.includes('episode(s)'); }",
+                arg=before,
+                timeout=SLACK_MS,
+            )
+            assert first_run <= review_ids(page, "bars")
             row.click()
             page.wait_for_function(
                 "() => Number(document.getElementById('trace').dataset.bins) > 0",

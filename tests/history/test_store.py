@@ -199,7 +199,8 @@ async def test_an_outage_ends_with_its_run(tmp_path: Path) -> None:
         ("offline", pytest.approx(-50, abs=0.01), pytest.approx(-40, abs=0.01)),
         ("starting", pytest.approx(-10, abs=0.01), pytest.approx(-9, abs=0.01)),
     ]
-    assert [(r["start"] - now, r["end"] - now) for r in tl["recording"]][0] == (
+    first = tl["recording"][0]
+    assert (first["start"] - now, first["end"] - now) == (
         pytest.approx(-200, abs=0.01),
         pytest.approx(-40, abs=0.01),
     )

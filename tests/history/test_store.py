@@ -290,7 +290,7 @@ def test_two_processes_write_one_sqlite_file(tmp_path: Path) -> None:
     open_database(HistoryConfig(path=db)).dispose()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "streamer.testing.history_load", str(db), "3", "--cameras", "2"],
+            [sys.executable, "-m", "streamer.testing.history_load", str(db), "2", "--cameras", "2"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -333,7 +333,7 @@ def test_kill_9_mid_write_loses_at_most_the_uncommitted_batch(tmp_path: Path) ->
     con.close()
     # a restart opens it and writes on
     out = subprocess.run(
-        [sys.executable, "-m", "streamer.testing.history_load", str(db), "1"],
+        [sys.executable, "-m", "streamer.testing.history_load", str(db), "0.5"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -204,11 +204,8 @@ class HistorySink(SingleUse):
             rows = []
             for msg in batch:
                 rows.extend(rec.add(msg))
-            if not rec.cameras.issubset(writer.cameras):
-                # A camera seen first: the run's row names it in the same commit as its
-                # first rows (the review timeline shows a camera's runs by that list).
-                self._note_cameras()
             if rows:
+                self._note_cameras()  # the run's cameras go into the same commit as its rows
                 writer.put(rows)
             self.messages += len(batch)
             self.busy_s += time.thread_time() - t0

@@ -23,6 +23,7 @@ from streamer.testing.mosaic import TILE_CLIPS, make_mosaic
 from streamer.testing.mqtt import mosquitto_unavailable
 from streamer.testing.net import free_port
 from streamer.testing.ollama import FakeOllama
+from streamer.testing.postgres import PostgresServer, postgres_unavailable
 from streamer.testing.sources import gst_rtsp_unavailable, loop_clip
 from tests.helpers.cli import run_streamer
 from tests.helpers.crowd import CROWD_FRAMES
@@ -51,6 +52,7 @@ SERVER_FIXTURES = {
     "face_camera": "rtsp",  # tests/web
     "face_server": "rtsp",  # tests/cli/test_run.py
     "cameras": "rtsp",  # tests/cluster
+    "pg_server": "postgres",  # tests/history, tests/cluster
 }
 
 
@@ -207,3 +209,32 @@ def fake_ollama() -> Iterator[Callable[..., FakeOllama]]:
 def refused_url() -> str:
     """An http URL on loopback where nothing listens (connection refused)."""
     return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (Debian's binaries, in a temporary
+    directory, on a free loopback port; tests use a database each). Skipped with the
+    reason where it cannot run (tests using it: ``postgres``)."""
+    why = postgres_unavailable()
+    if why is not None:
+        pytest.skip(f"PostgreSQL unavailable: {why}")
+    with PostgresServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def pg_url(pg_server: PostgresServer, request: pytest.FixtureRequest) -> str:
+    """A fresh database on the session's PostgreSQL, named after the test."""
+    import sqlalchemy as sa
+
+    name = "t_" + "".join(ch if ch.isalnum() else "_" for ch in request.node.name)[:50].lower()
+    admin = sa.create_engine(
+        pg_server.url.replace("postgresql://", "postgresql+psycopg://"),
+        isolation_level="AUTOCOMMIT",
+    )
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    admin.dispose()
+    return pg_server.url.rsplit("/", 1)[0] + "/" + name

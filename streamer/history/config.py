@@ -15,9 +15,16 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from streamer.config_base import StrictModel
 
@@ -128,6 +135,15 @@ class HistoryConfig(StrictModel):
         if self.url is not None and self.max_size_mb is not None:
             raise ValueError("`max_size_mb` is for SQLite; PostgreSQL has its own quotas")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # With a URL, `path` is not used: leaving it out lets the dump be validated
+        # again (a cluster actor gets its config as JSON).
+        out: dict[str, Any] = handler(self)
+        if self.url is not None:
+            out.pop("path", None)
+        return out
 
     @property
     def postgres(self) -> bool:

@@ -350,10 +350,13 @@ def va_record(
 
 def timeline(conn: sa.Connection, camera: str, after: float, before: float) -> dict[str, Any]:
     """What the review timeline shades for ``camera`` in ``[after, before)``: when a run
-    was recording it, and its outages (every status but ``online``)."""
+    was recording it, and its outages (every status but ``online``). A status holds
+    until the next one or the end of its run, whichever comes first: while no analyzer
+    runs, nothing is known of the camera (not recorded, not offline)."""
     check_range(after, before)
     now = time.time()
     rec: list[dict[str, Any]] = []
+    run_end: dict[int, float] = {}
     q = sa.select(runs).where(runs.c.started_at < before).order_by(runs.c.started_at)
     for r in conn.execute(q).mappings():
         try:
@@ -363,6 +366,7 @@ def timeline(conn: sa.Connection, camera: str, after: float, before: float) -> d
         end = r["ended_at"] if r["ended_at"] is not None else r["last_seen"]
         if r["ended_at"] is None and now - r["last_seen"] < RUN_STALE_S:
             end = now  # still running
+        run_end[int(r["id"])] = end
         if camera in cams and end > after:
             rec.append({"run": int(r["id"]), "start": r["started_at"], "end": end})
     prev = (
@@ -393,6 +397,7 @@ def timeline(conn: sa.Connection, camera: str, after: float, before: float) -> d
             continue
         start = max(s["wall_time"], after)
         end = seq[i + 1]["wall_time"] if i + 1 < len(seq) else min(before, now)
+        end = min(end, run_end.get(int(s["run_id"]), end))
         if end > start:
             outages.append(
                 {

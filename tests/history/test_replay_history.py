@@ -18,6 +18,33 @@ import pytest
 from tests.helpers.cli import read_jsonl, run_streamer
 
 
+class History:
+    """``streamer history ...`` run in this process (its ``main``, as the command runs it):
+    a child process per command would cost a Python start-up each (seconds on a loaded
+    machine). The replays that write the history stay child processes."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        from streamer.cli import main
+
+        self.capsys.readouterr()
+        rc = main(["history", *args])
+        out, err = self.capsys.readouterr()
+        return rc, out, err
+
+    def json(self, *args: str) -> list[dict[str, Any]]:
+        rc, out, err = self(*args, "--json")
+        assert rc == 0, err
+        return [json.loads(line) for line in out.splitlines()]
+
+
+@pytest.fixture
+def history(capsys: pytest.CaptureFixture[str]) -> History:
+    return History(capsys)
+
+
 def last_episode_records(jsonl: Path) -> dict[str, dict[str, Any]]:
     """The replay's latest record of every episode (an ended one replaces its start)."""
     out = {}
@@ -45,56 +72,55 @@ def replay_into(
     return proc
 
 
-def check_round_trip(db: str, jsonl: Path) -> None:
+def check_round_trip(history: History, db: str, jsonl: Path) -> None:
     expected = last_episode_records(jsonl)
     assert expected, "the rules fire on this clip"
-    proc = run_streamer("history", "episodes", "--db", db, "--json")
-    assert proc.returncode == 0, proc.stderr
-    got = {r["id"]: r for r in map(json.loads, proc.stdout.splitlines())}
+    got = {r["id"]: r for r in history.json("episodes", "--db", db)}
     assert got == expected  # same ids, times, reasons, statistics
-    proc = run_streamer("history", "mood", "--db", db, "--camera", "single_face", "--json")
-    moods = [json.loads(x) for x in proc.stdout.splitlines()]
+    moods = history.json("mood", "--db", db, "--camera", "single_face")
     replay_moods = [r for r in read_jsonl(jsonl) if r.get("schema") == "streamer.mood/1"]
     assert [m["t"] for m in moods] == [m["t"] for m in replay_moods]
     assert [m["count"] for m in moods] == [m["count"] for m in replay_moods]
-    proc = run_streamer(
-        "history", "va", "--db", db, "--camera", "single_face", "--track", "1", "--json"
-    )
-    bins = [json.loads(x) for x in proc.stdout.splitlines()]
+    bins = history.json("va", "--db", db, "--camera", "single_face", "--track", "1")
     samples = [r for r in read_jsonl(jsonl) if r.get("schema") == "streamer.va/1"]
     assert sum(b["n"] for b in bins) == len(samples)  # every sample is in a bin
     assert len(bins) == int(samples[-1]["t"] - samples[0]["t"]) + 1 or len(bins) >= 2
 
 
 def test_sqlite_round_trip_of_a_real_replay(
-    models: None, face_video: Path, rules_config: Path, tmp_path: Path
+    models: None, face_video: Path, rules_config: Path, tmp_path: Path, history: History
 ) -> None:
     db = tmp_path / "history.db"
     out = tmp_path / "va.jsonl"
     proc = replay_into(str(db), rules_config, out, face_video)
     assert f"history {db} (run 1): written" in proc.stderr
     assert "none dropped" in proc.stderr and "row(s) dropped" not in proc.stderr
-    check_round_trip(str(db), out)
+    check_round_trip(history, str(db), out)
     # the table, an export, the statistics
-    table = run_streamer("history", "episodes", "--db", str(db), "--camera", "single_face")
-    assert table.returncode == 0 and "episode(s)" in table.stdout
+    rc, table, _ = history("episodes", "--db", str(db), "--camera", "single_face")
+    assert rc == 0 and "episode(s)" in table
     export = tmp_path / "ep.csv"
-    proc = run_streamer("history", "export", "--db", str(db), "--since", "1d", "-o", str(export))
-    assert proc.returncode == 0, proc.stderr
+    rc, _, err = history("export", "--db", str(db), "--since", "1d", "-o", str(export))
+    assert rc == 0, err
     rows = list(csv.DictReader(export.open()))
     assert {r["episode_id"] for r in rows} == set(last_episode_records(out))
-    stats = json.loads(run_streamer("history", "stats", "--db", str(db), "--json").stdout)
+    (stats,) = history.json("stats", "--db", str(db))
     assert stats["tables"]["episodes"]["rows"] == len(rows)
     assert sqlite3.connect(db).execute("pragma journal_mode").fetchone() == ("wal",)
 
 
 @pytest.mark.postgres
 def test_postgres_round_trip_of_a_real_replay(
-    models: None, face_video: Path, rules_config: Path, tmp_path: Path, pg_url: str
+    models: None,
+    face_video: Path,
+    rules_config: Path,
+    tmp_path: Path,
+    pg_url: str,
+    history: History,
 ) -> None:
     out = tmp_path / "va.jsonl"
     replay_into(pg_url, rules_config, out, face_video)
-    check_round_trip(pg_url, out)
+    check_round_trip(history, pg_url, out)
 
 
 @pytest.mark.parametrize(
@@ -107,7 +133,7 @@ def test_postgres_round_trip_of_a_real_replay(
     ],
 )
 def test_bad_ranges_and_unknown_cameras_are_one_line_exit_2(
-    tmp_path: Path, args: list[str], message: str
+    tmp_path: Path, args: list[str], message: str, history: History
 ) -> None:
     from streamer.history.config import HistoryConfig
     from streamer.history.database import open_database
@@ -117,9 +143,9 @@ def test_bad_ranges_and_unknown_cameras_are_one_line_exit_2(
     engine = open_database(HistoryConfig(path=db))
     Writer(HistoryConfig(path=db), RunInfo("replay", ("single_face",)), None).register(engine)
     engine.dispose()
-    proc = run_streamer("history", *args, "--db", str(db))
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.count("\n") == 1 and message in proc.stderr
+    rc, _, err = history(*args, "--db", str(db))
+    assert rc == 2, err
+    assert err.count("\n") == 1 and message in err
 
 
 def test_a_locked_database_costs_history_rows_never_analysis(

@@ -34,6 +34,7 @@ from streamer.messages import (
     VAStats,
 )
 from streamer.testing.history_load import frame_messages
+from tests.helpers.wait import wait_until
 
 DAY = 86400.0
 
@@ -149,6 +150,62 @@ async def test_a_live_run_is_kept_and_updated_in_place(tmp_path: Path) -> None:
         assert conn.execute(sa.text("select count(*) from descriptions")).scalar() == 1
 
 
+async def test_a_camera_is_named_in_its_run_with_its_first_rows(tmp_path: Path) -> None:
+    """The review timeline shows a camera's runs from the run's list of cameras: a camera
+    the run was not configured with is added in the same commit as its first rows (not
+    at the next commit interval, which here never comes)."""
+    cfg = HistoryConfig(path=tmp_path / "h.db", commit_interval_s=300, commit_rows=1)
+    bus = EventBus()
+    sink = HistorySink(cfg, bus, [])
+    w0 = time.time()
+    async with sink:
+        await bus.publish(episode("started", 1.5, w0))
+        await wait_until(lambda: sink.writer.written["episode"] == 1, what="the episode")
+        with reader(cfg).connect() as conn:
+            cams = conn.execute(sa.text("select cameras from runs")).scalar_one()
+            tl = q.timeline(conn, "lounge", w0 - 10, w0 + 10)
+        bus.close()
+    assert json.loads(cams) == ["lounge"]
+    assert [span["run"] for span in tl["recording"]] == [1]
+
+
+async def test_an_outage_ends_with_its_run(tmp_path: Path) -> None:
+    """The timeline shades a camera offline only while an analyzer knew it was: the
+    status of a run that ended (stopped, or killed) holds no further than the run."""
+    cfg = HistoryConfig(path=tmp_path / "h.db")
+    now = time.time()
+    await record(
+        cfg,
+        [
+            CameraStatus("lounge", CameraState.ONLINE, now - 100),
+            CameraStatus("lounge", CameraState.OFFLINE, now - 50, "refused"),
+        ],
+    )
+    engine = open_database(cfg)
+    with engine.begin() as conn:  # that run went from now - 200 to now - 40
+        conn.execute(sa.text(f"update runs set started_at = {now - 200}, ended_at = {now - 40}"))
+    engine.dispose()
+    await record(
+        cfg,
+        [
+            CameraStatus("lounge", CameraState.STARTING, now - 10),
+            CameraStatus("lounge", CameraState.ONLINE, now - 9),
+        ],
+    )
+    with reader(cfg).connect() as conn:
+        tl = q.timeline(conn, "lounge", now - 300, now)
+    spans = [(o["state"], o["start"] - now, o["end"] - now) for o in tl["outages"]]
+    assert spans == [
+        ("offline", pytest.approx(-50, abs=0.01), pytest.approx(-40, abs=0.01)),
+        ("starting", pytest.approx(-10, abs=0.01), pytest.approx(-9, abs=0.01)),
+    ]
+    first = tl["recording"][0]
+    assert (first["start"] - now, first["end"] - now) == (
+        pytest.approx(-200, abs=0.01),
+        pytest.approx(-40, abs=0.01),
+    )
+
+
 async def test_a_replay_is_placed_at_its_start_and_keeps_no_wall_time(tmp_path: Path) -> None:
     cfg = HistoryConfig(path=tmp_path / "h.db")
     before = time.time()
@@ -158,7 +215,7 @@ async def test_a_replay_is_placed_at_its_start_and_keeps_no_wall_time(tmp_path: 
         moods = q.mood_entries(conn, "cam00")
         assert len(moods) == 4 and not any(live for _, live in moods)
         assert "wall_time" not in q.mood_record("cam00", *moods[0])
-        assert before <= moods[0][0].wall <= time.time()
+        assert before - 0.001 <= moods[0][0].wall <= time.time()  # kept to the ms
         assert moods[-1][0].wall - moods[0][0].wall == pytest.approx(3.0, abs=0.002)
         assert sum(b.n for _, _, b in q.va_bins(conn, "cam00", 2)) == 40
 
@@ -233,7 +290,7 @@ def test_two_processes_write_one_sqlite_file(tmp_path: Path) -> None:
     open_database(HistoryConfig(path=db)).dispose()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "streamer.testing.history_load", str(db), "3", "--cameras", "2"],
+            [sys.executable, "-m", "streamer.testing.history_load", str(db), "2", "--cameras", "2"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -276,7 +333,7 @@ def test_kill_9_mid_write_loses_at_most_the_uncommitted_batch(tmp_path: Path) ->
     con.close()
     # a restart opens it and writes on
     out = subprocess.run(
-        [sys.executable, "-m", "streamer.testing.history_load", str(db), "1"],
+        [sys.executable, "-m", "streamer.testing.history_load", str(db), "0.5"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -319,3 +376,20 @@ def test_bad_history_config_names_the_key(yaml: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as err:
         parse_config(yaml, "cfg.yaml")
     assert "cfg.yaml:" in str(err.value)
+
+
+def test_a_postgres_history_goes_to_a_cluster_actor_intact() -> None:
+    """The driver hands each camera actor its config as JSON: a history with a URL (and
+    no `path`) must validate again on the other side."""
+    from streamer.config import AppConfig, parse_config
+
+    cfg = parse_config(
+        "cameras: [{name: a, url: 'rtsp://127.0.0.1:1/x'}]\nmqtt: {host: localhost}\n"
+        "cluster: {address: auto}\n"
+        "history: {url: 'postgresql://streamer@db:5432/h', commit_interval_s: 1}\n",
+        "cfg.yaml",
+    )
+    again = AppConfig.model_validate_json(cfg.model_dump_json())
+    assert again.history == cfg.history and again.history is not None
+    assert again.history.url == "postgresql://streamer@db:5432/h"
+    assert again.history.commit_interval_s == 1

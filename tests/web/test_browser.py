@@ -10,12 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,52 +20,13 @@ import pytest
 from streamer.testing.net import free_port
 from streamer.testing.ollama import FakeOllama
 from streamer.testing.sources import RtspServer
-from tests.helpers.wait import wait_until_sync
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SLACK_MS = 120_000  # deadline for what takes seconds on an idle machine (CI is busy)
+from tests.helpers.browser import CHROMIUM, SLACK_MS, Run
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.rtsp,
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
 ]
-
-
-class Run:
-    """A ``streamer run`` process with the dashboard on ``port``."""
-
-    def __init__(self, config: Path, port: int, log: Path) -> None:
-        self.config, self.port, self.log = config, port, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Run:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streamer", "run", "--config", str(self.config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_until_sync(self.healthy, SLACK_MS / 1000, "the dashboard to come up", poll_s=0.2)
-        return self
-
-    def healthy(self) -> bool:
-        assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2):
-                return True
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
 
 
 @pytest.fixture

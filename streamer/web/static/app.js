@@ -98,20 +98,44 @@
     g.stroke();
   }
 
-  function drawSpark(canvas, trail, k, colour) {
+  // The sparklines show the last TRAIL_S media seconds of a track (streamer/web/state.py
+  // keeps that much trail), on a fixed time axis ending at the track's latest sample:
+  // ticks every 5 s, labelled in seconds before it.
+  const TRAIL_S = 10;
+  const TICK_S = 5;
+  const AXIS_H = 12; // px under the plot for the tick labels
+
+  function drawSpark(canvas, trail, k, colour, tEnd) {
     const g = canvas.getContext("2d");
-    const w = canvas.width, h = canvas.height;
-    g.clearRect(0, 0, w, h);
+    const w = canvas.width, h = canvas.height - AXIS_H;
+    const t1 = tEnd, t0 = t1 - TRAIL_S;
+    const x = (t) => ((t - t0) / TRAIL_S) * (w - 2) + 1;
+    g.clearRect(0, 0, w, canvas.height);
     g.strokeStyle = "#3a4350";
-    g.beginPath(); g.moveTo(0, h / 2); g.lineTo(w, h / 2); g.stroke();
-    if (trail.length < 2) return;
-    const t0 = trail[0][0], span = Math.max(trail[trail.length - 1][0] - t0, 1e-3);
+    g.lineWidth = 1;
+    g.beginPath(); g.moveTo(0, h / 2); g.lineTo(w, h / 2); g.moveTo(0, h + 0.5); g.lineTo(w, h + 0.5); g.stroke();
+    g.fillStyle = "#6b7482";
+    g.font = "9px system-ui, sans-serif";
+    const ticks = [];
+    for (let s = -TRAIL_S; s <= 0; s += TICK_S) {
+      const tx = Math.round(x(t1 + s)) + 0.5;
+      g.beginPath(); g.moveTo(tx, 0); g.lineTo(tx, h + 3); g.stroke();
+      const label = s === 0 ? "now" : `${s} s`;
+      g.textAlign = s === -TRAIL_S ? "left" : s === 0 ? "right" : "center";
+      g.fillText(label, tx, canvas.height - 1);
+      ticks.push(label);
+    }
+    canvas.dataset.t0 = t0.toFixed(2);
+    canvas.dataset.t1 = t1.toFixed(2);
+    canvas.dataset.ticks = ticks.join(",");
+    const pts = trail.filter((p) => p[0] >= t0);
+    if (pts.length < 2) return;
     g.strokeStyle = colour;
     g.lineWidth = 1.5;
     g.beginPath();
-    trail.forEach((p, i) => {
-      const x = ((p[0] - t0) / span) * (w - 2) + 1, y = h / 2 - p[k] * (h / 2 - 2);
-      if (i === 0) g.moveTo(x, y); else g.lineTo(x, y);
+    pts.forEach((p, i) => {
+      const y = h / 2 - p[k] * (h / 2 - 2);
+      if (i === 0) g.moveTo(x(p[0]), y); else g.lineTo(x(p[0]), y);
     });
     g.stroke();
   }
@@ -129,7 +153,7 @@
     for (const name of ["valence", "arousal"]) {
       const label = el("span", `label-${name}`);
       const c = el("canvas", `spark spark-${name}`);
-      c.width = 200; c.height = 48;
+      c.width = 200; c.height = 48 + AXIS_H;
       sparks.appendChild(label);
       sparks.appendChild(c);
     }
@@ -160,8 +184,8 @@
       drawPlane(card.querySelector(".plane"), tr);
       card.querySelector(".label-valence").textContent = `valence ${fmt(tr.valence, 2)}`;
       card.querySelector(".label-arousal").textContent = `arousal ${fmt(tr.arousal, 2)}`;
-      drawSpark(card.querySelector(".spark-valence"), tr.trail, 1, tr.colour);
-      drawSpark(card.querySelector(".spark-arousal"), tr.trail, 2, tr.colour);
+      drawSpark(card.querySelector(".spark-valence"), tr.trail, 1, tr.colour, tr.t);
+      drawSpark(card.querySelector(".spark-arousal"), tr.trail, 2, tr.colour, tr.t);
       const src = card.querySelector(".src"), text = card.querySelector(".desc .text");
       if (tr.description) {
         src.textContent = tr.description.source === "llm" ? `LLM ${tr.description.model}` : "fallback";

@@ -101,6 +101,9 @@
       g.fillRect(x0, y, bw, Math.max(4, lane - 4));
       state.bars.push([x0, y, bw, Math.max(4, lane - 4), ep]);
     }
+    // What is drawn, for tests and scripts (a canvas has no DOM of its own).
+    timeline.dataset.bars = state.bars.map((b) => b[4].id).join(" ");
+    timeline.dataset.unreviewed = state.bars.filter((b) => !b[4].reviewed_at).map((b) => b[4].id).join(" ");
     g.fillStyle = "#8a93a3"; g.font = "10px system-ui, sans-serif";
     rules.forEach((r, i) => g.fillText(r, 4, 34 + i * lane + 10));
     g.fillText(local(state.after), 4, h - 4);

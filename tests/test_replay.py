@@ -337,6 +337,26 @@ def test_a_short_replay_loads_no_library_it_does_not_use(
     assert not [m for m in ("rich.progress", "rich.table", "yaml") if m in imported]
     assert "urllib.request" not in imported  # the store downloads nothing here
     assert not [m for m in imported if m.startswith(("streamer.bench", "streamer.testing"))]
+    assert not [m for m in ("sqlalchemy", "alembic") if m in imported]  # no history set
+
+
+def test_a_replay_with_its_summary_loads_no_history_library(
+    store_path: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Without a history, the summary a replay prints (not quiet) never imports
+    SQLAlchemy (0.25 s of start-up)."""
+    from streamer.bench.startup import one_frame_clip
+
+    clip = one_frame_clip(store_path("single_face.mp4"), tmp_path / "one.mp4")
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "streamer", "replay", str(clip),
+         "--no-progress", "--out", str(tmp_path / "out.jsonl")],
+        capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "frames" in proc.stderr  # the summary was printed
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines()}
+    assert "sqlalchemy" not in imported
 
 
 def test_frames_that_never_decode_without_damage_claim_no_flag(

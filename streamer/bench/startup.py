@@ -29,6 +29,7 @@ from streamer.errors import MediaError
 BARE_IMPORT = "import numpy, cv2, av, onnxruntime"
 HEAVY_MODULES = (
     "filterpy", "scipy", "onnx", "h5py", "jsonschema", "rich", "yaml", "aiomqtt", "ollama",
+    "sqlalchemy",
 )  # fmt: skip
 FILTERPY_PROBE = (
     "import time, numpy; t = time.perf_counter(); import filterpy.kalman; "

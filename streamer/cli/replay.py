@@ -260,9 +260,11 @@ class FrameBar:
 
 def print_history(console: Console, result: ReplayResult) -> None:
     """The history's line of the summary: rows written, rows dropped and why."""
+    sink = result.sinks.get("history")
+    if sink is None:  # no history: sqlalchemy is never imported (start-up)
+        return
     from streamer.history.sink import HistorySink
 
-    sink = result.sinks.get("history")
     if not isinstance(sink, HistorySink):
         return
     s = sink.summary()

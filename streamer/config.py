@@ -45,6 +45,19 @@ class SmoothingConfig(StrictModel):
     initial_variance: float = Field(0.25, gt=0.0, description="variance of a new track's state")
 
 
+class AnalysisConfig(StrictModel):
+    """How often each camera's frames are analysed (docs/performance.md, analysis rate)."""
+
+    fps: float | None = Field(
+        None,
+        gt=0.0,
+        le=480.0,
+        description="default analysis rate of every camera and of a replay, in analysed "
+        "frames per second of media time (a camera's own analysis_fps wins); unset: every "
+        "frame. Frames off the grid are counted as skipped_by_rate, never as losses",
+    )
+
+
 class OutputConfig(StrictModel):
     jsonl: Path | None = Field(None, description="write every record to this JSONL file")
     live_lossless_wait_s: float = Field(
@@ -64,6 +77,7 @@ class AppConfig(StrictModel):
     faces: FacesConfig = FacesConfig()
     affect: AffectConfig = AffectConfig()
     smoothing: SmoothingConfig = SmoothingConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
     output: OutputConfig = OutputConfig()
     mqtt: MqttConfig | None = Field(None, description="publish to MQTT when set")
     llm: LlmSection | None = Field(None, description="describe tracks with an LLM when set")
@@ -78,6 +92,14 @@ class AppConfig(StrictModel):
         None, description="run each camera as an actor on a Ray cluster (docs/cluster.md)"
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    def analysis_fps(self, camera: str) -> float | None:
+        """The analysis rate of ``camera`` (a configured camera's own, else
+        ``analysis.fps``, the rate of a replay); None: every frame."""
+        for cam in self.cameras:
+            if cam.name == camera:
+                return cam.effective_analysis_fps(self.analysis.fps)
+        return self.analysis.fps
 
     @model_validator(mode="after")
     def _unique_camera_names(self) -> AppConfig:

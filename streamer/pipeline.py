@@ -33,6 +33,7 @@ import numpy as np
 from streamer.bus import EventBus
 from streamer.config import AppConfig
 from streamer.faces.crops import CROP_SIZE, crop_faces_bgr
+from streamer.faces.motion import MotionGate
 from streamer.faces.schedule import DetectionSchedule, DetectorSlots
 from streamer.faces.tracker import Track, Tracker
 from streamer.lifecycle import SingleUse
@@ -56,6 +57,9 @@ logger = logging.getLogger(__name__)
 
 STAGES = ("decode", "detect", "track", "crop", "va", "smooth")
 LATENCY_WINDOW = 10_000  # latest per-frame latencies kept for percentiles
+# With an analysis rate, a track outlives its last detection by at least this many
+# analysis intervals (0.5 s at 5 fps): one missed detection never ends it.
+RATE_TRACK_PATIENCE = 2.5  # analysis intervals
 
 
 @dataclass
@@ -67,6 +71,9 @@ class CameraStats:
     faces: int = 0
     detector_runs: int = 0
     detections_deferred: int = 0  # due detector runs moved to a later frame (no free slot)
+    # Due detector runs left out: no track and the picture unchanged (empty room).
+    detections_idle_skipped: int = 0
+    skipped_by_rate: int = 0  # good frames off the analysis grid (analysis_fps), by design
     va_rejected: int = 0  # non-finite or failed VA results (predict-only steps)
     tracks_appeared: int = 0
     stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
@@ -130,11 +137,18 @@ class CameraAnalyzer:
         self.slots = slots or DetectorSlots()
         self.cfg = cfg
         self.detector = detector
-        self.tracker = Tracker(cfg.faces.tracker)
+        # Media-time analysis rate of this camera (None: every frame).
+        self.rate = cfg.analysis_fps(camera)
+        max_age = None
+        if self.rate is not None:
+            max_age = max(cfg.faces.tracker.max_age_s, RATE_TRACK_PATIENCE / self.rate)
+        self.tracker = Tracker(cfg.faces.tracker, max_age_s=max_age)
         self.model_name = model_name
         self.stats = stats
         self.filters: dict[int, VAFilter] = {}
         self.schedule = DetectionSchedule(cfg.faces.detector)
+        self.motion = MotionGate(cfg.faces.detector)
+        self._last_index: int | None = None
         if live:
             # filterpy (the VA filters; about 1 s to import: scipy) before the first live
             # frame, once per process (`streamer run` has it before any camera opens). A
@@ -143,10 +157,21 @@ class CameraAnalyzer:
 
     def prepare(self, frame: Frame) -> _Prepared:
         """Detect (every N frames), track and crop: the blocking part, run in a thread."""
-        st = self.stats.stage_s
         t0 = time.perf_counter()
+        # Frames of the stream since the last analysed one: counted with an analysis
+        # rate (the schedule and the box filters step over the frames between); one
+        # otherwise, as frames replaced by a busy analysis always were.
+        frames = 1
+        if self.rate is not None and self._last_index is not None:
+            frames = max(1, frame.index - self._last_index)
+        self._last_index = frame.index
         detections = None
-        if self.schedule.due():
+        if self.schedule.due(frames):
+            if self.tracker.tracks or not self.motion.enabled:
+                self.motion.reset()
+            elif self.motion.quiet(frame.image, frame.t):
+                self.stats.detections_idle_skipped += 1  # the check counts as detection
+                return self._track(frame, None, frames, t0, time.perf_counter())
             slot = self.slots.acquire(self.schedule.overdue)
             if slot is not None:
                 try:
@@ -154,13 +179,25 @@ class CameraAnalyzer:
                 finally:
                     self.slots.release(slot)
                 self.schedule.ran()
+                self.motion.ran(frame.t)
                 self.stats.detector_runs += 1
                 self.stats.samples["detect"].add(time.perf_counter() - t0)
             else:
                 self.schedule.defer()
                 self.stats.detections_deferred += 1
-        t1 = time.perf_counter()
-        step = self.tracker.step(frame.t, detections)
+        return self._track(frame, detections, frames, t0, time.perf_counter())
+
+    def _track(
+        self,
+        frame: Frame,
+        detections: list[Detection] | None,
+        frames: int,
+        t0: float,
+        t1: float,
+    ) -> _Prepared:
+        """Track (and crop) after the detection step of ``prepare``."""
+        st = self.stats.stage_s
+        step = self.tracker.step(frame.t, detections, frames)
         if detections is not None:
             self.schedule.observe(self.tracker, step)
         t2 = time.perf_counter()
@@ -356,7 +393,8 @@ class Pipeline(SingleUse):
             frames: the source (replay: every frame; live: latest-frame-wins).
             lossless: replay mode: wait for slow lossless sinks instead of dropping, and
                 outputs carry media time only (deterministic).
-            decode_stats: the source's counters; ``decode_s`` is copied into the stats.
+            decode_stats: the source's counters; ``decode_s`` and ``skipped_by_rate``
+                are copied into the stats.
         """
         stats = self.stats.setdefault(camera, CameraStats(camera))
         detector = self.detector_factory()
@@ -410,8 +448,9 @@ class Pipeline(SingleUse):
                 tg.create_task(infer_loop(), name=f"infer-{camera}")
         except BaseExceptionGroup as group:
             raise first_error(group) from None
-        if decode_stats and "decode_s" in decode_stats:
-            stats.stage_s["decode"] = float(decode_stats["decode_s"])
+        if decode_stats:
+            stats.stage_s["decode"] = float(decode_stats.get("decode_s", 0.0))
+            stats.skipped_by_rate = int(decode_stats.get("skipped_by_rate", 0))
         return stats
 
 

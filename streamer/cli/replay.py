@@ -40,6 +40,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--camera", help="camera name in the output (default: the file's stem)")
     p.add_argument("--realtime", action="store_true", help="pace frames at the video's rate")
     p.add_argument(
+        "--analysis-fps",
+        type=float,
+        metavar="N",
+        help="analyse at most N frames per second of media time (the config's analysis.fps; "
+        "default: every frame); the others are counted as skipped by rate",
+    )
+    p.add_argument(
         "--skip-corrupt",
         action="store_true",
         help="accept damage: exit 0 although corrupt frames were skipped, and keep what "
@@ -60,6 +67,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_replay)
 
 
+def with_analysis_fps(cfg: AppConfig, fps: float) -> AppConfig:
+    """``cfg`` with ``analysis.fps`` set (validated: a bad value is one error line)."""
+    from pydantic import ValidationError
+
+    from streamer.config import AnalysisConfig
+    from streamer.errors import ConfigError
+
+    try:
+        analysis = AnalysisConfig(fps=fps)
+    except ValidationError as err:
+        raise ConfigError(f"--analysis-fps {fps:g}: {err.errors()[0]['msg']}") from err
+    return cfg.model_copy(update={"analysis": analysis})
+
+
 def serve_config(cfg: AppConfig) -> AppConfig:
     """``cfg`` with the web sink enabled (its ``web:`` section, or the defaults)."""
     web = cfg.web.model_copy(update={"enabled": True}) if cfg.web else WebConfig()
@@ -68,6 +89,8 @@ def serve_config(cfg: AppConfig) -> AppConfig:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else AppConfig()
+    if args.analysis_fps is not None:
+        cfg = with_analysis_fps(cfg, args.analysis_fps)
     if args.serve:
         cfg = serve_config(cfg)
     if args.annotate is not None:
@@ -156,8 +179,9 @@ class FrameBar:
 def print_summary(console: Console, summary: Summarizer, stats: CameraStats, wall_s: float) -> None:
     from rich.table import Table
 
+    by_rate = f" (+{stats.skipped_by_rate} skipped by rate)" if stats.skipped_by_rate else ""
     table = Table(
-        title=f"{stats.frames} frames, {stats.faces} faces, {wall_s:.2f} s "
+        title=f"{stats.frames} frames{by_rate}, {stats.faces} faces, {wall_s:.2f} s "
         f"({stats.frames / max(wall_s, 1e-9):.0f} fps)"
     )
     for col in (

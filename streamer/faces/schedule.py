@@ -14,6 +14,11 @@ slot busy defers its run to its next frame, tracking on prediction meanwhile; on
 run would leave more than ``max_detect_every_n_frames`` frames between runs it waits
 for a slot instead, so the longest interval still bounds how long a new face waits. A
 slot held by a hung detector is free again after a second.
+
+Intervals count frames of the stream. A camera with an analysis rate (``analysis_fps``)
+analyses only some of them: its detector runs on the first analysed frame on or after
+the due one (at 5 fps from a 15 fps camera, a 2-frame interval runs the detector on
+every analysed frame, a 4-frame interval on every second).
 """
 
 from __future__ import annotations
@@ -38,10 +43,19 @@ class DetectionSchedule:
         self._since = 0  # frames since the last detector run; 0: run on the next frame
         self.late = 0  # frames the due run has been deferred (no free detector slot)
 
-    def due(self) -> bool:
-        """Whether the detector runs on this frame (call once per frame)."""
-        run = self._since == 0
-        self._since = (self._since + 1) % self.interval
+    def due(self, frames: int = 1) -> bool:
+        """Whether the detector runs on this frame (call once per analysed frame).
+
+        Args:
+            frames: frames of the stream since the previous analysed frame (1 when every
+                frame is analysed; more with an analysis rate): a run that fell due on a
+                frame in between happens on this one.
+        """
+        if self.late:
+            self.late += frames - 1
+        phase = self._since + frames - 1  # of this frame, from the last run
+        run = self._since == 0 or phase >= self.interval
+        self._since = (1 if run else phase + 1) % self.interval
         return run
 
     def defer(self) -> None:

@@ -69,6 +69,8 @@ class ReplayOptions:
         skip_corrupt: accept damage (a truncated file keeps what decoded).
         out: JSON lines to this file (atomically).
         stdout_jsonl: JSON lines to stdout when there is no ``out``.
+        skip_nonref: with an analysis rate, leave non-reference pictures off the grid
+            undecoded (``skip_frame``; the output is the same either way).
     """
 
     camera: str | None = None
@@ -76,6 +78,7 @@ class ReplayOptions:
     skip_corrupt: bool = False
     out: Path | None = None
     stdout_jsonl: bool = False
+    skip_nonref: bool = True
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,15 @@ async def run_replay(
         ModelMissingError: a model is not in the store.
     """
     opts = options or ReplayOptions()
-    source = FileSource(video, opts.camera, realtime=opts.realtime, skip_corrupt=opts.skip_corrupt)
+    camera = opts.camera or video.stem
+    source = FileSource(
+        video,
+        camera,
+        realtime=opts.realtime,
+        skip_corrupt=opts.skip_corrupt,
+        analysis_fps=cfg.analysis_fps(camera),
+        skip_nonref=opts.skip_nonref,
+    )
     t0 = time.perf_counter()
     async with source:
         pipe = build_pipeline(cfg, store, model=model)

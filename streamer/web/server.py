@@ -197,11 +197,18 @@ class WebSink:
         analysed = st.frames if st else 0
         src = self.view.source_counters(camera)
         if src is None:
-            return {"decoded": analysed, "analysed": analysed, "skipped": 0, "reconnects": 0}
+            return {
+                "decoded": analysed,
+                "analysed": analysed,
+                "skipped": 0,
+                "skipped_by_rate": 0,
+                "reconnects": 0,
+            }
         return {
             "decoded": src.decoded,
             "analysed": analysed,
             "skipped": src.skipped,
+            "skipped_by_rate": src.skipped_by_rate,
             "reconnects": src.reconnects,
         }
 

@@ -183,6 +183,16 @@ def parse_config(text: str, source: str = "<config>") -> AppConfig:
         raise ConfigError(format_validation_error(err, source, lines)) from err
 
 
+def with_analysis_fps(cfg: AppConfig, fps: float) -> AppConfig:
+    """``cfg`` with ``analysis.fps`` set (``--analysis-fps``); a bad value is one error
+    line naming the option."""
+    try:
+        analysis = AnalysisConfig(fps=fps)
+    except ValidationError as err:
+        raise ConfigError(f"--analysis-fps {fps:g}: {err.errors()[0]['msg']}") from err
+    return cfg.model_copy(update={"analysis": analysis})
+
+
 def load_config(path: str | Path) -> AppConfig:
     """Load and validate a YAML config file."""
     from streamer.config_yaml import read_config_text

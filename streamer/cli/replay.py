@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 from streamer.annotate import AnnotationRecorder, check_output, write_annotated
 from streamer.cli.progress import frame_progress, stderr_console
-from streamer.config import AppConfig, load_config
+from streamer.config import AppConfig, load_config, with_analysis_fps
 from streamer.messages import Message, VASample
 from streamer.pipeline import CameraStats
 from streamer.runtime.replay import BusReader, ReplayOptions, ReplayResult, run_replay
@@ -65,20 +65,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="serve the live dashboard and /metrics while the replay runs (config `web:`)",
     )
     p.set_defaults(func=cmd_replay)
-
-
-def with_analysis_fps(cfg: AppConfig, fps: float) -> AppConfig:
-    """``cfg`` with ``analysis.fps`` set (validated: a bad value is one error line)."""
-    from pydantic import ValidationError
-
-    from streamer.config import AnalysisConfig
-    from streamer.errors import ConfigError
-
-    try:
-        analysis = AnalysisConfig(fps=fps)
-    except ValidationError as err:
-        raise ConfigError(f"--analysis-fps {fps:g}: {err.errors()[0]['msg']}") from err
-    return cfg.model_copy(update={"analysis": analysis})
 
 
 def serve_config(cfg: AppConfig) -> AppConfig:

@@ -121,6 +121,15 @@ class FileReport:
 
 def count_frames(path: Path) -> int:
     """Decode ``path`` and count its good frames (blocking; the decoder alone, for benches)."""
+    return decode_count(path)[0]
+
+
+def decode_count(
+    path: Path, analysis_fps: float | None = None, skip_nonref: bool = True
+) -> tuple[int, DecodeState]:
+    """Decode ``path`` as a :class:`FileSource` at ``analysis_fps`` would (blocking; the
+    decoder alone, for benches): the frames it would hand over (converted to BGR), and
+    the decoding's counters (``skipped_by_rate``, ``not_decoded``)."""
     count = 0
 
     def keep(frame: Frame) -> bool:
@@ -128,18 +137,19 @@ def count_frames(path: Path) -> int:
         count += 1
         return True
 
+    state = DecodeState("bench", grid=AnalysisGrid(analysis_fps), skip_nonref=skip_nonref)
     container = open_video(path)
     try:
         decode_worker(
             container,
             open_stream(container),
-            state=DecodeState("bench"),
+            state=state,
             deliver=keep,
             stop=threading.Event(),
         )
     finally:
         container.close()
-    return count
+    return count, state
 
 
 class FileSource:

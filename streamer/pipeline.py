@@ -58,8 +58,9 @@ logger = logging.getLogger(__name__)
 STAGES = ("decode", "detect", "track", "crop", "va", "smooth")
 LATENCY_WINDOW = 10_000  # latest per-frame latencies kept for percentiles
 # With an analysis rate, a track outlives its last detection by at least this many
-# analysis intervals (0.5 s at 5 fps): one missed detection never ends it.
-RATE_TRACK_PATIENCE = 2.5  # analysis intervals
+# analysis intervals (0.7 s at 5 fps): one missed detection never ends it, even at the
+# longest detector interval (every second analysed frame at 5 fps from 15 fps).
+RATE_TRACK_PATIENCE = 3.5  # analysis intervals
 
 
 @dataclass

@@ -337,3 +337,46 @@ def test_a_short_replay_loads_no_library_it_does_not_use(
     assert not [m for m in ("rich.progress", "rich.table", "yaml") if m in imported]
     assert "urllib.request" not in imported  # the store downloads nothing here
     assert not [m for m in imported if m.startswith(("streamer.bench", "streamer.testing"))]
+
+
+def test_replay_at_an_analysis_rate_is_deterministic_and_run_agrees(
+    store_path: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """``--analysis-fps 5`` analyses the first frame of each 0.2 s of media time, the same
+    frames every time, and a camera at ``analysis_fps: 5`` analyses exactly those."""
+    video = store_path("single_face.mp4")  # 30 fps: every sixth frame
+    outs = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    for out in outs:
+        proc = replay(video, "--analysis-fps", "5", "--out", str(out))
+        assert proc.returncode == 0, proc.stderr
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    va = va_records(outs[0])
+    assert len(va) > 5 and all(r["frame"] % 6 == 0 for r in va)
+    assert "skipped by rate" in proc.stderr
+    cfg = tmp_path / "rate.yaml"
+    cfg.write_text(
+        f"cameras:\n  - name: single_face\n    url: {video}\n    realtime: false\n"
+        "    analysis_fps: 5\n"
+    )
+    run_out = tmp_path / "run.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamer", "run", "--config", str(cfg), "--out", str(run_out)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    fields = ("frame", "t", "track_id", "valence", "arousal")
+    assert [[r[k] for k in fields] for r in va_records(run_out)] == [
+        [r[k] for k in fields] for r in va
+    ]
+    assert "60 skipped by rate" in proc.stderr  # the run's closing log line
+
+
+def test_a_bad_analysis_rate_is_one_error_line(store_path: Callable[[str], Path]) -> None:
+    proc = replay(store_path("single_face.mp4"), "--analysis-fps", "-5")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "error: --analysis-fps -5: Input should be greater than 0"
+    ]

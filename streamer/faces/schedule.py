@@ -41,7 +41,10 @@ class DetectionSchedule:
         self.longest = max(self.base, cfg.max_detect_every_n_frames)
         self.interval = self.base
         self._since = 0  # frames since the last detector run; 0: run on the next frame
-        self.late = 0  # frames the due run has been deferred (no free detector slot)
+        # Frames from the last run to this frame (the first frame: as if a run had been
+        # ``base`` frames before it), and from the previous analysed frame to this one.
+        self._gap = self.base - 1
+        self._step = 1
 
     def due(self, frames: int = 1) -> bool:
         """Whether the detector runs on this frame (call once per analysed frame).
@@ -51,8 +54,8 @@ class DetectionSchedule:
                 frame is analysed; more with an analysis rate): a run that fell due on a
                 frame in between happens on this one.
         """
-        if self.late:
-            self.late += frames - 1
+        self._gap += frames
+        self._step = frames
         phase = self._since + frames - 1  # of this frame, from the last run
         run = self._since == 0 or phase >= self.interval
         self._since = (1 if run else phase + 1) % self.interval
@@ -61,17 +64,18 @@ class DetectionSchedule:
     def defer(self) -> None:
         """The due run did not happen on this frame: it is due again on the next one."""
         self._since = 0
-        self.late += 1
 
     @property
     def overdue(self) -> bool:
         """Deferring the due run again would leave more than the longest interval between
-        runs (the bound a new face waits, and within the tracker's patience): it waits."""
-        return self.interval + self.late >= self.longest
+        runs (the bound a new face waits, and within the tracker's patience): it waits.
+        The next analysed frame is taken to come as far after this one as this one came
+        after the previous."""
+        return self._gap + self._step > self.longest
 
     def ran(self) -> None:
         """The detector ran on this frame."""
-        self.late = 0
+        self._gap = 0
 
     def observe(self, tracker: Tracker, step: TrackerStep) -> None:
         """Adapt the interval after a detector run's tracker step."""

@@ -12,6 +12,7 @@ import pytest
 from streamer.config import AppConfig
 from streamer.faces.config import DetectorConfig, TrackerConfig
 from streamer.faces.schedule import DetectionSchedule, DetectorSlots
+from streamer.faces.tracker import Tracker, TrackerStep
 from streamer.messages import Detection, Frame
 from streamer.pipeline import CameraAnalyzer, CameraStats
 
@@ -134,3 +135,94 @@ def test_a_slot_held_by_a_hung_run_is_free_again_after_stale_s() -> None:
     assert slots.acquire(wait=False) is None
     slots.release(token)
     assert slots.acquire(wait=False) is not None
+
+
+class _OldSchedule:
+    """The schedule before analysis rates (every frame analysed), kept as the reference
+    the frame-by-frame behaviour must still match."""
+
+    def __init__(self, base: int, longest: int) -> None:
+        self.base, self.longest = base, max(base, longest)
+        self.interval, self._since, self.late = base, 0, 0
+
+    def due(self) -> bool:
+        run = self._since == 0
+        self._since = (self._since + 1) % self.interval
+        return run
+
+    def defer(self) -> None:
+        self._since = 0
+        self.late += 1
+
+    @property
+    def overdue(self) -> bool:
+        return self.interval + self.late >= self.longest
+
+    def ran(self) -> None:
+        self.late = 0
+
+    def set_interval(self, stable: bool) -> None:
+        interval = min(self.interval + 1, self.longest) if stable else self.base
+        if interval != self.interval:
+            self.interval = interval
+            self._since %= interval
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_every_frame_analysed_the_schedule_runs_as_it_always_did(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    base, longest = int(rng.integers(1, 4)), int(rng.integers(1, 7))
+    old = _OldSchedule(base, longest)
+    new = DetectionSchedule(
+        DetectorConfig(detect_every_n_frames=base, max_detect_every_n_frames=longest)
+    )
+    tracker = Tracker(TrackerConfig(min_hits=1))
+    tracker.step(0.0, [FACE])  # one confirmed, matched track: "stable" when nothing happens
+    calm = TrackerStep(tracker.tracks, [], [])
+    change = TrackerStep(tracker.tracks, tracker.tracks, [])
+    for _ in range(300):
+        due = old.due()
+        assert new.due() == due
+        if not due:
+            continue
+        assert new.overdue == old.overdue
+        if rng.random() < 0.3 and not old.overdue:
+            old.defer()
+            new.defer()
+            continue
+        old.ran()
+        new.ran()
+        stable = bool(rng.random() < 0.7)
+        old.set_interval(stable)
+        new.observe(tracker, calm if stable else change)
+        assert new.interval == old.interval
+
+
+@pytest.mark.parametrize(
+    ("every", "longest", "step", "runs"),
+    [
+        (2, 2, 3, [0, 3, 6, 9, 12, 15]),  # due every 2 frames: every analysed frame
+        (4, 4, 3, [0, 6, 12]),  # due at 4, 8, 12: on the analysed frames 6, 9, 12 -> 6, 12
+        (2, 2, 1, [0, 2, 4, 6, 8, 10, 12, 14]),
+        (6, 6, 2, [0, 6, 12]),
+    ],
+)
+def test_with_a_rate_a_run_due_between_analysed_frames_happens_on_the_next_one(
+    every: int, longest: int, step: int, runs: list[int]
+) -> None:
+    sched = DetectionSchedule(
+        DetectorConfig(detect_every_n_frames=every, max_detect_every_n_frames=longest)
+    )
+    got = [k for k in range(0, 16, step) if sched.due(step if k else 1)]
+    assert got == runs
+
+
+def test_a_deferred_run_at_a_rate_waits_once_the_longest_interval_in_frames_is_reached() -> None:
+    sched = DetectionSchedule(DetectorConfig(detect_every_n_frames=2, max_detect_every_n_frames=6))
+    assert sched.due(1)
+    sched.ran()
+    assert sched.due(3)  # frame 3: due (at 2), the slot is busy
+    assert not sched.overdue  # deferred to frame 6: 6 frames between runs at most
+    sched.defer()
+    assert sched.due(3)  # frame 6, due again; the next chance, frame 9, would be too late
+    assert sched.overdue

@@ -29,6 +29,8 @@ counts, the slope.
 alone: ``--empty-room-cameras`` cameras watch a still scene without a face (the first
 frame of ``no_face.mp4`` with sensor noise), once analysed and once only decoded, in
 alternating runs (``--repeat`` pairs); the median of the pairs' CPU ratios is reported.
+``--paired`` (with ``--analysis-fps``) measures each count at every frame too, just
+before the run at the rate: on a shared machine the pair compares like with like.
 """
 
 from __future__ import annotations
@@ -105,6 +107,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "against decoded only",
     )
     p.add_argument("--empty-room-cameras", type=int, default=4, help="cameras of --empty-room")
+    p.add_argument(
+        "--paired",
+        action="store_true",
+        help="with --analysis-fps: measure each count at every frame too, just before "
+        "(`every_frame`, `cpu_ratio_to_every_frame`: comparable on a loaded machine)",
+    )
     p.add_argument("--repeat", type=int, default=3, help="pairs of --empty-room runs")
     p.set_defaults(func=cmd_bench_cameras)
 
@@ -229,6 +237,7 @@ def cmd_bench_cameras(args: argparse.Namespace) -> int:
     if reason:
         raise MediaError(f"bench cameras needs the GStreamer RTSP server: {reason}")
     cfg = load_config(args.config) if args.config else AppConfig()
+    every_frame = cfg.model_copy(update={"analysis": cfg.analysis.model_copy(update={"fps": None})})
     if args.analysis_fps is not None:
         cfg = with_analysis_fps(cfg, args.analysis_fps)
     if args.empty_room:
@@ -250,15 +259,18 @@ def cmd_bench_cameras(args: argparse.Namespace) -> int:
         if args.no_face:
             no_face = camera_clip(resolve_media("no_face.mp4"), Path(tmp) / "noface720p15.mp4")
 
-        def measure(n: int) -> dict[str, Any]:
+        def measure(n: int, at: AppConfig = cfg) -> dict[str, Any]:
             others = min(args.no_face, n)
             return asyncio.run(
                 measure_live(
-                    cfg, clip, args.duration_s, args.warmup_s, n, other_clip=no_face, others=others
+                    at, clip, args.duration_s, args.warmup_s, n, other_clip=no_face, others=others
                 )
             )
 
         for n in counts:
+            every = None
+            if args.paired and cfg.analysis.fps is not None:
+                every = verdict(measure(n, every_frame), args.min_analysed, args.max_p95_ms)
             result = measure(n)
             void = server_stalled(result)
             if void is not None:  # kept for the record, then measured again
@@ -272,6 +284,11 @@ def cmd_bench_cameras(args: argparse.Namespace) -> int:
                 result = measure(n)
             loads.append(os.getloadavg()[0])
             runs.append(verdict(result, args.min_analysed, args.max_p95_ms))
+            if every is not None:
+                runs[-1]["every_frame"] = every
+                runs[-1]["cpu_ratio_to_every_frame"] = round(
+                    runs[-1]["cpu"]["cores"] / max(every["cpu"]["cores"], 1e-9), 3
+                )
             if not runs[-1]["pass"] and not args.keep_going:
                 break
     passing = [r["cameras"] for r in runs if r["pass"]]

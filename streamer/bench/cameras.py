@@ -107,6 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "against decoded only",
     )
     p.add_argument("--empty-room-cameras", type=int, default=4, help="cameras of --empty-room")
+    p.add_argument("--hwaccel", help="the cameras' hardware decoder (cuda: NVDEC); CPU fallback")
     p.add_argument(
         "--paired",
         action="store_true",
@@ -174,6 +175,7 @@ def verdict(run: dict[str, Any], min_analysed: float, max_p95_ms: float) -> dict
         "detector_runs": run["detector_runs"],
         "detections_deferred": run["detections_deferred"],
         "detections_idle_skipped": run.get("detections_idle_skipped", 0),
+        "hwaccel_fell_back": run.get("hwaccel_fell_back", 0),
         "cpu": run.get("cpu"),
         "rss_mb": end,
         "rss_added_mb": None if added is None else round(added, 1),
@@ -263,7 +265,14 @@ def cmd_bench_cameras(args: argparse.Namespace) -> int:
             others = min(args.no_face, n)
             return asyncio.run(
                 measure_live(
-                    at, clip, args.duration_s, args.warmup_s, n, other_clip=no_face, others=others
+                    at,
+                    clip,
+                    args.duration_s,
+                    args.warmup_s,
+                    n,
+                    other_clip=no_face,
+                    others=others,
+                    hwaccel=args.hwaccel,
                 )
             )
 
@@ -298,6 +307,8 @@ def cmd_bench_cameras(args: argparse.Namespace) -> int:
             "camera": f"{CAMERA_SIZE[0]}x{CAMERA_SIZE[1]} at {CAMERA_FPS} fps, one face",
             "no_face_cameras": args.no_face,
             "analysis_fps": cfg.analysis.fps,
+            "hwaccel": args.hwaccel,
+            "hwaccel_fell_back": sum(r.get("hwaccel_fell_back", 0) for r in runs),
             "limits": {"min_analysed": args.min_analysed, "max_p95_ms": args.max_p95_ms},
             "cpus": os.cpu_count(),
             "largest_passing": max(passing) if passing else 0,

@@ -109,6 +109,7 @@ async def measure_live(
     other_clip: Path | None = None,
     others: int = 0,
     decode_only: bool = False,
+    hwaccel: str | None = None,
 ) -> dict[str, Any]:
     """Serve ``clip`` over RTSP to ``cameras`` sources, analyse them live and measure.
 
@@ -121,6 +122,7 @@ async def measure_live(
         other_clip: what the first ``others`` cameras see instead (its own server).
         others: how many cameras see ``other_clip``.
         decode_only: take the frames and drop them: no analysis.
+        hwaccel: the cameras' FFmpeg hardware decoder (``cuda``: NVDEC), CPU fallback.
     """
     others = others if other_clip is not None else 0
     with tempfile.TemporaryDirectory(prefix="streamer-bench-") as tmp, contextlib.ExitStack() as st:
@@ -133,7 +135,10 @@ async def measure_live(
             other = st.enter_context(RtspServer(served_other))
             urls[:others] = [other.url] * others
         names = [f"{CAMERA}{i}" if cameras > 1 else CAMERA for i in range(cameras)]
-        cams = [CameraConfig(name=name, url=url) for name, url in zip(names, urls, strict=True)]
+        cams = [
+            CameraConfig(name=name, url=url, hwaccel=hwaccel)
+            for name, url in zip(names, urls, strict=True)
+        ]
         pipe = build_pipeline(cfg.model_copy(update={"cameras": cams}))
         sub = pipe.bus.subscribe("bench", maxsize=100_000, accept=_is_va)
         probe = _Probe(names)
@@ -150,6 +155,8 @@ async def measure_live(
             raise first_error(group) from None
     report = _report(clip, pipe, sources, probe, window, cameras)
     report.update(others=others, decode_only=decode_only, analysis_fps=cfg.analysis.fps)
+    report["hwaccel"] = hwaccel
+    report["hwaccel_fell_back"] = sum(src.hwaccel_failed for src in sources)
     return report
 
 

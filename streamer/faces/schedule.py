@@ -70,8 +70,11 @@ class DetectionSchedule:
         """Deferring the due run again would leave more than the longest interval between
         runs (the bound a new face waits, and within the tracker's patience): it waits.
         The next analysed frame is taken to come as far after this one as this one came
-        after the previous."""
-        return self._gap + self._step > self.longest
+        after the previous. At an analysis rate the bound is at least two analysed
+        frames: a due run may move to the next analysed frame once (the tracker's
+        patience is 3.5 analysis intervals there), never twice."""
+        bound = self.longest if self._step == 1 else max(self.longest, 2 * self._step)
+        return self._gap + self._step > bound
 
     def ran(self) -> None:
         """The detector ran on this frame."""

@@ -380,3 +380,22 @@ def test_a_bad_analysis_rate_is_one_error_line(store_path: Callable[[str], Path]
     assert proc.stderr.strip().splitlines() == [
         "error: --analysis-fps -5: Input should be greater than 0"
     ]
+
+
+def test_a_replay_shorter_than_half_a_second_draws_no_bar(
+    store_path: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Start-up as a user types the command (no ``-q``, no ``--no-progress``): a replay
+    over within ``BAR_DELAY_S`` draws no progress bar, so it never imports rich's."""
+    from streamer.bench.startup import one_frame_clip
+
+    clip = one_frame_clip(store_path("single_face.mp4"), tmp_path / "one.mp4")
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "streamer", "replay", str(clip),
+         "--out", str(tmp_path / "out.jsonl")],
+        capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert "rich.progress" not in imported
+    assert "no face tracked" in proc.stderr  # the summary table is still printed

@@ -130,9 +130,13 @@ async def _replay(
     return result
 
 
+BAR_DELAY_S = 0.5  # a bar is drawn only once the work has lasted this long (seconds)
+
+
 class FrameBar:
-    """A bar of frames done, fps and elapsed time on stderr, or nothing at all (then
-    rich.progress is not even imported)."""
+    """A bar of frames done, fps and elapsed time on stderr, or nothing at all: not for
+    work that ends within :data:`BAR_DELAY_S` (a short clip: no bar to draw and clear,
+    and rich.progress is not even imported), nor when not ``show``."""
 
     def __init__(self, what: str, show: bool, total: int | None = None) -> None:
         self.what = what
@@ -143,16 +147,19 @@ class FrameBar:
         self._task: TaskID | None = None
 
     def __enter__(self) -> FrameBar:
-        if self.show:
-            self._progress = frame_progress(stderr_console(), True)
-            self._progress.__enter__()
-            self._task = self._progress.add_task(self.what, total=self.total or None, fps="-")
+        self._t0 = time.perf_counter()
         return self
 
     def update(self, done: int, total: int | None = None) -> None:
-        if self._progress is None or self._task is None:
+        elapsed = time.perf_counter() - self._t0
+        if not self.show or (self._progress is None and elapsed < BAR_DELAY_S):
             return
-        fps = f"{done / max(time.perf_counter() - self._t0, 1e-6):.0f}"
+        if self._progress is None:
+            self._progress = frame_progress(stderr_console(), True)
+            self._progress.__enter__()
+            self._task = self._progress.add_task(self.what, total=self.total or None, fps="-")
+        assert self._task is not None
+        fps = f"{done / max(elapsed, 1e-6):.0f}"
         if total:
             self._progress.update(self._task, total=total)
         self._progress.update(self._task, completed=done, fps=fps)

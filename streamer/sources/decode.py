@@ -317,7 +317,7 @@ def _hand_over(
 ) -> bool:
     """Time one judged picture; deliver it when good and on the analysis grid, else
     record where it was (damage) or count it (off the grid)."""
-    if vf.pts is not None:
+    if vf.pts is not None and state.grid.pending:
         _passed_over(state, state.grid.discarded_before(vf.pts))
     index = state.next_index
     state.next_index += 1

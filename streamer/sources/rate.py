@@ -53,6 +53,11 @@ class AnalysisGrid:
     def every_frame(self) -> bool:
         return self.fps is None
 
+    @property
+    def pending(self) -> bool:
+        """Whether pictures sent with ``skip_frame`` may still come out or be missing."""
+        return bool(self._pending)
+
     def slot(self, t: float) -> int:
         """The slot of media time ``t`` (seconds)."""
         assert self.fps is not None

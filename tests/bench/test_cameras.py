@@ -56,7 +56,7 @@ def test_at_an_analysis_rate_the_share_is_of_the_frames_due() -> None:
 
 
 def test_rss_per_added_camera_between_counts() -> None:
-    runs = [
+    runs: list[dict[str, Any]] = [
         {"cameras": 4, "rss_mb": 400.0, "pass": True},
         {"cameras": 8, "rss_mb": 460.0, "pass": None},  # a void run: left out
         {"cameras": 8, "rss_mb": 480.0, "pass": True},

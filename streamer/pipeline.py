@@ -173,12 +173,17 @@ class CameraAnalyzer:
             elif self.motion.quiet(frame.image, frame.t):
                 self.stats.detections_idle_skipped += 1  # the check counts as detection
                 return self._track(frame, None, frames, t0, time.perf_counter())
-            slot = self.slots.acquire(self.schedule.overdue)
-            if slot is not None:
+            # Overdue, a camera waits for a slot; at an analysis rate it runs alongside
+            # instead: with many cameras, waiting held the analysis threads behind one
+            # slot and piled the cameras up (bench cameras at 24: 20 % analysed).
+            overdue = self.schedule.overdue
+            slot = self.slots.acquire(overdue and self.rate is None)
+            if slot is not None or overdue:
                 try:
                     detections = self.detector.detect(frame.image)
                 finally:
-                    self.slots.release(slot)
+                    if slot is not None:
+                        self.slots.release(slot)
                 self.schedule.ran()
                 self.motion.ran(frame.t)
                 self.stats.detector_runs += 1

@@ -18,7 +18,10 @@ slot held by a hung detector is free again after a second.
 Intervals count frames of the stream. A camera with an analysis rate (``analysis_fps``)
 analyses only some of them: its detector runs on the first analysed frame on or after
 the due one (at 5 fps from a 15 fps camera, a 2-frame interval runs the detector on
-every analysed frame, a 4-frame interval on every second).
+every analysed frame, a 4-frame interval on every second). Such a camera may move a due
+run to its next analysed frame once; then, overdue, it runs without a slot rather than
+wait for one (:meth:`~streamer.pipeline.CameraAnalyzer.prepare`): at a rate, a wait is a
+fifth of a second of frames, and many cameras waiting held every analysis thread.
 """
 
 from __future__ import annotations

@@ -226,3 +226,21 @@ def test_a_deferred_run_at_a_rate_waits_once_the_longest_interval_in_frames_is_r
     sched.defer()
     assert sched.due(3)  # frame 6, due again; the next chance, frame 9, would be too late
     assert sched.overdue
+
+
+def test_at_a_rate_an_overdue_run_goes_ahead_without_waiting_for_a_slot() -> None:
+    slots = WatchedSlots(1)
+    det = DetectorConfig(detect_every_n_frames=2, max_detect_every_n_frames=4)
+    base = AppConfig(analysis={"fps": 5.0})  # type: ignore[arg-type]
+    faces = base.faces.model_copy(update={"detector": det, "tracker": TrackerConfig(min_hits=1)})
+    cfg = base.model_copy(update={"faces": faces})
+    detector = CountingDetector()
+    analyzer = CameraAnalyzer("cam", cfg, detector, "m", CameraStats("cam"), slots=slots)
+    held = slots.acquire(wait=False)  # other cameras keep the one slot busy throughout
+    assert held is not None
+    for k in (0, 3, 6, 9, 12):  # 15 fps analysed at 5
+        analyzer.prepare(_frame(k))
+    assert not slots.waiting.is_set()  # never waited behind the other cameras
+    # Each due run moved to the next analysed frame once, then ran without the slot.
+    assert detector.frames == [3, 9]
+    assert analyzer.stats.detections_deferred == 3

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from streamer.config import AppConfig
+from streamer.config import AnalysisConfig, AppConfig
 from streamer.faces.config import DetectorConfig, TrackerConfig
 from streamer.faces.schedule import DetectionSchedule, DetectorSlots
 from streamer.faces.tracker import Tracker, TrackerStep
@@ -231,7 +231,7 @@ def test_a_deferred_run_at_a_rate_waits_once_the_longest_interval_in_frames_is_r
 def test_at_a_rate_an_overdue_run_goes_ahead_without_waiting_for_a_slot() -> None:
     slots = WatchedSlots(1)
     det = DetectorConfig(detect_every_n_frames=2, max_detect_every_n_frames=4)
-    base = AppConfig(analysis={"fps": 5.0})  # type: ignore[arg-type]
+    base = AppConfig(analysis=AnalysisConfig(fps=5.0))
     faces = base.faces.model_copy(update={"detector": det, "tracker": TrackerConfig(min_hits=1)})
     cfg = base.model_copy(update={"faces": faces})
     detector = CountingDetector()

@@ -173,11 +173,11 @@ class CameraAnalyzer:
             elif self.motion.quiet(frame.image, frame.t):
                 self.stats.detections_idle_skipped += 1  # the check counts as detection
                 return self._track(frame, None, frames, t0, time.perf_counter())
-            # Overdue, a camera waits for a slot; at an analysis rate it runs alongside
-            # instead: with many cameras, waiting held the analysis threads behind one
-            # slot and piled the cameras up (bench cameras at 24: 20 % analysed).
+            # Overdue, the run goes ahead without a slot rather than wait for one: with
+            # many cameras, waiting held the analysis threads behind the one slot and
+            # piled the cameras up (docs/performance.md, many cameras).
             overdue = self.schedule.overdue
-            slot = self.slots.acquire(overdue and self.rate is None)
+            slot = self.slots.acquire(wait=False)
             if slot is not None or overdue:
                 try:
                     detections = self.detector.detect(frame.image)

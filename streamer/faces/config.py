@@ -76,8 +76,8 @@ class DetectorConfig(StrictModel):
         le=64,
         description="detector runs at once across all cameras (0: half the CPU cores, at "
         "least 1); a camera whose run is due while every slot is busy keeps tracking on "
-        "prediction and detects on a later frame, waiting for a slot only once its run is "
-        "max_detect_every_n_frames frames late",
+        "prediction and detects on a later frame, and runs without a slot once its run "
+        "would otherwise be more than max_detect_every_n_frames frames late",
     )
 
 

@@ -171,7 +171,10 @@ class CameraAnalyzer:
             if self.tracker.tracks or not self.motion.enabled:
                 self.motion.reset()
             elif self.motion.quiet(frame.image, frame.t):
-                self.stats.detections_idle_skipped += 1  # the check counts as detection
+                # Nothing to look for: the due run is served (and the check's time
+                # counts as detection).
+                self.schedule.ran()
+                self.stats.detections_idle_skipped += 1
                 return self._track(frame, None, frames, t0, time.perf_counter())
             # Overdue, the run goes ahead without a slot rather than wait for one: with
             # many cameras, waiting held the analysis threads behind the one slot and

@@ -360,6 +360,7 @@ class _NonRefSkipper:
         self.skipping = False
         self.pts: int | None = None
         self.bad = 0
+        self.grid.new_session()  # stamps of an earlier session mean nothing in this one
 
     def before(self, packet: Any) -> None:
         if not self.active:
@@ -371,11 +372,7 @@ class _NonRefSkipper:
             t = clock.base_t + float((packet.pts - clock.origin) * clock.time_base)
             skip = self.grid.packet_off_grid(packet.pts, t)
         if skip != self.skipping:
-            try:
-                self.ctx.skip_frame = "NONREF" if skip else "DEFAULT"
-            except Exception:  # a codec context without the option: decode everything
-                self.active = False
-                return
+            self.ctx.skip_frame = "NONREF" if skip else "DEFAULT"
             self.skipping = skip
         if not skip:
             self.pts = None

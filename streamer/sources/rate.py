@@ -97,6 +97,12 @@ class AnalysisGrid:
             return False
         return pts > first
 
+    def new_session(self) -> None:
+        """A new decoding session (a reconnect): its stamps start afresh."""
+        self._first_pts.clear()
+        self._slots.clear()
+        self._pending.clear()
+
     def sent_nonref(self, pts: int) -> None:
         """A packet went to the decoder with ``skip_frame = NONREF``: its picture may never
         come out (see :meth:`discarded_before`)."""

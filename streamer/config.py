@@ -48,6 +48,19 @@ class SmoothingConfig(StrictModel):
     initial_variance: float = Field(0.25, gt=0.0, description="variance of a new track's state")
 
 
+class AnalysisConfig(StrictModel):
+    """How often each camera's frames are analysed (docs/performance.md, analysis rate)."""
+
+    fps: float | None = Field(
+        None,
+        gt=0.0,
+        le=480.0,
+        description="default analysis rate of every camera and of a replay, in analysed "
+        "frames per second of media time (a camera's own analysis_fps wins); unset: every "
+        "frame. Frames off the grid are counted as skipped_by_rate, never as losses",
+    )
+
+
 class OutputConfig(StrictModel):
     jsonl: Path | None = Field(None, description="write every record to this JSONL file")
     live_lossless_wait_s: float = Field(
@@ -67,6 +80,7 @@ class AppConfig(StrictModel):
     faces: FacesConfig = FacesConfig()
     affect: AffectConfig = AffectConfig()
     smoothing: SmoothingConfig = SmoothingConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
     output: OutputConfig = OutputConfig()
     mqtt: MqttConfig | None = Field(None, description="publish to MQTT when set")
     llm: LlmSection | None = Field(None, description="describe tracks with an LLM when set")
@@ -86,6 +100,14 @@ class AppConfig(StrictModel):
         None, description="run each camera as an actor on a Ray cluster (docs/cluster.md)"
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    def analysis_fps(self, camera: str) -> float | None:
+        """The analysis rate of ``camera`` (a configured camera's own, else
+        ``analysis.fps``, the rate of a replay); None: every frame."""
+        for cam in self.cameras:
+            if cam.name == camera:
+                return cam.effective_analysis_fps(self.analysis.fps)
+        return self.analysis.fps
 
     @model_validator(mode="after")
     def _unique_camera_names(self) -> AppConfig:
@@ -197,6 +219,16 @@ def parse_config(text: str, source: str = "<config>") -> AppConfig:
         return AppConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, source, lines)) from err
+
+
+def with_analysis_fps(cfg: AppConfig, fps: float) -> AppConfig:
+    """``cfg`` with ``analysis.fps`` set (``--analysis-fps``); a bad value is one error
+    line naming the option."""
+    try:
+        analysis = AnalysisConfig(fps=fps)
+    except ValidationError as err:
+        raise ConfigError(f"--analysis-fps {fps:g}: {err.errors()[0]['msg']}") from err
+    return cfg.model_copy(update={"analysis": analysis})
 
 
 def load_config(path: str | Path) -> AppConfig:

@@ -33,6 +33,7 @@ import numpy as np
 from streamer.bus import EventBus
 from streamer.config import AppConfig
 from streamer.faces.crops import CROP_SIZE, crop_faces_bgr
+from streamer.faces.motion import MotionGate
 from streamer.faces.schedule import DetectionSchedule, DetectorSlots
 from streamer.faces.tracker import Track, Tracker
 from streamer.lifecycle import SingleUse
@@ -56,6 +57,10 @@ logger = logging.getLogger(__name__)
 
 STAGES = ("decode", "detect", "track", "crop", "va", "smooth")
 LATENCY_WINDOW = 10_000  # latest per-frame latencies kept for percentiles
+# With an analysis rate, a track outlives its last detection by at least this many
+# analysis intervals (0.7 s at 5 fps): one missed detection never ends it, even at the
+# longest detector interval (every second analysed frame at 5 fps from 15 fps).
+RATE_TRACK_PATIENCE = 3.5  # analysis intervals
 
 
 @dataclass
@@ -67,6 +72,9 @@ class CameraStats:
     faces: int = 0
     detector_runs: int = 0
     detections_deferred: int = 0  # due detector runs moved to a later frame (no free slot)
+    # Due detector runs left out: no track and the picture unchanged (empty room).
+    detections_idle_skipped: int = 0
+    skipped_by_rate: int = 0  # good frames off the analysis grid (analysis_fps), by design
     va_rejected: int = 0  # non-finite or failed VA results (predict-only steps)
     tracks_appeared: int = 0
     tracks_live: int = 0  # confirmed tracks now (the tracker's count after the last frame)
@@ -131,13 +139,20 @@ class CameraAnalyzer:
         self.slots = slots or DetectorSlots()
         self.cfg = cfg
         self.detector = detector
-        self.tracker = Tracker(cfg.faces.tracker)
+        # Media-time analysis rate of this camera (None: every frame).
+        self.rate = cfg.analysis_fps(camera)
+        max_age = None
+        if self.rate is not None:
+            max_age = max(cfg.faces.tracker.max_age_s, RATE_TRACK_PATIENCE / self.rate)
+        self.tracker = Tracker(cfg.faces.tracker, max_age_s=max_age)
         self.model_name = model_name
         self.stats = stats
         self.filters: dict[int, VAFilter] = {}
         self.live: set[int] = set()  # confirmed tracks not lost yet (appeared, not lost)
         self.stats.tracks_live = 0
         self.schedule = DetectionSchedule(cfg.faces.detector)
+        self.motion = MotionGate(cfg.faces.detector)
+        self._last_index: int | None = None
         if live:
             # filterpy (the VA filters; about 1 s to import: scipy) before the first live
             # frame, once per process (`streamer run` has it before any camera opens). A
@@ -146,24 +161,55 @@ class CameraAnalyzer:
 
     def prepare(self, frame: Frame) -> _Prepared:
         """Detect (every N frames), track and crop: the blocking part, run in a thread."""
-        st = self.stats.stage_s
         t0 = time.perf_counter()
+        # Frames of the stream since the last analysed one: counted with an analysis
+        # rate (the schedule and the box filters step over the frames between); one
+        # otherwise, as frames replaced by a busy analysis always were.
+        frames = 1
+        if self.rate is not None and self._last_index is not None:
+            frames = max(1, frame.index - self._last_index)
+        self._last_index = frame.index
         detections = None
-        if self.schedule.due():
-            slot = self.slots.acquire(self.schedule.overdue)
-            if slot is not None:
+        if self.schedule.due(frames):
+            if self.tracker.tracks or not self.motion.enabled:
+                self.motion.reset()
+            elif self.motion.quiet(frame.image, frame.t):
+                # Nothing to look for: the due run is served (and the check's time
+                # counts as detection).
+                self.schedule.ran()
+                self.stats.detections_idle_skipped += 1
+                return self._track(frame, None, frames, t0, time.perf_counter())
+            # Overdue, the run goes ahead without a slot rather than wait for one: with
+            # many cameras, waiting held the analysis threads behind the one slot and
+            # piled the cameras up (docs/performance.md, many cameras).
+            overdue = self.schedule.overdue
+            slot = self.slots.acquire(wait=False)
+            if slot is not None or overdue:
                 try:
                     detections = self.detector.detect(frame.image)
                 finally:
-                    self.slots.release(slot)
+                    if slot is not None:
+                        self.slots.release(slot)
                 self.schedule.ran()
+                self.motion.ran(frame.t)
                 self.stats.detector_runs += 1
                 self.stats.samples["detect"].add(time.perf_counter() - t0)
             else:
                 self.schedule.defer()
                 self.stats.detections_deferred += 1
-        t1 = time.perf_counter()
-        step = self.tracker.step(frame.t, detections)
+        return self._track(frame, detections, frames, t0, time.perf_counter())
+
+    def _track(
+        self,
+        frame: Frame,
+        detections: list[Detection] | None,
+        frames: int,
+        t0: float,
+        t1: float,
+    ) -> _Prepared:
+        """Track (and crop) after the detection step of ``prepare``."""
+        st = self.stats.stage_s
+        step = self.tracker.step(frame.t, detections, frames)
         if detections is not None:
             self.schedule.observe(self.tracker, step)
         t2 = time.perf_counter()
@@ -365,7 +411,8 @@ class Pipeline(SingleUse):
             frames: the source (replay: every frame; live: latest-frame-wins).
             lossless: replay mode: wait for slow lossless sinks instead of dropping, and
                 outputs carry media time only (deterministic).
-            decode_stats: the source's counters; ``decode_s`` is copied into the stats.
+            decode_stats: the source's counters; ``decode_s`` and ``skipped_by_rate``
+                are copied into the stats.
         """
         stats = self.stats.setdefault(camera, CameraStats(camera))
         detector = self.detector_factory()
@@ -421,9 +468,17 @@ class Pipeline(SingleUse):
             raise first_error(group) from None
         finally:
             stats.tracks_live = 0  # this session's tracker is gone, whatever ended it
-        if decode_stats and "decode_s" in decode_stats:
-            stats.stage_s["decode"] = float(decode_stats["decode_s"])
+        _copy_decode_stats(stats, decode_stats)
         return stats
+
+
+def _copy_decode_stats(stats: CameraStats, decode_stats: dict[str, Any] | None) -> None:
+    """The source's own counters into the camera's (``decode_s``, ``skipped_by_rate``)."""
+    if not decode_stats:
+        return
+    if "decode_s" in decode_stats:
+        stats.stage_s["decode"] = float(decode_stats["decode_s"])
+    stats.skipped_by_rate = int(decode_stats.get("skipped_by_rate", 0))
 
 
 def _preview(frame: Frame, msgs: list[Message]) -> PreviewFrame:

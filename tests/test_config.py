@@ -75,3 +75,33 @@ def test_validate_config_cli(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_cameras_analysis_rate_is_its_own_else_the_default() -> None:
+    cfg = parse_config(
+        "analysis: {fps: 5}\n"
+        "cameras:\n"
+        "  - {name: hall, url: rtsp://h/x}\n"
+        "  - {name: desk, url: rtsp://d/x, analysis_fps: 10}\n"
+        "  - {name: door, url: rtsp://o/x, analysis_fps: 0}\n"
+    )
+    assert [cfg.analysis_fps(c) for c in ("hall", "desk", "door", "a_replay")] == [
+        5.0,
+        10.0,
+        None,  # 0: every frame, whatever the default
+        5.0,
+    ]
+    assert AppConfig().analysis_fps("hall") is None  # unset: every frame, as before
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("analysis: {fps: 0}\n", "analysis.fps"),
+        ("cameras:\n  - {name: a, url: x, analysis_fps: -1}\n", "cameras.0.analysis_fps"),
+        ("faces:\n  detector: {idle_detect_every_s: 0}\n", "faces.detector.idle_detect_every_s"),
+    ],
+)
+def test_bad_analysis_rates_name_their_key(text: str, where: str) -> None:
+    with pytest.raises(ConfigError, match=where):
+        parse_config(text, "cfg.yaml")

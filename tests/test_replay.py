@@ -340,23 +340,68 @@ def test_a_short_replay_loads_no_library_it_does_not_use(
     assert not [m for m in ("sqlalchemy", "alembic") if m in imported]  # no history set
 
 
-def test_a_replay_with_its_summary_loads_no_history_library(
+def test_replay_at_an_analysis_rate_is_deterministic_and_run_agrees(
     store_path: Callable[[str], Path], tmp_path: Path
 ) -> None:
-    """Without a history, the summary a replay prints (not quiet) never imports
-    SQLAlchemy (0.25 s of start-up)."""
+    """``--analysis-fps 5`` analyses the first frame of each 0.2 s of media time, the same
+    frames every time, and a camera at ``analysis_fps: 5`` analyses exactly those."""
+    video = store_path("single_face.mp4")  # 30 fps: every sixth frame
+    outs = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    for out in outs:
+        proc = replay(video, "--analysis-fps", "5", "--out", str(out))
+        assert proc.returncode == 0, proc.stderr
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    va = va_records(outs[0])
+    assert len(va) > 5 and all(r["frame"] % 6 == 0 for r in va)
+    assert "skipped by rate" in proc.stderr
+    cfg = tmp_path / "rate.yaml"
+    cfg.write_text(
+        f"cameras:\n  - name: single_face\n    url: {video}\n    realtime: false\n"
+        "    analysis_fps: 5\n"
+    )
+    run_out = tmp_path / "run.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamer", "run", "--config", str(cfg), "--out", str(run_out)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    fields = ("frame", "t", "track_id", "valence", "arousal")
+    assert [[r[k] for k in fields] for r in va_records(run_out)] == [
+        [r[k] for k in fields] for r in va
+    ]
+    assert "60 skipped by rate" in proc.stderr  # the run's closing log line
+
+
+def test_a_bad_analysis_rate_is_one_error_line(store_path: Callable[[str], Path]) -> None:
+    proc = replay(store_path("single_face.mp4"), "--analysis-fps", "-5")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "error: --analysis-fps -5: Input should be greater than 0"
+    ]
+
+
+def test_a_replay_shorter_than_half_a_second_draws_no_bar(
+    store_path: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Start-up as a user types the command (no ``-q``, no ``--no-progress``): a replay
+    over within ``BAR_DELAY_S`` draws no progress bar, so it never imports rich's; without
+    a history its summary never imports SQLAlchemy (0.25 s of start-up)."""
     from streamer.bench.startup import one_frame_clip
 
     clip = one_frame_clip(store_path("single_face.mp4"), tmp_path / "one.mp4")
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "streamer", "replay", str(clip),
-         "--no-progress", "--out", str(tmp_path / "out.jsonl")],
+         "--out", str(tmp_path / "out.jsonl")],
         capture_output=True, text=True, check=False, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "frames" in proc.stderr  # the summary was printed
-    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines()}
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert "rich.progress" not in imported
     assert "sqlalchemy" not in imported
+    assert "no face tracked" in proc.stderr  # the summary table is still printed
 
 
 def test_frames_that_never_decode_without_damage_claim_no_flag(

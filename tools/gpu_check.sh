@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU path, checked in one command on a machine with an NVIDIA GPU and nothing else
 # prepared (Python >= 3.11 and the driver only). Prints one JSON object on stdout:
-#   ./tools/gpu_check.sh > gpu.json          (progress goes to stderr; ~5 minutes)
+#   ./tools/gpu_check.sh > gpu.json          (progress goes to stderr; ~15 minutes)
 #
 # 1. .venv as tools/setup.sh makes it (no apt packages), then the GPU packages from PyPI:
 #    onnxruntime-gpu (replacing the CPU onnxruntime), tensorrt and cuda-python
@@ -10,6 +10,9 @@
 #    against the CPU, YuNet on onnxruntime-CUDA against OpenCV, NVDEC decoding.
 # 3. bench model (onnx = CUDA provider, tensorrt) and bench replay / bench crowd with the
 #    VA model and YuNet on the GPU backends.
+# 4. bench cameras on NVDEC (hwaccel: cuda) with the CUDA and the TensorRT providers: at
+#    5 analysed frames a second and at every frame (needs the GStreamer RTSP server:
+#    installed with apt when this runs as root; else its entry says why it did not run).
 # Offline, set STREAMER_MODEL_MIRROR as for tools/setup.sh.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -62,6 +65,23 @@ for name in gpu_ort gpu_trt; do
     --config "$OUT/$name.yaml" >"$OUT/crowd_$name.json" 2>"$OUT/crowd_$name.log"
 done
 
+step "GStreamer RTSP server (bench cameras)"
+if ! $PY -c "from streamer.testing.sources import gst_rtsp_unavailable as u; raise SystemExit(bool(u()))" 2>/dev/null \
+  && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  timeout 240 apt-get install -y -q python3-gi gir1.2-gst-rtsp-server-1.0 \
+    gstreamer1.0-plugins-good gstreamer1.0-plugins-bad >"$OUT/apt.log" 2>&1 || tail -5 "$OUT/apt.log"
+fi
+for name in gpu_ort gpu_trt; do
+  step "bench cameras, NVDEC, 5 fps ($name)"
+  timeout 300 .venv/bin/streamer -q bench cameras --hwaccel cuda --config "$OUT/$name.yaml" \
+    --analysis-fps 5 --cameras 16 --cameras 32 --cameras 48 --cameras 64 --keep-going \
+    --duration-s 10 --warmup-s 3 >"$OUT/cameras5_$name.json" 2>"$OUT/cameras5_$name.log"
+done
+step "bench cameras, NVDEC, every frame (gpu_trt)"
+timeout 240 .venv/bin/streamer -q bench cameras --hwaccel cuda --config "$OUT/gpu_trt.yaml" \
+  --cameras 16 --cameras 24 --cameras 32 --keep-going --duration-s 10 --warmup-s 3 \
+  >"$OUT/cameras_gpu_trt.json" 2>"$OUT/cameras_gpu_trt.log"
+
 step "summary"
 $PY - "$OUT" "$START" >&3 <<'PYEOF'
 import json, subprocess, sys, time, xml.etree.ElementTree as ET
@@ -112,6 +132,8 @@ print(json.dumps({
     "bench_model": load("bench_model.json"),
     "bench_replay": {n: load(f"replay_{n}.json") for n in ("gpu_ort", "gpu_trt")},
     "bench_crowd_5x5": {n: load(f"crowd_{n}.json") for n in ("gpu_ort", "gpu_trt")},
+    "bench_cameras_nvdec_5fps": {n: load(f"cameras5_{n}.json") for n in ("gpu_ort", "gpu_trt")},
+    "bench_cameras_nvdec_every_frame": load("cameras_gpu_trt.json"),
     "elapsed_s": int(time.time()) - start,
 }, indent=2))
 PYEOF

@@ -20,8 +20,8 @@ import numpy as np
 
 from streamer.config import AppConfig
 from streamer.episodes.stage import EpisodeStage
-from streamer.runtime.replay import ReplayResult, process_cpu_s, run_replay
-from streamer.sources.file import count_frames
+from streamer.runtime.replay import ReplayOptions, ReplayResult, process_cpu_s, run_replay
+from streamer.sources.file import decode_count
 
 if TYPE_CHECKING:
     from streamer.affect.models import VAModel
@@ -83,13 +83,20 @@ def resolve_media(name: str) -> Path:
     return default_store().path(name)
 
 
-def decode_only(path: Path) -> tuple[int, float, float]:
+def decode_only(
+    path: Path, analysis_fps: float | None = None, skip_nonref: bool = True
+) -> tuple[int, float, float]:
     """Frames, fps and process CPU ms per frame of decoding ``path`` alone (the decoding
-    core, BGR): the ceiling any analysis of the file can reach."""
+    core, BGR): the ceiling any analysis of the file can reach.
+
+    With ``analysis_fps``, the frames on the grid are converted to BGR, the others only
+    decoded (or, ``skip_nonref``, not even that where they are non-reference pictures),
+    as the replay at that rate does; fps and CPU are then per frame of the file."""
     c0, t0 = process_cpu_s(), time.perf_counter()
-    n = count_frames(path)
+    handed, state = decode_count(path, analysis_fps, skip_nonref)
+    frames = handed + state.skipped_by_rate
     wall, cpu = time.perf_counter() - t0, process_cpu_s() - c0
-    return n, n / wall, 1000.0 * cpu / max(1, n)
+    return frames, frames / wall, 1000.0 * cpu / max(1, frames)
 
 
 def paired_ratios(runs: Sequence[float], decodes: Sequence[float]) -> dict[str, Any]:
@@ -106,7 +113,10 @@ def paired_ratios(runs: Sequence[float], decodes: Sequence[float]) -> dict[str, 
 def replay_figures(result: ReplayResult) -> dict[str, Any]:
     """The figures of one measured replay (``bench replay`` and ``bench crowd``)."""
     stats = result.stats
-    fps = stats.frames / result.run_s
+    # Frames of the video per second: with an analysis rate, the frames skipped by rate
+    # went through the decoder too (every frame is analysed otherwise).
+    video_frames = stats.frames + stats.skipped_by_rate
+    fps = video_frames / result.run_s
     by_stage = stats.stage_ms_per_frame()
     episodes = result.sinks.get("episodes")  # with `episodes:` / `mood:` configured
     if isinstance(episodes, EpisodeStage) and stats.frames:
@@ -114,22 +124,27 @@ def replay_figures(result: ReplayResult) -> dict[str, Any]:
     return {
         "model": result.model,
         "frames": stats.frames,
+        "skipped_by_rate": stats.skipped_by_rate,
         "faces": stats.faces,
         "faces_per_frame": round(stats.faces / max(1, stats.frames), 3),
         "detector_runs": stats.detector_runs,
+        "detections_idle_skipped": stats.detections_idle_skipped,
         "wall_s": round(result.run_s, 4),
         "fps": round(fps, 1),
+        "analysed_fps": round(stats.frames / result.run_s, 1),
         "video_fps": round(result.video_fps, 3),
         "realtime_factor": round(fps / result.video_fps, 2) if result.video_fps else None,
-        "cpu_ms_per_frame": round(1000.0 * result.run_cpu_s / max(1, stats.frames), 2),
+        "cpu_ms_per_frame": round(1000.0 * result.run_cpu_s / max(1, video_frames), 2),
         "ms_per_frame_by_stage": by_stage,
         "damage": result.report.as_dict(),
     }
 
 
 async def measure_replay(
-    cfg: AppConfig, path: Path, model: VAModel | None = None
+    cfg: AppConfig, path: Path, model: VAModel | None = None, skip_nonref: bool = True
 ) -> dict[str, Any]:
     """One replay of ``path`` through the pipeline of ``cfg`` (``model``: instead of the
-    configured VA network), measured from the models loaded to the end."""
-    return replay_figures(await run_replay(cfg, path, model=model))
+    configured VA network; ``skip_nonref``: see :class:`~streamer.runtime.replay.ReplayOptions`),
+    measured from the models loaded to the end."""
+    options = ReplayOptions(skip_nonref=skip_nonref)
+    return replay_figures(await run_replay(cfg, path, options, model=model))

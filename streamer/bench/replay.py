@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import resource
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -21,9 +22,10 @@ from typing import Any, cast
 
 from streamer.annotate import AnnotationRecorder, write_annotated
 from streamer.bench.harness import decode_only, emit, measure_replay
-from streamer.config import AppConfig, load_config
+from streamer.config import AppConfig, load_config, with_analysis_fps
 from streamer.runtime.replay import BusReader, run_replay
 from streamer.smoothing import kalman_filter_class
+from streamer.sources.file import decode_count
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,6 +42,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--annotate", action="store_true", help="also fps without and with --annotate (one run)"
+    )
+    p.add_argument(
+        "--analysis-fps",
+        type=float,
+        metavar="N",
+        help="analyse N frames per second of media time (analysis.fps); adds `skip_frame`: "
+        "decode-only and replay CPU with and without non-reference pictures left undecoded",
     )
     p.set_defaults(func=cmd_bench_replay)
 
@@ -81,8 +90,50 @@ async def annotate_figures(cfg: AppConfig, path: Path, repeat: int) -> dict[str,
     }
 
 
+def skip_frame_figures(cfg: AppConfig, path: Path, repeat: int) -> dict[str, Any]:
+    """What leaving non-reference pictures off the grid undecoded saves: process CPU ms
+    per frame of the file, decoding alone and whole replays, with and without, in
+    alternating runs (the median of each side; the machine's load hits both alike)."""
+    fps = cfg.analysis.fps
+    dec: dict[bool, list[float]] = {True: [], False: []}
+    rep: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(max(1, repeat)):
+        for skip in (True, False):
+            dec[skip].append(round(decode_only(path, fps, skip)[2], 3))
+            rep[skip].append(
+                float(asyncio.run(measure_replay(cfg, path, skip_nonref=skip))["cpu_ms_per_frame"])
+            )
+    med = {k: statistics.median(v) for k, v in dec.items()}
+    rmed = {k: statistics.median(v) for k, v in rep.items()}
+    return {
+        "not_decoded_share": round(_not_decoded_share(path, fps), 4),
+        "decode_only_cpu_ms_per_frame": {
+            "skip": round(med[True], 3),
+            "decode_all": round(med[False], 3),
+        },
+        "decode_only_cpu_ratio": round(med[True] / max(med[False], 1e-9), 3),
+        "replay_cpu_ms_per_frame": {
+            "skip": round(rmed[True], 3),
+            "decode_all": round(rmed[False], 3),
+        },
+        "replay_cpu_ratio": round(rmed[True] / max(rmed[False], 1e-9), 3),
+        "runs": {
+            "decode_only": {"skip": dec[True], "decode_all": dec[False]},
+            "replay": {"skip": rep[True], "decode_all": rep[False]},
+        },
+    }
+
+
+def _not_decoded_share(path: Path, fps: float | None) -> float:
+    """Share of the file's frames a replay at ``fps`` leaves undecoded."""
+    _, state = decode_count(path, fps)
+    return state.not_decoded / max(1, state.next_index)
+
+
 def cmd_bench_replay(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else AppConfig()
+    if args.analysis_fps is not None:
+        cfg = with_analysis_fps(cfg, args.analysis_fps)
     _, dec_fps, _ = decode_only(args.video)  # also warms the file cache
     kalman_filter_class()  # filterpy's one-time import (about 1 s) is start-up, not fps
     runs = [asyncio.run(measure_replay(cfg, args.video)) for _ in range(max(1, args.repeat))]
@@ -94,6 +145,7 @@ def cmd_bench_replay(args: argparse.Namespace) -> int:
         **best,
         "fps_all_runs": [r["fps"] for r in runs],
         "decode_only_fps": round(max(dec_fps, dec_fps2), 1),
+        "analysis_fps": cfg.analysis.fps,
         "detect_every_n_frames": cfg.faces.detector.detect_every_n_frames,
         "detect_width_px": cfg.faces.detector.detect_width_px,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -110,4 +162,6 @@ def cmd_bench_replay(args: argparse.Namespace) -> int:
         result["episodes_stage"] = load
     if args.annotate:
         result["annotate"] = asyncio.run(annotate_figures(cfg, args.video, args.repeat))
+    if cfg.analysis.fps is not None:
+        result["skip_frame"] = skip_frame_figures(cfg, args.video, args.repeat)
     return emit(result)

@@ -10,6 +10,13 @@ the caches (ONNX model, optimised session) as a user's first run does.
 Also reported: the import time of filterpy (with numpy already loaded) and, from one
 ``python -X importtime`` run of the replay, the cumulative import time of the heavy
 modules that start-up must not pay (``null``: not imported before the first result).
+
+``replay_1_frame`` is the quiet replay (``-q --no-progress``: no bar, no table, no log
+line). ``replay_1_frame_as_typed`` is the same replay as a user types it, through the
+installed console script (``streamer replay CLIP --out F``, beside this interpreter;
+left out where there is none): it adds the INFO log lines and the summary table on
+stderr (the progress bar only shows on runs longer than half a second). The console
+script itself costs what ``python -m streamer`` costs.
 """
 
 from __future__ import annotations
@@ -120,6 +127,10 @@ def cmd_bench_startup(args: argparse.Namespace) -> int:
             "replay_1_frame": [py, "-m", "streamer", "-q", "replay", str(clip), *replay_args],
             "predict_image": [py, "-m", "streamer", "-q", "predict", str(image)],
         }
+        script = Path(py).parent / "streamer"
+        if script.is_file():
+            out = str(Path(tmp) / "typed.jsonl")
+            cmds["replay_1_frame_as_typed"] = [str(script), "replay", str(clip), "--out", out]
         for cmd in cmds.values():  # warm-up: caches, file cache
             _timed(cmd)
         times: dict[str, list[float]] = {k: [] for k in cmds}

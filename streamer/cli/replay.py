@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 from streamer.annotate import AnnotationRecorder, annotate_output, write_annotated
 from streamer.cli.progress import frame_progress, stderr_console
 from streamer.cli.tables import print_whole
-from streamer.config import AppConfig, load_config
+from streamer.config import AppConfig, load_config, with_analysis_fps
 from streamer.errors import ConfigError
 from streamer.messages import Message, VASample
 from streamer.output import OutputFile, check_outputs
@@ -41,6 +41,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--config", type=Path, help="YAML config (default: embedded defaults)")
     p.add_argument("--camera", help="camera name in the output (default: the file's stem)")
     p.add_argument("--realtime", action="store_true", help="pace frames at the video's rate")
+    p.add_argument(
+        "--analysis-fps",
+        type=float,
+        metavar="N",
+        help="analyse at most N frames per second of media time (the config's analysis.fps; "
+        "default: every frame); the others are counted as skipped by rate",
+    )
     p.add_argument(
         "--skip-corrupt",
         action="store_true",
@@ -120,6 +127,8 @@ def _first_error(err: ValueError) -> str:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else AppConfig()
+    if args.analysis_fps is not None:
+        cfg = with_analysis_fps(cfg, args.analysis_fps)
     if args.serve or args.serve_linger:
         cfg = serve_config(cfg)
     if args.history:
@@ -210,34 +219,47 @@ def analysis_fps(frames: int, seconds: float) -> str:
     return f"{frames / max(seconds, 1e-6):.0f}"
 
 
+BAR_DELAY_S = 0.5  # a bar is drawn only once the work has lasted this long (seconds)
+
+
 class FrameBar:
-    """A bar of frames done, fps and elapsed time on stderr, or nothing at all (then
-    rich.progress is not even imported). Its fps counts from the first update (the
-    start of the analysis: :func:`analysis_fps`)."""
+    """A bar of frames done, fps and elapsed time on stderr, or nothing at all: not for
+    work that ends within :data:`BAR_DELAY_S` (a short clip: no bar to draw and clear,
+    and rich.progress is not even imported), nor when not ``show``. Its fps counts from
+    the first update (the start of the analysis: :func:`analysis_fps`)."""
 
     def __init__(self, what: str, show: bool, total: int | None = None) -> None:
         self.what = what
         self.show = show
         self.total = total
-        self._t0: float | None = None
+        self._t0: float | None = None  # the first update: the analysis started
+        self._started = time.perf_counter()
+        self._closed = False
         self._progress: Progress | None = None
         self._task: TaskID | None = None
 
     def __enter__(self) -> FrameBar:
-        if self.show:
-            self._progress = frame_progress(stderr_console(), True)
-            self._progress.__enter__()
-            self._task = self._progress.add_task(self.what, total=self.total or None, fps="-")
+        self._started = time.perf_counter()
         return self
+
+    def _open(self, now: float) -> bool:
+        """Draw the bar from now on, once the work has lasted :data:`BAR_DELAY_S`."""
+        if not self.show or self._closed or now - self._started < BAR_DELAY_S:
+            return False
+        self._progress = frame_progress(stderr_console(), True)
+        self._progress.__enter__()
+        self._task = self._progress.add_task(self.what, total=self.total or None, fps="-")
+        return True
 
     def update(self, done: int, total: int | None = None, *, seconds: float | None = None) -> None:
         """``done`` frames so far (of ``total``); ``seconds`` of work (default: since the
         first update)."""
-        if self._progress is None or self._task is None:
-            return
         now = time.perf_counter()
         if self._t0 is None:
             self._t0 = now
+        if self._progress is None and not self._open(now):
+            return
+        assert self._progress is not None and self._task is not None
         fps = analysis_fps(done, seconds if seconds is not None else now - self._t0)
         if total:
             self._progress.update(self._task, total=total)
@@ -250,6 +272,7 @@ class FrameBar:
 
     def close(self) -> None:
         """Stop drawing (the bar stays on screen as it was); later updates do nothing."""
+        self._closed = True
         progress, self._progress = self._progress, None
         if progress is not None:
             progress.__exit__(None, None, None)
@@ -281,10 +304,11 @@ def print_summary(console: Console, summary: Summarizer, result: ReplayResult) -
     from rich.table import Table
 
     stats = result.stats
+    by_rate = f" (+{stats.skipped_by_rate} skipped by rate)" if stats.skipped_by_rate else ""
     table = Table(
-        title=f"{stats.frames} frames, {stats.faces} faces: analysed in {result.run_s:.2f} s "
-        f"({analysis_fps(stats.frames, result.run_s)} fps), {result.wall_s:.2f} s with "
-        "model loading"
+        title=f"{stats.frames} frames{by_rate}, {stats.faces} faces: analysed in "
+        f"{result.run_s:.2f} s ({analysis_fps(stats.frames, result.run_s)} fps), "
+        f"{result.wall_s:.2f} s with model loading"
     )
     for col in (
         "camera",

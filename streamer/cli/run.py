@@ -96,12 +96,13 @@ def report_run(result: RunResult) -> int:
     for name, st in sorted(result.sources.items()):
         cam = result.cameras.get(name)
         logger.info(
-            "camera %s: %d frames decoded, %d analysed, %d skipped, %d reconnects, "
-            "%d stalls, %d corrupt",
+            "camera %s: %d frames decoded, %d analysed, %d skipped (busy), %d skipped by "
+            "rate, %d reconnects, %d stalls, %d corrupt",
             name,
             st.frames,
             cam.frames if cam else 0,
             st.skipped,
+            st.skipped_by_rate,
             st.reconnects,
             st.stalls,
             st.corrupt,

@@ -46,6 +46,29 @@ class DetectorConfig(StrictModel):
         "the detector interval grows up to this many frames; any change resets it to "
         "detect_every_n_frames (a value <= detect_every_n_frames turns this off)",
     )
+    idle_detect_every_s: float | None = Field(
+        1.0,
+        gt=0.0,
+        le=60.0,
+        description="a camera with no track (an empty room) runs the detector only when its "
+        "picture changed since the last run (a downscaled grey frame difference), and at "
+        "least every this many seconds of media time, so a still face waits at most this "
+        "long to be found; null: the detector keeps its schedule on empty rooms too",
+    )
+    motion_pixel_delta: int = Field(
+        25,
+        ge=1,
+        le=255,
+        description="a pixel of the downscaled grey frame changed when it differs by more "
+        "than this many grey levels from the frame of the last detector run",
+    )
+    motion_area_share: float = Field(
+        0.002,
+        gt=0.0,
+        le=1.0,
+        description="the picture changed when at least this share of the downscaled "
+        "frame's pixels changed",
+    )
     min_face_px: int = Field(24, ge=8, description="ignore faces smaller than this (full-res px)")
     concurrent_runs: int = Field(
         0,
@@ -53,8 +76,8 @@ class DetectorConfig(StrictModel):
         le=64,
         description="detector runs at once across all cameras (0: half the CPU cores, at "
         "least 1); a camera whose run is due while every slot is busy keeps tracking on "
-        "prediction and detects on a later frame, waiting for a slot only once its run is "
-        "max_detect_every_n_frames frames late",
+        "prediction and detects on a later frame, and runs without a slot once its run "
+        "would otherwise be more than max_detect_every_n_frames frames late",
     )
 
 

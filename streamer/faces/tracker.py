@@ -80,9 +80,17 @@ class BoxKalman:
         self.x[:4, 0] = _box_to_z(box)
         self.P = self._P0.copy()
 
-    def predict(self) -> None:
-        self.x = self._F @ self.x
-        self.P = self._F @ self.P @ self._F.T + self._Q
+    def predict(self, frames: int = 1) -> None:
+        """Advance by ``frames`` frames of the stream (more than 1 when frames between
+        were not analysed: the velocities are per frame, the noise grows with the gap)."""
+        if frames == 1:
+            f, q = self._F, self._Q
+        else:
+            f = np.eye(7)
+            f[0, 4] = f[1, 5] = f[2, 6] = float(frames)
+            q = self._Q * float(frames)
+        self.x = f @ self.x
+        self.P = f @ self.P @ f.T + q
 
     def update(self, z: np.ndarray) -> None:
         y = z.reshape(4, 1) - self._H @ self.x
@@ -112,10 +120,10 @@ class Track:
     angle: float = 0.0  # roll from the last landmarks, degrees
     box: Box = field(default=(0.0, 0.0, 0.0, 0.0))
 
-    def predict(self) -> None:
-        if self.kf.x[6, 0] + self.kf.x[2, 0] <= 0:
+    def predict(self, frames: int = 1) -> None:
+        if frames * self.kf.x[6, 0] + self.kf.x[2, 0] <= 0:
             self.kf.x[6, 0] = 0.0  # area must not go negative
-        self.kf.predict()
+        self.kf.predict(frames)
         self.box = _x_to_box(self.kf.x[:, 0])
 
 
@@ -138,27 +146,32 @@ class TrackerStep:
 class Tracker:
     """SORT tracker for one camera."""
 
-    def __init__(self, cfg: TrackerConfig) -> None:
+    def __init__(self, cfg: TrackerConfig, max_age_s: float | None = None) -> None:
         self.cfg = cfg
+        # A camera with an analysis rate keeps a track a little longer (see the pipeline).
+        self.max_age_s = cfg.max_age_s if max_age_s is None else max_age_s
         self.tracks: list[Track] = []
         self._next_id = 1
         self.rejected_capacity = 0  # detections not tracked because of max_tracks
 
-    def step(self, t: float, detections: list[Detection] | None) -> TrackerStep:
+    def step(self, t: float, detections: list[Detection] | None, frames: int = 1) -> TrackerStep:
         """Advance to media time ``t``.
 
         Args:
             t: media time of the frame in seconds.
             detections: this frame's faces, or None when the detector did not run on it
                 (tracks are then carried on their prediction).
+            frames: frames of the stream since the previous step (more than 1 when the
+                frames between were not analysed).
         """
         for tr in self.tracks:
-            tr.predict()
+            tr.predict(frames)
         # Age out first: a face returning after a gap longer than max_age_s (a camera
         # reconnect) starts a new track instead of reviving the stale one.
-        lost = [tr for tr in self.tracks if t - tr.last_t > self.cfg.max_age_s]
+        max_age = self.max_age_s
+        lost = [tr for tr in self.tracks if t - tr.last_t > max_age]
         if lost:
-            self.tracks = [tr for tr in self.tracks if t - tr.last_t <= self.cfg.max_age_s]
+            self.tracks = [tr for tr in self.tracks if t - tr.last_t <= max_age]
         appeared: list[Track] = []
         if detections is not None:
             appeared = self._associate(t, detections)

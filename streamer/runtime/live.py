@@ -128,7 +128,7 @@ async def run_live(
     with stop_on_signals(stop, handle_signals):
         options = SinkOptions(out=out, atomic_out=False)
         async with Composition(pipeline, options, overrides=overrides) as run:
-            sources = build_sources(cfg.cameras, run.bus)
+            sources = build_sources(cfg.cameras, run.bus, analysis_fps=cfg.analysis.fps)
             for src in sources:
                 run.add_source(src.name, src)
             if on_start is not None:

@@ -71,6 +71,8 @@ class ReplayOptions:
         stdout_jsonl: JSON lines to stdout when there is no ``out``.
         linger_s: the dashboard (``--serve``) keeps serving this long after the end
             (``inf``: until SIGINT/SIGTERM); the outputs are written when it stops.
+        skip_nonref: with an analysis rate, leave non-reference pictures off the grid
+            undecoded (``skip_frame``; the output is the same either way).
     """
 
     camera: str | None = None
@@ -79,6 +81,7 @@ class ReplayOptions:
     out: Path | None = None
     stdout_jsonl: bool = False
     linger_s: float = 0.0
+    skip_nonref: bool = True
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,15 @@ async def run_replay(
         ModelMissingError: a model is not in the store.
     """
     opts = options or ReplayOptions()
-    source = FileSource(video, opts.camera, realtime=opts.realtime, skip_corrupt=opts.skip_corrupt)
+    camera = opts.camera or video.stem
+    source = FileSource(
+        video,
+        camera,
+        realtime=opts.realtime,
+        skip_corrupt=opts.skip_corrupt,
+        analysis_fps=cfg.analysis_fps(camera),
+        skip_nonref=opts.skip_nonref,
+    )
     t0 = time.perf_counter()
     async with source:
         pipe = build_pipeline(cfg, store, model=model)

@@ -118,12 +118,27 @@ class CameraConfig(StrictModel):
         "is decoded); more enables FFmpeg's frame and slice threads, for one camera whose "
         "resolution needs more than a core, at a latency of up to threads - 1 frames",
     )
+    analysis_fps: float | None = Field(
+        None,
+        ge=0.0,
+        le=480.0,
+        description="analyse at most this many frames per second of media time (the first "
+        "frame of each 1/analysis_fps slot); the others are decoded where the codec needs "
+        "them but never analysed, counted as skipped_by_rate; unset: the config's "
+        "analysis.fps; 0: every frame whatever analysis.fps says",
+    )
     options: dict[str, str] = Field(
         default_factory=dict,
         description="extra FFmpeg demuxer options, e.g. {video_size: 1280x720, "
         "input_format: mjpeg} for V4L2",
     )
     backoff: BackoffConfig = BackoffConfig()
+
+    def effective_analysis_fps(self, default: float | None) -> float | None:
+        """This camera's analysis rate: its own ``analysis_fps``, else ``default`` (the
+        config's ``analysis.fps``); None (or 0): every frame."""
+        fps = self.analysis_fps if self.analysis_fps is not None else default
+        return fps or None
 
     def resolved_url(self) -> str:
         """``url`` with every ``${NAME}`` replaced by the environment variable NAME.

@@ -12,8 +12,10 @@ class SourceCounters:
 
     Attributes:
         decoded: frames decoded and handed over (a file: to the analysis; a camera: to
-            its latest-frame-wins mailbox).
+            its latest-frame-wins mailbox), plus the frames skipped by rate.
         skipped: frames replaced in the mailbox before the analysis took them.
+        skipped_by_rate: good frames off the camera's analysis grid (``analysis_fps``):
+            never handed over, by design (not a loss).
         reconnects: reopen attempts after the first open.
         stalls: read timeouts and stalled streams.
         corrupt: undecodable packets and corrupt frames.
@@ -24,6 +26,7 @@ class SourceCounters:
     reconnects: int = 0
     stalls: int = 0
     corrupt: int = 0
+    skipped_by_rate: int = 0
 
 
 class CountedSource(Protocol):

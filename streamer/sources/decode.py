@@ -36,6 +36,7 @@ import av.error
 
 from streamer.errors import ReadError, SessionEnded
 from streamer.messages import Frame
+from streamer.sources.rate import AnalysisGrid
 
 logger = logging.getLogger(__name__)
 
@@ -118,10 +119,16 @@ class DecodeState:
         camera: name put in every :class:`~streamer.messages.Frame`.
         wall_untimed: time frames without timestamps by the wall clock (live streams) rather
             than by the frame rate (files).
+        grid: which good frames are analysed (the camera's analysis rate); the others
+            are counted in ``skipped_by_rate`` and never handed over.
+        skip_nonref: pass packets whose non-reference picture is sure to be off the grid
+            to the decoder with ``skip_frame = NONREF`` (not decoded at all).
     """
 
     camera: str
     wall_untimed: bool = False
+    grid: AnalysisGrid = field(default_factory=lambda: AnalysisGrid(None))
+    skip_nonref: bool = True
     next_index: int = 0  # index of the next picture (good or skipped)
     last_t: float = -1.0
     last_mono: float | None = None  # monotonic time of the last picture
@@ -130,6 +137,13 @@ class DecodeState:
     eagain: int = 0
     decode_s: float = 0.0
     damage: DamageReport = field(default_factory=DamageReport)
+    skipped_by_rate: int = 0  # good frames off the analysis grid (never handed over)
+    not_decoded: int = 0  # of those, non-reference pictures the decoder skipped
+
+    @property
+    def pictures(self) -> int:
+        """Good pictures of the stream: decoded, or passed over undecoded by rate."""
+        return self.damage.frames + self.not_decoded
 
 
 class CallWatch:
@@ -269,9 +283,12 @@ def decode_worker(
     policy = DamagePolicy()
     clock = MediaClock(stream, state)
     pacer = _Pacer(stop) if pace else None
+    skipper = _NonRefSkipper(stream, state, clock)
     for packet in pump:
+        skipper.before(packet)
         with pump.watch.call("decode", limits.call_bound_s):
             pictures = pump.decode(packet, policy, clock)
+        skipper.after()
         if stop.is_set():
             return False  # stopped (or abandoned) while in FFmpeg: touch nothing more
         for vf, good in [judged for p in pictures for judged in policy.add(p)]:
@@ -285,6 +302,8 @@ def decode_worker(
     for vf, good in policy.flush():
         if not _hand_over(vf, good, state, clock, pacer, deliver):
             return False
+    if pump.finished:
+        _passed_over(state, state.grid.discarded_before(None))
     return pump.finished
 
 
@@ -296,12 +315,19 @@ def _hand_over(
     pacer: _Pacer | None,
     deliver: Callable[[Frame], bool],
 ) -> bool:
-    """Time one judged picture; deliver it when good, else record where it was."""
+    """Time one judged picture; deliver it when good and on the analysis grid, else
+    record where it was (damage) or count it (off the grid)."""
+    if vf.pts is not None and state.grid.pending:
+        _passed_over(state, state.grid.discarded_before(vf.pts))
     index = state.next_index
     state.next_index += 1
     t = clock.t(vf.pts)
     if not good:
         state.damage.skip(index, t)
+        return True
+    if not state.grid.due(t):
+        state.damage.frames += 1
+        state.skipped_by_rate += 1
         return True
     if pacer is not None and not pacer.wait(t):
         return False
@@ -310,6 +336,53 @@ def _hand_over(
     state.decode_s += time.perf_counter() - t0
     state.damage.frames += 1
     return deliver(Frame(state.camera, index, t, image, wall_time=time.time()))
+
+
+def _passed_over(state: DecodeState, n: int) -> None:
+    """``n`` pictures the decoder discarded (``skip_frame``): off the grid, not decoded;
+    they keep their frame indices."""
+    if n:
+        state.next_index += n
+        state.skipped_by_rate += n
+        state.not_decoded += n
+
+
+class _NonRefSkipper:
+    """Sets ``skip_frame`` packet by packet: NONREF for a packet whose picture is sure to
+    be off the analysis grid, DEFAULT for every other (see :mod:`streamer.sources.rate`)."""
+
+    def __init__(self, stream: Any, state: DecodeState, clock: MediaClock) -> None:
+        self.grid = state.grid
+        self.damage = state.damage
+        self.clock = clock
+        self.active = state.skip_nonref and not self.grid.every_frame
+        self.ctx: Any = stream.codec_context if self.active else None
+        self.skipping = False
+        self.pts: int | None = None
+        self.bad = 0
+        self.grid.new_session()  # stamps of an earlier session mean nothing in this one
+
+    def before(self, packet: Any) -> None:
+        if not self.active:
+            return
+        clock = self.clock
+        skip = False
+        self.pts = packet.pts
+        if packet.pts is not None and packet.size and clock.time_base and clock.origin is not None:
+            t = clock.base_t + float((packet.pts - clock.origin) * clock.time_base)
+            skip = self.grid.packet_off_grid(packet.pts, t)
+        if skip != self.skipping:
+            self.ctx.skip_frame = "NONREF" if skip else "DEFAULT"
+            self.skipping = skip
+        if not skip:
+            self.pts = None
+        self.bad = self.damage.bad_packets
+
+    def after(self) -> None:
+        """The packet went through the decoder: its picture, if discarded, is pending."""
+        if self.pts is not None and self.damage.bad_packets == self.bad:
+            self.grid.sent_nonref(self.pts)
+        self.pts = None
 
 
 class _Pacer:

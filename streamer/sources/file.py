@@ -34,6 +34,7 @@ from streamer.messages import Frame
 from streamer.sources.counters import SourceCounters
 from streamer.sources.decode import DamageReport, DecodeState, decode_worker, open_stream
 from streamer.sources.mailbox import Mailbox
+from streamer.sources.rate import AnalysisGrid
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,15 @@ class FileReport:
 
 def count_frames(path: Path) -> int:
     """Decode ``path`` and count its good frames (blocking; the decoder alone, for benches)."""
+    return decode_count(path)[0]
+
+
+def decode_count(
+    path: Path, analysis_fps: float | None = None, skip_nonref: bool = True
+) -> tuple[int, DecodeState]:
+    """Decode ``path`` as a :class:`FileSource` at ``analysis_fps`` would (blocking; the
+    decoder alone, for benches): the frames it would hand over (converted to BGR), and
+    the decoding's counters (``skipped_by_rate``, ``not_decoded``)."""
     count = 0
 
     def keep(frame: Frame) -> bool:
@@ -127,18 +137,19 @@ def count_frames(path: Path) -> int:
         count += 1
         return True
 
+    state = DecodeState("bench", grid=AnalysisGrid(analysis_fps), skip_nonref=skip_nonref)
     container = open_video(path)
     try:
         decode_worker(
             container,
             open_stream(container),
-            state=DecodeState("bench"),
+            state=state,
             deliver=keep,
             stop=threading.Event(),
         )
     finally:
         container.close()
-    return count
+    return count, state
 
 
 class FileSource:
@@ -151,6 +162,10 @@ class FileSource:
         queue_size: how many frames the decoder may run ahead.
         skip_corrupt: accept damage: a truncated file ends where its data ends instead
             of being an error (skipped frames are counted either way).
+        analysis_fps: hand over at most this many frames per second of media time (the
+            first of each slot, :mod:`streamer.sources.rate`); None: every frame.
+        skip_nonref: leave undecoded the non-reference pictures that are sure to be off
+            the analysis grid (only with ``analysis_fps``).
     """
 
     def __init__(
@@ -161,12 +176,16 @@ class FileSource:
         realtime: bool = False,
         queue_size: int = 8,
         skip_corrupt: bool = False,
+        analysis_fps: float | None = None,
+        skip_nonref: bool = True,
     ) -> None:
         self.path = Path(path)
         self.camera = camera or self.path.stem
         self.realtime = realtime
         self.skip_corrupt = skip_corrupt
-        self.state = DecodeState(self.camera)
+        self.state = DecodeState(
+            self.camera, grid=AnalysisGrid(analysis_fps), skip_nonref=skip_nonref
+        )
         self.decode_stats: dict[str, float] = {"decode_s": 0.0}
         self.queue_size = queue_size
         self.delivered = 0  # frames handed to the analysis
@@ -209,6 +228,7 @@ class FileSource:
     def _deliver(self, frame: Frame) -> bool:
         assert self._mailbox is not None
         self.decode_stats["decode_s"] = self.state.decode_s
+        self.decode_stats["skipped_by_rate"] = self.state.skipped_by_rate
         return not self._stop.is_set() and self._mailbox.put(frame)
 
     def _decode_loop(self, container: Any) -> None:
@@ -243,6 +263,7 @@ class FileSource:
         report = self.report
         report.seen = self.state.next_index
         self.decode_stats["decode_s"] = self.state.decode_s
+        self.decode_stats["skipped_by_rate"] = self.state.skipped_by_rate
         packets = self.state.packets
         if not report.truncated and packets + TRUNCATED_FRAMES < report.announced:
             report.truncated = (
@@ -272,11 +293,13 @@ class FileSource:
         return frame
 
     def counters(self) -> SourceCounters:
-        """The counters the dashboard and ``/metrics`` show (frames handed to the analysis,
-        corrupt frames and undecodable packets skipped)."""
+        """The counters the dashboard and ``/metrics`` show (frames handed to the analysis
+        and skipped by rate, corrupt frames and undecodable packets skipped)."""
         damage = self.state.damage
         return SourceCounters(
-            decoded=self.delivered, corrupt=damage.corrupt_frames + damage.bad_packets
+            decoded=self.delivered + self.state.skipped_by_rate,
+            corrupt=damage.corrupt_frames + damage.bad_packets,
+            skipped_by_rate=self.state.skipped_by_rate,
         )
 
 

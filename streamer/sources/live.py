@@ -58,6 +58,7 @@ from streamer.sources.counters import SourceCounters
 from streamer.sources.decode import CallWatch, DecodeState, Limits, decode_worker, open_stream
 from streamer.sources.file import open_video
 from streamer.sources.mailbox import Mailbox, MailboxClosed
+from streamer.sources.rate import AnalysisGrid
 from streamer.sources.redact import redact
 
 logger = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ def open_container(
 class SourceStats:
     """Counters of one source (monotonic over its lifetime)."""
 
-    frames: int  # frames decoded and offered to the pipeline
+    frames: int  # good frames decoded (offered to the pipeline or skipped by rate)
     delivered: int  # frames the pipeline took
     skipped: int  # frames replaced in the mailbox before the pipeline took them
     reconnects: int  # reopen attempts after the first open
@@ -152,6 +153,8 @@ class SourceStats:
     untimed: int  # packets without timestamps in a stream that had them
     errors: int  # failed opens and lost sessions
     abandoned: int = 0  # decode threads abandoned in an FFmpeg call that never returned
+    skipped_by_rate: int = 0  # good frames off the analysis grid (analysis_fps), by design
+    not_decoded: int = 0  # of those, non-reference pictures never decoded (skip_frame)
 
 
 @dataclass
@@ -173,6 +176,8 @@ class LiveSource:
         bus: where status changes are published (optional).
         opener: opens the container; tests inject faults by wrapping the real one.
         rng: random source for the backoff jitter.
+        analysis_fps: the analysis rate when the camera's own ``analysis_fps`` is unset
+            (the config's ``analysis.fps``); None: every frame.
     """
 
     def __init__(
@@ -182,6 +187,7 @@ class LiveSource:
         *,
         opener: Opener | None = None,
         rng: random.Random | None = None,
+        analysis_fps: float | None = None,
     ) -> None:
         self.cfg = cfg
         self.name = cfg.name
@@ -205,7 +211,10 @@ class LiveSource:
         self.hwaccel_failed = False  # set when cfg.hwaccel could not be used
         self.last_error = ""
         # Decoding state and counters, written by the current decode thread only.
-        self.state = DecodeState(cfg.name, wall_untimed=self.kind != "file")
+        self.analysis_fps = cfg.effective_analysis_fps(analysis_fps)
+        self.state = DecodeState(
+            cfg.name, wall_untimed=self.kind != "file", grid=AnalysisGrid(self.analysis_fps)
+        )
         self.reconnects = 0
         self.stalls = 0
         self.errors = 0
@@ -215,7 +224,7 @@ class LiveSource:
 
     @property
     def frames(self) -> int:
-        return self.state.damage.frames
+        return self.state.pictures
 
     @property
     def corrupt(self) -> int:
@@ -234,7 +243,9 @@ class LiveSource:
     def counters(self) -> SourceCounters:
         """The counters the dashboard and ``/metrics`` show."""
         st = self.stats()
-        return SourceCounters(st.frames, st.skipped, st.reconnects, st.stalls, st.corrupt)
+        return SourceCounters(
+            st.frames, st.skipped, st.reconnects, st.stalls, st.corrupt, st.skipped_by_rate
+        )
 
     def stats(self) -> SourceStats:
         """A snapshot of the counters."""
@@ -252,6 +263,8 @@ class LiveSource:
             untimed=self.state.untimed,
             errors=self.errors,
             abandoned=self.abandoned,
+            skipped_by_rate=self.state.skipped_by_rate,
+            not_decoded=self.state.not_decoded,
         )
 
     def stall_timeout(self, fps: float | None = None) -> float:
@@ -574,6 +587,8 @@ def build_sources(
     bus: EventBus | None = None,
     *,
     opener: Opener | None = None,
+    analysis_fps: float | None = None,
 ) -> list[LiveSource]:
-    """One :class:`LiveSource` per configured camera."""
-    return [LiveSource(cam, bus, opener=opener) for cam in cameras]
+    """One :class:`LiveSource` per configured camera (``analysis_fps``: the default
+    analysis rate, the config's ``analysis.fps``)."""
+    return [LiveSource(cam, bus, opener=opener, analysis_fps=analysis_fps) for cam in cameras]

@@ -105,10 +105,17 @@ class RunCollector(Collector):
 
     def _cameras(self) -> Iterator[Metric]:
         cam = ("camera",)
-        decoded = _counter("streamer_frames_decoded", "frames decoded by the source", cam)
+        decoded = _counter(
+            "streamer_frames_decoded", "frames decoded by the source (skipped by rate too)", cam
+        )
         analysed = _counter("streamer_frames_analysed", "frames analysed (faces, VA)", cam)
         skipped = _counter(
             "streamer_frames_skipped", "frames replaced before analysis (analysis busy)", cam
+        )
+        by_rate = _counter(
+            "streamer_frames_skipped_by_rate",
+            "frames off the camera's analysis grid (analysis_fps): not analysed, by design",
+            cam,
         )
         reconnects = _counter("streamer_reconnects", "reopen attempts after the first open", cam)
         stalls = _counter("streamer_stalls", "read timeouts and stalled streams", cam)
@@ -127,6 +134,7 @@ class RunCollector(Collector):
             src = self.view.source_counters(name)
             decoded.add_metric([name], src.decoded if src is not None else n_analysed)
             skipped.add_metric([name], src.skipped if src is not None else 0)
+            by_rate.add_metric([name], src.skipped_by_rate if src is not None else 0)
             reconnects.add_metric([name], src.reconnects if src is not None else 0)
             stalls.add_metric([name], src.stalls if src is not None else 0)
             corrupt.add_metric([name], src.corrupt if src is not None else 0)
@@ -138,7 +146,8 @@ class RunCollector(Collector):
         counts.update(self.tracks_alive())
         for name, n in counts.items():
             alive.add_metric([name], n)
-        yield from (decoded, analysed, skipped, reconnects, stalls, corrupt, faces, tracks, up)
+        yield from (decoded, analysed, skipped, by_rate, reconnects, stalls, corrupt, faces, tracks)
+        yield up
         yield alive
 
     def _stage_histograms(self) -> Iterator[Metric]:

@@ -245,6 +245,7 @@ class WebSink:
                 "decoded": analysed,
                 "analysed": analysed,
                 "skipped": 0,
+                "skipped_by_rate": 0,
                 "reconnects": 0,
                 "faces": faces,
             }
@@ -252,6 +253,7 @@ class WebSink:
             "decoded": src.decoded,
             "analysed": analysed,
             "skipped": src.skipped,
+            "skipped_by_rate": src.skipped_by_rate,
             "reconnects": src.reconnects,
             "faces": faces,
         }

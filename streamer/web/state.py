@@ -209,8 +209,9 @@ class DashboardState:
         return out
 
     def camera_json(self, cam: CameraView, counters: dict[str, int], now: float) -> dict[str, Any]:
-        """One camera's row; ``counters``: decoded, analysed, skipped, reconnects, and
-        faces: the tracker's count of confirmed tracks after the last analysed frame."""
+        """One camera's row; ``counters``: decoded, analysed, skipped, skipped_by_rate,
+        reconnects, and faces: the tracker's count of confirmed tracks after the last
+        analysed frame."""
         decoded, analysed = counters["decoded"], counters["analysed"]
         cam.rates.append((now, decoded, analysed))
         while len(cam.rates) > 2 and now - cam.rates[1][0] >= RATE_WINDOW_S:
@@ -232,6 +233,7 @@ class DashboardState:
             "frames_decoded": decoded,
             "frames_analysed": analysed,
             "skipped": counters["skipped"],
+            "skipped_by_rate": counters.get("skipped_by_rate", 0),
             "reconnects": counters["reconnects"],
             "faces": counters["faces"] if state == CameraState.ONLINE.value else 0,
         }

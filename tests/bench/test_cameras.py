@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streamer.bench.cameras import server_stalled, verdict
+from streamer.bench.cameras import rss_slopes, server_stalled, verdict
 
 
 def _run(cameras: int, decoded: int, stalls: int, skipped: int = 0) -> dict[str, Any]:
@@ -42,3 +42,24 @@ def test_a_shortfall_without_stalls_is_a_result_not_a_void_run() -> None:
 
 def test_stalls_with_most_frames_delivered_are_the_analyzers_to_judge() -> None:
     assert server_stalled(_run(12, 3500, 2)) is None
+
+
+def test_at_an_analysis_rate_the_share_is_of_the_frames_due() -> None:
+    # 12 cameras for 20 s at 15 fps, analysed at 5 fps: 2/3 of the frames are off the
+    # grid by design; of the 1200 due, 60 were replaced while the analysis was busy.
+    run = {**_run(12, 3600, 0, skipped=60), "frames_skipped_by_rate": 2400}
+    run["rss_mb"] = {"before_sources": 300.0, "end": 540.0}
+    got = verdict(run, 0.95, 100.0)
+    assert got["analysed_share"] == 0.95 and got["pass"]
+    assert got["frames_skipped_by_rate"] == 2400 and got["decoded_share"] == 1.0
+    assert got["rss_per_camera_mb"] == 20.0
+
+
+def test_rss_per_added_camera_between_counts() -> None:
+    runs: list[dict[str, Any]] = [
+        {"cameras": 4, "rss_mb": 400.0, "pass": True},
+        {"cameras": 8, "rss_mb": 460.0, "pass": None},  # a void run: left out
+        {"cameras": 8, "rss_mb": 480.0, "pass": True},
+        {"cameras": 16, "rss_mb": 600.0, "pass": False},
+    ]
+    assert [s["mb_per_camera"] for s in rss_slopes(runs)] == [20.0, 15.0]

@@ -101,3 +101,38 @@ def test_face_churn_is_bounded_by_max_tracks() -> None:
         tr.step(i / FPS, dets)
         assert len(tr.tracks) <= 4
     assert tr.rejected_capacity > 0
+
+
+def _prediction_errors(count_frames: bool) -> list[float]:
+    """A face moving 4 px a frame, analysed on uneven gaps (an analysis grid, or frames
+    a busy analysis missed) and detected on every other analysed frame: how far the
+    predicted box is off on the frames without a detection."""
+    tr = Tracker(TrackerConfig(min_hits=2, max_age_s=1.0))
+    gaps = [1, 5, 2, 4, 3]
+    k, errors = 0, []
+    for i in range(40):
+        gap = gaps[i % len(gaps)] if i else 1
+        k += gap if i else 0
+        x = 100 + 4 * k
+        detections = [det(x, 100)] if i % 2 == 0 else None
+        step = tr.step(k / FPS, detections, frames=gap if count_frames else 1)
+        if detections is None and step.visible:
+            errors.append(abs(step.visible[0].box[0] - x))
+    assert len(tr.tracks) == 1 and tr.tracks[0].id == 1
+    return errors
+
+
+def test_a_face_is_predicted_over_the_frames_between_analysed_ones() -> None:
+    assert max(_prediction_errors(True)[2:]) < 1.0  # px
+    assert max(_prediction_errors(False)[2:]) > 5.0  # one step per analysed frame: off
+
+
+def test_one_frame_steps_predict_exactly_as_before() -> None:
+    a, b = Tracker(TrackerConfig(min_hits=1)), Tracker(TrackerConfig(min_hits=1))
+    for k in range(6):
+        a.step(k / FPS, [det(100 + 4 * k, 100)])
+        b.step(k / FPS, [det(100 + 4 * k, 100)], frames=1)
+    a.step(6 / FPS, None)
+    b.step(6 / FPS, None, frames=1)
+    assert a.tracks[0].box == b.tracks[0].box
+    np.testing.assert_array_equal(a.tracks[0].kf.P, b.tracks[0].kf.P)

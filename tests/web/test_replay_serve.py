@@ -1,4 +1,5 @@
-"""``streamer replay VIDEO --serve``: the dashboard's state follows a replay while it runs."""
+"""``streamer replay VIDEO --serve``: the dashboard's state follows a replay while it runs
+(at an analysis rate: the frames off its grid are counted as skipped by rate)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def test_replay_serve_shows_the_replay(models: None, face_loop: Path, tmp_path: 
     cfg.write_text(f"web:\n  port: {port}\n")
     out = tmp_path / "out.jsonl"
     cmd = [sys.executable, "-m", "streamer", "replay", str(face_loop), "--realtime", "--serve"]
+    cmd += ["--analysis-fps", "10"]
     proc = subprocess.Popen(
         [*cmd, "--config", str(cfg), "--out", str(out), "--no-progress"],
         stdout=subprocess.DEVNULL,
@@ -44,8 +46,17 @@ def test_replay_serve_shows_the_replay(models: None, face_loop: Path, tmp_path: 
         state = wait_until_sync(state_with_a_track, what="a track on the dashboard", poll_s=0.2)
         camera = state["cameras"][0]
         assert camera["name"] == "face_loop" and camera["state"] == "online"
-        assert camera["frames_analysed"] > 0
+        assert camera["frames_analysed"] > 0 and camera["skipped_by_rate"] > 0
         assert state["tracks"][0]["camera"] == "face_loop"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            metrics = {
+                line.split("{")[0]: float(line.rsplit(" ", 1)[1])
+                for line in r.read().decode().splitlines()
+                if line.startswith("streamer_frames_") and 'camera="face_loop"' in line
+            }
+        decoded = metrics["streamer_frames_decoded_total"]
+        by_rate = metrics["streamer_frames_skipped_by_rate_total"]
+        assert by_rate > 0 and decoded >= metrics["streamer_frames_analysed_total"] + by_rate
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
             assert r.status == 200
     finally:

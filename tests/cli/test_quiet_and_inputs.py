@@ -42,8 +42,9 @@ def test_quiet_replay_prints_no_progress_and_no_summary(
 def annotated_runs(
     store_path: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, subprocess.CompletedProcess[str]]:
-    """``replay --annotate`` with -q after the command, and without it."""
-    video = str(store_path("single_face.mp4"))
+    """``replay --annotate`` with -q after the command, and without it (a 960x540 clip:
+    both steps last longer than the bar's delay, so the loud run draws both bars)."""
+    video = str(store_path("face_noface.mov"))
     d = tmp_path_factory.mktemp("annotate-q")
     runs = {}
     for name, flags in (("loud", []), ("quiet", ["-q"])):

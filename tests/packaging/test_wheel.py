@@ -75,9 +75,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     venv.EnvBuilder(with_pip=False).create(env_dir)
     # This test's pip installs into the new venv (--python): the dependencies are
     # resolved from the index pip is configured with, as a user's install does.
+    pip = [sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python")]
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python"), "install"]
-        + ["-q", "--disable-pip-version-check", str(wheel)],
+        [*pip, "install", "-q", "--disable-pip-version-check", str(wheel)],
         capture_output=True,
         text=True,
         timeout=PIP_TIMEOUT_S,
@@ -160,7 +160,7 @@ def test_installed_wheel_fetches_models_and_replays(
 def test_installed_wheel_validates_every_shipped_config(
     installed: tuple[Path, Path], user_env: dict[str, str], tmp_path: Path
 ) -> None:
-    files = sorted((REPO / "configs").glob("*.yaml")) + [REPO / "config" / "config.yaml"]
+    files = [*sorted((REPO / "configs").glob("*.yaml")), REPO / "config" / "config.yaml"]
     # The ${VARS} their camera URLs name, and the web token a non-loopback host needs.
     names = {m for f in files for m in re.findall(r"\$\{(\w+)\}", f.read_text())}
     env = {**user_env, "STREAMER_WEB_TOKEN": "t0ken"} | {n: "x" for n in names}
@@ -178,9 +178,9 @@ def test_installed_wheel_serves_the_dashboard(
     port = free_port()
     cfg = tmp_path / "web.yaml"
     cfg.write_text(f"web:\n  port: {port}\n")
+    replay = ["streamer", "replay", str(face_loop), "--realtime", "--serve"]
     proc = subprocess.Popen(
-        ["streamer", "replay", str(face_loop), "--realtime", "--serve", "--config", str(cfg)]
-        + ["--out", str(tmp_path / "out.jsonl"), "--no-progress"],
+        [*replay, "--config", str(cfg), "--out", str(tmp_path / "out.jsonl"), "--no-progress"],
         cwd=tmp_path,
         env=user_env,
         stdout=subprocess.DEVNULL,

@@ -38,6 +38,7 @@ COMMAND_MODULES = {
     "plot": "plot",
     "cluster": "cluster",
     "episodes": "episodes",
+    "doctor": "doctor",
 }
 
 

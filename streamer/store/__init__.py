@@ -49,6 +49,7 @@ CACHE_DIR_ENV = "STREAMER_CACHE_DIR"
 BUNDLE_ENV = "STREAMER_MODEL_BUNDLE"
 PACKAGED_MANIFEST = Path(__file__).with_name("manifest.toml")
 RECORDED = "recorded-sha256.json"
+CACHED_FILE_MODE = 0o644  # a verified artifact in the cache: everyone may read it
 # Files up to this size are re-hashed on every lookup; larger ones trust the stamp.
 REHASH_MAX_BYTES = 64 << 20
 
@@ -300,6 +301,9 @@ class ModelStore:
                     origin,
                     self.cache_dir / RECORDED,
                 )
+            # mkstemp made it private (0600); a cached model is readable like any file
+            # (a shared cache, an image's bundle read by a non-root user).
+            os.chmod(tmp, CACHED_FILE_MODE)
             os.replace(tmp, final)
             final.with_name(final.name + ".sha256").write_text(actual + "\n")
             logger.info("%s: cached %s (sha256 %s) from %s", art.name, final, actual[:12], origin)

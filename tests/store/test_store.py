@@ -103,6 +103,7 @@ def test_fetch_from_mirror_verifies_and_caches(tmp_path: Path) -> None:
     path = store.fetch("demo")
     assert path.read_bytes() == PAYLOAD
     assert store.path("demo") == path
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by others (an image's user)
     # Altered after caching: detected on lookup.
     path.write_bytes(PAYLOAD + b"x")
     with pytest.raises(ChecksumError, match=r"demo\.bin"):

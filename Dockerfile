@@ -4,7 +4,7 @@
 # stdout/stderr. docs/deploy.md has the whole story; tools/container_check.sh builds and
 # smoke-tests it with podman.
 #
-#   docker build -t streamer .                              # CPU image (~500 MB)
+#   docker build -t streamer .                              # the CPU image
 #   docker run -v ./config:/config:ro -v streamer-data:/data -p 8080:8080 \
 #     -e STREAMER_WEB_TOKEN=... streamer                    # runs /config/config.yaml
 #
@@ -35,6 +35,13 @@ ARG ONNXRUNTIME=onnxruntime
 # Extras of the wheel, comma-separated: tensorrt, llamacpp, cluster, ...
 ARG EXTRAS=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore
+# Installed but never imported at run time, removed to keep the image small: filterpy
+# declares matplotlib (and with it these) for its plotting helpers, which the analyzer
+# never uses (`streamer plot`, extra `plot`, is not in the image); setuptools only builds.
+# The test suites of numpy and scipy go too.
+ARG RUNTIME_UNUSED="matplotlib contourpy cycler fonttools kiwisolver pillow pyparsing \
+python-dateutil setuptools"
+ARG SITE=/opt/streamer/lib/python3.11/site-packages
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY streamer ./streamer
@@ -48,7 +55,11 @@ RUN if [ -n "$PIP_CERT" ]; then export PIP_CERT; else unset PIP_CERT; fi \
  && if [ "$ONNXRUNTIME" != onnxruntime ]; then \
       /opt/streamer/bin/pip uninstall -y -q onnxruntime \
       && /opt/streamer/bin/pip install -q "$ONNXRUNTIME"; \
-    fi
+    fi \
+ && /opt/streamer/bin/pip uninstall -y -q $RUNTIME_UNUSED \
+ && ! /opt/streamer/bin/pip check | grep -v "^filterpy [^ ]* requires matplotlib" \
+ && find $SITE/numpy $SITE/scipy -depth -type d -name tests -exec rm -rf {} + \
+ && /opt/streamer/bin/python -c "import streamer.cli, filterpy.kalman, cv2, av, onnxruntime"
 # The default models, verified against the manifest's sha256, into a read-only bundle
 # (the store looks there after its cache on the /data volume).
 RUN --mount=type=bind,from=mirror,target=/mirror \
@@ -56,13 +67,16 @@ RUN --mount=type=bind,from=mirror,target=/mirror \
  && STREAMER_MODEL_MIRROR=/mirror/models:/mirror/media:/mirror \
     STREAMER_CACHE_DIR=/opt/streamer/models \
     /opt/streamer/bin/streamer -q models fetch yunet fer \
- && chmod -R a-w /opt/streamer/models
+ && chmod -R a+rX,a-w /opt/streamer/models
 
 # ---- the image: Python, the venv, nothing to build or test with -----------------------
 FROM debian:bookworm-slim
 ARG DEBIAN_FRONTEND=noninteractive
-RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 ca-certificates \
+ARG EXTRAS=""
+# KubeRay's health probes run wget (the cluster image only).
+RUN case ",$EXTRAS," in *,cluster,*) more=wget ;; *) more="" ;; esac \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends python3 ca-certificates $more \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /usr/share/doc/* /usr/share/man/* \
  && useradd --system --uid 10001 --user-group --home-dir /data --no-create-home \
       --shell /usr/sbin/nologin streamer \

@@ -94,7 +94,7 @@ class _Handler(BaseHTTPRequestHandler):
                 200,
                 {
                     "models": [
-                        {"name": f"{self.fake.model}:latest", "model": f"{self.fake.model}:latest"},
+                        {"name": self.fake.tagged, "model": self.fake.tagged},
                         {"name": "embedder:latest", "model": "embedder:latest"},
                     ]
                 },
@@ -237,6 +237,11 @@ class FakeOllama:
             "complex": ["Happiness", "pleasure"],
             "description": f"A warm smile with relaxed eyes ({va}).",
         }
+
+    @property
+    def tagged(self) -> str:
+        """The model as ``/api/tags`` lists it: with ``:latest`` unless it has a tag."""
+        return self.model if ":" in self.model else f"{self.model}:latest"
 
     @property
     def url(self) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -96,3 +98,26 @@ def test_validate_config_cli_checks_every_file_it_is_given(tmp_path: Path) -> No
     assert f"error: {unset}: " in proc.stderr and "NOT_SET_ANYWHERE_9" in proc.stderr
     assert f"error: {bad}:2: affect.colour: unknown key" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_compose_sample_config_wires_the_stack_by_service_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """config/config.yaml (mounted by compose.yaml) is valid, names the compose services
+    as its hosts, and every secret it reads comes from the environment compose passes."""
+    import yaml
+
+    compose = yaml.safe_load((REPO / "compose.yaml").read_text())
+    services = compose["services"]
+    env = services["streamer"]["environment"]
+    text = (REPO / "config" / "config.yaml").read_text()
+    monkeypatch.setenv("STREAMER_WEB_TOKEN", "t" * 32)
+    cfg = load_config(REPO / "config" / "config.yaml")
+    assert cfg.mqtt is not None and cfg.mqtt.host in services
+    assert cfg.llm is not None
+    assert urlsplit(getattr(cfg.llm, "host", "")).hostname in services
+    assert cfg.web is not None and cfg.web.port == 8080
+    assert any(p.endswith(":8080") for p in services["streamer"]["ports"])
+    wanted = set(re.findall(r"\$\{(\w+)\}", text)) | {cfg.web.token_env}
+    assert wanted <= set(env), wanted - set(env)
+    assert any(v.endswith(":/config:ro") for v in services["streamer"]["volumes"])

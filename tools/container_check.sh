@@ -18,7 +18,8 @@
 #    VA messages on the broker within 30 s, not root inside, logs on stdout/stderr, no
 #    compilers or test tools, a down/up that keeps the /data volume (and the history
 #    database when the build has one), SIGTERM to a published `stopped` within 10 s.
-# Exit code 1 when a check failed (listed under "failures").
+# Exit code 1 when a check failed (listed under "failures"). The images stay for the next
+# run's layer cache (podman rmi localhost/streamer:check ... to free the space).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO="$(pwd)"
@@ -77,7 +78,7 @@ events_logger = "file"
 cgroup_manager = "cgroupfs"
 EOF
 export CONTAINERS_CONF="$WORK/containers.conf"
-PODMAN="$SUDO podman"
+PODMAN="$SUDO env CONTAINERS_CONF=$CONTAINERS_CONF podman"  # sudo would drop the variable
 compose() {
   $SUDO env CONTAINERS_CONF="$CONTAINERS_CONF" STREAMER_IMAGE="$IMAGE" \
     MOSQUITTO_IMAGE="$MOSQUITTO_IMAGE" STREAMER_CONFIG_DIR="$WORK/config" \

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import bisect
 import colorsys
+import errno
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import av.error
@@ -31,6 +32,7 @@ import numpy as np
 from streamer.bus import Subscription
 from streamer.errors import ConfigError, MediaError
 from streamer.messages import Description, Message, VASample
+from streamer.output import OutputFile
 from streamer.sources.file import open_video
 
 logger = logging.getLogger(__name__)
@@ -217,19 +219,63 @@ class AnnotationRecorder:
         return out
 
 
-def check_output(video: Path, out: Path) -> None:
-    """Refuse an annotated-video path that would overwrite the input or cannot be written."""
-    if out.exists() and video.exists() and out.resolve() == video.resolve():
-        raise ConfigError(f"--annotate {out}: is the input video; choose another file")
-    if out.suffix.lower() not in (".mp4", ".mkv", ".mov"):
+FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}  # suffix -> FFmpeg muxer
+
+
+def annotate_output(video: Path, out: Path, *, others: tuple[Path, ...] = ()) -> OutputFile:
+    """The ``--annotate`` output, checked before any work (see :mod:`streamer.output`).
+
+    Raises:
+        OutputError: the path is the input video, a directory, or cannot be written.
+        ConfigError: the name's suffix is not .mp4, .mkv or .mov.
+    """
+    if out.suffix.lower() not in FORMATS:
         raise ConfigError(f"--annotate {out}: expected a .mp4, .mkv or .mov file name")
-    if not out.parent.is_dir():
-        raise ConfigError(f"--annotate {out}: folder {out.parent} does not exist")
+    output = OutputFile(out, flag="--annotate", inputs=[video, *others])
+    output.check()
+    return output
+
+
+class OutputClock:
+    """Strictly increasing presentation times for the encoder, in the input's time base.
+
+    A decoded picture keeps its own pts when it is later than the previous one; a picture
+    without a pts, or whose pts repeats or goes back, is placed one frame duration (one
+    tick at least) after the previous. Only the annotated file's timestamps are fixed up:
+    the replay's records keep their media time ``t`` as decoded.
+
+    Args:
+        step: one frame's duration in time-base ticks (at least 1).
+    """
+
+    def __init__(self, step: int) -> None:
+        self.step = max(1, step)
+        self.last: int | None = None
+        self.fixed = 0  # pictures whose pts was missing or out of order
+
+    def pts(self, pts: int | None) -> int:
+        if self.last is None:
+            out = pts if pts is not None else 0
+        elif pts is not None and pts > self.last:
+            out = pts
+        else:
+            out = self.last + (self.step if pts is None else 1)
+            self.fixed += 1
+        self.last = out
+        return out
+
+
+def _frame_step(stream: Any) -> int:
+    """One frame's duration in ``stream``'s time-base ticks (from its frame rate)."""
+    rate, tb = stream.average_rate or stream.guessed_rate, stream.time_base
+    if not rate or not tb:
+        return 1
+    return max(1, round(1 / (float(rate) * float(tb))))
 
 
 def write_annotated(
     video: Path,
-    out: Path,
+    out: Path | OutputFile,
     overlays: Callable[[int], list[FaceOverlay]],
     *,
     on_frame: Callable[[int], None] | None = None,
@@ -237,47 +283,88 @@ def write_annotated(
     """Decode ``video``, draw ``overlays(frame_index)`` on each frame, encode H.264 to ``out``.
 
     Frame indices count decoded frames from 0, as the replay source does, so the
-    overlays of frame k land on frame k. Timestamps and size are kept. Written to a
-    temporary file next to ``out`` and renamed at the end: no half-written video.
+    overlays of frame k land on frame k. Size and timestamps are kept (a missing,
+    repeated or backward timestamp is fixed up: :class:`OutputClock`). ``out`` follows
+    the output rule of :mod:`streamer.output` (a regular file is replaced atomically, a
+    device or FIFO written in place).
 
     Returns:
         The number of frames written.
+
+    Raises:
+        OutputError: the output cannot be written (full disk, refused path).
+        MediaError: FFmpeg failed to encode or mux.
     """
-    tmp = out.with_name(f".{out.name}.part{out.suffix}")
+    output = out if isinstance(out, OutputFile) else OutputFile(out)
+    fmt = FORMATS.get(output.path.suffix.lower(), "mp4")
+    options = {}
+    if not output.atomic and fmt in ("mp4", "mov"):
+        # written in place to a FIFO or device, which may not seek back to the header
+        options["movflags"] = "frag_keyframe+empty_moov"
     n = 0
-    try:
-        with open_video(video) as inp, av.open(str(tmp), mode="w") as dst:
-            istream = inp.streams.video[0]
-            istream.thread_type = "AUTO"
-            ostream = dst.add_stream("libx264", rate=istream.average_rate or 30)
-            ostream.width = istream.codec_context.width
-            ostream.height = istream.codec_context.height
-            ostream.pix_fmt = "yuv420p"
-            ostream.time_base = istream.time_base
-            ostream.options = {"crf": ENCODE_CRF, "preset": "veryfast"}
-            for packet in inp.demux(istream):
-                try:
-                    frames = packet.decode()
-                except av.error.FFmpegError:
-                    # the replay reported (and skipped) the damage; draw what decodes
-                    continue
-                for vf in frames:
-                    image = vf.to_ndarray(format="bgr24")
-                    draw_overlays(image, overlays(n))
-                    nf = av.VideoFrame.from_ndarray(image, format="bgr24")
-                    nf.pts = vf.pts
-                    nf.time_base = vf.time_base
-                    for p in ostream.encode(nf.reformat(format="yuv420p")):
-                        dst.mux(p)
-                    n += 1
-                    if on_frame is not None:
-                        on_frame(n)
-            for p in ostream.encode(None):
-                dst.mux(p)
-        os.replace(tmp, out)
-    except av.error.FFmpegError as err:
-        raise MediaError(f"{out}: cannot write the annotated video: {err}") from err
-    finally:
-        tmp.unlink(missing_ok=True)
-    logger.info("annotated video: %s (%d frames)", out, n)
+    with output.writing_path() as target:
+        try:
+            n = _encode(video, target, fmt, options, overlays, on_frame)
+        except av.error.FFmpegError as err:
+            if isinstance(err, OSError) and err.errno in _WRITE_ERRNOS:
+                raise output.error(err) from err
+            raise MediaError(f"{output.label}: cannot write the annotated video: {err}") from err
+    logger.info("annotated video: %s (%d frames)", output.path, n)
+    return n
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG, errno.EPIPE, errno.EROFS}
+
+
+def _encode(
+    video: Path,
+    target: Path,
+    fmt: str,
+    options: dict[str, str],
+    overlays: Callable[[int], list[FaceOverlay]],
+    on_frame: Callable[[int], None] | None,
+) -> int:
+    n = 0
+    with (
+        open_video(video) as inp,
+        av.open(str(target), mode="w", format=fmt, options=options) as dst,
+    ):
+        istream = inp.streams.video[0]
+        istream.thread_type = "AUTO"
+        ostream = dst.add_stream("libx264", rate=istream.average_rate or 30)
+        ostream.width = istream.codec_context.width
+        ostream.height = istream.codec_context.height
+        ostream.pix_fmt = "yuv420p"
+        # The encoder counts in the input's time base: a coarser one (1 / frame rate)
+        # would round two close timestamps of a variable-rate file onto one.
+        ostream.codec_context.time_base = istream.time_base
+        ostream.time_base = istream.time_base
+        ostream.options = {"crf": ENCODE_CRF, "preset": "veryfast"}
+        clock = OutputClock(_frame_step(istream))
+        for packet in inp.demux(istream):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                # the replay reported (and skipped) the damage; draw what decodes
+                continue
+            for vf in frames:
+                image = vf.to_ndarray(format="bgr24")
+                draw_overlays(image, overlays(n))
+                nf = av.VideoFrame.from_ndarray(image, format="bgr24")
+                nf.pts = clock.pts(vf.pts)
+                nf.time_base = istream.time_base
+                for p in ostream.encode(nf.reformat(format="yuv420p")):
+                    dst.mux(p)
+                n += 1
+                if on_frame is not None:
+                    on_frame(n)
+        for p in ostream.encode(None):
+            dst.mux(p)
+    if clock.fixed:
+        logger.info(
+            "%s: %d frame(s) without an increasing timestamp; placed after the previous "
+            "frame in the annotated video",
+            video,
+            clock.fixed,
+        )
     return n

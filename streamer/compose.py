@@ -37,7 +37,15 @@ from streamer.config import AppConfig
 from streamer.lifecycle import SingleUse
 from streamer.pipeline import CameraStats, DetectorFactory, FaceDetector, Pipeline, first_error
 from streamer.publish.jsonl import JsonlWriter
-from streamer.sinks import Metric, Sink, SinkContext, SinkFactory, SinkOptions
+from streamer.sinks import (
+    Metric,
+    Reporting,
+    ReviewStore,
+    Sink,
+    SinkContext,
+    SinkFactory,
+    SinkOptions,
+)
 from streamer.sources.counters import CountedSource, SourceCounters
 
 if TYPE_CHECKING:
@@ -83,6 +91,7 @@ SINKS: tuple[SinkSpec, ...] = (
     SinkSpec("mqtt", lambda cfg: cfg.mqtt is not None, "streamer.publish.mqtt:sink"),
     SinkSpec("episodes", _episodes_on, "streamer.episodes.stage:sink"),
     SinkSpec("describer", lambda cfg: cfg.llm is not None, "streamer.describe.describer:sink"),
+    SinkSpec("history", lambda cfg: cfg.history is not None, "streamer.history.sink:sink"),
     SinkSpec("web", lambda cfg: cfg.web is not None and cfg.web.enabled, "streamer.web:sink"),
 )
 
@@ -171,6 +180,19 @@ class _View:
 
     def sink_metrics(self) -> list[Metric]:
         return [m for sink in self._comp.sinks.values() for m in sink.metrics()]
+
+    def sink_problems(self) -> Mapping[str, str]:
+        out = {}
+        for name, sink in self._comp.sinks.items():
+            if isinstance(sink, Reporting) and (why := sink.problem()):
+                out[name] = why
+        return out
+
+    def review(self) -> ReviewStore | None:
+        for sink in self._comp.sinks.values():
+            if isinstance(sink, ReviewStore):
+                return sink
+        return None
 
 
 class Composition(SingleUse):
@@ -264,10 +286,20 @@ class Composition(SingleUse):
             await self._stack.__aexit__(exc_type, exc, tb)
             if self._writer is not None:
                 # A failed run (or a failed sink) leaves no half-written output behind.
-                if ok:
-                    self._writer.commit()
-                else:
+                if not ok:
                     self._writer.abort()
+                elif not self.options.hold_out:
+                    self._writer.commit()
+
+    def commit_output(self) -> None:
+        """Commit the JSON lines file a ``hold_out`` run left uncommitted."""
+        if self._writer is not None:
+            self._writer.commit()
+
+    def abort_output(self) -> None:
+        """Drop the JSON lines file a ``hold_out`` run left uncommitted."""
+        if self._writer is not None:
+            self._writer.abort()
 
     async def _close_sinks(self, run_error: BaseException | None) -> None:
         """Close the bus: the bus-reading sinks see everything published, then end.

@@ -9,6 +9,8 @@ the YAML line of the offending key, e.g.::
 from __future__ import annotations
 
 import logging
+import math
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -19,8 +21,9 @@ from streamer.cluster.config import ClusterConfig
 from streamer.config_base import StrictModel
 from streamer.describe.config import LlmSection
 from streamer.episodes.config import EpisodesConfig, MoodConfig
-from streamer.errors import ConfigError
+from streamer.errors import ConfigError, ConfigFieldError
 from streamer.faces.config import FacesConfig
+from streamer.history.config import HistoryConfig
 from streamer.publish.config import MqttConfig
 from streamer.sources.config import CameraConfig
 from streamer.web.config import WebConfig
@@ -74,6 +77,11 @@ class AppConfig(StrictModel):
     web: WebConfig | None = Field(
         None, description="serve the dashboard, /metrics and health checks when set"
     )
+    history: HistoryConfig | None = Field(
+        None,
+        description="keep episodes, descriptions, moods, camera statuses and VA in a "
+        "database (SQLite, or PostgreSQL for several machines; docs/history.md)",
+    )
     cluster: ClusterConfig | None = Field(
         None, description="run each camera as an actor on a Ray cluster (docs/cluster.md)"
     )
@@ -89,6 +97,11 @@ class AppConfig(StrictModel):
         if self.cluster is not None and self.mqtt is None:
             raise ValueError(
                 "cluster mode needs an `mqtt:` section: the cameras publish to the broker"
+            )
+        if self.cluster is not None and self.history is not None and not self.history.postgres:
+            raise ValueError(
+                "cluster mode needs `history.url` (PostgreSQL): actors on other machines "
+                "cannot share one SQLite file"
             )
         return self
 
@@ -127,22 +140,41 @@ def _line_for(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int | 
     return None
 
 
+def _message(e: Any) -> str:
+    """What one pydantic error says, in the config's words."""
+    if e["type"] == "extra_forbidden":
+        return "unknown key"
+    if e["type"] == "finite_number":
+        value = e.get("input")
+        if isinstance(value, float) and math.isnan(value):
+            return "not a number (.nan); expected a finite number"
+        return f"infinite ({value!r}); expected a finite number"
+    error = e.get("ctx", {}).get("error")
+    if isinstance(error, ConfigFieldError):
+        return str(error)
+    return str(e["msg"])
+
+
 def format_validation_error(
     err: ValidationError, source: str, lines: dict[tuple[Any, ...], int]
 ) -> str:
+    """One line per problem: ``FILE:LINE: key.path: message``."""
     rows = []
     for e in err.errors():
-        loc = _yaml_loc(tuple(e["loc"]), lines)
+        loc = tuple(e["loc"])
+        error = e.get("ctx", {}).get("error")
+        if isinstance(error, ConfigFieldError):
+            loc = (*loc, *error.at)  # the key the validator named, below its model
+        loc = _yaml_loc(loc, lines)
         where = ".".join(str(p) for p in loc) or "(top level)"
         line = _line_for(loc, lines)
         prefix = f"{source}:{line}" if line else source
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        rows.append(f"{prefix}: {where}: {msg}")
+        rows.append(f"{prefix}: {where}: {_message(e)}")
     return "\n".join(rows)
 
 
-def parse_config(text: str, source: str = "<config>") -> AppConfig:
-    """Parse YAML text into an :class:`AppConfig`; errors name key and line."""
+def _parse(text: str, source: str) -> tuple[dict[str, Any], dict[tuple[Any, ...], int]]:
+    """The YAML document (a mapping) and the line of every key in it."""
     from streamer.config_yaml import load_yaml
 
     data, root = load_yaml(text, source)  # bounded: size, depth, aliases, duplicates
@@ -155,6 +187,12 @@ def parse_config(text: str, source: str = "<config>") -> AppConfig:
     lines: dict[tuple[Any, ...], int] = {}
     if root is not None:
         _key_lines(root, (), lines)
+    return data, lines
+
+
+def parse_config(text: str, source: str = "<config>") -> AppConfig:
+    """Parse YAML text into an :class:`AppConfig`; errors name key and line."""
+    data, lines = _parse(text, source)
     try:
         return AppConfig.model_validate(data)
     except ValidationError as err:
@@ -168,3 +206,57 @@ def load_config(path: str | Path) -> AppConfig:
     p = Path(path)
     text = read_config_text(p)
     return parse_config(text, str(p))
+
+
+def _unset_variables(
+    data: dict[str, Any], source: str, lines: dict[tuple[Any, ...], int]
+) -> list[str]:
+    """Environment variables the config names that are not set, one line each (read
+    from the YAML itself, so they are found even when the structure has errors)."""
+    from streamer.sources.config import env_references
+
+    out = []
+
+    def unset(loc: tuple[Any, ...], name: str) -> None:
+        line = _line_for(loc, lines)
+        where = ".".join(str(p) for p in loc)
+        prefix = f"{source}:{line}" if line else source
+        out.append(f"{prefix}: {where}: environment variable {name} is not set")
+
+    cameras = data.get("cameras")
+    for i, cam in enumerate(cameras if isinstance(cameras, list) else []):
+        url = cam.get("url") if isinstance(cam, dict) else None
+        if isinstance(url, str):
+            for name in env_references(url):
+                if name not in os.environ:
+                    unset(("cameras", i, "url"), name)
+    mqtt = data.get("mqtt")
+    env = mqtt.get("password_env") if isinstance(mqtt, dict) else None
+    if isinstance(env, str) and env not in os.environ:
+        unset(("mqtt", "password_env"), env)
+    return out
+
+
+def validate_file(path: str | Path) -> tuple[AppConfig | None, list[str]]:
+    """Check a config file as ``validate-config`` does: its structure and values (every
+    problem pydantic finds) and the environment variables it names (every unset one).
+
+    Returns:
+        The config (None when its structure has errors) and the problems, one line
+        each (``FILE:LINE: key: message``); no problem: an empty list.
+    """
+    from streamer.config_yaml import read_config_text
+
+    p = Path(path)
+    source = str(p)
+    try:
+        data, lines = _parse(read_config_text(p), source)
+    except ConfigError as err:
+        return None, str(err).splitlines()
+    problems = _unset_variables(data, source, lines)
+    try:
+        cfg: AppConfig | None = AppConfig.model_validate(data)
+    except ValidationError as err:
+        cfg = None
+        problems = format_validation_error(err, source, lines).splitlines() + problems
+    return cfg, problems

@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict
 
 
 class StrictModel(BaseModel):
-    """A config section: unknown keys are errors; instances are immutable."""
+    """A config section: unknown keys are errors; instances are immutable; a number is
+    finite (YAML's ``.nan`` and ``.inf`` are refused as such, not as out of range)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)

@@ -6,7 +6,9 @@ can catch the whole package's errors in one clause. All of them are defined here
 
     StreamerError
     ├── ConfigError                bad YAML / unknown key / bad value (names key and line)
-    │   └── DatasetError           a labelled evaluation file that cannot be used
+    │   ├── ConfigFieldError       a validator's complaint about one key below it (its line)
+    │   ├── DatasetError           a labelled evaluation file that cannot be used
+    │   └── RecordError            a recorded JSONL line that cannot be used (file:line)
     ├── MediaError                 a video or image that cannot be opened or decoded
     │   ├── SourceError            a live source failed (open timeout, stall, refused)
     │   ├── SessionEnded           a decode session ended for a reason (may be retried)
@@ -20,13 +22,17 @@ can catch the whole package's errors in one clause. All of them are defined here
     │   ├── MailboxClosed          a frame mailbox is closed and empty (end of frames)
     │   └── BusFullError           a lossless subscriber is full and the caller cannot wait
     ├── PublishError               MQTT / sink failures (auth, TLS)
-    │   └── InboundError           an inbound MQTT payload was rejected (also a ValueError)
+    │   ├── InboundError           an inbound MQTT payload was rejected (also a ValueError)
+    │   └── OutputError            an output file refused or failed (names the path given)
     ├── DescriberError             LLM provider failures
     │   ├── ProviderUnavailableError   server down / connection refused / model file absent
     │   ├── ProviderTimeoutError       no complete answer within timeout_s
     │   ├── ProviderResponseError      HTTP error status or an error in the stream
     │   └── InvalidAnswerError         blank, non-JSON or schema-breaking answer
-    └── ClusterError               the Ray cluster cannot be reached or run the cameras
+    ├── ClusterError               the Ray cluster cannot be reached or run the cameras
+    └── HistoryError               the history database: unreadable, not a history
+        ├── HistoryVersionError    its schema is newer than this streamer's (names both)
+        └── HistoryQueryError      a bad query: a time, a range, an unknown camera (exit 2)
 
 Library errors are translated at the boundary with ``raise ... from err``. A test
 (``tests/core/test_errors.py``) imports every module of the package and checks that each
@@ -44,8 +50,27 @@ class ConfigError(StreamerError):
     """A configuration file or value is invalid."""
 
 
+class ConfigFieldError(ConfigError, ValueError):
+    """Raised in a config model's validator about one key below that model, so the
+    message names that key's YAML line (a duplicate rule name at the duplicate, not at
+    ``episodes:``).
+
+    Attributes:
+        at: the key's path below the model, e.g. ``("rules", 2, "name")``.
+    """
+
+    def __init__(self, message: str, at: tuple[str | int, ...]) -> None:
+        super().__init__(message)
+        self.at = at
+
+
 class DatasetError(ConfigError):
     """An evaluation dataset cannot be read or has a bad row (names file and line)."""
+
+
+class RecordError(ConfigError):
+    """A recorded JSONL (``streamer plot``, ``streamer episodes``) has a line that cannot
+    be used: not JSON, a bad field, time running backwards (names file and line)."""
 
 
 class MediaError(StreamerError):
@@ -122,6 +147,12 @@ class InboundError(PublishError, ValueError):
     """An inbound MQTT payload was rejected (not UTF-8, too large, not JSON, invalid)."""
 
 
+class OutputError(PublishError):
+    """An output file (``--out``, ``--annotate``, ``plot -o``) is refused before the work
+    (it is an input, a directory, not writable) or failed to be written (full disk);
+    the message names the path as the user gave it (see :mod:`streamer.output`)."""
+
+
 class DescriberError(StreamerError):
     """An LLM provider failed or answered something unusable."""
 
@@ -144,3 +175,30 @@ class InvalidAnswerError(DescriberError):
 
 class ClusterError(StreamerError):
     """The cluster cannot be reached or cannot run the cameras (names the camera)."""
+
+
+class HistoryError(StreamerError):
+    """The history database cannot be used (names the database and why), or a history
+    query is bad (an unknown camera, a range that ends before it starts)."""
+
+
+class HistoryVersionError(HistoryError):
+    """The history database's schema is newer than this streamer's: refused, not touched.
+
+    Attributes:
+        found: the database's schema version.
+        supported: the newest version this streamer knows.
+    """
+
+    def __init__(self, where: str, found: int, supported: int) -> None:
+        super().__init__(
+            f"{where}: the history's schema version {found} is newer than this streamer's "
+            f"({supported}): upgrade streamer, or point `history` at another database"
+        )
+        self.found = found
+        self.supported = supported
+
+
+class HistoryQueryError(HistoryError):
+    """A history query that cannot be answered as asked: a bad time, a range that ends
+    before it starts, an unknown camera (``streamer history`` exits 2; the API says 400)."""

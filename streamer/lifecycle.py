@@ -8,13 +8,21 @@ They inherit :class:`SingleUse` and call :meth:`SingleUse._enter_once` first thi
 
     RuntimeError: Describer cannot be entered twice; create a new one
 
-:func:`cancel_and_wait` is how they stop the tasks they own.
+:func:`cancel_and_wait` is how they stop the tasks they own; :func:`stop_on_signals`
+turns SIGINT/SIGTERM into an event while a run (or a lingering dashboard) waits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 class SingleUse:
@@ -52,3 +60,28 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:
 
 
 __all__ = ["SingleUse", "cancel_and_wait"]
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event, enabled: bool = True) -> Iterator[None]:
+    """SIGINT/SIGTERM set ``stop`` (main thread only); a second one is reported."""
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    if enabled and threading.current_thread() is threading.main_thread():
+
+        def on_signal(sig: signal.Signals) -> None:
+            if stop.is_set():
+                logger.warning("%s again: already stopping", sig.name)
+                return
+            logger.info("%s: stopping", sig.name)
+            stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, on_signal, sig)
+                installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)

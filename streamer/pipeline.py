@@ -69,6 +69,7 @@ class CameraStats:
     detections_deferred: int = 0  # due detector runs moved to a later frame (no free slot)
     va_rejected: int = 0  # non-finite or failed VA results (predict-only steps)
     tracks_appeared: int = 0
+    tracks_live: int = 0  # confirmed tracks now (the tracker's count after the last frame)
     stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     # Seconds from a frame's decode (wall clock) to its VA result; live runs only.
     latencies_s: collections.deque[float] = field(
@@ -134,6 +135,8 @@ class CameraAnalyzer:
         self.model_name = model_name
         self.stats = stats
         self.filters: dict[int, VAFilter] = {}
+        self.live: set[int] = set()  # confirmed tracks not lost yet (appeared, not lost)
+        self.stats.tracks_live = 0
         self.schedule = DetectionSchedule(cfg.faces.detector)
         if live:
             # filterpy (the VA filters; about 1 s to import: scipy) before the first live
@@ -199,6 +202,7 @@ class CameraAnalyzer:
                 sm.process_noise_per_s, sm.measurement_noise, sm.initial_variance
             )
             self.stats.tracks_appeared += 1
+            self.live.add(tr.id)
             out.append(
                 TrackEvent(self.camera, tr.id, TrackEventKind.APPEARED, frame.index, frame.t, wall)
             )
@@ -235,7 +239,10 @@ class CameraAnalyzer:
                 filt.step(frame.t, None, None)
         for tr in prep.lost:
             self.filters.pop(tr.id, None)
+            self.live.discard(tr.id)
             out.append(self._lost(tr, frame, wall))
+        # Every analysed frame, faces or not: an empty room reads 0 once its tracks end.
+        self.stats.tracks_live = len(self.live)
         self.stats.faces += len(prep.visible)
         self.stats.stage_s["smooth"] += time.perf_counter() - t0
         return out
@@ -266,6 +273,8 @@ class CameraAnalyzer:
                 out.append(self._lost(tr, frame, wall, self.end_reason))
         self.tracker.tracks.clear()
         self.filters.clear()
+        self.live.clear()
+        self.stats.tracks_live = 0
         return out
 
 
@@ -410,6 +419,8 @@ class Pipeline(SingleUse):
                 tg.create_task(infer_loop(), name=f"infer-{camera}")
         except BaseExceptionGroup as group:
             raise first_error(group) from None
+        finally:
+            stats.tracks_live = 0  # this session's tracker is gone, whatever ended it
         if decode_stats and "decode_s" in decode_stats:
             stats.stage_s["decode"] = float(decode_stats["decode_s"])
         return stats

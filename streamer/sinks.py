@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from streamer.affect.engine import EngineStats
@@ -103,6 +103,65 @@ class Sink(Protocol):
         ...
 
 
+@runtime_checkable
+class Reporting(Protocol):
+    """A sink that can say it is not doing its job (``/readyz`` shows it)."""
+
+    def problem(self) -> str:
+        """Why the sink is not working now, or "" when it is."""
+        ...
+
+
+@runtime_checkable
+class ReviewStore(Protocol):
+    """A history the dashboard's review page reads and marks (the history sink).
+
+    Times are UNIX seconds; a bad argument (an unknown camera, a range that ends before
+    it starts) raises :class:`~streamer.errors.HistoryError` with one line.
+    """
+
+    async def review_episodes(
+        self,
+        *,
+        camera: str | None,
+        rule: str | None,
+        reviewed: bool | None,
+        after: float | None,
+        before: float | None,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """Episodes as review items, newest first."""
+        ...
+
+    async def review_mood(
+        self, *, camera: str, after: float, before: float, points: int
+    ) -> list[dict[str, Any]]:
+        """The room mood of ``camera`` in at most ``points`` buckets."""
+        ...
+
+    async def review_va(
+        self, *, camera: str, track_id: int, run: int | None, after: float, before: float
+    ) -> list[dict[str, Any]]:
+        """One track's VA bins."""
+        ...
+
+    async def review_timeline(self, *, camera: str, after: float, before: float) -> dict[str, Any]:
+        """When ``camera`` was recorded, and its outages."""
+        ...
+
+    async def review_cameras(self) -> list[str]:
+        """Every camera the history knows."""
+        ...
+
+    async def mark_reviewed(self, ids: Sequence[int], reviewed: bool) -> int:
+        """Mark episodes (by their ``id``) reviewed or not; how many changed."""
+        ...
+
+    async def set_keep(self, episode: int, keep: bool) -> bool:
+        """Exempt an episode from retention (or not); False when there is none."""
+        ...
+
+
 class RunView(Protocol):
     """A read-only view of a running composition, for the sinks that show it."""
 
@@ -137,6 +196,14 @@ class RunView(Protocol):
         """Every entered sink's :meth:`Sink.metrics`, in entering order."""
         ...
 
+    def sink_problems(self) -> Mapping[str, str]:
+        """Per entered sink that reports one (:class:`Reporting`), why it is not working."""
+        ...
+
+    def review(self) -> ReviewStore | None:
+        """The history the review page reads (None: no ``history`` configured)."""
+        ...
+
 
 @dataclass(frozen=True)
 class SinkOptions:
@@ -148,12 +215,20 @@ class SinkOptions:
         atomic_out: write the file atomically (replay); False appends as it goes (live).
         replay: a lossless run: at the end, sinks may wait (bounded) for work in flight
             (LLM answers still coming). A live stop must be quick and does not.
+        linger_s: a replay's dashboard keeps serving this long after the analysis ended
+            (``inf``: until SIGINT/SIGTERM, which end the wait, not the run).
+        hold_out: leave the atomic file uncommitted when the run ends; the caller
+            commits it (:meth:`streamer.compose.Composition.commit_output`) once its
+            own outputs are written too, or aborts it: a failed step after the run
+            leaves no file that looks complete.
     """
 
     out: Path | None = None
     stdout_jsonl: bool = False
     atomic_out: bool = True
     replay: bool = False
+    linger_s: float = 0.0
+    hold_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,6 +254,8 @@ SinkFactory = Callable[[SinkContext], Sink]
 __all__ = [
     "Metric",
     "MetricKind",
+    "Reporting",
+    "ReviewStore",
     "RunView",
     "Sink",
     "SinkContext",

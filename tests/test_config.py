@@ -79,27 +79,6 @@ def test_validate_config_cli(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def test_validate_config_cli_checks_every_file_it_is_given(tmp_path: Path) -> None:
-    good = tmp_path / "good.yaml"
-    good.write_text("cameras:\n  - {name: door, url: 'rtsp://127.0.0.1/x'}\n")
-    unset = tmp_path / "unset.yaml"
-    unset.write_text("cameras:\n  - {name: yard, url: 'rtsp://u:${NOT_SET_ANYWHERE_9}@h/x'}\n")
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("affect:\n  colour: red\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "streamer", "validate-config", str(good), str(unset), str(bad)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={"PATH": "/usr/bin:/bin", "COLUMNS": "400"},
-    )
-    assert proc.returncode == 1
-    assert proc.stdout == f"{good}: ok (1 camera(s))\n"
-    assert f"error: {unset}: " in proc.stderr and "NOT_SET_ANYWHERE_9" in proc.stderr
-    assert f"error: {bad}:2: affect.colour: unknown key" in proc.stderr
-    assert "Traceback" not in proc.stderr
-
-
 def test_compose_sample_config_wires_the_stack_by_service_name(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -337,3 +337,26 @@ def test_a_short_replay_loads_no_library_it_does_not_use(
     assert not [m for m in ("rich.progress", "rich.table", "yaml") if m in imported]
     assert "urllib.request" not in imported  # the store downloads nothing here
     assert not [m for m in imported if m.startswith(("streamer.bench", "streamer.testing"))]
+
+
+def test_frames_that_never_decode_without_damage_claim_no_flag(
+    store_path: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """no_face.mp4 announces 98 frames and decodes 95 (its edit list drops 3): nothing
+    is damaged or skipped, so exit 0 and a message that names no flag not given."""
+    out = tmp_path / "out.jsonl"
+    proc = replay(store_path("no_face.mp4"), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    flat = " ".join(proc.stderr.split())
+    assert "3 of 98 frames announced by the container did not decode" in flat, proc.stderr
+    assert "no frame was damaged or skipped: exit 0" in flat
+    assert "--skip-corrupt" not in proc.stderr
+
+
+def test_accepted_damage_says_the_flag_was_given(
+    store_path: Callable[[str], Path], tmp_path: Path
+) -> None:
+    bad = flip_bytes(store_path("single_face.mp4"), tmp_path / "bad.mp4", 0.001)
+    proc = replay(bad, "--out", str(tmp_path / "out.jsonl"), "--skip-corrupt")
+    assert proc.returncode == 0, proc.stderr
+    assert "accepted with --skip-corrupt: exit 0" in " ".join(proc.stderr.split())

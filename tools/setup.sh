@@ -2,7 +2,9 @@
 # One-command setup on a fresh machine:
 #   1. system packages the tests use (Debian/Ubuntu, when run as root or with sudo):
 #      mosquitto (MQTT broker), GStreamer's RTSP server for Debian's python3, ffmpeg,
-#      chromium (the dashboard's browser tests drive it; no browser is downloaded);
+#      chromium (the dashboard's browser tests drive it; no browser is downloaded),
+#      postgresql (the history's tests start their own server in a temporary directory);
+#      tmux (a real terminal for the `subscribe` view test);
 #   2. a virtual environment in .venv with streamer and its test tools
 #      (extra pip extras: STREAMER_EXTRAS=torch,eval ./tools/setup.sh);
 #   3. the default models and the real test media, through the sha256-pinned model store
@@ -17,6 +19,8 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-bad
   ffmpeg
   chromium
+  postgresql
+  tmux
 )
 
 if command -v apt-get >/dev/null 2>&1 && [ "${STREAMER_SKIP_APT:-0}" != 1 ]; then
@@ -27,7 +31,7 @@ if command -v apt-get >/dev/null 2>&1 && [ "${STREAMER_SKIP_APT:-0}" != 1 ]; the
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     "${APT_PACKAGES[@]}" >/dev/null
 else
-  echo "== skipping system packages (no apt-get): MQTT/RTSP tests will skip"
+  echo "== skipping system packages (no apt-get): MQTT/RTSP/PostgreSQL tests will skip"
 fi
 
 PY="${PYTHON:-python3}"

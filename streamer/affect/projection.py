@@ -27,13 +27,19 @@ neutral    (origin)         0.00       0.00
 
 This is an approximation of valence/arousal, not a dimensional model: every output of
 the default model is labelled approximate (its ``model`` name ends in ``~approx``).
+
+What it cannot say: a probability-weighted mean of these points never leaves their
+convex hull (:func:`category_hull`: sad, neutral, happy, surprise, fear), so positive
+valence with low arousal (the ``calm`` quadrant) is out of its reach, and it carries no
+intensity: a broad smile and a faint one the classifier is equally sure of both give
+happy's point (0.81, 0.51). A valence of 0.81 means "happy", not "81 % happy".
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["FER_CLASSES", "FER_VA", "project_va"]
+__all__ = ["FER_CLASSES", "FER_VA", "category_hull", "project_va"]
 
 FER_CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
@@ -77,3 +83,33 @@ def project_va(probs: np.ndarray, table: np.ndarray = FER_VA) -> np.ndarray:
     bad = ~np.isfinite(va).all(axis=1) | (total[:, 0] <= 0)
     va[bad] = np.nan
     return va.astype(np.float32, copy=False)
+
+
+def category_hull(table: np.ndarray = FER_VA) -> np.ndarray:
+    """The convex hull of the category points: every (valence, arousal) that
+    :func:`project_va` can give lies in it.
+
+    Args:
+        table: (K, 2) coordinates per class.
+
+    Returns:
+        (M, 2) float64 hull vertices, counter-clockwise, starting at the lowest-valence
+        one (Andrew's monotone chain; collinear points left out).
+    """
+    pts = sorted({(round(float(v), 6), round(float(a), 6)) for v, a in np.asarray(table)})
+    if len(pts) < 3:
+        return np.asarray(pts, dtype=np.float64)
+
+    def cross(o: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+    def chain(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        out: list[tuple[float, float]] = []
+        for p in points:
+            while len(out) >= 2 and cross(out[-2], out[-1], p) <= 0:
+                out.pop()
+            out.append(p)
+        return out
+
+    lower, upper = chain(pts), chain(pts[::-1])
+    return np.asarray(lower[:-1] + upper[:-1], dtype=np.float64)

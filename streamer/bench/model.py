@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from streamer.errors import StreamerError
+from streamer.output import OutputFile
 
 if TYPE_CHECKING:
     from streamer.store import ArtifactStore
@@ -223,6 +224,9 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
     from streamer.affect.keras_h5 import write_keras_h5
     from streamer.store import default_store
 
+    out = OutputFile(args.out, flag="--out") if args.out is not None else None
+    if out is not None:
+        out.check()  # before minutes of measuring
     store = default_store()
     backends = args.backend or _available_backends()
     batches = args.batch or list(BATCHES)
@@ -288,8 +292,8 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
             )
     text = json.dumps(report, indent=2)
     print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    if out is not None:
+        out.write_bytes((text + "\n").encode())
     return 0
 
 

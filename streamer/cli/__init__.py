@@ -14,6 +14,7 @@ full disk) prints one line and exits 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -38,6 +39,7 @@ COMMAND_MODULES = {
     "plot": "plot",
     "cluster": "cluster",
     "episodes": "episodes",
+    "history": "history",
     "doctor": "doctor",
 }
 
@@ -80,7 +82,36 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                 continue  # command not built into this install
             raise
         module.register(sub)
+    _global_flags_after_the_command(sub)
     return parser
+
+
+def _global_flags_after_the_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """``-v``/``-q`` after the command too (``streamer replay X -q``, as ``pip install
+    -q``): every command's parser (nested ones too) takes them; :func:`main` adds them to
+    the ones given before the command."""
+    for parser in dict.fromkeys(sub.choices.values()):
+        flags = parser.add_argument_group("global options (also before the command)")
+        flags.add_argument(
+            "-v",
+            "--verbose",
+            dest="verbose_after",
+            action="count",
+            default=0,
+            help="debug log output of streamer (-vv: of the libraries too)",
+        )
+        flags.add_argument(
+            "-q",
+            "--quiet",
+            dest="quiet_after",
+            action="store_true",
+            help="only warnings and errors (no progress bar)",
+        )
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _global_flags_after_the_command(action)
 
 
 def log_levels(verbose: int, quiet: bool) -> tuple[int, int]:
@@ -115,6 +146,8 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    args.verbose += getattr(args, "verbose_after", 0)
+    args.quiet = args.quiet or getattr(args, "quiet_after", False)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
@@ -122,19 +155,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()
-        return code
+        return _quiet_stdout(EXIT_BROKEN_PIPE) if _output_broken() else code
     except StreamerError as err:
         print(f"error: {err}", file=sys.stderr)
         return _quiet_stdout(EXIT_ERROR)
     except KeyboardInterrupt:
+        if _output_broken():  # a console's reader went away (streamer.cli.progress)
+            return _quiet_stdout(EXIT_BROKEN_PIPE)
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return _quiet_stdout(EXIT_BROKEN_PIPE)
     except OSError as err:
         where = f"{err.filename}: " if err.filename else "output: "
-        print(f"error: {where}{err.strerror or err}", file=sys.stderr)
+        with contextlib.suppress(OSError):  # stderr may be gone too
+            print(f"error: {where}{err.strerror or err}", file=sys.stderr)
         return _quiet_stdout(EXIT_ERROR)
+
+
+def _output_broken() -> bool:
+    from streamer.cli.progress import output_broken
+
+    return output_broken()
 
 
 def _quiet_stdout(code: int) -> int:

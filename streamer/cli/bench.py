@@ -1,4 +1,4 @@
-"""``streamer bench {replay,model,live,smoothing,startup,crowd,cameras,cluster,soak}``:
+"""``streamer bench {replay,model,live,smoothing,startup,crowd,cameras,cluster,soak,history}``:
 benchmarks that print JSON. Each lives in :mod:`streamer.bench` (one module per bench,
 :mod:`streamer.bench.harness` for what they share); this command only registers them."""
 
@@ -17,6 +17,7 @@ BENCHES = (
     "cameras",
     "cluster",
     "soak",
+    "history",
 )
 
 

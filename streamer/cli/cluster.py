@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from streamer.cli.tables import print_table
 from streamer.config import load_config
+
+
+def cluster_address(value: str) -> str:
+    """argparse type of ``--cluster``: a bad address is a usage error (exit 2)."""
+    from streamer.cluster.config import check_address
+
+    try:
+        return check_address(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -19,7 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Ask every camera actor of the config on the Ray cluster (docs/cluster.md).",
     )
     s.add_argument("--config", type=Path, required=True, help="the YAML config of the run")
-    s.add_argument("--cluster", metavar="ADDRESS", help="cluster address (default: config's)")
+    s.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        type=cluster_address,
+        help="cluster address (default: config's)",
+    )
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=cmd_status)
 
@@ -36,7 +51,5 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        from rich.console import Console
-
-        Console(file=sys.stdout).print(render(report))
+        print_table(render(report))
     return 0

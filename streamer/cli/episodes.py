@@ -4,24 +4,28 @@ Runs the rules of the config's ``episodes:`` section over the VA samples and tra
 events of a JSONL written by ``streamer replay`` or ``streamer run``, and prints the
 episodes as a table (stderr-free, on stdout) or, with ``--json``, as the JSON lines the
 replay itself writes: for a replay's JSONL and the same rules they are identical.
+
+The file is read by :mod:`streamer.recorded`: a bad line, or media time running
+backwards within a track, is one error naming the file and the line (``--sort`` orders
+the records by time first); records of other schemas are counted and reported.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from streamer.cli.tables import print_table
 from streamer.config import load_config
 from streamer.episodes.stage import replay_records
-from streamer.errors import ConfigError, MediaError
+from streamer.errors import ConfigError
 from streamer.messages import Episode
 from streamer.publish.jsonl import dumps
+from streamer.publish.sanitize import safe_text
+from streamer.recorded import RecordReader, report_skipped
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -36,52 +40,27 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--json", action="store_true", help="print streamer.episode/1 JSON lines, not a table"
     )
+    p.add_argument(
+        "--sort",
+        action="store_true",
+        help="order the records by media time t first (default: a track whose t runs "
+        "backwards is an error naming the line)",
+    )
     p.set_defaults(func=cmd_episodes)
 
 
-def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, JSON object) of a JSONL file; a bad line is an error naming it."""
-    try:
-        fh = path.open(encoding="utf-8")
-    except OSError as err:
-        raise MediaError(f"{path}: cannot read: {err.strerror or err}") from err
-    with fh:
-        try:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except ValueError as err:
-                    raise MediaError(f"{path}:{n}: not a JSON line: {err}") from err
-                if not isinstance(rec, dict):
-                    raise MediaError(f"{path}:{n}: expected a JSON object")
-                yield n, rec
-        except UnicodeDecodeError as err:
-            raise MediaError(f"{path}: not UTF-8 text") from err
-
-
-def _episodes(path: Path, cfg_path: Path) -> list[Episode]:
+def _episodes(path: Path, cfg_path: Path, sort: bool) -> list[Episode]:
     cfg = load_config(cfg_path)
     if cfg.episodes is None:
         raise ConfigError(f"{cfg_path}: no `episodes:` section with rules")
-    line = 0
-
-    def numbered() -> Iterator[dict[str, Any]]:
-        nonlocal line
-        for line, rec in read_records(path):  # noqa: B007 (the line is read on error)
-            yield rec
-
-    try:
-        return list(replay_records(numbered(), cfg.episodes))
-    except (KeyError, TypeError, ValueError, IndexError) as err:
-        raise MediaError(
-            f"{path}:{line}: not a streamer record ({type(err).__name__}: {err})"
-        ) from err
+    reader = RecordReader(path, sort=sort)
+    episodes = list(replay_records((msg for _, msg in reader.messages()), cfg.episodes))
+    report_skipped(reader)
+    return episodes
 
 
 def cmd_episodes(args: argparse.Namespace) -> int:
-    episodes = _episodes(args.results, args.config)
+    episodes = _episodes(args.results, args.config, args.sort)
     if args.json:
         for ep in episodes:
             print(dumps(ep.to_record()))
@@ -95,9 +74,9 @@ def cmd_episodes(args: argparse.Namespace) -> int:
         if ep.state != "ended":
             continue
         table.add_row(
-            ep.camera,
+            Text(safe_text(ep.camera)),
             str(ep.track_id),
-            ep.rule,
+            Text(safe_text(ep.rule)),
             f"{ep.t_start:.2f}",
             f"{ep.t_end:.2f}" if ep.t_end is not None else "-",
             f"{ep.duration_s:.2f}",
@@ -107,5 +86,5 @@ def cmd_episodes(args: argparse.Namespace) -> int:
         )
     if not episodes:
         table.caption = "no episode"
-    Console().print(table)
+    print_table(table)
     return 0

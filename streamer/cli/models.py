@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from rich.console import Console
 from rich.table import Table
 
+from streamer.cli.tables import print_table
 from streamer.errors import StreamerError
 from streamer.store import default_store
 
@@ -59,7 +59,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             art.license,
             st.sha256[:16] + "…" if st.sha256 else "(recorded on first download)",
         )
-    Console().print(table)
+    print_table(table)
     return 0
 
 

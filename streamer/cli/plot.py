@@ -9,17 +9,17 @@ valence-arousal plane with the unit circle and the quadrant names. Needs the opt
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from streamer.circumplex import NEUTRAL_RADIUS, quadrant
-from streamer.errors import ConfigError, StreamerError
-from streamer.messages import VA_SCHEMA
+from streamer.errors import ConfigError, RecordError, StreamerError
+from streamer.messages import VA_SCHEMA, VASample
+from streamer.output import OutputFile
+from streamer.recorded import RecordReader, report_skipped
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,6 @@ ROW_W_IN = 12.0  # figure width (inches)
 ROW_H_IN = 3.6  # height of one track's row (inches)
 DPI = 100
 MAX_ROWS = 20  # tracks drawn at most (the longest ones)
-_NUMBER = (int, float)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,6 +42,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--track", type=int, action="append", metavar="ID", help="only this track (repeatable)"
     )
     p.add_argument("--camera", help="only this camera")
+    p.add_argument(
+        "--sort",
+        action="store_true",
+        help="order the records by media time t first (default: a track whose t runs "
+        "backwards is an error naming the line)",
+    )
     p.set_defaults(func=cmd_plot)
 
 
@@ -63,66 +68,32 @@ class TrackSeries:
         return self.t[-1] - self.t[0] if self.t else 0.0
 
 
-def _va_fields(rec: dict[str, Any], where: str) -> tuple[float, float, float, tuple[float, float]]:
-    """Media time, smoothed valence and arousal, and their standard deviations."""
-    t, v, a = rec.get("t"), rec.get("valence"), rec.get("arousal")
-    var = rec.get("variance", [0.0, 0.0])
-    values = [t, v, a, *var] if isinstance(var, list) and len(var) == 2 else None
-    if values is None or not all(
-        isinstance(x, _NUMBER) and not isinstance(x, bool) and math.isfinite(x) for x in values
-    ):
-        raise ConfigError(
-            f"{where}: a {VA_SCHEMA} record needs numeric t, valence, arousal and variance"
-        )
-    sd = (math.sqrt(max(float(var[0]), 0.0)), math.sqrt(max(float(var[1]), 0.0)))
-    return float(t), float(v), float(a), sd  # type: ignore[arg-type]
-
-
-def read_tracks(path: Path) -> dict[tuple[str, int], TrackSeries]:
-    """Every VA record of ``path`` grouped by (camera, track); errors name file and line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as err:
-        raise ConfigError(f"{path}: no such file") from err
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read: {err}") from err
-    if not text.strip():
-        raise ConfigError(f"{path}:1: empty file: no records to plot")
+def read_tracks(path: Path, *, sort: bool = False) -> dict[tuple[str, int], TrackSeries]:
+    """Every VA record of ``path`` grouped by (camera, track); errors name file and line
+    (:mod:`streamer.recorded`)."""
+    reader = RecordReader(path, frozenset({VA_SCHEMA}), sort=sort)
     tracks: dict[tuple[str, int], TrackSeries] = {}
-    lines = text.splitlines()
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{where}: not valid JSON ({err.msg})") from err
-        if not isinstance(rec, dict):
-            raise ConfigError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-        if rec.get("schema") != VA_SCHEMA:
-            continue
-        camera, track_id = rec.get("camera"), rec.get("track_id")
-        if not isinstance(camera, str) or not isinstance(track_id, int):
-            raise ConfigError(f"{where}: a {VA_SCHEMA} record needs camera and track_id")
-        t, v, a, sd = _va_fields(rec, where)
-        vr, ar = rec.get("valence_raw"), rec.get("arousal_raw")
-        tr = tracks.get((camera, track_id))
+    for _, msg in reader.messages():
+        assert isinstance(msg, VASample)
+        tr = tracks.get((msg.camera, msg.track_id))
         if tr is None:
-            tr = tracks[(camera, track_id)] = TrackSeries(
-                camera, track_id, str(rec.get("model", ""))
+            tr = tracks[(msg.camera, msg.track_id)] = TrackSeries(
+                msg.camera, msg.track_id, msg.model
             )
-        tr.t.append(t)
-        tr.valence.append(v)
-        tr.arousal.append(a)
-        tr.valence_raw.append(float(vr) if isinstance(vr, _NUMBER) else math.nan)
-        tr.arousal_raw.append(float(ar) if isinstance(ar, _NUMBER) else math.nan)
-        tr.sd.append(sd)
+        tr.t.append(msg.t)
+        tr.valence.append(msg.valence)
+        tr.arousal.append(msg.arousal)
+        tr.valence_raw.append(math.nan if msg.valence_raw is None else msg.valence_raw)
+        tr.arousal_raw.append(math.nan if msg.arousal_raw is None else msg.arousal_raw)
+        tr.sd.append((math.sqrt(msg.variance[0]), math.sqrt(msg.variance[1])))
+    if reader.lines == 0 or (not tracks and not reader.skipped):
+        raise RecordError(f"{path}:1: empty file: no records to plot")
     if not tracks:
-        raise ConfigError(
-            f"{path}:{len(lines)}: no valence/arousal record ({VA_SCHEMA}) in {len(lines)} "
-            "line(s): nothing to plot"
+        raise RecordError(
+            f"{path}:{reader.lines}: no valence/arousal record ({VA_SCHEMA}) in "
+            f"{reader.lines} line(s): nothing to plot"
         )
+    report_skipped(reader)
     return tracks
 
 
@@ -173,8 +144,40 @@ def _time_panel(ax: Any, tr: TrackSeries) -> None:
     ax.set_title(_title(tr), fontsize=10, loc="left")
 
 
+HULL_LABEL = "all the embedded model can reach"
+
+
+def reachable_region(model: str) -> list[tuple[float, float]] | None:
+    """The region of the VA plane ``model`` can reach at all, when it is bounded: the
+    embedded model's hull of category points (docs/affect.md); None for a dimensional
+    model such as FaceChannel."""
+    from streamer.affect.models import FER_VA_NAME
+    from streamer.affect.projection import category_hull
+
+    if model != FER_VA_NAME:
+        return None
+    return [(float(v), float(a)) for v, a in category_hull()]
+
+
 def _plane_panel(ax: Any, tr: TrackSeries) -> None:
     import matplotlib.patches as mpatches
+
+    hull = reachable_region(tr.model)
+    if hull is not None:
+        # so nobody reads 0.81 as "81 % happy": the model's whole reach, drawn
+        ax.add_patch(
+            mpatches.Polygon(
+                hull,
+                closed=True,
+                facecolor="tab:green",
+                alpha=0.08,
+                edgecolor="tab:green",
+                linestyle="--",
+                linewidth=0.8,
+                label=HULL_LABEL,
+            )
+        )
+        ax.legend(loc="lower left", fontsize=7, frameon=False)
 
     ax.add_patch(mpatches.Circle((0, 0), 1.0, fill=False, color="grey", linewidth=0.8))
     ax.axhline(0.0, color="grey", linewidth=0.6)
@@ -199,7 +202,7 @@ def _plane_panel(ax: Any, tr: TrackSeries) -> None:
     ax.set_ylabel("arousal")
 
 
-def plot_tracks(tracks: list[TrackSeries], out: Path) -> tuple[int, int]:
+def plot_tracks(tracks: list[TrackSeries], out: OutputFile) -> tuple[int, int]:
     """Draw ``tracks`` (one row each) into the PNG ``out``; returns its (width, height) px."""
     try:
         import matplotlib
@@ -222,14 +225,8 @@ def plot_tracks(tracks: list[TrackSeries], out: Path) -> tuple[int, int]:
             _time_panel(row[0], tr)
             _plane_panel(row[1], tr)
         fig.tight_layout()
-        tmp = out.with_name(f".{out.name}.part.png")
-        try:
-            fig.savefig(tmp, dpi=DPI, format="png")
-            os.replace(tmp, out)
-        except OSError as err:
-            raise ConfigError(f"{out}: cannot write the plot: {err}") from err
-        finally:
-            tmp.unlink(missing_ok=True)
+        with out.writing("wb") as fh:
+            fig.savefig(fh, dpi=DPI, format="png")
     finally:
         plt.close(fig)
     return round(ROW_W_IN * DPI), round(ROW_H_IN * DPI * rows)
@@ -237,8 +234,13 @@ def plot_tracks(tracks: list[TrackSeries], out: Path) -> tuple[int, int]:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     path: Path = args.results
-    out: Path = args.out or path.with_suffix(".png")
-    tracks = select(read_tracks(path), args.track, args.camera, path)
+    out = (
+        OutputFile(args.out, flag="-o", inputs=[path])
+        if args.out is not None
+        else OutputFile(path.with_suffix(".png"), inputs=[path])
+    )
+    out.check()
+    tracks = select(read_tracks(path, sort=args.sort), args.track, args.camera, path)
     w, h = plot_tracks(tracks, out)
-    logger.info("wrote %s (%d track(s), %dx%d px)", out, len(tracks), w, h)
+    logger.info("wrote %s (%d track(s), %dx%d px)", out.path, len(tracks), w, h)
     return 0

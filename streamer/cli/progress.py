@@ -1,11 +1,20 @@
-"""The stderr console and the frame progress bar of ``replay`` and ``--annotate`` (the
-bar's part of rich loads only when a bar is drawn)."""
+"""The CLI's consoles and the frame progress bar of ``replay`` and ``--annotate`` (the
+bar's part of rich loads only when a bar is drawn).
+
+A console whose reader went away (``streamer replay X 2>&1 >/dev/null | head -2``,
+``streamer episodes F | head -1``) ends the command as a closed stdout does: quietly,
+exit code 141. Rich's own default would exit with 1 and point *stdout* at /dev/null
+even for the stderr console.
+"""
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import functools
+import os
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -13,13 +22,39 @@ if TYPE_CHECKING:
 
 
 _CONSOLE_LOCK = threading.Lock()  # callers may be on any thread
+_BROKEN = threading.Event()  # a console's reader went away
+
+
+def output_broken() -> bool:
+    """Whether a console's reader went away (the command then ends with 141)."""
+    return _BROKEN.is_set()
+
+
+def console(**kwargs: Any) -> Console:
+    """A rich console (keywords as rich's) that ends the command quietly, exit code 141,
+    when its reader goes away."""
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True  # nothing more is written by this console
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.file.fileno())  # the process's later writes vanish
+                os.close(devnull)
+            if not _BROKEN.is_set():
+                _BROKEN.set()
+                # Whichever thread wrote (a log line, the bar's refresh thread), and
+                # whatever catches the error there (logging does): the main thread stops
+                # the command as Ctrl-C would, and the CLI ends it with 141.
+                _thread.interrupt_main()
+
+    return _Console(**kwargs)
 
 
 @functools.cache
 def _stderr_console() -> Console:
-    from rich.console import Console
-
-    return Console(stderr=True)
+    return console(stderr=True)
 
 
 def stderr_console() -> Console:

@@ -12,11 +12,13 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, TaskID
 
-from streamer.annotate import AnnotationRecorder, check_output, write_annotated
+from streamer.annotate import AnnotationRecorder, annotate_output, write_annotated
 from streamer.cli.progress import frame_progress, stderr_console
+from streamer.cli.tables import print_whole
 from streamer.config import AppConfig, load_config
+from streamer.errors import ConfigError
 from streamer.messages import Message, VASample
-from streamer.pipeline import CameraStats
+from streamer.output import OutputFile, check_outputs
 from streamer.runtime.replay import BusReader, ReplayOptions, ReplayResult, run_replay
 from streamer.sources.file import EXIT_CORRUPT, print_damage
 from streamer.summary import Summarizer
@@ -57,7 +59,33 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="serve the live dashboard and /metrics while the replay runs (config `web:`)",
     )
+    p.add_argument(
+        "--history",
+        metavar="PATH",
+        help="also keep the replay's episodes, descriptions, moods and VA in this history "
+        "(a SQLite file, or a postgresql:// URL; see docs/history.md)",
+    )
+    p.add_argument(
+        "--serve-linger",
+        type=_seconds,
+        default=0.0,
+        metavar="S",
+        help="with --serve (implied): keep serving S seconds after the replay ends "
+        "('inf': until Ctrl-C, which then ends the run normally); outputs are written "
+        "when it stops",
+    )
     p.set_defaults(func=cmd_replay)
+
+
+def _seconds(text: str) -> float:
+    """A non-negative number of seconds, or ``inf`` (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds or 'inf', got {text!r}") from None
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0 or 'inf', got {text!r}")
+    return value
 
 
 def serve_config(cfg: AppConfig) -> AppConfig:
@@ -66,20 +94,60 @@ def serve_config(cfg: AppConfig) -> AppConfig:
     return cfg.model_copy(update={"web": web})
 
 
+def history_config(cfg: AppConfig, target: str) -> AppConfig:
+    """``cfg`` with its history at ``target`` (a SQLite path or a PostgreSQL URL); the
+    config's other ``history`` settings are kept."""
+    from streamer.history.config import HistoryConfig, is_database_url
+
+    where = {"url": target} if is_database_url(target) else {"path": target}
+    base = (
+        cfg.history.model_dump(exclude={"path", "url"}, exclude_unset=True) if cfg.history else {}
+    )
+    try:
+        history = HistoryConfig.model_validate({**base, **where})
+    except ValueError as err:
+        raise ConfigError(f"--history {target}: {_first_error(err)}") from err
+    return cfg.model_copy(update={"history": history})
+
+
+def _first_error(err: ValueError) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(err, ValidationError):
+        return str(err.errors()[0]["msg"])
+    return str(err)
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else AppConfig()
-    if args.serve:
+    if args.serve or args.serve_linger:
         cfg = serve_config(cfg)
-    if args.annotate is not None:
-        check_output(args.video, args.annotate)
+    if args.history:
+        cfg = history_config(cfg, args.history)
+    annotate = checked_outputs(args)
     summary = Summarizer()
-    recorder = AnnotationRecorder() if args.annotate is not None else None
-    result = asyncio.run(_replay(cfg, args, summary, recorder))
+    recorder = AnnotationRecorder() if annotate is not None else None
+    result = asyncio.run(_replay(cfg, args, summary, recorder, annotate))
     if not args.quiet:  # -q: only warnings and errors
-        print_summary(stderr_console(), summary, result.stats, result.wall_s)
+        print_summary(stderr_console(), summary, result)
+        print_history(stderr_console(), result)
     if result.report.clean:
         return 0
     return print_damage(stderr_console(), result.report, args.video, args.skip_corrupt)
+
+
+def checked_outputs(args: argparse.Namespace) -> OutputFile | None:
+    """Check every destination before any work (see :mod:`streamer.output`); returns the
+    ``--annotate`` output, if any."""
+    outputs = []
+    if args.out is not None:
+        outputs.append(OutputFile(args.out, flag="--out", inputs=[args.video]))
+    annotate = None
+    if args.annotate is not None:
+        annotate = annotate_output(args.video, args.annotate)
+        outputs.append(annotate)
+    check_outputs(outputs)
+    return annotate
 
 
 def _is_va(msg: Message) -> bool:
@@ -91,6 +159,7 @@ async def _replay(
     args: argparse.Namespace,
     summary: Summarizer,
     recorder: AnnotationRecorder | None,
+    annotate: OutputFile | None,
 ) -> ReplayResult:
     readers = [BusReader("summary", summary.consume, accept=_is_va)]
     if recorder is not None:
@@ -101,13 +170,15 @@ async def _replay(
         skip_corrupt=args.skip_corrupt,
         out=args.out,
         stdout_jsonl=args.out is None,
+        linger_s=args.serve_linger,
     )
     show = not (args.no_progress or args.quiet)
-    with FrameBar("replay", show) as bar:
-        result = await run_replay(
-            cfg, args.video, options, readers=readers, progress=bar.update if show else None
-        )
-    if recorder is not None:
+
+    async def write_video(result: ReplayResult) -> None:
+        # before the JSON lines are committed: a failed video leaves neither file
+        assert recorder is not None and annotate is not None
+        replay_bar.finish(result)
+        replay_bar.close()  # one bar at a time
         frames = result.stats.frames
         with FrameBar("annotate", show, frames) as bar:
 
@@ -116,20 +187,39 @@ async def _replay(
                     bar.update(n)
 
             await asyncio.to_thread(
-                write_annotated, args.video, args.annotate, recorder.overlays, on_frame=on_frame
+                write_annotated, args.video, annotate, recorder.overlays, on_frame=on_frame
             )
-    return result
+
+    with FrameBar("replay", show) as replay_bar:
+        result = await run_replay(
+            cfg,
+            args.video,
+            options,
+            readers=readers,
+            progress=replay_bar.update if show else None,
+            finish=write_video if annotate is not None else None,
+        )
+        replay_bar.finish(result)
+        return result
+
+
+def analysis_fps(frames: int, seconds: float) -> str:
+    """The one fps of ``replay``'s bar and summary: frames analysed per second of the
+    analysis itself (from its first frame, the models loaded; model loading is not in
+    it), rounded to a whole number."""
+    return f"{frames / max(seconds, 1e-6):.0f}"
 
 
 class FrameBar:
     """A bar of frames done, fps and elapsed time on stderr, or nothing at all (then
-    rich.progress is not even imported)."""
+    rich.progress is not even imported). Its fps counts from the first update (the
+    start of the analysis: :func:`analysis_fps`)."""
 
     def __init__(self, what: str, show: bool, total: int | None = None) -> None:
         self.what = what
         self.show = show
         self.total = total
-        self._t0 = time.perf_counter()
+        self._t0: float | None = None
         self._progress: Progress | None = None
         self._task: TaskID | None = None
 
@@ -140,25 +230,59 @@ class FrameBar:
             self._task = self._progress.add_task(self.what, total=self.total or None, fps="-")
         return self
 
-    def update(self, done: int, total: int | None = None) -> None:
+    def update(self, done: int, total: int | None = None, *, seconds: float | None = None) -> None:
+        """``done`` frames so far (of ``total``); ``seconds`` of work (default: since the
+        first update)."""
         if self._progress is None or self._task is None:
             return
-        fps = f"{done / max(time.perf_counter() - self._t0, 1e-6):.0f}"
+        now = time.perf_counter()
+        if self._t0 is None:
+            self._t0 = now
+        fps = analysis_fps(done, seconds if seconds is not None else now - self._t0)
         if total:
             self._progress.update(self._task, total=total)
         self._progress.update(self._task, completed=done, fps=fps)
 
+    def finish(self, result: ReplayResult) -> None:
+        """The final state: the replay's own frame count and analysis time (the summary's
+        numbers)."""
+        self.update(result.stats.frames, seconds=result.run_s)
+
+    def close(self) -> None:
+        """Stop drawing (the bar stays on screen as it was); later updates do nothing."""
+        progress, self._progress = self._progress, None
+        if progress is not None:
+            progress.__exit__(None, None, None)
+
     def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(None, None, None)
+        self.close()
 
 
-def print_summary(console: Console, summary: Summarizer, stats: CameraStats, wall_s: float) -> None:
+def print_history(console: Console, result: ReplayResult) -> None:
+    """The history's line of the summary: rows written, rows dropped and why."""
+    from streamer.history.sink import HistorySink
+
+    sink = result.sinks.get("history")
+    if not isinstance(sink, HistorySink):
+        return
+    s = sink.summary()
+    written = ", ".join(f"{n} {kind}" for kind, n in sorted(s["written"].items())) or "nothing"
+    dropped = sum(s["dropped"].values())
+    line = f"history {s['database']} (run {s['run']}): written {written}"
+    if dropped:
+        why = ", ".join(f"{k} {v}" for k, v in sorted(s["dropped"].items()))
+        line += f"; {dropped} row(s) dropped ({why})"
+    console.print(line, markup=False, highlight=False)
+
+
+def print_summary(console: Console, summary: Summarizer, result: ReplayResult) -> None:
     from rich.table import Table
 
+    stats = result.stats
     table = Table(
-        title=f"{stats.frames} frames, {stats.faces} faces, {wall_s:.2f} s "
-        f"({stats.frames / max(wall_s, 1e-9):.0f} fps)"
+        title=f"{stats.frames} frames, {stats.faces} faces: analysed in {result.run_s:.2f} s "
+        f"({analysis_fps(stats.frames, result.run_s)} fps), {result.wall_s:.2f} s with "
+        "model loading"
     )
     for col in (
         "camera",
@@ -182,4 +306,4 @@ def print_summary(console: Console, summary: Summarizer, stats: CameraStats, wal
         )
     if not summary.tracks:
         table.caption = "no face tracked"
-    console.print(table)
+    print_whole(console, table)

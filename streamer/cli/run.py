@@ -13,8 +13,10 @@ import os
 import sys
 from pathlib import Path
 
+from streamer.cli.cluster import cluster_address
 from streamer.config import AppConfig, load_config
 from streamer.errors import ConfigError
+from streamer.output import OutputFile
 from streamer.runtime.live import RunResult, run_until_stopped, select_cameras
 from streamer.runtime.loop import stuck_threads
 
@@ -44,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--cluster",
         metavar="ADDRESS",
+        type=cluster_address,
         help="run each camera as an actor on this Ray cluster: auto, ray://host:10001 or "
         "host:6379 (docs/cluster.md); also `cluster:` in the config",
     )
@@ -58,6 +61,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--duration-s must be > 0, got {args.duration_s}")
     if args.cluster is not None or cfg.cluster is not None:
         return _run_cluster(cfg, args)
+    if args.out is not None:  # before any camera opens (streamer/output.py)
+        OutputFile(args.out, flag="--out", inputs=[args.config], append=True).check()
     result = run_until_stopped(cfg, out=args.out, duration_s=args.duration_s)
     return report_run(result)
 
@@ -68,6 +73,11 @@ def _run_cluster(cfg: AppConfig, args: argparse.Namespace) -> int:
 
     if args.out is not None:
         raise ConfigError("--out is not supported with --cluster: MQTT is the data plane")
+    if cfg.history is not None and not cfg.history.postgres:
+        raise ConfigError(
+            "--cluster needs `history.url` (PostgreSQL): actors on other machines cannot "
+            "share one SQLite file"
+        )
     run = run_cluster(
         cfg, address=args.cluster, source=str(args.config), duration_s=args.duration_s
     )

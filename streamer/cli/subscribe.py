@@ -2,10 +2,12 @@
 
     streamer subscribe --host 127.0.0.1 --port 1883 [--prefix streamer] [--camera C] [--json]
 
-The table has one row per track: valence, arousal, quadrant, latest description and the
-age of the last update. ``--json`` prints one line per accepted message:
-``{"topic": ..., "payload": ...}``. Hostile or malformed payloads are rejected with one
-truncated warning on stderr.
+The view, redrawn in place: per camera its status, face count and room mood; the open
+episodes (rule, track, how long); one row per track: valence, arousal, quadrant, latest
+description and the age of the last update. ``--json`` prints one line per accepted
+message: ``{"topic": ..., "payload": ...}``. Hostile or malformed payloads are rejected
+with one truncated warning on stderr. When nothing came for ``--silence-s`` (10 s), it
+says which prefix it listens on and which prefixes the broker has (``+/available``).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import contextlib
 import json
 import logging
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -25,16 +29,25 @@ from streamer.config import format_validation_error, load_config
 from streamer.errors import ConfigError
 from streamer.publish.config import MqttConfig
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from streamer.publish.subscriber import SubscriberView
+
 logger = logging.getLogger(__name__)
 
 REFRESH_S = 0.5  # table refresh interval (ages tick even without messages)
+RENDER_EVERY_S = 0.25  # a burst of messages redraws the view at most this often
+SILENCE_S = 10.0  # with no message this long, say what it listens to and what exists
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "subscribe",
         help="watch a running analyzer over MQTT (live table or JSON lines)",
-        description="Subscribe to an analyzer's MQTT topics and show one row per track.",
+        description="Subscribe to an analyzer's MQTT topics and show, redrawn in place, "
+        "per camera its status, face count and mood, the open episodes, and one row per "
+        "track.",
     )
     p.add_argument("--config", type=Path, help="take broker settings from this YAML's mqtt:")
     p.add_argument("--host", help="broker host (default 127.0.0.1)")
@@ -53,6 +66,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int,
         default=0,
         help="exit after this many accepted messages (0: run until interrupted)",
+    )
+    p.add_argument(
+        "--silence-s",
+        type=float,
+        default=SILENCE_S,
+        metavar="S",
+        help="with no message for S seconds, say which prefix it listens on and which "
+        "prefixes the broker has (+/available)",
     )
     p.set_defaults(func=cmd_subscribe)
 
@@ -95,24 +116,42 @@ async def _run(args: argparse.Namespace, cfg: MqttConfig) -> int:
 
     view = SubscriberView(cfg.prefix, camera=args.camera)
     limit = max(0, args.max_messages)
-    if args.json:
-        async with contextlib.aclosing(mqtt_messages(cfg, view.subscriptions())) as messages:
-            async for topic, payload in messages:
-                inbound = view.handle(topic, payload)
-                if inbound is None:
-                    continue
-                line = json.dumps({"topic": inbound.topic, "payload": inbound.record})
-                sys.stdout.write(line + "\n")
-                sys.stdout.flush()
-                if limit and view.accepted >= limit:
-                    break
+    heard = asyncio.Event()  # any message at all (accepted or not)
+    hint = asyncio.create_task(_hint_when_silent(cfg, view, heard, args), name="silence-hint")
+    try:
+        if args.json:
+            async with contextlib.aclosing(mqtt_messages(cfg, view.subscriptions())) as messages:
+                async for topic, payload in messages:
+                    heard.set()
+                    inbound = view.handle(topic, payload)
+                    if inbound is None:
+                        continue
+                    line = json.dumps({"topic": inbound.topic, "payload": inbound.record})
+                    sys.stdout.write(line + "\n")
+                    sys.stdout.flush()
+                    if limit and view.accepted >= limit:
+                        break
+            return 0
+        await _live_view(cfg, view, heard, limit)
         return 0
+    finally:
+        hint.cancel()
+        await asyncio.gather(hint, return_exceptions=True)
 
+
+async def _live_view(
+    cfg: MqttConfig, view: SubscriberView, heard: asyncio.Event, limit: int
+) -> None:
+    """The view on stdout, redrawn in place (at most every RENDER_EVERY_S, and every
+    REFRESH_S without messages: ages tick)."""
     from rich.live import Live
 
-    with Live(view.render(), refresh_per_second=4, transient=False) as live:
+    from streamer.publish.subscriber import mqtt_messages
+
+    with Live(view.render(), refresh_per_second=4, transient=False) as live, _logs_on(live.console):
         messages = mqtt_messages(cfg, view.subscriptions())
         next_msg: asyncio.Task[tuple[str, bytes]] | None = None
+        drawn = time.monotonic()
         try:
             while True:
                 if next_msg is None:
@@ -124,17 +163,69 @@ async def _run(args: argparse.Namespace, cfg: MqttConfig) -> int:
                     except StopAsyncIteration:
                         break
                     next_msg = None
+                    heard.set()
+                    view.hint = ""
                     view.handle(topic, payload)
-                live.update(view.render())
                 if limit and view.accepted >= limit:
                     break
+                if not done or time.monotonic() - drawn >= RENDER_EVERY_S:
+                    live.update(view.render())
+                    drawn = time.monotonic()
         finally:
+            live.update(view.render())
             if next_msg is not None:
                 next_msg.cancel()
                 with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                     await next_msg
             await messages.aclose()
-    return 0
+
+
+@contextlib.contextmanager
+def _logs_on(console: Console) -> Iterator[None]:
+    """While the view is live on a terminal, log lines go through its console (drawn
+    above the view). Written straight to the same terminal, a line would move the cursor
+    under the view's feet, and each redraw would leave an old frame above the new one."""
+    from rich.logging import RichHandler
+
+    swapped: list[tuple[RichHandler, Console]] = []
+    if console.is_terminal and sys.stderr.isatty():
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, RichHandler):
+                swapped.append((handler, handler.console))
+                handler.console = console
+    try:
+        yield
+    finally:
+        for handler, old in swapped:
+            handler.console = old
+
+
+async def _hint_when_silent(
+    cfg: MqttConfig, view: SubscriberView, heard: asyncio.Event, args: argparse.Namespace
+) -> None:
+    """After ``--silence-s`` with no message: which prefix this listens on, and which
+    prefixes have an analyzer on the broker (on the view, and on stderr with --json)."""
+    from streamer.errors import StreamerError
+    from streamer.publish.subscriber import available_prefixes
+
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(args.silence_s):
+            await heard.wait()
+            return
+    listening = " and ".join(f"'{t}'" for t in view.subscriptions())
+    try:
+        found = await available_prefixes(cfg)
+        seen = ", ".join(f"{p} ({word})" for p, word in found.items()) or "none"
+    except StreamerError as err:
+        seen = f"could not be listed ({err})"
+    if heard.is_set():
+        return
+    view.hint = (
+        f"no message on {listening} for {args.silence_s:g} s; prefixes with an analyzer "
+        f"on this broker (+/available): {seen}"
+    )
+    if args.json:
+        logger.warning("subscribe: %s", view.hint)
 
 
 def cmd_subscribe(args: argparse.Namespace) -> int:

@@ -22,6 +22,17 @@ from streamer.config_base import StrictModel
 ADDRESS_PATTERN = re.compile(r"^(auto|local|ray://[^\s/:]+(:\d{1,5})?|[^\s/:]+:\d{1,5})$")
 
 
+def check_address(value: str) -> str:
+    """``value`` when it is a cluster address (auto, local, ray://host[:port], host:port).
+
+    Raises:
+        ValueError: saying what is expected and what was given.
+    """
+    if not ADDRESS_PATTERN.match(value):
+        raise ValueError(f"expected auto, local, ray://host:port or host:port, got {value!r}")
+    return value
+
+
 class CameraResources(StrictModel):
     """What one camera actor asks of a node (Ray resources)."""
 
@@ -77,6 +88,4 @@ class ClusterConfig(StrictModel):
     @field_validator("address")
     @classmethod
     def _address(cls, value: str) -> str:
-        if not ADDRESS_PATTERN.match(value):
-            raise ValueError(f"expected auto, ray://host:port or host:port, got {value!r}")
-        return value
+        return check_address(value)

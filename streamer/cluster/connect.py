@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import sys
 import threading
 from typing import Any
 
@@ -15,6 +17,62 @@ from streamer.errors import ClusterError
 logger = logging.getLogger(__name__)
 
 TCP_PROBE_S = 5.0  # a TCP connect to the cluster address fails after this (s)
+# Ray's C++ core logs (gcs_client.cc, rpc_client.h: a line per retry) straight to the
+# terminal at this level unless ``-v``; set before ``ray.init`` starts the core worker.
+RAY_BACKEND_LOG_ENV = "RAY_BACKEND_LOG_LEVEL"
+
+
+def ray_verbose() -> bool:
+    """Whether Ray's own logs reach the terminal: only with ``-v`` (streamer at debug)."""
+    return logging.getLogger("streamer").isEnabledFor(logging.DEBUG)
+
+
+class NativeStderrMuted:
+    """While connecting, what native code writes to file descriptor 2 (Ray's C++ core:
+    ``gcs_client.cc``, ``rpc_client.h``, a line per retry) goes to /dev/null, and
+    Python's ``sys.stderr`` (our log and error lines) to the terminal through a copy of
+    the descriptor. :meth:`restore` puts descriptor 2 back once the connecting thread
+    is done; one still retrying at the timeout keeps it muted (the command ends with its
+    error line)."""
+
+    def __init__(self) -> None:
+        self._saved: int | None = None
+        self._stderr: Any = None
+
+    def mute(self) -> None:
+        try:
+            sys.stderr.flush()
+            self._saved = os.dup(2)
+            self._stderr = sys.stderr
+            sys.stderr = os.fdopen(os.dup(self._saved), "w", buffering=1, encoding="utf-8")
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            self.restore()  # no usable descriptor 2 (a test's capture): leave it alone
+
+    def restore(self) -> None:
+        saved, self._saved = self._saved, None
+        if saved is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        muted_copy, sys.stderr = sys.stderr, self._stderr
+        if muted_copy is not self._stderr:
+            with contextlib.suppress(OSError, ValueError):
+                muted_copy.close()
+
+
+def quiet_ray_logs() -> int:
+    """Keep Ray's own Python warnings off the terminal unless ``-v``; returns the level to
+    pass to ``ray.init(logging_level=...)``."""
+    if ray_verbose():
+        return logging.INFO
+    os.environ.setdefault(RAY_BACKEND_LOG_ENV, "error")
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    return logging.ERROR
 
 
 def resolve_address(address: str) -> str:
@@ -57,28 +115,34 @@ def connect(cfg: ClusterConfig, address: str | None = None) -> str:
         return target
     _probe(target, cfg.connect_timeout_s)
     failure: list[BaseException] = []
+    level = quiet_ray_logs()
 
     def init() -> None:
         try:
             ray.init(
                 address=None if target == "local" else target,
                 namespace=cfg.namespace,
-                logging_level=logging.WARNING,
+                logging_level=level,
                 log_to_driver=True,
             )
         except BaseException as err:  # reported to the caller below
             failure.append(err)
 
     worker = threading.Thread(target=init, name="ray-connect", daemon=True)
+    muted = NativeStderrMuted()
+    if not ray_verbose():
+        muted.mute()
     worker.start()
     worker.join(cfg.connect_timeout_s)
+    if not worker.is_alive():
+        muted.restore()  # (a thread still retrying keeps it muted: we end with an error)
+    if not worker.is_alive() and not failure:
+        return target
     if worker.is_alive():
         raise ClusterError(
             f"cluster address {target}: no answer within {cfg.connect_timeout_s:.0f} s"
         )
-    if failure:
-        raise ClusterError(f"cluster address {target}: {failure[0]}") from failure[0]
-    return target
+    raise ClusterError(f"cluster address {target}: {failure[0]}") from failure[0]
 
 
 def camera_request(cfg: ClusterConfig) -> dict[str, float]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from streamer.config_base import StrictModel
+from streamer.errors import ConfigFieldError
 
 RULE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
@@ -112,11 +113,14 @@ class EpisodesConfig(StrictModel):
 
     @model_validator(mode="after")
     def _unique_names(self) -> EpisodesConfig:
-        seen: set[str] = set()
-        for rule in self.rules:
+        seen: dict[str, int] = {}
+        for i, rule in enumerate(self.rules):
             if rule.name in seen:
-                raise ValueError(f"rule name {rule.name!r} is used twice")
-            seen.add(rule.name)
+                raise ConfigFieldError(
+                    f"rule name {rule.name!r} is used twice (first by rule {seen[rule.name]})",
+                    ("rules", i, "name"),
+                )
+            seen[rule.name] = i
         return self
 
 

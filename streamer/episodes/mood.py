@@ -1,9 +1,11 @@
 """Room mood: the confirmed tracks of a camera summarised every ``interval_s`` media seconds.
 
 A mood is computed when a frame is complete (the first sample of the next frame arrives,
-or a track is lost) over the latest smoothed VA of every track not lost yet. When the
-last track of a camera is lost, one mood with ``count: 0`` says the room is empty; then
-nothing until a face is tracked again.
+or a track is lost) over the latest *sure* smoothed VA of every track not lost yet: a
+sample the filter is unsure of (no measurement, or a variance above the episode rules'
+``max_variance``: a new track's first samples) is ignored, as the rules ignore it, so a
+face counts from its first sure sample on. When the last track of a camera is lost, one
+mood with ``count: 0`` says the room is empty; then nothing until a face is tracked again.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import math
 from dataclasses import dataclass, field
 
 from streamer.circumplex import quadrant
-from streamer.episodes.config import MoodConfig
+from streamer.episodes.config import EpisodesConfig, MoodConfig
+from streamer.episodes.rules import unsure
 from streamer.messages import Mood, TrackEvent, VASample
 
 NO_QUADRANT = "none"
+DEFAULT_MAX_VARIANCE: float = EpisodesConfig.model_fields["max_variance"].default
 
 
 @dataclass
@@ -42,10 +46,17 @@ def room_mood(
 
 
 class MoodTracker:
-    """Per camera room mood from the bus's VA samples and track events."""
+    """Per camera room mood from the bus's VA samples and track events.
 
-    def __init__(self, cfg: MoodConfig) -> None:
+    Args:
+        cfg: the ``mood`` section.
+        max_variance: samples with a larger filter variance are unsure and ignored (the
+            episode rules' ``max_variance``; its default without an ``episodes`` section).
+    """
+
+    def __init__(self, cfg: MoodConfig, max_variance: float = DEFAULT_MAX_VARIANCE) -> None:
         self.interval_s = cfg.interval_s
+        self.max_variance = max_variance
         self._cams: dict[str, _Camera] = {}
 
     def _flush(self, cam: _Camera, name: str) -> list[Mood]:
@@ -63,7 +74,8 @@ class MoodTracker:
         if s.frame != cam.frame:
             out = self._flush(cam, s.camera)
             cam.frame, cam.t, cam.wall_time = s.frame, s.t, s.wall_time
-        cam.latest[s.track_id] = (s.valence, s.arousal)
+        if not unsure(s, self.max_variance):
+            cam.latest[s.track_id] = (s.valence, s.arousal)
         return out
 
     def on_lost(self, event: TrackEvent) -> list[Mood]:

@@ -111,6 +111,19 @@ def episode_id(camera: str, track_id: int, rule: str, t_start: float) -> str:
     return f"{camera}:{track_id}:{rule}:{round(t_start * 1000)}"
 
 
+def unsure(s: VASample, max_variance: float) -> bool:
+    """Whether the filter is not sure of ``s``: no measurement in its frame (predicted
+    only), or a variance of valence or arousal above ``max_variance``. Rules and the
+    room mood ignore such samples."""
+    if s.valence_raw is None or s.arousal_raw is None:
+        return True
+    v0, v1 = s.variance
+    if v0 < max_variance - 1e-8 and v1 < max_variance - 1e-8:
+        return False  # the common case, without rounding
+    # at the records' precision, so a recording gives the replay's decisions
+    return round(v0, 8) > max_variance or round(v1, 8) > max_variance
+
+
 class EpisodeEngine:
     """Every rule on every track of any number of cameras.
 
@@ -160,7 +173,7 @@ class EpisodeEngine:
         # over a recording (``streamer episodes``) give exactly the replay's episodes.
         t = round(s.t, 6)
         track.last_t = t
-        if s.valence_raw is None or s.arousal_raw is None or self._unsure(s.variance):
+        if unsure(s, self.cfg.max_variance):
             return []  # unsure: no rule moves
         v, a = round(s.valence, 6), round(s.arousal, 6)
         out: list[Episode] = []
@@ -178,13 +191,6 @@ class EpisodeEngine:
             if ep is not None:
                 out.append(ep)
         return out
-
-    def _unsure(self, variance: tuple[float, float]) -> bool:
-        mv = self.cfg.max_variance
-        v0, v1 = variance
-        if v0 < mv - 1e-8 and v1 < mv - 1e-8:
-            return False  # the common case, without rounding
-        return round(v0, 8) > mv or round(v1, 8) > mv
 
     def _step(
         self,

@@ -20,15 +20,13 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from streamer.bus import EventBus, Subscription
 from streamer.episodes.config import EpisodesConfig, MoodConfig
 from streamer.episodes.mood import MoodTracker
 from streamer.episodes.rules import REASON_END_OF_STREAM, EpisodeEngine
 from streamer.messages import (
-    EVENT_SCHEMA,
-    VA_SCHEMA,
     Episode,
     Message,
     Mood,
@@ -57,7 +55,10 @@ class EpisodeLogic:
         trajectories: bool = False,
     ) -> None:
         self.engine = EpisodeEngine(episodes, trajectories) if episodes is not None else None
-        self.mood = MoodTracker(mood) if mood is not None and mood.enabled else None
+        self.mood: MoodTracker | None = None
+        if mood is not None and mood.enabled:
+            # unsure samples are the ones the rules ignore
+            self.mood = MoodTracker(mood, episodes.max_variance) if episodes else MoodTracker(mood)
 
     def feed(self, msg: Message) -> list[Episode | Mood]:
         out: list[Episode | Mood] = []
@@ -181,44 +182,11 @@ class EpisodeStage:
         return out
 
 
-def _message_of(rec: dict[str, Any]) -> VASample | TrackEvent | None:
-    """Rebuild the message of a JSONL record (VA samples and track events only)."""
-    schema = rec.get("schema")
-    if schema == VA_SCHEMA:
-        box = rec["box"]
-        var = rec["variance"]
-        return VASample(
-            camera=str(rec["camera"]),
-            frame=int(rec["frame"]),
-            t=float(rec["t"]),
-            track_id=int(rec["track_id"]),
-            box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
-            valence=float(rec["valence"]),
-            arousal=float(rec["arousal"]),
-            valence_raw=None if rec["valence_raw"] is None else float(rec["valence_raw"]),
-            arousal_raw=None if rec["arousal_raw"] is None else float(rec["arousal_raw"]),
-            variance=(float(var[0]), float(var[1])),
-            model=str(rec["model"]),
-            wall_time=None if rec.get("wall_time") is None else float(rec["wall_time"]),
-        )
-    if schema == EVENT_SCHEMA:
-        return TrackEvent(
-            camera=str(rec["camera"]),
-            track_id=int(rec["track_id"]),
-            kind=TrackEventKind(rec["event"]),
-            frame=int(rec["frame"]),
-            t=float(rec["t"]),
-            wall_time=None if rec.get("wall_time") is None else float(rec["wall_time"]),
-            duration_s=None if rec.get("duration_s") is None else float(rec["duration_s"]),
-            reason=None if rec.get("reason") is None else str(rec["reason"]),
-        )
-    return None
-
-
 def replay_records(
-    records: Iterable[dict[str, Any]], episodes: EpisodesConfig
+    records: Iterable[VASample | TrackEvent], episodes: EpisodesConfig
 ) -> Iterator[Episode]:
-    """The episodes of recorded VA samples and track events (``streamer episodes``).
+    """The episodes of recorded VA samples and track events (``streamer episodes``),
+    in time order per track (:class:`streamer.recorded.RecordReader` reads them).
 
     The engine decides on values at the records' precision, so a JSONL written by a
     replay gives exactly that replay's episodes. Tracks still open when the records end
@@ -226,8 +194,7 @@ def replay_records(
     """
     engine = EpisodeEngine(episodes)
     last: dict[str, tuple[int, float]] = {}
-    for rec in records:
-        msg = _message_of(rec)
+    for msg in records:
         if isinstance(msg, VASample):
             last[msg.camera] = (msg.frame, msg.t)
             yield from engine.on_sample(msg)

@@ -42,6 +42,7 @@ from typing import Any, Literal, TypeVar
 
 from streamer.config import AppConfig, load_config
 from streamer.errors import ConfigError, StreamerError
+from streamer.history.config import HistoryConfig
 from streamer.sources.config import CameraConfig
 from streamer.sources.redact import redact
 
@@ -53,7 +54,6 @@ CHECK_TIMEOUT_S = 15.0  # a check with no timeout of its own in the config (s)
 MODELS_TIMEOUT_S = 120.0  # re-hashing the model files (s)
 LLM_TIMEOUT_S = 10.0  # most an LLM server gets to list its models (s)
 GPU_TIMEOUT_S = 60.0  # importing GPU runtimes (TensorRT is slow to import) (s)
-MIN_TOKEN_CHARS = 16  # a shorter web token is reported as weak
 
 
 @dataclass(frozen=True)
@@ -369,17 +369,7 @@ async def check_web(cfg: AppConfig) -> Check:
             )
     if web.loopback:
         return _check("web", "ok", f"{where} free; loopback only, no token needed")
-    token = web.token()
-    if token is None:  # the config refuses this; kept for a config built in code
-        return _check("web", "failed", f"{where} is not loopback and ${web.token_env} is unset")
-    if len(token) < MIN_TOKEN_CHARS:
-        return _check(
-            "web",
-            "warning",
-            f"{where} free; the token in ${web.token_env} has {len(token)} characters",
-            f"use a random token of at least {MIN_TOKEN_CHARS} characters "
-            "(e.g. `openssl rand -hex 24`)",
-        )
+    # the config refuses a missing, blank or short token off loopback
     return _check("web", "ok", f"{where} free; token set in ${web.token_env}")
 
 
@@ -394,22 +384,18 @@ def _bind_test(host: str, port: int) -> None:
         s.listen(1)
 
 
-async def check_history(section: Any) -> Check:
-    """The history database: writable, and its schema version (``history.path``:
-    SQLite; ``history.url``: the server answers)."""
-    path = getattr(section, "path", None)
-    url = getattr(section, "url", None)
-    if url:
-        return await in_thread(lambda: _check_history_url(str(url)), CHECK_TIMEOUT_S, "history")
-    if path is None:
-        return _check("history", "warning", "neither history.path nor history.url is set")
-    return await in_thread(lambda: check_sqlite(Path(path)), CHECK_TIMEOUT_S, "history")
+async def check_history(cfg: HistoryConfig) -> Check:
+    """The history database: writable, and its schema version against this streamer's
+    (``history.path``: SQLite; ``history.url``: PostgreSQL, connected with the
+    configured user and password)."""
+    if cfg.url is not None:
+        return await in_thread(lambda: check_postgres(cfg), CHECK_TIMEOUT_S, "history")
+    return await in_thread(lambda: check_sqlite(cfg.path.expanduser()), CHECK_TIMEOUT_S, "history")
 
 
 def check_sqlite(path: Path) -> Check:
     """A SQLite history file: the folder writable, the file writable (a write lock taken
-    and released), its schema version (Alembic's ``alembic_version``, else
-    ``PRAGMA user_version``)."""
+    and released), its schema version."""
     if not path.exists():
         folder = path.parent
         if not folder.is_dir():
@@ -426,8 +412,13 @@ def check_sqlite(path: Path) -> Check:
         return _check("history", "ok", f"{path} will be created (folder writable)")
     try:
         with contextlib.closing(sqlite3.connect(path, timeout=2.0)) as db:
-            version = _schema_version(db)
-            db.execute("BEGIN IMMEDIATE")  # the write lock a writer needs
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            row = (
+                db.execute("SELECT version_num FROM alembic_version").fetchone()
+                if "alembic_version" in tables
+                else None
+            )
+            db.execute("BEGIN IMMEDIATE")  # the write lock the writer needs
             db.rollback()
     except sqlite3.Error as err:
         return _check(
@@ -436,37 +427,73 @@ def check_sqlite(path: Path) -> Check:
             f"{path}: {err}",
             "check the file's permissions, and that no other program holds it locked",
         )
-    return _check("history", "ok", f"{path} writable, schema version {version}", schema=version)
-
-
-def _schema_version(db: sqlite3.Connection) -> str:
-    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if "alembic_version" in tables:
-        row = db.execute("SELECT version_num FROM alembic_version").fetchone()
-        return str(row[0]) if row else "none"
-    return str(db.execute("PRAGMA user_version").fetchone()[0])
-
-
-def _check_history_url(url: str) -> Check:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    host, port = parts.hostname or "localhost", parts.port or 5432
-    try:
-        with socket.create_connection((host, port), timeout=CHECK_TIMEOUT_S / 2):
-            pass
-    except OSError as err:
+    if row is None and tables:
         return _check(
             "history",
             "failed",
-            f"database server {host}:{port} does not answer: {err.strerror or err}",
-            "start it, or fix history.url",
+            f"{path} is not a streamer history (it holds {', '.join(sorted(tables)[:5])})",
+            "point history.path at another file",
         )
-    return _check(
-        "history",
-        "ok",
-        f"database server {host}:{port} answers (credentials and schema are checked at start)",
-    )
+    return _schema_check(f"{path} writable", None if row is None else str(row[0]))
+
+
+def check_postgres(cfg: HistoryConfig) -> Check:
+    """Connect to the history's PostgreSQL as configured and read its schema version."""
+    from sqlalchemy import exc
+
+    from streamer.history.database import describe_error, make_engine, revision
+
+    where = redact(cfg.url or "")
+    try:
+        engine = make_engine(cfg, writer=False)
+    except ModuleNotFoundError as err:  # the driver is the `postgres` extra
+        return _check(
+            "history",
+            "failed",
+            f"no PostgreSQL driver ({err.name})",
+            "pip install 'streamer[postgres]' (image: --build-arg EXTRAS=postgres)",
+        )
+    try:
+        with engine.connect() as conn:
+            rev = revision(conn)
+    except exc.SQLAlchemyError as err:
+        return _check(
+            "history",
+            "failed",
+            f"{where}: {describe_error(err)}",
+            f"start the server, or fix history.url and ${cfg.password_env}",
+        )
+    finally:
+        engine.dispose()
+    return _schema_check(f"{where} connected", rev)
+
+
+def _schema_check(where: str, rev: str | None) -> Check:
+    """ok / warning / failed for a database at schema revision ``rev`` (None: empty)."""
+    from streamer.history.schema import SCHEMA_VERSION, version_of
+
+    if rev is None:
+        return _check("history", "ok", f"{where}; empty: the schema is made at start")
+    found = version_of(rev)
+    if found > SCHEMA_VERSION or found < 0:
+        return _check(
+            "history",
+            "failed",
+            f"{where}; schema version {found if found >= 0 else rev} is newer than this "
+            f"streamer's ({SCHEMA_VERSION})",
+            "upgrade streamer, or point the history at another database",
+            schema=found,
+        )
+    if found < SCHEMA_VERSION:
+        return _check(
+            "history",
+            "warning",
+            f"{where}; schema version {found}, migrated to {SCHEMA_VERSION} at start "
+            "(SQLite: a copy is kept first)",
+            "back the database up before the first start (docs/deploy.md)",
+            schema=found,
+        )
+    return _check("history", "ok", f"{where}; schema version {found}", schema=found)
 
 
 def _asks_gpu(cfg: AppConfig) -> dict[str, str]:
@@ -545,7 +572,7 @@ def _plan(cfg: AppConfig) -> list[tuple[str, float, Callable[[], Awaitable[Check
         plan.append(("llm", LLM_TIMEOUT_S + SLACK_S, lambda: check_llm(cfg)))
     if cfg.web is not None:
         plan.append(("web", CHECK_TIMEOUT_S, lambda: check_web(cfg)))
-    history = getattr(cfg, "history", None)  # the history store's section, when it has one
+    history = cfg.history
     if history is not None:
         plan.append(("history", CHECK_TIMEOUT_S + SLACK_S, lambda: check_history(history)))
     plan.append(("gpu", GPU_TIMEOUT_S + SLACK_S, lambda: check_gpu(cfg)))

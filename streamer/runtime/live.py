@@ -20,10 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from streamer.bus import EventBus
 from streamer.compose import Composition, build_pipeline
 from streamer.config import AppConfig
 from streamer.errors import ConfigError
+from streamer.lifecycle import stop_on_signals
 from streamer.pipeline import CameraStats, Pipeline
 from streamer.runtime.loop import run_in_fresh_loop
 from streamer.sinks import SinkFactory, SinkOptions
@@ -125,7 +125,7 @@ async def run_live(
         bus = EventBus(lossless_wait_s=cfg.output.live_lossless_wait_s)
         pipeline = build_pipeline(cfg, store, bus=bus)
     result = RunResult()
-    with _signals(stop, handle_signals):
+    with stop_on_signals(stop, handle_signals):
         options = SinkOptions(out=out, atomic_out=False)
         async with Composition(pipeline, options, overrides=overrides) as run:
             sources = build_sources(cfg.cameras, run.bus)
@@ -315,28 +315,3 @@ async def _watch(
             analysed, decoded, since = now_analysed, now_decoded, now
         elif now - since > hang_timeout_s:
             return True
-
-
-@contextlib.contextmanager
-def _signals(stop: asyncio.Event, enabled: bool) -> Iterator[None]:
-    """SIGINT/SIGTERM set ``stop`` (main thread only); a second one is reported."""
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-    if enabled and threading.current_thread() is threading.main_thread():
-
-        def on_signal(sig: signal.Signals) -> None:
-            if stop.is_set():
-                logger.warning("%s again: already stopping", sig.name)
-                return
-            logger.info("%s: stopping", sig.name)
-            stop.set()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, on_signal, sig)
-                installed.append(sig)
-    try:
-        yield
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)

@@ -69,6 +69,8 @@ class ReplayOptions:
         skip_corrupt: accept damage (a truncated file keeps what decoded).
         out: JSON lines to this file (atomically).
         stdout_jsonl: JSON lines to stdout when there is no ``out``.
+        linger_s: the dashboard (``--serve``) keeps serving this long after the end
+            (``inf``: until SIGINT/SIGTERM); the outputs are written when it stops.
     """
 
     camera: str | None = None
@@ -76,6 +78,7 @@ class ReplayOptions:
     skip_corrupt: bool = False
     out: Path | None = None
     stdout_jsonl: bool = False
+    linger_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,7 @@ async def run_replay(
     model: VAModel | None = None,
     overrides: Mapping[str, SinkFactory] | None = None,
     progress: Callable[[int, int | None], None] | None = None,
+    finish: Callable[[ReplayResult], Awaitable[None]] | None = None,
 ) -> ReplayResult:
     """Replay ``video`` through the pipeline of ``cfg`` (see the module docstring).
 
@@ -134,6 +138,9 @@ async def run_replay(
         overrides: sink factories to use instead of the registered ones, by name.
         progress: called about every 0.1 s with the frames analysed so far and the
             frames the file announces (None: unknown), and once at the end.
+        finish: a step after the analysis (the annotated video) that the JSON lines
+            file waits for: it is committed only when ``finish`` returns, and dropped
+            when it raises.
 
     Raises:
         MediaError: the file cannot be opened, or is truncated without ``skip_corrupt``.
@@ -149,7 +156,13 @@ async def run_replay(
             (r, pipe.bus.subscribe(r.name, READER_QUEUE, lossless=True, accept=r.accept))
             for r in readers
         ]
-        sink_options = SinkOptions(out=opts.out, stdout_jsonl=opts.stdout_jsonl, replay=True)
+        sink_options = SinkOptions(
+            out=opts.out,
+            stdout_jsonl=opts.stdout_jsonl,
+            replay=True,
+            linger_s=opts.linger_s,
+            hold_out=finish is not None,
+        )
         run = Composition(pipe, sink_options, overrides=overrides)
         run.add_source(source.camera, source)
         t_run, c_run = time.perf_counter(), process_cpu_s()
@@ -167,7 +180,7 @@ async def run_replay(
         except BaseExceptionGroup as group:
             raise first_error(group) from None
         run_s, run_cpu_s = time.perf_counter() - t_run, process_cpu_s() - c_run
-    return ReplayResult(
+    result = ReplayResult(
         stats=stats,
         report=source.report,
         model=pipe.model_name,
@@ -178,6 +191,14 @@ async def run_replay(
         run_cpu_s=run_cpu_s,
         sinks=dict(run.sinks),
     )
+    if finish is not None:
+        try:
+            await finish(result)
+        except BaseException:
+            run.abort_output()
+            raise
+        run.commit_output()
+    return result
 
 
 async def _with_progress(

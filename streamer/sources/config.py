@@ -14,6 +14,11 @@ from streamer.errors import ConfigError
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+def env_references(text: str) -> list[str]:
+    """The environment variables ``${NAME}`` in ``text`` names, in order, once each."""
+    return list(dict.fromkeys(_ENV_REF.findall(text)))
+
+
 class BackoffConfig(StrictModel):
     """Capped, jittered exponential backoff between reconnect attempts."""
 

@@ -286,16 +286,26 @@ EXIT_CORRUPT = 3  # replay finished, but corrupt frames were skipped
 def print_damage(console: Any, report: FileReport, path: Path, accept: bool) -> int:
     """Print where a replayed file was damaged (stderr); returns the exit code.
 
-    0 for a clean file or accepted damage (``--skip-corrupt``), :data:`EXIT_CORRUPT` when
-    corrupt frames were skipped.
+    0 for a clean file, for accepted damage (``--skip-corrupt``) and for frames the
+    container announces that never came out of the decoder without any damage (an edit
+    list drops some: nothing was skipped); :data:`EXIT_CORRUPT` when corrupt frames were
+    skipped. The message names ``--skip-corrupt`` only as what it did or would do.
     """
     if report.clean:
         return 0
     d = report.damage
+    if not report.damaged:
+        console.print(
+            f"{path}: {report.missing} of {report.announced} frames announced by the "
+            "container did not decode; no frame was damaged or skipped: exit 0",
+            markup=False,
+            highlight=False,
+        )
+        return 0
     verdict = (
-        "accepted (--skip-corrupt)"
-        if accept or not report.damaged
-        else f"exit {EXIT_CORRUPT}; --skip-corrupt accepts it"
+        "accepted with --skip-corrupt: exit 0"
+        if accept
+        else f"exit {EXIT_CORRUPT}; --skip-corrupt would accept it"
     )
     console.print(
         f"{path}: {d.corrupt_frames} corrupt frame(s) skipped ({d.where()}), "
@@ -304,4 +314,4 @@ def print_damage(console: Any, report: FileReport, path: Path, accept: bool) -> 
         markup=False,
         highlight=False,
     )
-    return 0 if accept or not report.damaged else EXIT_CORRUPT
+    return 0 if accept else EXIT_CORRUPT

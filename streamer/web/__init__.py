@@ -20,4 +20,4 @@ def sink(ctx: SinkContext) -> WebSink:
 
     if ctx.cfg.web is None:
         raise ValueError("the web sink needs a web section")
-    return WebSink(ctx.cfg.web, ctx.bus, ctx.view)
+    return WebSink(ctx.cfg.web, ctx.bus, ctx.view, linger_s=ctx.options.linger_s)

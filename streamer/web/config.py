@@ -5,11 +5,12 @@ from __future__ import annotations
 import ipaddress
 import os
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from streamer.config_base import StrictModel
 
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
+MIN_TOKEN_CHARS = 16  # shorter tokens are refused: guessable over a network
 
 
 def is_loopback(host: str) -> bool:
@@ -47,6 +48,51 @@ class WebConfig(StrictModel):
         description="serve the latest annotated frame of each camera as a JPEG (rate "
         "limited); off, no pixel of video is ever served",
     )
+    session_hours: float = Field(
+        12.0,
+        gt=0,
+        le=24 * 365,
+        description="lifetime of a session cookie set by /login (hours); /logout ends it",
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="a connection must send a complete request head within this many "
+        "seconds of opening, or it is closed (slow clients cannot hold connections)",
+    )
+    keepalive_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        le=3600,
+        description="an idle keep-alive connection is closed after this many seconds "
+        "without a complete new request",
+    )
+    max_connections: int = Field(
+        256,
+        ge=1,
+        le=65536,
+        description="connections open at once; at the cap, the oldest one open for a "
+        "second without a complete request head is closed for a new one, else the new "
+        "one is refused at once (503)",
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _plain_host(cls, host: str) -> str:
+        """``[::1]`` (bracketed, as in URLs) is ``::1``; a host never carries a port."""
+        inner = host[1:-1] if host.startswith("[") and host.endswith("]") else None
+        if inner is not None or ":" in host:
+            try:
+                return str(ipaddress.IPv6Address(inner if inner is not None else host))
+            except ValueError:
+                raise ValueError(
+                    f"{host!r} is not an address to bind: give a name, an IPv4 address or "
+                    "an IPv6 address (with or without brackets), and the port as `port:`"
+                ) from None
+        if "[" in host or "]" in host:
+            raise ValueError(f"{host!r}: brackets are only for a whole IPv6 address")
+        return host
 
     @property
     def loopback(self) -> bool:
@@ -59,9 +105,25 @@ class WebConfig(StrictModel):
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> WebConfig:
-        if self.enabled and not self.loopback and self.token() is None:
+        if not self.enabled or self.loopback:
+            return self
+        token = self.token()
+        if token is None:
             raise ValueError(
                 f"host {self.host!r} is not loopback: set the access token in the "
                 f"environment variable {self.token_env} (or bind 127.0.0.1)"
+            )
+        # Never the token itself in the message: only what is wrong with it.
+        if not token.strip():
+            raise ValueError(f"the access token in {self.token_env} is only whitespace")
+        if token != token.strip():
+            raise ValueError(
+                f"the access token in {self.token_env} starts or ends with whitespace "
+                "(no client could send it in a header)"
+            )
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ValueError(
+                f"the access token in {self.token_env} has {len(token)} characters; use "
+                f"at least {MIN_TOKEN_CHARS} (e.g. `openssl rand -hex 24`)"
             )
         return self

@@ -10,6 +10,7 @@ config has an enabled ``web:`` section (``streamer run``, ``streamer replay --se
     /healthz      200 while the event loop is responsive, else 503
     /readyz       200 when the model is loaded and every camera online or reconnecting
     /login        ?token=...: sets a session cookie (hosts other than loopback)
+    /logout       ends that session
     /api/preview/CAMERA.jpg   the latest annotated frame (only with ``preview: true``)
 
 The sink reads the bus through a bounded, lossy subscription into
@@ -23,9 +24,10 @@ read-only :class:`~streamer.sinks.RunView`. Each job has its module: who may ask
 from __future__ import annotations
 
 import asyncio
-import collections
+import contextlib
 import importlib.resources
 import logging
+import math
 import time
 from typing import Any
 
@@ -35,15 +37,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from streamer.annotate import description_label
 from streamer.bus import EventBus
 from streamer.errors import ConfigError
-from streamer.lifecycle import cancel_and_wait
+from streamer.lifecycle import cancel_and_wait, stop_on_signals
 from streamer.messages import CameraState
 from streamer.sinks import Metric, RunView
+from streamer.web.alerts import EpisodeBoard
 from streamer.web.auth import Access
 from streamer.web.config import WebConfig
+from streamer.web.connections import ConnectionGuard
 from streamer.web.events import EventStream
 from streamer.web.health import HEALTH_STALE_S, HEALTH_WINDOW_S, Heartbeat, readiness
 from streamer.web.metrics import RunCollector, make_registry
 from streamer.web.previews import PREVIEW_INTERVAL_S, Previews
+from streamer.web.review import Review
 from streamer.web.state import STATE_SCHEMA, DashboardState
 
 logger = logging.getLogger(__name__)
@@ -54,6 +59,9 @@ BUS_QUEUE = 2048  # the sink's bus subscription (lossy)
 ASSETS = {
     "app.js": "text/javascript",
     "app.css": "text/css",
+    "alerts.js": "text/javascript",
+    "review.js": "text/javascript",
+    "review.css": "text/css",
 }
 
 
@@ -75,6 +83,8 @@ class WebSink:
             access rules still follow ``cfg.host``: tests bind loopback only).
         health_stale_s: a heartbeat this late marks the event loop as blocked.
         health_window_s: how long after a block ``/healthz`` still says 503.
+        linger_s: after a replay, keep serving this long (``inf``: until SIGINT or
+            SIGTERM, which end the wait and let the run finish normally).
     """
 
     def __init__(
@@ -89,12 +99,15 @@ class WebSink:
         bind_host: str | None = None,
         health_stale_s: float = HEALTH_STALE_S,
         health_window_s: float = HEALTH_WINDOW_S,
+        linger_s: float = 0.0,
     ) -> None:
         self.cfg = cfg
         self.bus = bus
         self.view = view
         self.bind_host = bind_host or cfg.host
+        self.linger_s = linger_s
         self.state = DashboardState(list(view.cameras), view.model_name, view.model_approximate)
+        self.board = EpisodeBoard()
         self.port = cfg.port
         self.access = Access(cfg)
         self.events = EventStream(
@@ -107,6 +120,8 @@ class WebSink:
             else None
         )
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+        self.connections = ConnectionGuard(cfg.max_connections, cfg.header_timeout_s)
         self._main: asyncio.Task[None] | None = None
         self._sub = bus.subscribe("web", maxsize=BUS_QUEUE)
         self.registry = make_registry(RunCollector(view, self._camera_up, self._tracks_alive))
@@ -124,26 +139,37 @@ class WebSink:
         app.router.add_get("/healthz", self.heartbeat.handle)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/login", self.access.login)
+        app.router.add_get("/logout", self.access.logout)
         app.router.add_get("/favicon.ico", self._no_content)
         if self.previews is not None:
             app.router.add_get("/api/preview/{camera}.jpg", self.previews.handle)
+        Review(self.view, lambda: _asset("static/review.html")).add_routes(app)
         return app
 
     async def __aenter__(self) -> WebSink:
-        self._runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            self._app(),
+            access_log=None,
+            shutdown_timeout=1.0,
+            keepalive_timeout=self.cfg.keepalive_timeout_s,
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.bind_host, self.cfg.port)
+        server = self._runner.server
+        assert server is not None
+        # Our own listener instead of a TCPSite: every connection goes through the guard
+        # (a cap, a header-read deadline) before aiohttp's handler sees it.
         try:
-            await site.start()
+            self._listener = await asyncio.get_running_loop().create_server(
+                self.connections.factory(server), self.bind_host, self.cfg.port
+            )
         except OSError as err:
             await self._runner.cleanup()
             self._unsubscribe()
             raise ConfigError(
                 f"web: cannot listen on {self.cfg.host}:{self.cfg.port}: {err.strerror or err}"
             ) from err
-        addresses = self._runner.addresses
-        if addresses:
-            self.port = int(addresses[0][1])
+        if self._listener.sockets:
+            self.port = int(self._listener.sockets[0].getsockname()[1])
         self._main = asyncio.create_task(self._run(), name="sink-web")
         logger.info("dashboard on %s", self.url)
         return self
@@ -155,6 +181,10 @@ class WebSink:
                 await cancel_and_wait(self._main)  # raises what the server loop failed with
         finally:
             self._unsubscribe()
+            if self._listener is not None:
+                self._listener.close()  # no new connection; the runner closes the others
+            for conn in list(self.connections.open):
+                conn.close()  # those still sending a head (aiohttp knows only the others)
             if self._runner is not None:
                 await self._runner.cleanup()
 
@@ -164,11 +194,21 @@ class WebSink:
             self.bus.unsubscribe(self.previews.sub)
 
     async def flush(self, *, ok: bool, replay: bool) -> None:
-        """Nothing to hand on: the dashboard shows the present."""
+        """After a replay with ``linger_s``: say it ended, and keep serving that long."""
+        if not (replay and ok and self.linger_s > 0):
+            return
+        self.state.finish()
+        stop = asyncio.Event()
+        how_long = "until Ctrl-C" if math.isinf(self.linger_s) else f"for {self.linger_s:g} s"
+        logger.info("replay finished; the dashboard stays on %s %s", self.url, how_long)
+        with stop_on_signals(stop), contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(None if math.isinf(self.linger_s) else self.linger_s):
+                await stop.wait()
 
     def metrics(self) -> list[Metric]:
-        """The browsers connected, snapshots they missed, streams cut off."""
-        return self.events.metrics()
+        """The browsers connected, snapshots they missed, streams cut off; connections
+        open, refused, closed to make room or for a late request head."""
+        return self.events.metrics() + self.connections.metrics()
 
     @property
     def url(self) -> str:
@@ -188,6 +228,9 @@ class WebSink:
 
     async def _consume_loop(self) -> None:
         async for msg in self._sub:
+            if self.board.add(msg):
+                self.state.version += 1
+                continue
             self.state.add(msg)
 
     # ------------------------------------------------------------------ state
@@ -195,14 +238,22 @@ class WebSink:
     def _counters(self, camera: str) -> dict[str, int]:
         st = self.view.camera_stats().get(camera)
         analysed = st.frames if st else 0
+        faces = st.tracks_live if st else 0  # as the MQTT face_count topic: confirmed tracks
         src = self.view.source_counters(camera)
         if src is None:
-            return {"decoded": analysed, "analysed": analysed, "skipped": 0, "reconnects": 0}
+            return {
+                "decoded": analysed,
+                "analysed": analysed,
+                "skipped": 0,
+                "reconnects": 0,
+                "faces": faces,
+            }
         return {
             "decoded": src.decoded,
             "analysed": analysed,
             "skipped": src.skipped,
             "reconnects": src.reconnects,
+            "faces": faces,
         }
 
     def snapshot(self) -> dict[str, Any]:
@@ -219,9 +270,15 @@ class WebSink:
             "wall_time": round(now, 3),
             "model": self.state.model,
             "approximate": self.state.approximate,
+            "model_note": self.state.model_note,
+            "model_hull": None
+            if self.state.model_hull is None
+            else [list(p) for p in self.state.model_hull],
             "preview": self.cfg.preview,
             "cameras": cameras,
             "tracks": [tr.to_json() for tr in self.state.tracks.values()],
+            "history": self.view.review() is not None,
+            **self.board.to_json(now),
         }
 
     def _camera_up(self) -> dict[str, bool]:
@@ -233,8 +290,7 @@ class WebSink:
         return out
 
     def _tracks_alive(self) -> dict[str, int]:
-        out: dict[str, int] = collections.Counter(tr.camera for tr in self.state.tracks.values())
-        return dict(out)
+        return {name: st.tracks_live for name, st in self.view.camera_stats().items()}
 
     def _label(self, camera: str, track_id: int) -> str:
         tr = self.state.tracks.get((camera, track_id))
@@ -247,7 +303,12 @@ class WebSink:
             cam = self.state.camera(name)
             states[name] = (cam.state, cam.detail)
         degraded = bool(self.view.engine_stats().degraded)
-        return readiness(self.state.model, degraded, self.view.cameras, states)
+        ok, body = readiness(self.state.model, degraded, self.view.cameras, states)
+        problems = self.view.sink_problems()
+        body["sinks"] = {name: {"ok": False, "why": why} for name, why in problems.items()}
+        for name, why in problems.items():
+            body["not_ready"][name] = why
+        return ok and not problems, body
 
     # ------------------------------------------------------------------ handlers
 

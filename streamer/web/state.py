@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamer.affect.models import FER_VA_NAME
+from streamer.affect.projection import FER_CLASSES, FER_VA, category_hull
 from streamer.annotate import FaceOverlay, description_label, track_colour_hex
 from streamer.messages import (
     CameraState,
@@ -30,10 +32,33 @@ TRAIL_STEP_S = 0.1  # at most one trail point per this many media seconds
 TRAIL_POINTS = int(TRAIL_S / TRAIL_STEP_S) + 1
 RATE_WINDOW_S = 3.0  # fps are averaged over about this many seconds
 MAX_TRACKS = 256  # tracks kept at most (the oldest are forgotten first)
+MAX_GONE = 4096  # lost tracks remembered (so that a late message cannot bring one back)
 
 
 def _r(x: float, nd: int = 4) -> float:
     return round(float(x), nd)
+
+
+def _fer_note() -> str:
+    happy = FER_VA[FER_CLASSES.index("happy")]
+    return (
+        "Approximate valence/arousal: the embedded model classifies 7 expressions and "
+        "reports the probability-weighted mean of fixed points, one per expression "
+        "(Russell & Mehrabian). Its values never leave the outlined area spanned by those "
+        "points and carry no intensity: a faint smile the classifier is sure of reads the "
+        f"same as a broad one, happy's point ({happy[0]:+.2f}, {happy[1]:+.2f}). Read "
+        f"{happy[0]:.2f} as 'looks happy', not '{happy[0] * 100:.0f} % happy'. "
+        "FaceChannel (streamer models add facechannel) estimates VA directly."
+    )
+
+
+def model_limits(model: str) -> tuple[str, list[tuple[float, float]] | None]:
+    """What ``model``'s VA cannot say, in words, and the polygon its values stay in
+    ((valence, arousal) corners), or ("", None) for a dimensional model."""
+    if model != FER_VA_NAME:
+        return "", None
+    hull = [(_r(v, 2), _r(a, 2)) for v, a in category_hull().tolist()]
+    return _fer_note(), hull
 
 
 @dataclass
@@ -85,8 +110,6 @@ class CameraView:
     state: str = CameraState.STARTING.value
     detail: str = ""
     since: float = field(default_factory=time.time)
-    faces: int = 0
-    face_frame: int = -1
     has_status: bool = False  # a live source reports statuses; a replayed file does not
     rates: collections.deque[tuple[float, int, int]] = field(
         default_factory=lambda: collections.deque(maxlen=64)
@@ -105,9 +128,14 @@ class DashboardState:
     def __init__(self, cameras: list[str], model: str, approximate: bool) -> None:
         self.model = model
         self.approximate = approximate
+        self.model_note, self.model_hull = model_limits(model)
         self.cameras: dict[str, CameraView] = {c: CameraView(c) for c in cameras}
         self.tracks: collections.OrderedDict[tuple[str, int], TrackView] = collections.OrderedDict()
+        # Tracks whose `lost` event came: a description, an episode or a sample still in
+        # flight for one of them must not bring it back as a ghost.
+        self.gone: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
         self.version = 0  # bumped by every message: the broadcaster sends only when it moved
+        self.finished = False  # a replay ended (the dashboard lingers on its last state)
 
     def camera(self, name: str) -> CameraView:
         cam = self.cameras.get(name)
@@ -123,17 +151,29 @@ class DashboardState:
             key = (msg.camera, msg.track_id)
             if msg.kind is TrackEventKind.LOST:
                 self.tracks.pop(key, None)
+                self.gone[key] = None
+                while len(self.gone) > MAX_GONE:
+                    self.gone.popitem(last=False)
             else:
+                self.gone.pop(key, None)  # a restarted tracker may use the id again
                 self._track(key)
         elif isinstance(msg, CameraStatus):
             cam = self.camera(msg.camera)
             if cam.state != msg.state.value:
                 cam.since = msg.wall_time
             cam.state, cam.detail, cam.has_status = msg.state.value, msg.detail, True
-            if msg.state is not CameraState.ONLINE:
-                cam.faces = 0
         elif isinstance(msg, Description):
-            self._track((msg.camera, msg.track_id)).description = msg
+            # Only for a track on the page: a description (often of an episode that ended
+            # with the track) may arrive after the track's `lost` event.
+            tr = self.tracks.get((msg.camera, msg.track_id))
+            if tr is not None:
+                tr.description = msg
+        # Episodes and the room mood carry no per-track state the page shows.
+
+    def finish(self) -> None:
+        """The replay is over: its file camera reads ``stopped``, not ``online``."""
+        self.finished = True
+        self.version += 1
 
     def _track(self, key: tuple[str, int]) -> TrackView:
         tr = self.tracks.get(key)
@@ -144,11 +184,11 @@ class DashboardState:
         return tr
 
     def _sample(self, s: VASample) -> None:
-        cam = self.camera(s.camera)
-        if s.frame != cam.face_frame:
-            cam.face_frame, cam.faces = s.frame, 0
-        cam.faces += 1
-        tr = self._track((s.camera, s.track_id))
+        key = (s.camera, s.track_id)
+        if key in self.gone:
+            return
+        self.camera(s.camera)
+        tr = self._track(key)
         tr.t, tr.frame, tr.box = s.t, s.frame, s.box
         tr.valence, tr.arousal = s.valence, s.arousal
         tr.valence_raw, tr.arousal_raw, tr.variance = s.valence_raw, s.arousal_raw, s.variance
@@ -169,7 +209,8 @@ class DashboardState:
         return out
 
     def camera_json(self, cam: CameraView, counters: dict[str, int], now: float) -> dict[str, Any]:
-        """One camera's row; ``counters``: decoded, analysed, skipped, reconnects (now)."""
+        """One camera's row; ``counters``: decoded, analysed, skipped, reconnects, and
+        faces: the tracker's count of confirmed tracks after the last analysed frame."""
         decoded, analysed = counters["decoded"], counters["analysed"]
         cam.rates.append((now, decoded, analysed))
         while len(cam.rates) > 2 and now - cam.rates[1][0] >= RATE_WINDOW_S:
@@ -179,6 +220,8 @@ class DashboardState:
         state, detail = cam.state, cam.detail
         if not cam.has_status and analysed:
             state, detail = CameraState.ONLINE.value, "file"
+            if self.finished:
+                state, detail = CameraState.STOPPED.value, "replay finished"
         return {
             "name": cam.name,
             "state": state,
@@ -190,5 +233,5 @@ class DashboardState:
             "frames_analysed": analysed,
             "skipped": counters["skipped"],
             "reconnects": counters["reconnects"],
-            "faces": cam.faces if state == CameraState.ONLINE.value else 0,
+            "faces": counters["faces"] if state == CameraState.ONLINE.value else 0,
         }

@@ -64,3 +64,21 @@ def test_empty_batch() -> None:
 def test_wrong_shape_is_rejected(shape: tuple[int, ...]) -> None:
     with pytest.raises(ValueError, match="expected probabilities of shape"):
         project_va(np.ones(shape, np.float32))
+
+
+def test_the_reach_of_the_projection_is_the_hull_of_its_categories() -> None:
+    """What docs/affect.md says the embedded model cannot say."""
+    from streamer.affect.projection import category_hull
+
+    hull = category_hull()
+    corners = {FER_CLASSES[int(np.argmin(np.abs(FER_VA - c).sum(axis=1)))] for c in hull}
+    assert corners == {"sad", "neutral", "happy", "surprise", "fear"}
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.full(7, 0.3), size=20_000).astype(np.float32)
+    va = project_va(probs).astype(np.float64)
+    # inside (or on) every counter-clockwise edge
+    for a, b in zip(hull, np.roll(hull, -1, axis=0), strict=True):
+        cross = (b[0] - a[0]) * (va[:, 1] - a[1]) - (b[1] - a[1]) * (va[:, 0] - a[0])
+        assert cross.min() >= -1e-5
+    assert not np.any((va[:, 0] > 0.01) & (va[:, 1] < -0.01)), "no calm (v > 0, a < 0)"
+    assert va[:, 0].max() <= 0.81 + 1e-6, "valence never above happy's"

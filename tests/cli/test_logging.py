@@ -26,12 +26,19 @@ def test_log_levels(verbose: int, quiet: bool, root: int, own: int) -> None:
     assert log_levels(verbose, quiet) == (root, own)
 
 
-@pytest.mark.parametrize(("flags", "debug_shown"), [([], False), (["-v"], True)])
-def test_v_shows_debug_lines(tmp_path: Path, flags: list[str], debug_shown: bool) -> None:
+@pytest.mark.parametrize(
+    ("before", "after", "debug_shown"),
+    [([], [], False), (["-v"], [], True), ([], ["-v"], True), ([], ["--verbose"], True)],
+)
+def test_v_shows_debug_lines(
+    tmp_path: Path, before: list[str], after: list[str], debug_shown: bool
+) -> None:
+    """Before or after the command (``streamer validate-config F -v``, as ``pip install
+    -q``)."""
     cfg = tmp_path / "c.yaml"
     cfg.write_text("cameras:\n  - {name: door, url: 'rtsp://u:Secret7@127.0.0.1/x'}\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "streamer", *flags, "validate-config", str(cfg)],
+        [sys.executable, "-m", "streamer", *before, "validate-config", str(cfg), *after],
         capture_output=True,
         text=True,
         timeout=120,

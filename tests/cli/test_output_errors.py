@@ -3,6 +3,7 @@ full disk is one error line and exit 1; never a traceback."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -69,3 +70,24 @@ def test_full_disk_on_stdout_is_one_error_line(
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, proc.stderr[-3000:]
     assert "No space left on device" in errors[0]
+
+
+@pytest.mark.parametrize("extra", [[], ["--realtime"]])
+def test_closed_stderr_ends_quietly_with_141(
+    store_path: Callable[[str], Path], extra: list[str]
+) -> None:
+    """``streamer replay X 2>&1 >/dev/null | head -2``: the documented 141, as for stdout
+    (rich's default would exit 1 and point stdout at /dev/null)."""
+    video = store_path("single_face.mp4")
+    proc = subprocess.Popen(
+        [*STREAMER, "replay", str(video), *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    assert proc.stderr is not None
+    lines = [proc.stderr.readline() for _ in range(2)]
+    proc.stderr.close()  # what `head -2` does once it has its lines
+    assert all(lines), lines
+    assert proc.wait(timeout=300) == EXIT_BROKEN_PIPE == 141

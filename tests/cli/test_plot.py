@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from streamer.cli import main
@@ -83,8 +85,14 @@ STATUS = {"schema": "streamer.status/1", "camera": "c", "state": "online"}
         ("\n\n", "bad.jsonl:1: empty file"),
         (json.dumps(VA) + "\n{not json\n", "bad.jsonl:2: not valid JSON"),
         (json.dumps(VA) + "\n[1, 2]\n", "bad.jsonl:2: expected a JSON object"),
-        (json.dumps({**VA, "valence": "high"}) + "\n", "bad.jsonl:1: a streamer.va/1 record needs"),
-        (json.dumps({**VA, "arousal": None}) + "\n", "bad.jsonl:1: a streamer.va/1 record needs"),
+        (
+            json.dumps({**VA, "valence": "high"}) + "\n",
+            "bad.jsonl:1: a streamer.va/1 record: valence must be a number, got a text",
+        ),
+        (
+            json.dumps({**VA, "arousal": None}) + "\n",
+            "bad.jsonl:1: a streamer.va/1 record: arousal must be a number, got nothing",
+        ),
         (json.dumps(STATUS) + "\n" + json.dumps(STATUS) + "\n", "bad.jsonl:2: no valence/arousal"),
     ],
 )
@@ -115,3 +123,60 @@ def test_a_selection_matching_nothing_names_the_tracks(
 def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plot", str(tmp_path / "none.jsonl")]) == 1
     assert "none.jsonl: no such file" in capsys.readouterr().err
+
+
+def _track(model: str) -> Any:
+    from streamer.cli.plot import TrackSeries
+
+    tr = TrackSeries("c", 1, model)
+    for i in range(5):
+        tr.t.append(i / 10)
+        tr.valence.append(0.8)
+        tr.arousal.append(0.5)
+        tr.valence_raw.append(0.8)
+        tr.arousal_raw.append(0.5)
+        tr.sd.append((0.1, 0.1))
+    return tr
+
+
+@pytest.mark.parametrize(
+    ("model", "drawn"), [("fer-minixception-va~approx", True), ("facechannel-v1", False)]
+)
+def test_the_embedded_models_reach_is_drawn_on_the_plane_only_for_it(
+    model: str, drawn: bool
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from streamer.affect.projection import category_hull
+    from streamer.cli.plot import HULL_LABEL, _plane_panel
+
+    fig, ax = plt.subplots()
+    try:
+        _plane_panel(ax, _track(model))
+        from matplotlib.patches import Polygon
+
+        hulls = [p for p in ax.patches if isinstance(p, Polygon) and p.get_label() == HULL_LABEL]
+        assert len(hulls) == int(drawn)
+        if drawn:
+            corners = hulls[0].get_xy()[:-1]  # a closed polygon repeats its first corner
+            np.testing.assert_allclose(corners, category_hull(), atol=1e-6)
+            legend = ax.get_legend()
+            assert legend is not None and HULL_LABEL in [t.get_text() for t in legend.texts]
+    finally:
+        plt.close(fig)
+
+
+def test_the_png_of_the_embedded_model_differs_by_its_reach(
+    replay_jsonl: Path, tmp_path: Path
+) -> None:
+    recs = read_jsonl(replay_jsonl)
+    pngs = {}
+    for model in ("fer-minixception-va~approx", "facechannel-v1"):
+        path = tmp_path / f"{model}.jsonl"
+        path.write_text("\n".join(json.dumps({**r, "model": model}) for r in recs) + "\n")
+        assert main(["plot", str(path), "-o", str(tmp_path / f"{model}.png")]) == 0
+        pngs[model] = (tmp_path / f"{model}.png").read_bytes()
+    assert pngs["fer-minixception-va~approx"] != pngs["facechannel-v1"]

@@ -38,6 +38,43 @@ def test_quiet_replay_prints_no_progress_and_no_summary(
     assert quiet.stdout == loud.stdout
 
 
+@pytest.fixture(scope="module")
+def annotated_runs(
+    store_path: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, subprocess.CompletedProcess[str]]:
+    """``replay --annotate`` with -q after the command, and without it."""
+    video = str(store_path("single_face.mp4"))
+    d = tmp_path_factory.mktemp("annotate-q")
+    runs = {}
+    for name, flags in (("loud", []), ("quiet", ["-q"])):
+        args = ["replay", video, "--out", str(d / f"{name}.jsonl")]
+        runs[name] = _run(*args, "--annotate", str(d / f"{name}.mp4"), *flags)
+        assert runs[name].returncode == 0, runs[name].stderr
+    return runs
+
+
+def test_q_after_the_command_hides_both_bars_and_the_summary(
+    annotated_runs: dict[str, subprocess.CompletedProcess[str]],
+) -> None:
+    loud, quiet = annotated_runs["loud"], annotated_runs["quiet"]
+    assert "annotate ━" in loud.stderr and "replay ━" in loud.stderr  # so this can fail
+    assert quiet.stderr.strip() == "", quiet.stderr
+
+
+def test_progress_bar_and_summary_give_one_fps(
+    annotated_runs: dict[str, subprocess.CompletedProcess[str]],
+) -> None:
+    """One definition: frames per second of the analysis itself (models loaded)."""
+    import re
+
+    err = annotated_runs["loud"].stderr
+    bar = re.search(r"replay ━+ (\d+)/(\d+) frames (\d+) fps", err)
+    summary = re.search(r"(\d+) frames, \d+ faces: analysed in [\d.]+ s \((\d+) fps\)", err)
+    assert bar and summary, err
+    assert bar[1] == bar[2] == summary[1]
+    assert bar[3] == summary[2]
+
+
 @pytest.mark.parametrize("kind", ["fifo", "device"])
 def test_predict_on_special_file_says_not_a_regular_file(tmp_path: Path, kind: str) -> None:
     if kind == "fifo":
@@ -73,7 +110,7 @@ def test_validate_config_fails_on_unset_url_variable(tmp_path: Path) -> None:
     assert proc.returncode == 1
     line = proc.stderr.strip().splitlines()[-1]
     assert line == (
-        f"error: {cfg}: cameras[door].url: environment variable CAM_USER_UNSET_X is not set"
+        f"error: {cfg}:3: cameras.0.url: environment variable CAM_USER_UNSET_X is not set"
     )
     ok = _run("validate-config", str(cfg), env={"CAM_USER_UNSET_X": "bob"})
     assert ok.returncode == 0, ok.stderr

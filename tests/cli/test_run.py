@@ -32,7 +32,7 @@ from streamer.supervise import RestartPolicy
 from streamer.testing.mqtt import Broker
 from streamer.testing.net import free_port
 from streamer.testing.sources import RtspServer, loop_clip
-from tests.helpers.cli import read_jsonl
+from tests.helpers.cli import read_jsonl, run_streamer
 from tests.helpers.wait import SLACK_S, wait_until, wait_until_sync
 
 
@@ -630,3 +630,20 @@ def test_duration_stops_a_run_with_a_looping_file_camera(
     # A looping file is reopened like a camera but never reported as a lost stream.
     states = [r["state"] for r in records if r["schema"] == "streamer.status/1"]
     assert states == ["starting", "online", "stopped"]
+
+
+@pytest.mark.parametrize("command", [["run"], ["cluster", "status"]])
+def test_a_bad_cluster_address_is_a_usage_error(tmp_path: Path, command: list[str]) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "cameras:\n  - name: cam\n    url: rtsp://127.0.0.1:9/x\n"
+        "mqtt:\n  host: 127.0.0.1\n  port: 1883\n"
+    )
+    proc = run_streamer(*command, "--config", str(cfg), "--cluster", "garbage::://x")
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "pydantic" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert errors == [
+        f"streamer {' '.join(command)}: error: argument --cluster: expected auto, local, "
+        "ray://host:port or host:port, got 'garbage::://x'"
+    ], proc.stderr

@@ -176,3 +176,34 @@ def test_mood_every_interval_and_count_zero_when_empty() -> None:
     (empty,) = mood.on_lost(lost(31, track=2))
     assert (empty.count, empty.valence, empty.quadrant) == (0, None, "none")
     assert mood.on_lost(lost(32, track=3)) == [], "nothing more while nobody is tracked"
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        sample(0, -0.3, 0.4, variance=(0.25, 0.25)),  # a new track: the filter's prior
+        sample(0, -0.3, 0.4, measured=False),  # predicted only
+    ],
+    ids=["variance-0.25", "no-measurement"],
+)
+def test_first_mood_never_uses_an_unsure_sample(first: VASample) -> None:
+    """A smiling face must not start as `tense` because of its track's first sample."""
+    mood = MoodTracker(MoodConfig(interval_s=1.0), max_variance=0.05)
+    out = mood.on_sample(first)
+    for i in range(1, 5):
+        out += mood.on_sample(sample(i, 0.8, 0.5))
+    assert out, "a mood once the face is sure"
+    assert [m.quadrant for m in out] == ["excited"]
+    assert out[0].frame == 1 and out[0].valence == pytest.approx(0.8)
+
+
+def test_mood_uses_the_rules_max_variance() -> None:
+    from streamer.episodes.stage import EpisodeLogic
+
+    rules_cfg = EpisodesConfig.model_validate(
+        {"rules": [DISTRESS], "max_variance": 0.3}  # a lenient deployment
+    )
+    logic = EpisodeLogic(rules_cfg, MoodConfig(interval_s=1.0))
+    out = logic.feed(sample(0, -0.3, 0.4, variance=(0.25, 0.25)))
+    out += logic.feed(sample(1, 0.8, 0.5))
+    assert [m.frame for m in out if isinstance(m, Mood)] == [0]  # 0.25 is sure there

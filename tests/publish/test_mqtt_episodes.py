@@ -112,19 +112,22 @@ async def test_removed_rule_is_removed_from_home_assistant(broker: Broker) -> No
         assert late.payloads(gone) == [], "Home Assistant no longer sees the removed rule"
 
 
-def test_subscriber_view_ignores_episode_topics_without_warnings() -> None:
+def test_subscriber_view_takes_episode_topics_and_checks_them() -> None:
+    """``subscribe`` shows episodes, moods and rule states (tests/publish/test_subscribe.py),
+    so it validates them like every other topic."""
     from streamer.publish.subscriber import SubscriberView
 
     view = SubscriberView("test")
+    assert view.handle("test/cam1/rules/distress/active", b"ON") is not None
+    assert view.rules_on == {("cam1", "distress"): True}
     for topic, payload in (
         ("test/cam1/episodes", b'{"schema": "streamer.episode/1"}'),
         ("test/cam1/mood", b'{"schema": "streamer.mood/1"}'),
-        ("test/cam1/rules/distress/active", b"ON"),
+        ("test/cam1/rules/distress/active", b"on and on"),
+        ("test/cam1/nonsense", b"{}"),
     ):
         assert view.handle(topic, payload) is None
-    assert view.rejected == 0
-    assert view.handle("test/cam1/nonsense", b"{}") is None
-    assert view.rejected == 1, "other unknown topics are still rejected"
+    assert view.rejected == 4
 
 
 @pytest.mark.mqtt

@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 
 from streamer.bus import EventBus
-from streamer.messages import Message
+from streamer.messages import Episode, Message, Mood, VAStats
 from streamer.publish.config import MqttConfig
 from streamer.publish.mqtt import MqttPublisher
 from streamer.publish.payloads import Topics, dumps, encode_message, validate_record
@@ -293,6 +293,142 @@ async def test_subscribe_table_shows_tracks(broker: Broker) -> None:
                 await proc.wait()
     assert proc.returncode == 0, stderr.decode(errors="replace")
     table = stdout.decode()
-    assert f"{P}: online" in table and "cam1: online" in table
+    assert f"{P}: online" in table
+    camera = next(line for line in table.splitlines() if "cam1" in line and "online" in line)
+    assert " 7 " not in camera  # the camera's row, above the tracks
     row = next(line for line in table.splitlines() if " 7 " in line)
     assert "-0.50" in row and "+0.50" in row and "tense" in row and "Looks pleased." in row
+
+
+def _episode(state: str, track_id: int = 3, rule: str = "low", t: float = 5.0) -> Episode:
+    stats = VAStats(-0.4, -0.45, -0.35)
+    return Episode(
+        id=f"cam1:{track_id}:{rule}:2600",
+        camera="cam1",
+        track_id=track_id,
+        rule=rule,
+        state=state,
+        t=t,
+        frame=int(t * 30),
+        t_start=2.6,
+        t_end=None if state == "started" else t,
+        duration_s=t - 2.6,
+        reason=None if state == "started" else "cleared",
+        valence=stats,
+        arousal=VAStats(0.1, 0.0, 0.2),
+    )
+
+
+def _render(view: SubscriberView) -> str:
+    console = Console(record=True, width=120)
+    console.print(view.render())
+    return console.export_text()
+
+
+def _line(text: str, *words: str) -> str:
+    return next(ln for ln in text.splitlines() if all(w in ln for w in words))
+
+
+def test_view_shows_cameras_open_episodes_and_mood_above_the_tracks() -> None:
+    now = [100.0]
+    view = SubscriberView(P, clock=lambda: now[0])
+    view.handle(f"{P}/available", b"online")
+    mood = Mood("cam1", 5.0, 150, 1, -0.4, 0.1, 0.0, 0.0, "tense")
+    for msg in (
+        make_status("cam1"),
+        make_event("cam1", 3, "appeared"),
+        make_va("cam1", 3, t=5.0, v=-0.4, a=0.1),
+        mood,
+        _episode("started"),
+    ):
+        assert view.handle(*_payload(msg)) is not None
+    assert (
+        view.handle(
+            f"{P}/cam1/face_count",
+            b'{"schema": "streamer.face_count/1", "camera": "cam1", "count": 1, "wall_time": 1.0}',
+        )
+        is not None
+    )
+    assert view.handle(f"{P}/cam1/rules/low/active", b"ON") is not None
+    now[0] = 101.0
+    text = _render(view)
+    camera = _line(text, "cam1", "online")
+    assert " 1 " in camera and "tense (V -0.40, A +0.10; 1 face(s))" in camera
+    episode = _line(text, "low", "cam1", " 3 ")
+    assert "3.4 s" in episode and "-0.40" in episode  # open 2.4 s at `started`, 1 s since
+    track = _line(text, "cam1", " 3 ", "tense", "s │")
+    lines = text.splitlines()
+    assert lines.index(camera) < lines.index(episode) < lines.index(track)
+
+    # Ended: gone. A rule that is ON with no `started` seen (it began before this view).
+    view.handle(*_payload(_episode("ended", t=6.0)))
+    view.handle(f"{P}/cam1/rules/low/active", b"OFF")  # as the analyzer says after it
+    assert not view.episodes
+    view.handle(f"{P}/cam1/rules/high/active", b"ON")
+    text = _render(view)
+    assert "3.4 s" not in text and "(before start)" in _line(text, "high", "cam1")
+    view.handle(f"{P}/cam1/rules/high/active", b"OFF")
+    assert "(before start)" not in _render(view)
+
+    # A lost track takes its open episodes with it (its `ended` may have been missed).
+    view.handle(*_payload(_episode("started", track_id=4)))
+    assert list(view.episodes) == ["cam1:4:low:2600"]
+    view.handle(*_payload(make_event("cam1", 4, "lost", t=7.0)))
+    assert not view.episodes
+    assert view.rejected == 0
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload"),
+    [
+        (f"{P}/cam1/rules/Bad Rule/active", b"ON"),
+        (f"{P}/cam1/rules/low\n/active", b"ON"),
+        (f"{P}/cam1/rules/low/active", b"maybe"),
+        (f"{P}/cam1/rules/low/active", b"\xff\xfe"),
+        (f"{P}/cam1/episodes", b'{"schema": "streamer.episode/1"}'),
+        (f"{P}/cam1/mood", b"[]"),
+    ],
+)
+def test_bad_episode_mood_and_rule_messages_are_rejected(topic: str, payload: bytes) -> None:
+    view = SubscriberView(P)
+    assert view.handle(topic, payload) is None
+    assert view.rejected == 1 and not view.episodes and not view.rules_on and not view.moods
+
+
+@pytest.mark.mqtt
+@pytest.mark.timeout(60)
+async def test_a_silent_prefix_says_what_it_listens_on_and_what_exists(broker: Broker) -> None:
+    import aiomqtt
+
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="retainer") as client:
+        await client.publish("streamer/available", b"online", qos=1, retain=True)
+        await client.publish("lab/available", b"stopped", qos=1, retain=True)
+        await client.publish("junk/available", b"\x1b[2Jx", qos=1, retain=True)
+    proc = await asyncio.create_subprocess_exec(
+        *_streamer("subscribe", "--port", str(broker.port), "--prefix", "nothing", "--json"),
+        "--silence-s",
+        "1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        err = b""
+        async with asyncio.timeout(30):
+            while b"(online)" not in err:
+                line = await proc.stderr.readline()
+                assert line, f"stderr ended: {err!r}"
+                err += line
+        text = " ".join(err.decode().split())  # one log record, wrapped by the log handler
+        assert "no message on 'nothing/#' for 1 s" in text
+        assert "junk (?), lab (stopped), streamer (online)" in text
+        assert "\x1b" not in text
+    finally:
+        proc.kill()
+        await proc.wait()
+
+
+def test_the_view_shows_the_silence_hint() -> None:
+    view = SubscriberView(P)
+    view.hint = "no message on 'test/#' for 10 s; prefixes ...: streamer (online)"
+    assert view.hint in _render(view)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
-from streamer.annotate import FaceOverlay, draw_overlays, track_colour
+from streamer.annotate import FaceOverlay, draw_overlays, track_colour, write_annotated
+from streamer.errors import MediaError
 from tests.helpers.cli import read_jsonl, run_streamer
 
 
@@ -94,7 +100,7 @@ def test_annotated_video_differs_inside_boxes_not_far_outside(
 def test_annotate_refuses_to_overwrite_the_input(models: None, face_video: Path) -> None:
     proc = run_streamer("replay", str(face_video), "--annotate", str(face_video), "--no-progress")
     assert proc.returncode == 1
-    assert "is the input video" in proc.stderr
+    assert f"--annotate {face_video}: is the input" in proc.stderr
 
 
 def test_track_colours_are_stable_and_distinct() -> None:
@@ -119,7 +125,8 @@ def test_a_long_label_stays_near_its_box() -> None:
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("missing/out.mp4", "does not exist"),
+        # a missing folder is created, as for --out; a directory, /proc, the input:
+        # tests/cli/test_output_rule.py
         ("out.avi", "expected a .mp4, .mkv or .mov file name"),
     ],
 )
@@ -168,3 +175,104 @@ def test_recorder_keeps_boxes_per_frame_and_the_latest_description() -> None:
     assert rec.overlays(12)[1].label == "llm at 1 s"
     first = rec.overlays(0)[0]
     assert first.box == (1, 2, 30, 40) and (first.valence, first.arousal) == (0.5, -0.2)
+
+
+# ---- timestamps: every clip setup fetches, and clips with duplicated / missing pts ------
+
+VIDEOS = ["single_face.mp4", "carphone_pristine.mp4", "no_face.mp4"]
+VIDEOS += ["face_noface.mov", "noface_face.mov"]  # variable frame rate, edit lists
+STILLS = ["single_face.jpg", "multi_face.jpg"]
+
+
+def _pts_and_times(path: Path) -> tuple[list[int | None], list[float]]:
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        frames = list(c.decode(s))
+        tb = float(s.time_base) if s.time_base else 0.0
+    return [f.pts for f in frames], [float(f.pts or 0) * tb for f in frames]
+
+
+def _assert_muxed_like(video: Path, annotated: Path, n: int) -> None:
+    src_pts, src_t = _pts_and_times(video)
+    out_pts, out_t = _pts_and_times(annotated)
+    assert n == len(src_pts) == len(out_pts), "one output frame per decoded frame"
+    assert all(p is not None for p in out_pts)
+    assert all(b > a for a, b in itertools.pairwise(out_t)), "times increase"
+    # where the input's own timestamps increase, the output keeps them
+    last = None
+    for p, t_in, t_out in zip(src_pts, src_t, out_t, strict=True):
+        if p is not None and (last is None or p > last):
+            assert t_out == pytest.approx(t_in - src_t[0], abs=1e-3)
+        last = p if p is not None and (last is None or p > last) else last
+
+
+@pytest.fixture(scope="module")
+def odd_clips(face_video: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """single_face.mp4's first second made by ffmpeg with (a) three frames on one pts and
+    two pts left out, (b) no timestamps at all (a raw H.264 stream)."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        pytest.skip("the ffmpeg program is not installed (tools/setup.sh installs it)")
+    d = tmp_path_factory.mktemp("odd-pts")
+    dup = d / "dup_pts.mkv"
+    raw = d / "no_pts.h264"
+    common = [ffmpeg, "-v", "error", "-y", "-i", str(face_video), "-t", "1", "-an"]
+    setpts = "setpts='if(between(N,10,12),10/(FRAME_RATE*TB),PTS)'"
+    subprocess.run(
+        [*common, "-vf", setpts, "-fps_mode", "passthrough", "-c:v", "libx264", str(dup)],
+        check=True,
+        timeout=120,
+    )
+    subprocess.run([*common, "-c:v", "libx264", str(raw)], check=True, timeout=120)
+    pts, _ = _pts_and_times(dup)
+    assert len(pts) != len(set(pts)), "the clip has duplicated timestamps"
+    assert set(_pts_and_times(raw)[0]) == {None}, "the clip has no timestamps"
+    return {"dup": dup, "raw": raw}
+
+
+def _box(n: int) -> list[FaceOverlay]:
+    return [FaceOverlay(1, (10.0, 10.0, 60.0, 60.0), 0.5, -0.5, f"frame {n}")]
+
+
+@pytest.mark.parametrize("name", VIDEOS)
+def test_annotated_video_of_every_fetched_clip(
+    store_path: Callable[[str], Path], tmp_path: Path, name: str
+) -> None:
+    video = store_path(name)
+    out = tmp_path / "annotated.mp4"
+    n = write_annotated(video, out, _box)
+    _assert_muxed_like(video, out, n)
+
+
+@pytest.mark.parametrize("name", STILLS)
+def test_annotating_a_still_image_is_refused_cleanly(
+    store_path: Callable[[str], Path], tmp_path: Path, name: str
+) -> None:
+    with pytest.raises(MediaError, match="is a still image"):
+        write_annotated(store_path(name), tmp_path / "annotated.mp4", _box)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("clip", ["dup", "raw"])
+def test_annotated_video_of_clips_with_duplicated_or_missing_pts(
+    odd_clips: dict[str, Path], tmp_path: Path, clip: str
+) -> None:
+    out = tmp_path / "annotated.mp4"
+    n = write_annotated(odd_clips[clip], out, _box)
+    _assert_muxed_like(odd_clips[clip], out, n)
+
+
+def test_replay_annotate_keeps_the_records_media_time_untouched(
+    models: None, odd_clips: dict[str, Path], tmp_path: Path
+) -> None:
+    """JSON lines on stdout, as in the failing report: the run succeeds, and its records
+    are those of a replay without --annotate (the fix-up is the video file's only)."""
+    video = odd_clips["dup"]
+    plain = run_streamer("replay", str(video), "--no-progress")
+    assert plain.returncode == 0, plain.stderr
+    out = tmp_path / "annotated.mkv"
+    proc = run_streamer("replay", str(video), "--no-progress", "--annotate", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == plain.stdout, "the records' media time t is untouched"
+    assert any(json.loads(line)["schema"] == "streamer.va/1" for line in proc.stdout.splitlines())
+    _assert_muxed_like(video, out, len(_pts_and_times(video)[0]))

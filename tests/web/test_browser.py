@@ -129,6 +129,12 @@ def test_dashboard_in_a_real_browser(live_run: Run, tmp_path: Path) -> None:
             cells = page.locator('#cameras tr[data-camera="front"] td').all_inner_texts()
             assert cells[0] == "front" and cells[1].startswith("online")
             assert float(cells[3]) > 0  # analysed fps
+            assert cells[6] == "1"  # faces: the tracker's count
+            # What the embedded default model cannot say, said on the page.
+            note = page.locator("#model-note")
+            assert note.is_visible() and "no intensity" in note.inner_text()
+            assert "no intensity" in (page.locator("#model").get_attribute("title") or "")
+            assert page.evaluate("document.body.dataset.hull") == "5"  # drawn on each plane
             point = page.locator(".track canvas.plane")
             assert point.count() == 1
             # the fallback description first, then the LLM's answer, with their source

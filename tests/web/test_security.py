@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -188,3 +193,122 @@ def test_the_sample_config_validates(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("STREAMER_WEB_TOKEN", raising=False)
     cfg = load_config(Path(__file__).parents[2] / "configs" / "web.yaml")
     assert cfg.web == WebConfig()  # the documented defaults, spelled out
+
+
+@pytest.mark.parametrize(
+    ("token", "says"),
+    [
+        ("short-token", "has 11 characters; use at least 16"),
+        (" " * 24, "is only whitespace"),
+        ("\t\n", "is only whitespace"),
+        (" " + TOKEN, "starts or ends with whitespace"),
+        (TOKEN + "\n", "starts or ends with whitespace"),
+    ],
+)
+def test_weak_tokens_are_refused_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, token: str, says: str
+) -> None:
+    monkeypatch.setenv("STREAMER_WEB_TOKEN", token)
+    with pytest.raises(ConfigError) as err:
+        parse_config("web:\n  host: 0.0.0.0\n", "cfg.yaml")
+    assert says in str(err.value) and "STREAMER_WEB_TOKEN" in str(err.value)
+    if token.strip():
+        assert token.strip() not in str(err.value)
+    if token != "short-token":
+        return  # the command line's handling is the same for every reason: checked once
+    # At start, before any work: one line, exit 1.
+    cfg = tmp_path / "web.yaml"
+    cfg.write_text("web:\n  host: 0.0.0.0\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamer",
+            "replay",
+            "missing.mp4",
+            "--serve",
+            "--config",
+            str(cfg),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "STREAMER_WEB_TOKEN": token},
+    )
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], proc.stderr
+
+
+async def test_bearer_scheme_in_any_case_sessions_expire_and_log_out(
+    models: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STREAMER_WEB_TOKEN", TOKEN)
+    cfg = WebConfig(host="0.0.0.0", port=free_port(), session_hours=2 / 3600)  # 2 s
+    async with serving(cfg) as (_, url), aiohttp.ClientSession() as http:
+        for scheme in ("Bearer", "bearer", "BEARER", "bEaReR"):
+            headers = {"Authorization": f"{scheme} {TOKEN}"}
+            async with http.get(url + "/api/state", headers=headers) as r:
+                assert r.status == 200, scheme
+        for bad in (f"Basic {TOKEN}", f"Bearer{TOKEN}", TOKEN, "bearer  "):
+            async with http.get(url + "/api/state", headers={"Authorization": bad}) as r:
+                assert r.status == 401, bad
+                assert r.headers.get("Connection", "").lower() == "close"
+
+        async def login() -> tuple[str, str]:
+            async with http.get(
+                url + "/login", params={"token": TOKEN}, allow_redirects=False
+            ) as r:
+                assert r.status == 303
+                morsel = r.cookies["streamer_session"]
+                return morsel.value, str(morsel["max-age"])
+
+        async def with_cookie(value: str) -> int:
+            headers = {"Cookie": f"streamer_session={value}"}
+            async with http.get(url + "/api/state", headers=headers) as r:
+                return r.status
+
+        value, max_age = await login()
+        assert max_age == "2" and TOKEN not in value
+        assert await with_cookie(value) == 200
+        forged = value.rsplit(".", 1)[0] + "." + "0" * 64
+        assert await with_cookie(forged) == 401
+        later = str(int(value.split(".")[0]) + 3600) + value[value.index(".") :]
+        assert await with_cookie(later) == 401  # the expiry is signed
+        await asyncio.sleep(3.0)  # the server, not only the browser, ends the session
+        assert await with_cookie(value) == 401
+
+        value, _ = await login()
+        assert await with_cookie(value) == 200
+        headers = {"Cookie": f"streamer_session={value}"}
+        async with http.get(url + "/logout", headers=headers) as r:
+            assert r.status == 200
+            assert r.cookies["streamer_session"].value == ""
+        assert await with_cookie(value) == 401  # ended here too, not only in the browser
+
+
+@pytest.mark.parametrize(("given", "bound"), [("[::1]", "::1"), ("::1", "::1")])
+def test_bracketed_ipv6_host_is_the_address(given: str, bound: str) -> None:
+    cfg = parse_config(f"web:\n  host: '{given}'\n")
+    assert cfg.web is not None and cfg.web.host == bound and cfg.web.loopback
+
+
+@pytest.mark.parametrize("host", ["[nope]", "[127.0.0.1]", "127.0.0.1:8080", "[::1"])
+def test_hosts_that_cannot_be_bound_are_refused_in_validation(host: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(f"web:\n  host: '{host}'\n", "cfg.yaml")
+    assert "cfg.yaml:2: web.host:" in str(err.value) and host in str(err.value)
+
+
+async def test_a_bracketed_ipv6_host_listens_and_answers(models: None) -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError as err:
+        pytest.skip(f"no IPv6 loopback here: {err}")
+    cfg = parse_config(f"web:\n  host: '[::1]'\n  port: {free_port()}\n").web
+    assert cfg is not None
+    async with web_run(cfg) as (_, sink), aiohttp.ClientSession() as http:
+        assert sink.url == f"http://[::1]:{sink.port}/"
+        async with http.get(sink.url + "api/state") as r:
+            assert r.status == 200

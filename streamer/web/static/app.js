@@ -13,6 +13,8 @@
   const previewsEl = document.getElementById("previews");
   const connEl = document.getElementById("conn");
   const modelEl = document.getElementById("model");
+  const noteEl = document.getElementById("model-note");
+  let hull = null; // the polygon the model's VA never leaves, or null
   let source = null;
   let updates = 0;
 
@@ -70,6 +72,16 @@
     for (const [name, x, y] of QUADRANTS) g.fillText(name, cx + x * r, cy + y * r);
     g.fillText("valence", cx + r - 14, cy - 4);
     g.fillText("arousal", cx + 20, cy - r + 8);
+    if (hull) {
+      // Where this model's values can be at all: nothing outside, no intensity inside.
+      g.strokeStyle = "#8a93a3";
+      g.setLineDash([3, 3]);
+      g.beginPath();
+      hull.forEach(([v, a], i) => (i === 0 ? g.moveTo(px(v), py(a)) : g.lineTo(px(v), py(a))));
+      g.closePath();
+      g.stroke();
+      g.setLineDash([]);
+    }
     const trail = tr.trail;
     for (let i = 1; i < trail.length; i++) {
       g.strokeStyle = tr.colour;
@@ -188,12 +200,18 @@
 
   function apply(state) {
     modelEl.textContent = `model ${state.model}${state.approximate ? " (approximate VA)" : ""}`;
+    modelEl.title = state.model_note;
+    noteEl.textContent = state.model_note;
+    noteEl.hidden = !state.model_note;
+    hull = state.model_hull;
+    document.body.dataset.hull = hull ? String(hull.length) : "0";
     renderCameras(state.cameras);
     renderTracks(state.tracks);
     renderPreviews(state);
     updates += 1;
     document.body.dataset.updated = String(state.wall_time);
     document.body.dataset.updates = String(updates);
+    document.dispatchEvent(new CustomEvent("streamer-state", { detail: state }));
   }
 
   function connect() {

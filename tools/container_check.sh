@@ -142,7 +142,8 @@ run_in_image() { $PODMAN run --rm --entrypoint "$1" "$IMAGE" "${@:2}" 2>/dev/nul
   'import re,sys; print(re.search(r"__version__ = \"(.*)\"", open("streamer/__init__.py").read())[1])')" ] \
   || fail "streamer --version in the image"
 tools="$(run_in_image sh -c 'for t in gcc cc g++ make pytest; do command -v $t; done; \
-  python3 -c "import pytest" 2>/dev/null && echo pytest-module; true')"
+  python3 -c "import pytest" 2>/dev/null && echo pytest-module; \
+  python3 -m pip --version >/dev/null 2>&1 && echo pip; true')"
 [ -z "$tools" ] || fail "build or test tools in the image: $tools"
 FIG[uid]="$(run_in_image id -u)"
 [ "${FIG[uid]}" != 0 ] || fail "the image runs as root"

@@ -38,7 +38,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=igno
 # Installed but never imported at run time, removed to keep the image small: filterpy
 # declares matplotlib (and with it these) for its plotting helpers, which the analyzer
 # never uses (`streamer plot`, extra `plot`, is not in the image); setuptools only builds.
-# The test suites of numpy and scipy go too.
+# The test suites of numpy, scipy and h5py, and ONNX's backend conformance suite (17 MB
+# of test models) go too.
 ARG RUNTIME_UNUSED="matplotlib contourpy cycler fonttools kiwisolver pillow pyparsing \
 python-dateutil setuptools"
 ARG SITE=/opt/streamer/lib/python3.11/site-packages
@@ -58,7 +59,8 @@ RUN if [ -n "$PIP_CERT" ]; then export PIP_CERT; else unset PIP_CERT; fi \
     fi \
  && /opt/streamer/bin/pip uninstall -y -q $RUNTIME_UNUSED \
  && ! /opt/streamer/bin/pip check | grep -v "^filterpy [^ ]* requires matplotlib" \
- && find $SITE/numpy $SITE/scipy -depth -type d -name tests -exec rm -rf {} + \
+ && find $SITE/numpy $SITE/scipy $SITE/h5py -depth -type d -name tests -exec rm -rf {} + \
+ && rm -rf $SITE/onnx/backend/test \
  && /opt/streamer/bin/python -c "import streamer.cli, filterpy.kalman, cv2, av, onnxruntime"
 # The default models, verified against the manifest's sha256, into a read-only bundle
 # (the store looks there after its cache on the /data volume).

@@ -47,7 +47,13 @@ RTSP_PID=""
 cleanup() {
   step "cleanup"
   if [ -n "${COMPOSE_READY:-}" ]; then
+    # podman-compose 1.0.3 removes neither the containers' anonymous volumes (the
+    # image's /config and /data in the ollama stand-in) nor a volume it did not create
+    local ids
+    ids="$($PODMAN ps -a -q --filter "label=io.podman.compose.project=$PROJECT")"
+    [ -n "$ids" ] && $PODMAN rm -f -v $ids >/dev/null 2>&1
     compose down -v >"$WORK/down.log" 2>&1 || tail -5 "$WORK/down.log"
+    $PODMAN volume rm -f "${PROJECT}_streamer-data" >/dev/null 2>&1
   fi
   [ -n "$RTSP_PID" ] && kill "$RTSP_PID" 2>/dev/null
   rm -rf "$WORK"

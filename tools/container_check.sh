@@ -49,11 +49,15 @@ cleanup() {
   if [ -n "${COMPOSE_READY:-}" ]; then
     # podman-compose 1.0.3 removes neither the containers' anonymous volumes (the
     # image's /config and /data in the ollama stand-in) nor a volume it did not create
-    local ids
+    local ids vol
     ids="$($PODMAN ps -a -q --filter "label=io.podman.compose.project=$PROJECT")"
     [ -n "$ids" ] && $PODMAN rm -f -v $ids >/dev/null 2>&1
     compose down -v >"$WORK/down.log" 2>&1 || tail -5 "$WORK/down.log"
-    $PODMAN volume rm -f "${PROJECT}_streamer-data" >/dev/null 2>&1
+    $PODMAN network rm -f "${PROJECT}_default" >/dev/null 2>&1  # down leaves it too
+    # every volume this run made (the anonymous ones of containers `down` removed too)
+    for vol in $($PODMAN volume ls -q); do
+      grep -qx "$vol" "$WORK/volumes-before.txt" || $PODMAN volume rm "$vol" >/dev/null 2>&1
+    done
   fi
   [ -n "$RTSP_PID" ] && kill "$RTSP_PID" 2>/dev/null
   rm -rf "$WORK"
@@ -201,6 +205,7 @@ services:
     image: $IMAGE
     entrypoint: python3 -m streamer.testing.ollama --host 0.0.0.0 --port 11434 --model $OLLAMA_MODEL
 EOF
+$PODMAN volume ls -q >"$WORK/volumes-before.txt"
 CTR="${PROJECT}_streamer_1"
 MOSQ="${PROJECT}_mosquitto_1"
 COMPOSE_READY=1

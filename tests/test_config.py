@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -105,3 +107,26 @@ def test_a_cameras_analysis_rate_is_its_own_else_the_default() -> None:
 def test_bad_analysis_rates_name_their_key(text: str, where: str) -> None:
     with pytest.raises(ConfigError, match=where):
         parse_config(text, "cfg.yaml")
+
+
+def test_compose_sample_config_wires_the_stack_by_service_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """config/config.yaml (mounted by compose.yaml) is valid, names the compose services
+    as its hosts, and every secret it reads comes from the environment compose passes."""
+    import yaml
+
+    compose = yaml.safe_load((REPO / "compose.yaml").read_text())
+    services = compose["services"]
+    env = services["streamer"]["environment"]
+    text = (REPO / "config" / "config.yaml").read_text()
+    monkeypatch.setenv("STREAMER_WEB_TOKEN", "t" * 32)
+    cfg = load_config(REPO / "config" / "config.yaml")
+    assert cfg.mqtt is not None and cfg.mqtt.host in services
+    assert cfg.llm is not None
+    assert urlsplit(getattr(cfg.llm, "host", "")).hostname in services
+    assert cfg.web is not None and cfg.web.port == 8080
+    assert any(p.endswith(":8080") for p in services["streamer"]["ports"])
+    wanted = set(re.findall(r"\$\{(\w+)\}", text)) | {cfg.web.token_env}
+    assert wanted <= set(env), wanted - set(env)
+    assert any(v.endswith(":/config:ro") for v in services["streamer"]["volumes"])

@@ -206,6 +206,28 @@ def build_source(model: str, weights: Path, derived_dir: Path) -> tuple[ModelSou
     return ModelSource(network, graph, sha256_file(weights), derived_dir), kf
 
 
+def store_artifact(model: str) -> str:
+    """The store artifact holding the weights of network ``model`` ("fer-va" or
+    "facechannel")."""
+    return _NETWORKS[model][0]
+
+
+def choose_network(cfg: AffectConfig, store: ArtifactStore) -> tuple[str, str]:
+    """The network ``cfg`` runs when it names no weights file, and why.
+
+    ``auto`` takes FaceChannel when its weights are in the store, else the embedded
+    default (``fer-va``).
+    """
+    if cfg.model != "auto":
+        return cfg.model, f"affect.model is {cfg.model}"
+    if store.has("facechannel"):
+        return "facechannel", "FaceChannel weights are in the store"
+    return "fer-va", (
+        "FaceChannel weights are not in the store (add them with `streamer models "
+        "add facechannel PATH`); running the embedded default, approximate VA"
+    )
+
+
 def load_va_model(cfg: AffectConfig, store: ArtifactStore) -> VAModel:
     """Load the VA model ``cfg`` selects; logs one line saying which and why.
 
@@ -219,25 +241,15 @@ def load_va_model(cfg: AffectConfig, store: ArtifactStore) -> VAModel:
         WeightsError: the weights do not match the network.
         ModelError: the runtime cannot be created.
     """
-    choice = cfg.model
+    choice: str = cfg.model
     if cfg.weights is not None:
         if choice == "auto":
             raise ModelError("affect.weights needs affect.model set to facechannel or fer-va")
         weights = Path(cfg.weights)
         reason = f"weights file {weights} given in the config"
-    elif choice == "auto":
-        if store.has("facechannel"):
-            choice, reason = "facechannel", "FaceChannel weights are in the store"
-        else:
-            choice = "fer-va"
-            reason = (
-                "FaceChannel weights are not in the store (add them with `streamer models "
-                "add facechannel PATH`); running the embedded default, approximate VA"
-            )
-        weights = store.path(_NETWORKS[choice][0])
     else:
-        reason = f"affect.model is {choice}"
-        weights = store.path(_NETWORKS[choice][0])
+        choice, reason = choose_network(cfg, store)
+        weights = store.path(store_artifact(choice))
     imported: list[KerasFile] = []
 
     def read_weights() -> Graph:

@@ -40,6 +40,7 @@ COMMAND_MODULES = {
     "cluster": "cluster",
     "episodes": "episodes",
     "history": "history",
+    "doctor": "doctor",
 }
 
 

@@ -7,6 +7,19 @@ it. Fetching (``streamer models fetch``) tries the offline mirror folders named 
 
     store = default_store()
     onnx_path = store.path("yunet")
+
+Where things are (:func:`default_store`):
+
+- the manifest ships inside the package (``streamer/store/manifest.toml``), so an
+  installed wheel knows what to fetch; ``$STREAMER_MODELS_DIR`` names another folder
+  holding a ``manifest.toml`` (and, unless said otherwise, its ``cache/``);
+- the cache (what ``models fetch`` writes, and the derived ONNX graphs and TensorRT
+  engines) is ``$STREAMER_CACHE_DIR``, else ``models/cache`` in a source checkout, else
+  ``$XDG_DATA_HOME/streamer/models`` (``~/.local/share/streamer/models``);
+- ``$STREAMER_MODEL_BUNDLE`` names read-only folders of artifacts verified earlier (a
+  container image's, fetched at build time): looked up after the cache, checked the
+  same way, never written. An image upgrade brings its own bundle, so a data volume
+  that outlives the image never holds stale models the new manifest would refuse.
 """
 
 from __future__ import annotations
@@ -33,7 +46,10 @@ logger = logging.getLogger(__name__)
 MIRROR_ENV = "STREAMER_MODEL_MIRROR"
 MODELS_DIR_ENV = "STREAMER_MODELS_DIR"
 CACHE_DIR_ENV = "STREAMER_CACHE_DIR"
+BUNDLE_ENV = "STREAMER_MODEL_BUNDLE"
+PACKAGED_MANIFEST = Path(__file__).with_name("manifest.toml")
 RECORDED = "recorded-sha256.json"
+CACHED_FILE_MODE = 0o644  # a verified artifact in the cache: everyone may read it
 # Files up to this size are re-hashed on every lookup; larger ones trust the stamp.
 REHASH_MAX_BYTES = 64 << 20
 
@@ -46,9 +62,25 @@ class ArtifactStatus:
     sha256: str  # expected (manifest or recorded), "" if unknown
 
 
-def repo_models_dir() -> Path:
-    """The checkout's ``models/`` folder (the manifest lives there)."""
-    return Path(__file__).resolve().parents[2] / "models"
+def checkout_models_dir(package_dir: Path | None = None) -> Path | None:
+    """The source checkout's ``models/`` folder when the package runs from a checkout
+    (``pyproject.toml`` and ``models/`` beside the ``streamer`` folder), else None (an
+    installed wheel)."""
+    root = (package_dir or Path(__file__).resolve().parents[1]).parent
+    if (root / "pyproject.toml").is_file() and (root / "models").is_dir():
+        return root / "models"
+    return None
+
+
+def default_cache_dir(package_dir: Path | None = None) -> Path:
+    """Where fetched artifacts go: ``$STREAMER_CACHE_DIR``, else a checkout's
+    ``models/cache``, else ``$XDG_DATA_HOME/streamer/models``."""
+    if env := os.environ.get(CACHE_DIR_ENV):
+        return Path(env).expanduser()
+    if (checkout := checkout_models_dir(package_dir)) is not None:
+        return checkout / "cache"
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home).expanduser() / "streamer" / "models"
 
 
 class ArtifactStore(Protocol):
@@ -70,19 +102,32 @@ class ArtifactStore(Protocol):
 
 
 class ModelStore:
-    """A manifest plus a cache folder of verified artifacts."""
+    """A manifest plus a cache folder of verified artifacts.
+
+    Args:
+        models_dir: folder of ``manifest.toml`` (unless ``manifest_path`` is given) and of
+            the default cache (``models_dir/cache``).
+        cache_dir: the writable cache (fetched artifacts, derived files).
+        mirrors: offline mirror folders ``fetch`` tries first.
+        bundles: read-only folders of verified artifacts (file plus ``.sha256`` stamp, as
+            in a cache), looked up after the cache and never written.
+        manifest_path: the manifest, when not in ``models_dir``.
+    """
 
     def __init__(
         self,
         models_dir: Path,
         cache_dir: Path | None = None,
         mirrors: list[Path] | None = None,
+        bundles: list[Path] | None = None,
+        manifest_path: Path | None = None,
     ) -> None:
         self.models_dir = Path(models_dir)
-        self.manifest_path = self.models_dir / "manifest.toml"
+        self.manifest_path = manifest_path or self.models_dir / "manifest.toml"
         self.manifest = load_manifest(self.manifest_path)
         self.cache_dir = Path(cache_dir) if cache_dir else self.models_dir / "cache"
         self.mirrors = list(mirrors or [])
+        self.bundles = list(bundles or [])
 
     # -- lookup ------------------------------------------------------------------------
     @property
@@ -114,24 +159,29 @@ class ModelStore:
         return True
 
     def path(self, name: str) -> Path:
-        """The verified cached file of ``name``.
+        """The verified file of ``name``: the cache's, else a bundle's.
 
         Raises:
-            ModelMissingError: not cached; the message holds the fetch command.
-            ChecksumError: cached but altered since it was verified.
+            ModelMissingError: in neither; the message holds the fetch command.
+            ChecksumError: present but altered since it was verified.
         """
+        for folder in (self.cache_dir, *self.bundles):
+            p = folder / self.artifact(name).file
+            stamp = p.with_name(p.name + ".sha256")
+            if p.is_file() and stamp.is_file():
+                return self._verified(name, p, stamp)
         p = self.cached_path(name)
-        stamp = p.with_name(p.name + ".sha256")
-        if not p.is_file() or not stamp.is_file():
-            raise ModelMissingError(
-                f"model {name!r} is not in the store ({p}); fetch it with: "
-                f"streamer models fetch {name}"
-                + (
-                    f"  (or add a file you have: streamer models add {name} PATH)"
-                    if name == "facechannel"
-                    else ""
-                )
+        raise ModelMissingError(
+            f"model {name!r} is not in the store ({p}); fetch it with: "
+            f"streamer models fetch {name}"
+            + (
+                f"  (or add a file you have: streamer models add {name} PATH)"
+                if name == "facechannel"
+                else ""
             )
+        )
+
+    def _verified(self, name: str, p: Path, stamp: Path) -> Path:
         expected = self.expected_sha256(name) or stamp.read_text().strip()
         if p.stat().st_size <= REHASH_MAX_BYTES:
             actual = sha256_file(p)
@@ -144,13 +194,19 @@ class ModelStore:
             )
         return p
 
+    def locate(self, name: str) -> Path:
+        """Where ``name`` is or would be: the verified file when present (the cache's or
+        a bundle's), else its place in the cache."""
+        try:
+            return self.path(name)
+        except (ModelMissingError, ChecksumError):
+            return self.cached_path(name)
+
     def status(self) -> list[ArtifactStatus]:
         out = []
         for name, art in self.manifest.items():
             out.append(
-                ArtifactStatus(
-                    art, self.has(name), self.cached_path(name), self.expected_sha256(name)
-                )
+                ArtifactStatus(art, self.has(name), self.locate(name), self.expected_sha256(name))
             )
         return out
 
@@ -159,7 +215,7 @@ class ModelStore:
         """Obtain ``name`` (mirror first, then its sources), verify it, cache it."""
         art = self.artifact(name)
         if not force and self.has(name):
-            return self.cached_path(name)
+            return self.path(name)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         errors: list[str] = []
         for label, produce in self._candidates(art):
@@ -245,6 +301,9 @@ class ModelStore:
                     origin,
                     self.cache_dir / RECORDED,
                 )
+            # mkstemp made it private (0600); a cached model is readable like any file
+            # (a shared cache, an image's bundle read by a non-root user).
+            os.chmod(tmp, CACHED_FILE_MODE)
             os.replace(tmp, final)
             final.with_name(final.name + ".sha256").write_text(actual + "\n")
             logger.info("%s: cached %s (sha256 %s) from %s", art.name, final, actual[:12], origin)
@@ -280,12 +339,24 @@ def _copier(src: Path) -> Callable[[Path], None]:
 
 
 def mirrors_from_env() -> list[Path]:
-    raw = os.environ.get(MIRROR_ENV, "")
+    return _folders_from_env(MIRROR_ENV)
+
+
+def _folders_from_env(env: str) -> list[Path]:
+    raw = os.environ.get(env, "")
     return [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
 
 
 def default_store() -> ModelStore:
-    """The store configured by the environment (or the checkout's ``models/``)."""
-    models_dir = Path(os.environ.get(MODELS_DIR_ENV) or repo_models_dir())
-    cache = os.environ.get(CACHE_DIR_ENV)
-    return ModelStore(models_dir, Path(cache) if cache else None, mirrors_from_env())
+    """The store the environment configures (see the module docstring)."""
+    bundles = _folders_from_env(BUNDLE_ENV)
+    if models_env := os.environ.get(MODELS_DIR_ENV):
+        cache = os.environ.get(CACHE_DIR_ENV)
+        models_dir = Path(models_env).expanduser()
+        return ModelStore(
+            models_dir, Path(cache).expanduser() if cache else None, mirrors_from_env(), bundles
+        )
+    cache_dir = default_cache_dir()
+    return ModelStore(
+        cache_dir.parent, cache_dir, mirrors_from_env(), bundles, manifest_path=PACKAGED_MANIFEST
+    )

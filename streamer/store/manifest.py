@@ -1,4 +1,5 @@
-"""The model manifest (``models/manifest.toml``): what each artifact is and where it comes from."""
+"""The model manifest (``streamer/store/manifest.toml``, shipped in the package): what each
+artifact is and where it comes from."""
 
 from __future__ import annotations
 

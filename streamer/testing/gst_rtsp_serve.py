@@ -4,7 +4,7 @@ Run it with a Python that sees PyGObject (Debian: ``/usr/bin/python3`` with
 ``python3-gi``, ``gir1.2-gst-rtsp-server-1.0`` and ``gstreamer1.0-plugins-{good,bad}``);
 the analyzer's own environment does not need ``gi``::
 
-    /usr/bin/python3 gst_rtsp_serve.py --port 8554 --file clip.mp4 [--mount /cam]
+    /usr/bin/python3 gst_rtsp_serve.py --port 8554 --file clip.mp4 [--mount /cam] [--address A]
 
 It serves the H.264 track of an MP4 at its native frame rate
 (``filesrc ! qtdemux ! h264parse ! rtph264pay``), shared between clients, and prints
@@ -20,6 +20,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--file", required=True, help="MP4 with an H.264 video track")
     parser.add_argument("--mount", default="/cam")
+    parser.add_argument("--address", default="127.0.0.1", help="address to listen on")
     args = parser.parse_args()
 
     import gi
@@ -30,7 +31,7 @@ def main() -> int:
 
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
-    server.set_address("127.0.0.1")
+    server.set_address(args.address)
     server.set_service(str(args.port))
     factory = GstRtspServer.RTSPMediaFactory()
     location = args.file.replace("\\", "\\\\").replace('"', '\\"')

@@ -14,14 +14,21 @@ while running):
 - ``invalid_once``: ``garbage`` for the first chat request, ``happy`` afterwards.
 
 Every request is recorded (path and parsed JSON body) for assertions.
+
+Run on its own (the container check runs it as the compose stack's ``ollama`` service)::
+
+    python -m streamer.testing.ollama --host 0.0.0.0 --port 11434 --model qwen2.5:0.5b
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import math
 import re
+import signal
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -87,7 +94,7 @@ class _Handler(BaseHTTPRequestHandler):
                 200,
                 {
                     "models": [
-                        {"name": f"{self.fake.model}:latest", "model": f"{self.fake.model}:latest"},
+                        {"name": self.fake.tagged, "model": self.fake.tagged},
                         {"name": "embedder:latest", "model": "embedder:latest"},
                     ]
                 },
@@ -171,7 +178,12 @@ class FakeOllama:
     """``with FakeOllama("happy") as srv: srv.url`` -> ``http://127.0.0.1:PORT``."""
 
     def __init__(
-        self, mode: str = "happy", port: int = 0, model: str = "llama3.2", delay_s: float = 2.0
+        self,
+        mode: str = "happy",
+        port: int = 0,
+        model: str = "llama3.2",
+        delay_s: float = 2.0,
+        host: str = "127.0.0.1",
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
@@ -182,7 +194,7 @@ class FakeOllama:
         self._release = threading.Event()
         self._lock = threading.Lock()
         self.holding = 0  # slow requests being held right now
-        self._server = _QuietServer(("127.0.0.1", port), _Handler)
+        self._server = _QuietServer((host, port), _Handler)
         self._server.fake = self
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -227,6 +239,11 @@ class FakeOllama:
         }
 
     @property
+    def tagged(self) -> str:
+        """The model as ``/api/tags`` lists it: with ``:latest`` unless it has a tag."""
+        return self.model if ":" in self.model else f"{self.model}:latest"
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
@@ -261,3 +278,31 @@ class FakeOllama:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGTERM or SIGINT (as PID 1 of a container too: a handler is set)."""
+    parser = argparse.ArgumentParser(description="a server speaking the Ollama API (tests)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=11434)
+    parser.add_argument("--model", default="llama3.2")
+    parser.add_argument("--mode", choices=MODES, default="happy")
+    args = parser.parse_args(argv)
+    fake = FakeOllama(args.mode, port=args.port, model=args.model, host=args.host)
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    print(f"READY {fake.port}", flush=True)
+    try:
+        fake._server.serve_forever(poll_interval=0.2)
+    except (SystemExit, KeyboardInterrupt):
+        pass
+    finally:
+        fake._server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

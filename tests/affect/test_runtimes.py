@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from streamer.affect.facechannel import keras_model_config, random_keras_weights
 from streamer.affect.keras_h5 import write_keras_h5
 from streamer.affect.models import FaceChannelModel, FerVAModel, build_source
 from streamer.affect.runtimes import make_runtime
-from streamer.errors import ModelMissingError
+from streamer.errors import ModelError, ModelMissingError
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -126,6 +127,21 @@ def test_int8_quantized_model_stays_close_to_fp32(
     a, b = fp32.predict(single_face_crops), int8.predict(single_face_crops)
     assert np.isfinite(b).all()
     assert np.abs(a - b).mean() < 0.1  # int8 is an approximation; bench reports the error
+
+
+def test_int8_without_sympy_is_one_clear_error(
+    fer_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sympy is the `quantize` extra (the container image leaves it out): int8 without
+    it names what to install instead of a traceback from onnxruntime's internals."""
+    # An install without the extra: sympy, and so onnxruntime's module that needs it,
+    # cannot be imported (even when an earlier test imported them).
+    monkeypatch.setitem(sys.modules, "sympy", None)
+    monkeypatch.setitem(sys.modules, "onnxruntime.tools.symbolic_shape_infer", None)
+    source, _ = build_source("fer-va", fer_path, tmp_path)
+    with pytest.raises(ModelError, match=r"needs sympy: pip install 'streamer\[quantize\]'"):
+        make_runtime(OnnxRuntimeConfig(quantize="int8"), source)
+    assert not list(tmp_path.glob("*int8*")) and not list(tmp_path.glob("*.tmp"))
 
 
 def test_auto_selects_facechannel_when_its_weights_are_in_the_store(

@@ -18,7 +18,13 @@ from pathlib import Path
 import pytest
 
 from streamer.errors import ChecksumError, ModelMissingError, StoreError
-from streamer.store import ModelStore
+from streamer.store import (
+    PACKAGED_MANIFEST,
+    ModelStore,
+    checkout_models_dir,
+    default_cache_dir,
+    default_store,
+)
 
 PAYLOAD = b"weights-" * 1000
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -97,6 +103,7 @@ def test_fetch_from_mirror_verifies_and_caches(tmp_path: Path) -> None:
     path = store.fetch("demo")
     assert path.read_bytes() == PAYLOAD
     assert store.path("demo") == path
+    assert path.stat().st_mode & 0o777 == 0o644  # readable by others (an image's user)
     # Altered after caching: detected on lookup.
     path.write_bytes(PAYLOAD + b"x")
     with pytest.raises(ChecksumError, match=r"demo\.bin"):
@@ -203,6 +210,53 @@ def test_add_checks_and_caches_a_user_file(tmp_path: Path) -> None:
     with pytest.raises(ChecksumError):
         store.add("demo", bad, validate=None)
     assert store.path("demo").read_bytes() == PAYLOAD  # the good copy is untouched
+
+
+def test_bundle_is_read_only_and_checked_like_the_cache(tmp_path: Path) -> None:
+    """A container image's models: a read-only folder verified at build time, used
+    when the cache (a data volume) lacks them, checked on lookup, never written."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "demo.bin").write_bytes(PAYLOAD)
+    write_manifest(tmp_path / "models", SHA)
+    bundle = ModelStore(tmp_path / "models", tmp_path / "bundle", mirrors=[mirror])
+    bundled = bundle.fetch("demo")  # as the image's build does
+    store = ModelStore(tmp_path / "models", tmp_path / "data", bundles=[tmp_path / "bundle"])
+    assert store.path("demo") == bundled
+    assert store.fetch("demo") == bundled  # nothing copied into the cache
+    assert [s.path for s in store.status()] == [bundled]
+    assert cache_files(store) == []
+    bundled.write_bytes(PAYLOAD + b"x")  # altered after the build: refused
+    with pytest.raises(ChecksumError, match=r"bundle/demo\.bin"):
+        store.path("demo")
+    # The cache comes first: a good copy there wins over the altered bundle.
+    cached = ModelStore(tmp_path / "models", tmp_path / "data", mirrors=[mirror]).fetch("demo")
+    assert store.path("demo") == cached
+
+
+def test_installed_package_finds_its_manifest_and_a_user_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside a checkout (a wheel in site-packages) the manifest comes from the package
+    and the cache from $STREAMER_CACHE_DIR or the user's data folder."""
+    monkeypatch.delenv("STREAMER_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    site = tmp_path / "lib" / "site-packages" / "streamer"
+    site.mkdir(parents=True)
+    assert checkout_models_dir(site) is None
+    assert default_cache_dir(site) == tmp_path / "xdg" / "streamer" / "models"
+    checkout = tmp_path / "src"
+    (checkout / "streamer").mkdir(parents=True)
+    (checkout / "models").mkdir()
+    (checkout / "pyproject.toml").write_text("")
+    assert default_cache_dir(checkout / "streamer") == checkout / "models" / "cache"
+    monkeypatch.setenv("STREAMER_CACHE_DIR", str(tmp_path / "mine"))
+    assert default_cache_dir(site) == tmp_path / "mine"
+    monkeypatch.delenv("STREAMER_MODELS_DIR", raising=False)
+    store = default_store()
+    assert store.manifest_path == PACKAGED_MANIFEST
+    assert {"yunet", "fer"} <= set(store.manifest)
+    assert store.cache_dir == tmp_path / "mine"
 
 
 @pytest.mark.parametrize(

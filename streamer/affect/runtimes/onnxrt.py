@@ -73,6 +73,11 @@ def _pre_processed(fp32: Path) -> Path:
         try:
             quant_pre_process(str(fp32), str(tmp))
             tmp.replace(out)
+        except ImportError as err:  # its symbolic shape inference needs sympy
+            raise ModelError(
+                f"int8 quantization needs onnxruntime's shape inference, which needs "
+                f"sympy: pip install 'streamer[quantize]' ({err})"
+            ) from err
         finally:
             tmp.unlink(missing_ok=True)
     return out

@@ -166,6 +166,9 @@ class MemTrace:
         out = self.workdir / f"memtrace-{self._n}.json"
         pid = os.fork()
         if pid == 0:  # the child: never returns into the parent's code
+            # Inherited sockets would outlive the parent's closing them: a listening
+            # socket kept open here makes the parent's restart on that port fail.
+            os.closerange(3, os.sysconf("SC_OPEN_MAX"))
             code = 0
             try:
                 _child(base, out, self.top)

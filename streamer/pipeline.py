@@ -19,7 +19,6 @@ composition root (:mod:`streamer.compose`) builds it and wires them.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import math
 import time
@@ -80,9 +79,7 @@ class CameraStats:
     tracks_live: int = 0  # confirmed tracks now (the tracker's count after the last frame)
     stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     # Seconds from a frame's decode (wall clock) to its VA result; live runs only.
-    latencies_s: collections.deque[float] = field(
-        default_factory=lambda: collections.deque(maxlen=LATENCY_WINDOW)
-    )
+    latencies_s: RecentSamples = field(default_factory=lambda: RecentSamples(LATENCY_WINDOW))
     # Seconds of each detector run, VA call and whole frame (prepare to results), for
     # histograms (streamer.web.metrics).
     samples: dict[str, RecentSamples] = field(

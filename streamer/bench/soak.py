@@ -15,11 +15,29 @@ The JSON printed at the end:
 * ``recover_s``: per camera (and for the broker and the LLM) time to recover, max and p95;
 * ``va``: VA samples analysed (on the bus) and published to MQTT, with every
   difference accounted for by a counted reason (rate limit, superseded by a newer
-  sample of the same track while offline, stale, overflow, invalid, bus drops);
+  sample of the same track while offline, stale, overflow, invalid, taken for sending
+  when the connection broke, bus drops);
   ``unexplained`` must be 0;
 * ``nan_published``: VA payloads seen on the broker with a non-finite value (must be 0);
-* ``rss_mb``: start, end and slope (MiB per minute, least squares over the samples);
-* ``threads`` and ``fds``: at start (after warm-up) and at the end (still running).
+* ``rss_mb``: start (after the warm-up), end and slope (MiB per minute, least squares
+  over the samples after the warm-up), and the mean of each minute; ``projection_24h_mb``
+  is the slope times a day;
+* ``threads`` and ``fds``: at start (after warm-up) and at the end (still running), the
+  bench's own apart (``bench_own``: the fake LLM server's threads and sockets, the
+  relay's sockets, and the asyncio default executor, a pool that grows on demand up to
+  its fixed size); ``os_threads``: the native threads (FFmpeg decoding, inference),
+  sampled with the RSS, as they come and go with the decoders;
+* ``tracemalloc``: the Python allocation sites that grew most from the end of the warm-up
+  to the last snapshot, the growth charged to the bench's own servers and bookkeeping
+  (``bench``) apart from the analyzer's (``analyzer``), and one line per snapshot;
+* ``verdict``: ``pass`` and each check against the long-run targets (RSS slope after the
+  warm-up, threads and fds equal at start and end, native threads not above the most
+  seen in the first half, no unexplained VA sample, every fault recovered, MQTT
+  publishing again within 2 s of the broker's return).
+
+``--no-faults`` runs the same parts without injecting anything: the memory baseline.
+The RSS slope and the threads/fds "start" are taken after ``--warmup`` minutes (faults
+run during the warm-up too, so every code path has allocated its caches by then).
 """
 
 from __future__ import annotations
@@ -42,18 +60,20 @@ from typing import Any
 import numpy as np
 
 from streamer.bench.harness import emit, resolve_media
+from streamer.bench.memtrace import MemTrace
 from streamer.bus import EventBus
 from streamer.compose import build_pipeline
 from streamer.config import AppConfig, load_config
 from streamer.describe.providers.ollama import OllamaConfig
+from streamer.episodes.config import EpisodeRule, EpisodesConfig, MoodConfig, RuleCondition
 from streamer.errors import ConfigError, MediaError
 from streamer.lifecycle import cancel_and_wait
 from streamer.messages import Description, VASample
-from streamer.publish.config import MqttConfig
+from streamer.publish.config import HomeAssistantConfig, MqttConfig
 from streamer.sources.config import BackoffConfig, CameraConfig
 from streamer.testing.mqtt import MOSQUITTO, Broker, TcpProxy
 from streamer.testing.net import free_port
-from streamer.testing.ollama import FakeOllama
+from streamer.testing.ollama import THREAD_PREFIX, FakeOllama
 from streamer.testing.sources import RtspServer, corrupt_packets, gst_rtsp_unavailable, loop_clip
 
 logger = logging.getLogger(__name__)
@@ -65,6 +85,10 @@ SETTLE_S = 15.0  # after the last fault: every recovery must fit in it
 MIN_PERIOD_S = 5.0  # seconds from one fault's start to the next, at least
 MAX_PERIOD_S = 15.0
 RSS_SAMPLE_S = 2.0
+LLM_REQUESTS_KEPT = 50  # the fake LLM server's request log (its counts stay exact)
+# Targets of a long run (issue 26): the verdict compares the figures with them.
+TARGET_SLOPE_MB_PER_MIN = 0.05
+TARGET_MQTT_RECOVER_S = 2.0
 CORRUPT_EVERY = 97  # one corrupt packet in this many on the second camera
 POLL_S = 0.05
 
@@ -90,6 +114,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--minutes", type=float, default=10.0, help="length of the soak (default 10)")
     p.add_argument("--clip", default="single_face.mp4", help="clip served by both cameras")
     p.add_argument("--config", type=Path, help="YAML config (cameras, mqtt and llm are replaced)")
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help="minutes before the RSS slope, threads and fds are measured "
+        "(default: a fifth of the run, at most 5)",
+    )
+    p.add_argument("--no-faults", action="store_true", help="inject nothing: the baseline")
+    p.add_argument(
+        "--trace-frames",
+        type=int,
+        default=0,
+        help="trace Python allocations with this many frames each (8 is a good start) and "
+        "report the sites that grew; costs CPU and memory, so the verdict is not judged "
+        "(default 0: off)",
+    )
+    p.add_argument(
+        "--snapshot-every",
+        type=float,
+        default=None,
+        help="minutes between tracemalloc snapshots (default: six over the measured part)",
+    )
     p.set_defaults(func=cmd_bench_soak)
 
 
@@ -114,18 +160,79 @@ class Observed:
     mqtt_va_seen: int = 0
     nan_published: int = 0
     rss: list[tuple[float, float]] = dataclasses.field(default_factory=list)
+    native_threads: list[tuple[float, int]] = dataclasses.field(default_factory=list)
 
 
-def _rss_mb() -> float:
+def _status(field: str) -> float:
     with open("/proc/self/status", encoding="ascii") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
+            if line.startswith(field + ":"):
+                return float(line.split()[1])
     return float("nan")
 
 
-def _fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def _rss_mb() -> float:
+    return _status("VmRSS") / 1024.0
+
+
+def _fd_kinds(bench_ports: tuple[set[int], set[int]]) -> dict[str, int]:
+    """Open fds by kind; a TCP socket with a local or remote port of the bench's
+    (:meth:`Soak.bench_ports`) is the bench's, not the analyzer's."""
+    ports: dict[str, tuple[int, int]] = {}
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        with contextlib.suppress(OSError), open(table, encoding="ascii") as fh:
+            next(fh, None)
+            for line in fh:
+                cols = line.split()
+                local, remote = (int(c.rsplit(":", 1)[1], 16) for c in cols[1:3])
+                ports[cols[9]] = (local, remote)
+    kinds: dict[str, int] = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            local, remote = ports.get(target[8:-1], (0, 0))
+            mine = local in bench_ports[0] or remote in bench_ports[1]
+            kind = "bench_socket" if mine else "socket"
+        elif target.startswith(("pipe:", "anon_inode:")):
+            kind = target.split(":")[0] + (":" + target.split(":")[1] if "anon" in target else "")
+        else:
+            kind = "file"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return dict(sorted(kinds.items()))
+
+
+def _counts(bench_ports: tuple[set[int], set[int]]) -> dict[str, Any]:
+    """Threads and open fds of this process now, the bench's own apart.
+
+    ``threads``: the analyzer's Python threads (not the fake LLM server's, not the
+    asyncio default executor's pool, which grows up to its fixed size on demand);
+    ``os_threads``: native threads (inference, decoding: every OS thread of the process
+    that is not a Python thread); ``fds``: open fds but the bench's sockets.
+    """
+    names = [t.name for t in threading.enumerate()]
+    bench = [n for n in names if n.startswith(THREAD_PREFIX)]
+    pool = [n for n in names if n.startswith("asyncio_")]
+    fds = _fd_kinds(bench_ports)
+    return {
+        "threads": len(names) - len(bench) - len(pool),
+        "os_threads": int(_status("Threads")) - len(names),
+        "fds": sum(n for k, n in fds.items() if k != "bench_socket"),
+        "executor_threads": len(pool),
+        "bench_threads": len(bench),
+        "thread_names": sorted(n for n in names if n not in bench and n not in pool),
+        "fd_kinds": fds,
+    }
+
+
+def _per_minute(rss: list[tuple[float, float]]) -> list[float]:
+    """Mean RSS of each whole minute of the run (its shape: steps, a line, a plateau)."""
+    by_min: dict[int, list[float]] = {}
+    for t, mb in rss:
+        by_min.setdefault(int(t // 60), []).append(mb)
+    return [round(sum(v) / len(v), 1) for _, v in sorted(by_min.items())]
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -147,8 +254,32 @@ def _finite_va(payload: bytes) -> bool:
 class Soak:
     """The parts, the fault schedule and the measurements of one soak run."""
 
-    def __init__(self, cfg: AppConfig, clip: Path, minutes: float, workdir: Path) -> None:
+    def __init__(
+        self,
+        cfg: AppConfig,
+        clip: Path,
+        minutes: float,
+        workdir: Path,
+        *,
+        warmup_min: float | None = None,
+        faults: bool = True,
+        trace_frames: int = 0,
+        snapshot_every_min: float | None = None,
+    ) -> None:
         self.total_s = minutes * 60.0
+        default_s = max(WARMUP_S, min(300.0, self.total_s / 5.0))
+        self.warmup_s = default_s if warmup_min is None else 60.0 * warmup_min
+        if not 0.0 <= self.warmup_s <= self.total_s - SETTLE_S:
+            raise ConfigError(f"--warmup must leave at least {SETTLE_S:.0f} s of the run")
+        measured_s = self.total_s - self.warmup_s
+        self.snapshot_s = (
+            measured_s / 6.0 if snapshot_every_min is None else 60.0 * snapshot_every_min
+        )
+        if self.snapshot_s <= 0:
+            raise ConfigError("--snapshot-every must be positive")
+        self.with_faults = faults
+        self.memtrace = MemTrace(trace_frames, workdir)
+        self._in_flight = 0  # injections not yet recovered (or given up)
         self.workdir = workdir
         served = loop_clip(clip, workdir / "served.mp4", self.total_s + 60.0)
         damaged = workdir / "damaged.mp4"
@@ -162,11 +293,17 @@ class Soak:
         self.servers = [RtspServer(served), RtspServer(damaged)]
         self.broker = Broker(workdir, free_port())
         self.proxy = TcpProxy(free_port(), self.broker.port)
-        self.llm = FakeOllama("happy")
+        self.llm = FakeOllama("happy", keep=LLM_REQUESTS_KEPT)
         self.cfg = cfg
         self.observed = Observed()
         self.faults: list[Fault] = []
         self.publisher: Any = None
+
+    def bench_ports(self) -> tuple[set[int], set[int]]:
+        """Sockets of the bench, by (local, remote) port: the accepted sockets of its
+        in-process servers (fake LLM, relay) and its own connections to the broker (the
+        relay's upstream, the watcher)."""
+        return {self.llm.port, self.proxy.port}, {self.broker.port}
 
     def app_config(self) -> AppConfig:
         backoff = BackoffConfig(initial_s=0.2, max_s=2.0, healthy_after_s=5.0)
@@ -189,11 +326,26 @@ class Soak:
             reconnect_interval_s=0.5,
             reconnect_max_s=2.0,
         )
-        return self.cfg.model_copy(update={"cameras": cams, "llm": llm, "mqtt": None})
+        update: dict[str, Any] = {"cameras": cams, "llm": llm, "mqtt": None}
+        # Per-track state everywhere: an episode rule the clip's crying part meets, and
+        # the room mood (unless the given config has its own).
+        if self.cfg.episodes is None:
+            rule = EpisodeRule(
+                name="sad", when=RuleCondition(valence_below=-0.1), for_s=1.0, clear_after_s=1.0
+            )
+            update["episodes"] = EpisodesConfig(rules=[rule])
+        if self.cfg.mood is None:
+            update["mood"] = MoodConfig(interval_s=2.0)
+        return self.cfg.model_copy(update=update)
 
-    def mqtt_config(self, port: int) -> MqttConfig:
+    def mqtt_config(self, port: int, discovery: bool = False) -> MqttConfig:
         return MqttConfig(
-            port=port, prefix=PREFIX, reconnect_min_s=0.2, reconnect_max_s=1.0, keepalive_s=5
+            port=port,
+            prefix=PREFIX,
+            reconnect_min_s=0.2,
+            reconnect_max_s=1.0,
+            keepalive_s=5,
+            homeassistant=HomeAssistantConfig(enabled=discovery),
         )
 
     # ------------------------------------------------------------------ observers
@@ -229,7 +381,10 @@ class Soak:
 
     async def sample_rss(self, t0: float) -> None:
         while True:
-            self.observed.rss.append((time.monotonic() - t0, _rss_mb()))
+            t = time.monotonic() - t0
+            self.observed.rss.append((t, _rss_mb()))
+            native = int(_status("Threads")) - threading.active_count()
+            self.observed.native_threads.append((t, native))
             await asyncio.sleep(RSS_SAMPLE_S)
 
     # ------------------------------------------------------------------ faults
@@ -243,6 +398,13 @@ class Soak:
         return True
 
     async def inject(self, kind: str, cam: int | None, hold_s: float, t0: float) -> None:
+        self._in_flight += 1
+        try:
+            await self._inject(kind, cam, hold_s, t0)
+        finally:
+            self._in_flight -= 1
+
+    async def _inject(self, kind: str, cam: int | None, hold_s: float, t0: float) -> None:
         target = CAMERAS[cam] if cam is not None else ("llm" if kind.startswith("llm") else "mqtt")
         fault = Fault(kind, target, round(time.monotonic() - t0, 1))
         self.faults.append(fault)
@@ -312,6 +474,8 @@ class Soak:
         return heal
 
     async def schedule(self, t0: float) -> None:
+        if not self.with_faults:
+            return
         window = self.total_s - WARMUP_S - SETTLE_S
         period = min(MAX_PERIOD_S, max(MIN_PERIOD_S, window / len(SCHEDULE)))
         injections: list[asyncio.Task[None]] = []
@@ -333,13 +497,19 @@ class Soak:
 
         cfg = self.app_config()
         pipe = build_pipeline(cfg, default_store(), bus=EventBus(lossless_wait_s=2.0))
-        publisher = MqttPublisher(self.mqtt_config(self.proxy.port), pipe.bus, list(CAMERAS))
+        publisher = MqttPublisher(
+            self.mqtt_config(self.proxy.port, discovery=True),
+            pipe.bus,
+            list(CAMERAS),
+            rules=[r.name for r in cfg.episodes.rules] if cfg.episodes else [],
+            mood=cfg.mood is not None and cfg.mood.enabled,
+        )
         self.publisher = publisher
         stop = asyncio.Event()
         await self.proxy.start()
         t0 = time.monotonic()
-        start: dict[str, float] = {}
-        end: dict[str, float] = {}
+        start: dict[str, Any] = {}
+        end: dict[str, Any] = {}
         async with publisher:
             bus_watch = asyncio.create_task(self.watch_bus(pipe.bus), name="soak-bus")
             broker_watch = asyncio.create_task(self.watch_broker(), name="soak-broker")
@@ -347,16 +517,38 @@ class Soak:
                 run_live(cfg, pipeline=pipe, stop=stop, handle_signals=False), name="soak-live"
             )
 
+            async def quiet(limit_s: float) -> None:
+                """Until no fault is in flight (or its recovery being waited for)."""
+                await self._wait_for(lambda: self._in_flight == 0, limit_s)
+
+            async def begin() -> None:
+                """The start figures and the baseline snapshot, after the warm-up."""
+                await asyncio.sleep(max(0.0, self.warmup_s - (time.monotonic() - t0)))
+                await quiet(min(SETTLE_S, self.warmup_s))
+                start.update(_counts(self.bench_ports()))
+                start["t_s"] = round(time.monotonic() - t0, 1)
+                await self.memtrace.baseline()
+
+            async def snapshots(began: asyncio.Task[None]) -> None:
+                await began
+                while True:
+                    await asyncio.sleep(self.snapshot_s)
+                    await self.memtrace.sample((time.monotonic() - t0) / 60.0)
+
             async def measure() -> None:
                 await asyncio.sleep(WARMUP_S)
-                start.update(threads=threading.active_count(), fds=_fds())
                 sampler = asyncio.create_task(self.sample_rss(t0))
+                began = asyncio.create_task(begin())
+                tracer = asyncio.create_task(snapshots(began))
                 await self.schedule(t0)
                 left = self.total_s - (time.monotonic() - t0)
                 await asyncio.sleep(max(0.0, left))
-                sampler.cancel()
+                await began  # a short run's baseline may still be on its way
+                await cancel_and_wait(sampler, tracer)
+                await quiet(2 * SETTLE_S)
                 self.observed.rss.append((time.monotonic() - t0, _rss_mb()))
-                end.update(threads=threading.active_count(), fds=_fds())
+                end.update(_counts(self.bench_ports()))
+                await self.memtrace.sample((time.monotonic() - t0) / 60.0)
 
             try:
                 await measure()
@@ -364,6 +556,7 @@ class Soak:
                 stop.set()
                 result = await live
                 await cancel_and_wait(bus_watch)
+                self.memtrace.stop()
         # The publisher flushed on exit; the broker watcher may still be receiving.
         await asyncio.sleep(1.0)
         await cancel_and_wait(broker_watch)
@@ -371,7 +564,7 @@ class Soak:
         return self.report(result, start, end, time.monotonic() - t0)
 
     def report(
-        self, result: Any, start: dict[str, float], end: dict[str, float], wall_s: float
+        self, result: Any, start: dict[str, Any], end: dict[str, Any], wall_s: float
     ) -> dict[str, Any]:
         stats = self.publisher.stats
         obs = self.observed
@@ -382,6 +575,7 @@ class Soak:
             "stale": stats.dropped["va_stale"],
             "overflow": stats.dropped["va_overflow"],
             "invalid": stats.dropped["invalid"],
+            "send_failed_at_disconnect": stats.dropped["va_send_failed"],
             "bus_drops_any_kind": stats.dropped["bus"],
         }
         gap = obs.va_analysed - published - sum(accounted.values())
@@ -399,12 +593,32 @@ class Soak:
             ]
             recover[target] = {"n": len(times), "max": max(times, default=None)}
             recover[target]["p95"] = _pct(times, 95)
-        ts = np.array([t for t, _ in obs.rss])
-        mb = np.array([m for _, m in obs.rss])
+        since = start.get("t_s", self.warmup_s)
+        measured = [(t, m) for t, m in obs.rss if t >= since] or obs.rss
+        ts = np.array([t for t, _ in measured])
+        mb = np.array([m for _, m in measured])
         slope = float(np.polyfit(ts / 60.0, mb, 1)[0]) if len(ts) >= 3 else None
+        mqtt_max = recover["mqtt"]["max"]
+        # Native threads (FFmpeg decoding, inference) come and go with the decoders: a
+        # leak grows past the most seen in the first half of the measured part.
+        native = [n for t, n in obs.native_threads if t >= since]
+        half = native[: max(1, len(native) // 2)]
+        native_ok = not native or end.get("os_threads", 0) <= max(half)
+        checks = {
+            "rss_slope_below_0.05_mb_per_min": slope is not None
+            and slope < TARGET_SLOPE_MB_PER_MIN,
+            "threads_equal": start.get("threads") == end.get("threads"),
+            "native_threads_bounded": native_ok,
+            "fds_equal": start.get("fds") == end.get("fds"),
+            "va_unexplained_0": unexplained == 0,
+            "faults_all_recovered": all(f.recover_s is not None for f in self.faults),
+            "mqtt_publishing_within_2s": mqtt_max is None or mqtt_max <= TARGET_MQTT_RECOVER_S,
+        }
         return {
             "bench": "soak",
             "minutes": round(wall_s / 60.0, 2),
+            "warmup_minutes": round(since / 60.0, 2),
+            "faults_injected": self.with_faults,
             "model": self.cfg.affect.model,
             "cameras": list(CAMERAS),
             "faults": {
@@ -439,13 +653,40 @@ class Soak:
             },
             "rss_mb": {
                 "start": round(float(mb[0]), 1) if len(mb) else None,
+                "first": round(float(obs.rss[0][1]), 1) if obs.rss else None,
                 "end": round(float(mb[-1]), 1) if len(mb) else None,
                 "max": round(float(mb.max()), 1) if len(mb) else None,
                 "slope_mb_per_min": None if slope is None else round(slope, 3),
                 "samples": len(mb),
+                "per_minute": _per_minute(obs.rss),
             },
-            "threads": {"start": start.get("threads"), "end": end.get("threads")},
-            "fds": {"start": start.get("fds"), "end": end.get("fds")},
+            "threads": {
+                "start": start.get("threads"),
+                "end": end.get("threads"),
+                "names_start": start.get("thread_names"),
+                "names_end": end.get("thread_names"),
+            },
+            "os_threads": {
+                "start": start.get("os_threads"),
+                "end": end.get("os_threads"),
+                "min": min(native, default=None),
+                "max_first_half": max(half, default=None),
+                "max": max(native, default=None),
+            },
+            "fds": {"start": start.get("fds"), "end": end.get("fds")}
+            | {"kinds_start": start.get("fd_kinds"), "kinds_end": end.get("fd_kinds")},
+            "bench_own": {
+                k: {"start": start.get(k), "end": end.get(k)}
+                for k in ("executor_threads", "bench_threads")
+            },
+            "projection_24h_mb": None if slope is None else round(slope * 60 * 24, 1),
+            "tracemalloc": self.memtrace.report(),
+            # Tracing's own memory and CPU distort RSS: a traced run finds sites, and an
+            # untraced one judges.
+            "verdict": {
+                "pass": None if self.memtrace.enabled else all(checks.values()),
+                "checks": checks,
+            },
             "analysis_restarts": {n: h.failures + h.hangs for n, h in result.analysis.items()},
         }
 
@@ -463,13 +704,18 @@ class Soak:
         self.llm.stop()
 
 
-def run_soak(cfg: AppConfig, clip: Path, minutes: float) -> dict[str, Any]:
-    """Run one soak (blocking) and return its JSON-ready report."""
+def run_soak(cfg: AppConfig, clip: Path, minutes: float, **options: Any) -> dict[str, Any]:
+    """Run one soak (blocking) and return its JSON-ready report; ``options`` are
+    :class:`Soak`'s keyword arguments."""
     with (
         tempfile.TemporaryDirectory(prefix="streamer-soak-") as tmp,
-        Soak(cfg, clip, minutes, Path(tmp)) as soak,
+        Soak(cfg, clip, minutes, Path(tmp), **options) as soak,
     ):
-        return asyncio.run(soak.run())
+        soak.memtrace.start()
+        try:
+            return asyncio.run(soak.run())
+        finally:
+            soak.memtrace.stop()
 
 
 def cmd_bench_soak(args: argparse.Namespace) -> int:
@@ -481,5 +727,22 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
     if MOSQUITTO is None:
         raise MediaError("bench soak needs the mosquitto broker (Debian package 'mosquitto')")
     cfg = load_config(args.config) if args.config else AppConfig()
-    result = run_soak(cfg, resolve_media(args.clip), args.minutes)
+    if args.trace_frames < 0:
+        raise ConfigError("--trace-frames must be 0 (off) or more")
+    result = run_soak(
+        cfg,
+        resolve_media(args.clip),
+        args.minutes,
+        warmup_min=args.warmup,
+        faults=not args.no_faults,
+        trace_frames=args.trace_frames,
+        snapshot_every_min=args.snapshot_every,
+    )
+    verdict = result["verdict"]
+    failed = [name for name, ok in verdict["checks"].items() if not ok]
+    if verdict["pass"] is None:
+        logger.info("soak verdict: not judged (allocation tracing distorts RSS)")
+    else:
+        word = "PASS" if verdict["pass"] else "FAIL: " + ", ".join(failed)
+        logger.info("soak verdict: %s", word)
     return emit(result)

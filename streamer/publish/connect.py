@@ -66,6 +66,32 @@ def build_tls_context(tls: MqttTlsConfig) -> ssl.SSLContext:
     return ctx
 
 
+class Client(aiomqtt.Client):
+    """:class:`aiomqtt.Client` that fails a connection attempt as soon as the socket
+    closes before the broker's CONNACK.
+
+    aiomqtt ignores a disconnection before CONNACK and waits out the whole connect
+    timeout (10 s by default). That is what a client sees when a broker behind a relay,
+    load balancer or restarting container accepts the TCP connection and drops it: the
+    publisher then retried only after the timeout, long after the broker was back.
+    """
+
+    def _on_disconnect(
+        self,
+        client: Any,
+        userdata: Any,
+        flags: Any,
+        reason_code: Any,
+        properties: Any = None,
+    ) -> None:
+        if not self._connected.done():
+            self._connected.set_exception(
+                aiomqtt.MqttError(f"connection closed before CONNACK ({reason_code})")
+            )
+            return
+        super()._on_disconnect(client, userdata, flags, reason_code, properties)
+
+
 def client_kwargs(
     cfg: MqttConfig,
     password: str | None,

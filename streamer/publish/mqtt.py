@@ -48,6 +48,7 @@ from streamer.publish import homeassistant as ha
 from streamer.publish.buffer import OutboundBuffer
 from streamer.publish.config import MqttConfig
 from streamer.publish.connect import (
+    Client,
     FailureKind,
     build_tls_context,
     client_kwargs,
@@ -96,7 +97,8 @@ class PublisherStats:
         published: sent publications per kind (va, event, description, status, ...).
         throttled: VA samples skipped by the per-track rate limit (not a loss).
         superseded: VA samples replaced in the buffer by a newer one of the same track.
-        dropped: losses by reason (va_stale, va_overflow, event_overflow, bus, invalid).
+        dropped: losses by reason (va_stale, va_overflow, event_overflow, bus, invalid,
+            va_send_failed: a VA sample taken for sending when the connection broke).
         rejected_inbound: hostile or malformed inbound payloads ignored.
         ha_announcements: times every discovery config was (re)queued.
         connected: whether a connection is up now.
@@ -465,7 +467,7 @@ class MqttPublisher(SingleUse):
     def _new_client(self) -> aiomqtt.Client:
         last = self._will or encode_available(AVAILABLE_OFFLINE, self.topics)
         will = aiomqtt.Will(last.topic, last.payload, qos=last.qos, retain=last.retain)
-        return aiomqtt.Client(
+        return Client(
             **client_kwargs(self.cfg, self._password, self._tls_context),
             will=will,
             max_queued_incoming_messages=INBOUND_QUEUE_SIZE,
@@ -529,6 +531,8 @@ class MqttPublisher(SingleUse):
         except (aiomqtt.MqttError, asyncio.CancelledError):
             if item.qos > 0:
                 self.buffer.requeue(item)
+            else:  # telemetry is not resent (a newer sample follows); the loss is counted
+                self.stats.dropped[f"{item.kind}_send_failed"] += 1
             raise
         self.stats.published[item.kind] += 1
 

@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 # Decoder options: detected bitstream errors fail the packet instead of being concealed.
 DECODER_OPTIONS = {"err_detect": "explode"}
 EAGAIN_RETRY_S = 0.005  # pause before re-reading after EAGAIN (seconds)
+MAX_SPANS = 100  # runs of skipped pictures whose place a damage report keeps
 HOLD_MAX = 32  # never hold more pictures than this waiting for their reference (frames)
 _B_PICTURE = 3  # AVPictureType B
 
@@ -67,21 +68,32 @@ class DamageSpan:
 
 @dataclass
 class DamageReport:
-    """Counters of one source's damaged data, and where it was."""
+    """Counters of one source's damaged data, and where it was.
+
+    Where is kept for the first :data:`MAX_SPANS` runs of skipped pictures and the first
+    100 rejected packets; the counts go on: a live camera sending damaged packets for
+    months holds bounded memory.
+    """
 
     frames: int = 0  # pictures passed on as good
     corrupt_frames: int = 0  # pictures skipped: flagged by FFmpeg or predicted from damage
     bad_packets: int = 0  # packets the decoder rejected (no picture came out)
     bad_packet_t: list[float] = field(default_factory=list)  # their media times (first 100)
-    spans: list[DamageSpan] = field(default_factory=list)
+    spans: list[DamageSpan] = field(default_factory=list)  # the first MAX_SPANS runs
+    span_count: int = 0  # runs of skipped pictures, all of them
+    _last_skipped: int = field(default=-2, repr=False)
 
     def skip(self, index: int, t: float) -> None:
         self.corrupt_frames += 1
-        last = self.spans[-1] if self.spans else None
-        if last is not None and last.last_frame == index - 1:
-            last.last_frame, last.last_t = index, t
+        if self.span_count and self._last_skipped == index - 1:
+            if len(self.spans) == self.span_count:  # the run being extended is kept
+                last = self.spans[-1]
+                last.last_frame, last.last_t = index, t
         else:
-            self.spans.append(DamageSpan(index, index, t, t))
+            self.span_count += 1
+            if len(self.spans) < MAX_SPANS:
+                self.spans.append(DamageSpan(index, index, t, t))
+        self._last_skipped = index
 
     def bad_packet(self, t: float) -> None:
         self.bad_packets += 1
@@ -98,8 +110,8 @@ class DamageReport:
             f"frames {s.first_frame}-{s.last_frame} ({s.first_t:.2f}-{s.last_t:.2f} s)"
             for s in self.spans[:limit]
         ]
-        if len(self.spans) > limit:
-            parts.append(f"{len(self.spans) - limit} more")
+        if self.span_count > limit:
+            parts.append(f"{self.span_count - limit} more")
         return ", ".join(parts) or "no picture"
 
     def as_dict(self) -> dict[str, object]:
@@ -108,6 +120,7 @@ class DamageReport:
             "undecodable_packets": self.bad_packets,
             "undecodable_packet_t": self.bad_packet_t,
             "skipped_spans": [s.as_dict() for s in self.spans],
+            "skipped_span_count": self.span_count,
         }
 
 

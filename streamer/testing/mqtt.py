@@ -137,6 +137,7 @@ class TcpProxy:
             pass
         finally:
             writer.close()
+            self._writers.discard(writer)  # a relay running for days keeps no dead ones
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -23,6 +23,7 @@ Run on its own (the container check runs it as the compose stack's ``ollama`` se
 from __future__ import annotations
 
 import argparse
+import collections
 import hashlib
 import json
 import math
@@ -49,6 +50,9 @@ def embed_text(text: str, dim: int = 64) -> list[float]:
     return [x / norm for x in vec]
 
 
+THREAD_PREFIX = "fake-ollama"  # the names of the server's threads
+
+
 class _QuietServer(ThreadingHTTPServer):
     """A client that gave up (timeout tests) is expected: no traceback for it."""
 
@@ -61,6 +65,15 @@ class _QuietServer(ThreadingHTTPServer):
         if isinstance(sys.exc_info()[1], ConnectionError):
             return
         super().handle_error(request, client_address)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """One daemon thread per request, named so a soak tells them from the analyzer's."""
+        threading.Thread(
+            target=self.process_request_thread,
+            args=(request, client_address),
+            name=f"{THREAD_PREFIX}-request",
+            daemon=True,
+        ).start()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -175,7 +188,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class FakeOllama:
-    """``with FakeOllama("happy") as srv: srv.url`` -> ``http://127.0.0.1:PORT``."""
+    """``with FakeOllama("happy") as srv: srv.url`` -> ``http://127.0.0.1:PORT``.
+
+    ``keep`` bounds the request log (:attr:`requests`, :meth:`chat_bodies`) to the newest
+    requests; :meth:`count` stays exact.
+    """
 
     def __init__(
         self,
@@ -184,13 +201,17 @@ class FakeOllama:
         model: str = "llama3.2",
         delay_s: float = 2.0,
         host: str = "127.0.0.1",
+        keep: int | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
         self.mode = mode
         self.delay_s = delay_s  # "delay" mode: every chat answer comes this late
         self.model = model
-        self.requests: list[tuple[str, Any]] = []
+        # The newest ``keep`` requests (all of them when None); counts are always exact,
+        # so a long soak's server holds bounded memory.
+        self.requests: collections.deque[tuple[str, Any]] = collections.deque(maxlen=keep)
+        self._counts: collections.Counter[str] = collections.Counter()
         self._release = threading.Event()
         self._lock = threading.Lock()
         self.holding = 0  # slow requests being held right now
@@ -198,7 +219,10 @@ class FakeOllama:
         self._server.fake = self
         self._server.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=THREAD_PREFIX,
+            daemon=True,
         )
 
     def _hold(self, mode: str) -> str:
@@ -221,7 +245,8 @@ class FakeOllama:
         """Record a request; returns how many chat requests there were so far."""
         with self._lock:
             self.requests.append((path, body))
-            return sum(1 for p, _ in self.requests if p == "/api/chat")
+            self._counts[path] += 1
+            return self._counts["/api/chat"]
 
     @staticmethod
     def answer_for(body: dict[str, Any]) -> dict[str, Any]:
@@ -257,7 +282,7 @@ class FakeOllama:
 
     def count(self, path: str) -> int:
         with self._lock:
-            return sum(1 for p, _ in self.requests if p == path)
+            return self._counts[path]
 
     def release(self) -> None:
         """Let held (slow) requests answer."""

@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
+import aiomqtt
 import numpy as np
 import pytest
 
@@ -15,7 +16,7 @@ from streamer.bus import EventBus
 from streamer.messages import Frame, Message
 from streamer.publish.config import MqttConfig
 from streamer.publish.mqtt import MqttPublisher
-from streamer.publish.payloads import validate_record
+from streamer.publish.payloads import encode_message, validate_record
 from streamer.testing.mqtt import Broker, TcpProxy
 from streamer.testing.net import free_port
 from tests.helpers.mqtt import (
@@ -338,3 +339,51 @@ async def test_network_cut_subscribers_see_offline_then_online(broker: Broker) -
             feeder.cancel()
             await proxy.cut()
     assert pub.stats.connections == 2
+
+
+async def test_relay_dropping_the_connection_is_retried_at_once_not_after_the_timeout(
+    make_broker: Callable[..., Broker],
+) -> None:
+    """A relay (load balancer, container port) accepts the TCP connection and drops it
+    while the broker is down: each attempt fails at once and is retried on the backoff,
+    so the publisher is back within about a second of the broker's return, not after the
+    10 s connect timeout (aiomqtt waited out the timeout on a socket closed before
+    CONNACK)."""
+    broker = make_broker(start=False)
+    proxy = TcpProxy(free_port(), broker.port)
+    await proxy.start()
+    bus = EventBus()
+    cfg = cfg_for(proxy.port, connect_timeout_s=10, reconnect_min_s=0.1, reconnect_max_s=0.5)
+    try:
+        async with MqttPublisher(cfg, bus, ["cam1"]) as pub:
+            # Several attempts while the broker is down (one hanging attempt before).
+            await wait_until(lambda: pub.stats.connect_attempts >= 3, timeout_s=4.0)
+            assert not pub.connected
+            broker.start()
+            await wait_until(lambda: pub.connected, timeout_s=5.0, what="connected")
+    finally:
+        await proxy.cut()
+
+
+class _BrokenClient:
+    """A client whose connection breaks during the publish (a fault that cannot be
+    timed for real: the broker vanishing between taking a sample and its write)."""
+
+    async def publish(self, *args: Any, **kwargs: Any) -> None:
+        raise aiomqtt.MqttError("Unexpected disconnection")
+
+
+async def test_va_sample_lost_in_a_broken_send_is_counted() -> None:
+    """Every VA sample is published or counted: the one being sent when the connection
+    broke is not resent (a newer sample follows) but counted as ``va_send_failed``;
+    a reliable event is put back instead."""
+    pub = MqttPublisher(cfg_for(free_port()), EventBus(), ["cam1"])
+    va = encode_message(make_va(), pub.topics)
+    event = encode_message(make_event(), pub.topics)
+    client: Any = _BrokenClient()
+    for item in (va, event):
+        with pytest.raises(aiomqtt.MqttError):
+            await pub._send(client, item)
+    assert pub.stats.dropped["va_send_failed"] == 1
+    assert pub.stats.published["va"] == 0
+    assert pub.buffer.pop() == event

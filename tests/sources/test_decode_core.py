@@ -13,6 +13,7 @@ import pytest
 from streamer.errors import MediaError
 from streamer.messages import Frame
 from streamer.sources.config import CameraConfig
+from streamer.sources.decode import MAX_SPANS, DamageReport
 from streamer.sources.file import FileSource
 from streamer.sources.live import LiveSource
 
@@ -112,3 +113,19 @@ async def test_a_jpeg_named_mp4_is_not_a_video(
     fake.write_bytes(store_path("single_face.jpg").read_bytes())
     with pytest.raises(MediaError, match="still image"):
         await replay_frames(fake)
+
+
+def test_damage_report_keeps_bounded_places_and_exact_counts() -> None:
+    """A camera sending damaged packets for months: the places of the first runs of
+    skipped pictures are kept, the counts go on, memory stays bounded."""
+    report = DamageReport()
+    for run in range(MAX_SPANS * 10):
+        first = run * 10
+        for index in range(first, first + 3):  # a run of three skipped pictures
+            report.skip(index, index / 30.0)
+    assert len(report.spans) == MAX_SPANS
+    assert report.span_count == MAX_SPANS * 10
+    assert report.corrupt_frames == MAX_SPANS * 30
+    assert (report.spans[-1].first_frame, report.spans[-1].last_frame) == (990, 992)
+    assert report.where(limit=2).endswith(f"{MAX_SPANS * 10 - 2} more")
+    assert report.as_dict()["skipped_span_count"] == MAX_SPANS * 10

@@ -1,0 +1,66 @@
+"""``streamer.bench.memtrace``: allocation growth by site, snapshots in forked children."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamer.bench import memtrace
+from streamer.bench.memtrace import MemTrace
+
+GROWN: list[bytes] = []
+
+
+def _grow(n: int) -> None:
+    GROWN.extend(bytes(1000) for _ in range(n))
+
+
+async def test_growth_is_found_at_its_site_and_charged_to_its_owner(tmp_path: Path) -> None:
+    trace = MemTrace(frames=4, workdir=tmp_path)
+    trace.start()
+    try:
+        await trace.baseline()
+        _grow(2000)
+        await trace.sample(1.0)
+    finally:
+        trace.stop()
+        GROWN.clear()
+    report = trace.report()
+    assert report["snapshots_failed"] == 0
+    top = report["top_growth"][0]
+    # The innermost frame is this file (outside the package): the site names it.
+    assert top["site"].endswith("test_memtrace.py:21"), top
+    assert top["kb"] >= 1900 and top["blocks"] >= 2000
+    assert report["growth_kb_by_owner"]["analyzer"] >= 1900
+
+
+async def test_a_snapshot_child_keeps_no_listening_socket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parent closes a listening socket and listens again on its port while a
+    (slow) snapshot child runs: the child must not hold the old socket open."""
+
+    def slow_child(*args: Any) -> None:
+        time.sleep(2.0)
+
+    monkeypatch.setattr(memtrace, "_child", slow_child)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    trace = MemTrace(frames=1, workdir=tmp_path)
+    trace.start()
+    try:
+        child = asyncio.create_task(trace.baseline())
+        await asyncio.sleep(0.5)  # the child is running
+        listener.close()
+        again = socket.create_server(("127.0.0.1", port))
+        again.close()
+        await child
+    finally:
+        trace.stop()
+    assert not tracemalloc.is_tracing()

@@ -16,8 +16,9 @@ import contextlib
 import json
 import logging
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -25,9 +26,13 @@ from streamer.config import format_validation_error, load_config
 from streamer.errors import ConfigError
 from streamer.publish.config import MqttConfig
 
+if TYPE_CHECKING:
+    from streamer.publish.subscriber import SubscriberView
+
 logger = logging.getLogger(__name__)
 
-REFRESH_S = 0.5  # table refresh interval (ages tick even without messages)
+REFRESH_S = 0.5  # table redraw interval: ages tick without messages, floods redraw no faster
+TABLE_CHROME_LINES = 7  # title, borders, header and caption around the table's rows
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -107,12 +112,30 @@ async def _run(args: argparse.Namespace, cfg: MqttConfig) -> int:
                 if limit and view.accepted >= limit:
                     break
         return 0
+    await _run_table(view, cfg, limit)
+    return 0
 
+
+async def _run_table(view: SubscriberView, cfg: MqttConfig, limit: int) -> None:
+    """The live table until ``limit`` messages were accepted (0: until interrupted)."""
     from rich.live import Live
 
+    from streamer.publish.subscriber import Payload, mqtt_messages
+
     with Live(view.render(), refresh_per_second=4, transient=False) as live:
+        drawn = float("-inf")
+
+        def redraw(force: bool = False) -> None:
+            # Never once per message, and only the rows that fit the terminal: a flood
+            # of messages or tracks costs no more than a screenful every REFRESH_S.
+            nonlocal drawn
+            if force or time.monotonic() - drawn >= REFRESH_S:
+                rows = max(1, live.console.size.height - TABLE_CHROME_LINES)
+                live.update(view.render(max_rows=rows))
+                drawn = time.monotonic()
+
         messages = mqtt_messages(cfg, view.subscriptions())
-        next_msg: asyncio.Task[tuple[str, bytes]] | None = None
+        next_msg: asyncio.Task[tuple[str, Payload]] | None = None
         try:
             while True:
                 if next_msg is None:
@@ -125,8 +148,9 @@ async def _run(args: argparse.Namespace, cfg: MqttConfig) -> int:
                         break
                     next_msg = None
                     view.handle(topic, payload)
-                live.update(view.render())
-                if limit and view.accepted >= limit:
+                finished = bool(limit and view.accepted >= limit)
+                redraw(force=finished)
+                if finished:
                     break
         finally:
             if next_msg is not None:
@@ -134,7 +158,6 @@ async def _run(args: argparse.Namespace, cfg: MqttConfig) -> int:
                 with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                     await next_msg
             await messages.aclose()
-    return 0
 
 
 def cmd_subscribe(args: argparse.Namespace) -> int:

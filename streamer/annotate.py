@@ -22,6 +22,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import av.error
@@ -31,6 +32,7 @@ import numpy as np
 from streamer.bus import Subscription
 from streamer.errors import ConfigError, MediaError
 from streamer.messages import Description, Message, VASample
+from streamer.sources.decode import upright, video_stream
 from streamer.sources.file import open_video
 
 logger = logging.getLogger(__name__)
@@ -247,14 +249,9 @@ def write_annotated(
     n = 0
     try:
         with open_video(video) as inp, av.open(str(tmp), mode="w") as dst:
-            istream = inp.streams.video[0]
+            istream = video_stream(inp)
             istream.thread_type = "AUTO"
-            ostream = dst.add_stream("libx264", rate=istream.average_rate or 30)
-            ostream.width = istream.codec_context.width
-            ostream.height = istream.codec_context.height
-            ostream.pix_fmt = "yuv420p"
-            ostream.time_base = istream.time_base
-            ostream.options = {"crf": ENCODE_CRF, "preset": "veryfast"}
+            ostream: Any = None  # made at the first picture: its size is the upright one
             for packet in inp.demux(istream):
                 try:
                     frames = packet.decode()
@@ -262,7 +259,13 @@ def write_annotated(
                     # the replay reported (and skipped) the damage; draw what decodes
                     continue
                 for vf in frames:
-                    image = vf.to_ndarray(format="bgr24")
+                    image = upright(vf)  # as the replay analysed it: boxes line up
+                    if ostream is None:
+                        ostream = dst.add_stream("libx264", rate=istream.average_rate or 30)
+                        ostream.width, ostream.height = image.shape[1], image.shape[0]
+                        ostream.pix_fmt = "yuv420p"
+                        ostream.time_base = istream.time_base
+                        ostream.options = {"crf": ENCODE_CRF, "preset": "veryfast"}
                     draw_overlays(image, overlays(n))
                     nf = av.VideoFrame.from_ndarray(image, format="bgr24")
                     nf.pts = vf.pts
@@ -272,6 +275,8 @@ def write_annotated(
                     n += 1
                     if on_frame is not None:
                         on_frame(n)
+            if ostream is None:
+                raise MediaError(f"{video}: no decodable video frame to annotate")
             for p in ostream.encode(None):
                 dst.mux(p)
         os.replace(tmp, out)

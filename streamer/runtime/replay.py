@@ -32,6 +32,7 @@ from streamer.lifecycle import cancel_and_wait
 from streamer.messages import Message
 from streamer.pipeline import CameraStats, first_error
 from streamer.sinks import Sink, SinkFactory, SinkOptions
+from streamer.sources.config import MAX_PIXELS
 from streamer.sources.file import FileReport, FileSource
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ class ReplayOptions:
         skip_corrupt: accept damage (a truncated file keeps what decoded).
         out: JSON lines to this file (atomically).
         stdout_jsonl: JSON lines to stdout when there is no ``out``.
+        max_pixels: frames larger than this are refused (announced) or skipped.
     """
 
     camera: str | None = None
@@ -76,6 +78,7 @@ class ReplayOptions:
     skip_corrupt: bool = False
     out: Path | None = None
     stdout_jsonl: bool = False
+    max_pixels: int = MAX_PIXELS
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,13 @@ async def run_replay(
         ModelMissingError: a model is not in the store.
     """
     opts = options or ReplayOptions()
-    source = FileSource(video, opts.camera, realtime=opts.realtime, skip_corrupt=opts.skip_corrupt)
+    source = FileSource(
+        video,
+        opts.camera,
+        realtime=opts.realtime,
+        skip_corrupt=opts.skip_corrupt,
+        max_pixels=opts.max_pixels,
+    )
     t0 = time.perf_counter()
     async with source:
         pipe = build_pipeline(cfg, store, model=model)

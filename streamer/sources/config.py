@@ -13,6 +13,10 @@ from streamer.errors import ConfigError
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
+# The one cap on decoded picture size, for video frames and still images alike
+# (`max_pixels` of a camera, `streamer replay|predict --max-pixels`): 8192 x 8192.
+MAX_PIXELS = 1 << 26  # pixels
+
 
 class BackoffConfig(StrictModel):
     """Capped, jittered exponential backoff between reconnect attempts."""
@@ -112,6 +116,13 @@ class CameraConfig(StrictModel):
         "(many cameras are the parallelism, and a frame leaves the decoder as soon as it "
         "is decoded); more enables FFmpeg's frame and slice threads, for one camera whose "
         "resolution needs more than a core, at a latency of up to threads - 1 frames",
+    )
+    max_pixels: int = Field(
+        MAX_PIXELS,
+        ge=1,
+        le=1 << 31,
+        description="pictures larger than this (width x height) are skipped and counted "
+        "as damage, never converted; the same cap streamer predict applies to images",
     )
     options: dict[str, str] = Field(
         default_factory=dict,

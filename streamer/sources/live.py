@@ -205,7 +205,9 @@ class LiveSource:
         self.hwaccel_failed = False  # set when cfg.hwaccel could not be used
         self.last_error = ""
         # Decoding state and counters, written by the current decode thread only.
-        self.state = DecodeState(cfg.name, wall_untimed=self.kind != "file")
+        self.state = DecodeState(
+            cfg.name, wall_untimed=self.kind != "file", max_pixels=cfg.max_pixels
+        )
         self.reconnects = 0
         self.stalls = 0
         self.errors = 0

@@ -36,6 +36,7 @@ from streamer.publish.connect import (
     FailureKind,
     build_tls_context,
     client_kwargs,
+    connection,
     default_client_id,
     explain_failure,
     reconnect_backoff,
@@ -438,7 +439,7 @@ async def mqtt_messages(
             max_queued_incoming_messages=INBOUND_QUEUE_SIZE,
         )
         try:
-            async with client:
+            async with connection(client):
                 logger.info("subscribe: connected to %s:%d", cfg.host, cfg.port)
                 backoff.reset()
                 for topic in topics:

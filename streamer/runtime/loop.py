@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+LEFTOVER_TASKS_S = 1.0  # how long tasks still pending at the end get to finish (s)
+
 
 def run_in_fresh_loop(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` to its end in a new event loop that never waits for stuck threads."""
@@ -27,10 +29,25 @@ def run_in_fresh_loop(main: Coroutine[Any, Any, T]) -> T:
         return loop.run_until_complete(main)
     finally:
         try:
+            _cancel_leftovers(loop)
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             executor.shutdown(wait=False, cancel_futures=True)
             loop.close()
+
+
+def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel the tasks still pending (a library's housekeeping task, say) and give them
+    LEFTOVER_TASKS_S to end, as ``asyncio.run`` does but bounded: a task destroyed while
+    pending is a "Task was destroyed but it is pending!" line after the run's summary."""
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.wait(pending, timeout=LEFTOVER_TASKS_S))
+    for task in pending:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: the run already reported what mattered
 
 
 def stuck_threads(grace_s: float) -> list[str]:

@@ -162,6 +162,11 @@ class CallWatch:
             with self._lock:
                 self._call = None
 
+    def current(self) -> str | None:
+        """The FFmpeg call the thread is in now (``open``, ``read``, ...), or None."""
+        with self._lock:
+            return self._call[0] if self._call is not None else None
+
     def overdue(self, now: float | None = None) -> tuple[str, float] | None:
         """``(what, seconds in it)`` when the current call has run past its bound."""
         now = time.monotonic() if now is None else now

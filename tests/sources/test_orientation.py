@@ -142,7 +142,6 @@ def test_annotated_video_is_upright(
     phone = tmp_path / "phone.mp4"
     upright = write_clip(store_path("single_face.mp4"), phone, 90)
     out = tmp_path / "annotated.mp4"
-    assert main(["-q", "replay", str(phone), "--out", str(tmp_path / "r.jsonl")]) == 0
     assert main(["-q", "replay", str(phone), "--annotate", str(out), "--out", "/dev/null"]) == 0
     with av.open(str(out)) as c:
         first = next(c.decode(video=0))

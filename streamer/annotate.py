@@ -33,6 +33,7 @@ from streamer.bus import Subscription
 from streamer.errors import ConfigError, MediaError
 from streamer.messages import Description, Message, VASample
 from streamer.output import OutputFile
+from streamer.sources.decode import upright, video_stream
 from streamer.sources.file import open_video
 
 logger = logging.getLogger(__name__)
@@ -329,17 +330,9 @@ def _encode(
         open_video(video) as inp,
         av.open(str(target), mode="w", format=fmt, options=options) as dst,
     ):
-        istream = inp.streams.video[0]
+        istream = video_stream(inp)
         istream.thread_type = "AUTO"
-        ostream = dst.add_stream("libx264", rate=istream.average_rate or 30)
-        ostream.width = istream.codec_context.width
-        ostream.height = istream.codec_context.height
-        ostream.pix_fmt = "yuv420p"
-        # The encoder counts in the input's time base: a coarser one (1 / frame rate)
-        # would round two close timestamps of a variable-rate file onto one.
-        ostream.codec_context.time_base = istream.time_base
-        ostream.time_base = istream.time_base
-        ostream.options = {"crf": ENCODE_CRF, "preset": "veryfast"}
+        ostream: Any = None  # made at the first picture: its size is the upright one
         clock = OutputClock(_frame_step(istream))
         for packet in inp.demux(istream):
             try:
@@ -348,7 +341,16 @@ def _encode(
                 # the replay reported (and skipped) the damage; draw what decodes
                 continue
             for vf in frames:
-                image = vf.to_ndarray(format="bgr24")
+                image = upright(vf)  # as the replay analysed it: boxes line up
+                if ostream is None:
+                    ostream = dst.add_stream("libx264", rate=istream.average_rate or 30)
+                    ostream.width, ostream.height = image.shape[1], image.shape[0]
+                    ostream.pix_fmt = "yuv420p"
+                    # The encoder counts in the input's time base: a coarser one (1 / frame
+                    # rate) would round two close timestamps of a variable-rate file onto one.
+                    ostream.codec_context.time_base = istream.time_base
+                    ostream.time_base = istream.time_base
+                    ostream.options = {"crf": ENCODE_CRF, "preset": "veryfast"}
                 draw_overlays(image, overlays(n))
                 nf = av.VideoFrame.from_ndarray(image, format="bgr24")
                 nf.pts = clock.pts(vf.pts)
@@ -358,6 +360,8 @@ def _encode(
                 n += 1
                 if on_frame is not None:
                     on_frame(n)
+        if ostream is None:
+            raise MediaError(f"{video}: no decodable video frame to annotate")
         for p in ostream.encode(None):
             dst.mux(p)
     if clock.fixed:

@@ -46,6 +46,13 @@ class AffectConfig(StrictModel):
         description="use this Keras HDF5 file instead of the store's artifact (needs "
         "`model` set to facechannel or fer-va)",
     )
+    max_weights_mb: int | None = Field(
+        None,
+        ge=1,
+        le=65536,
+        description="size cap of a weights file (MiB), checked before it is read; "
+        "default: 64 for fer-va, 128 for facechannel",
+    )
     runtime: RuntimeConfig = Field(
         default_factory=lambda: OnnxRuntimeConfig(), description="inference backend"
     )

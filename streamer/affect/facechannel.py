@@ -43,6 +43,7 @@ __all__ = [
     "INPUT_SHAPE",
     "facechannel_graph",
     "keras_model_config",
+    "parameter_count",
     "random_keras_weights",
 ]
 
@@ -61,6 +62,18 @@ CONV_BLOCKS: tuple[tuple[str, int, bool, bool], ...] = (
     ("conv9", 256, True, False),
 )
 DENSE_UNITS = 200
+
+
+def parameter_count() -> int:
+    """Weight values of FaceChannel V1 (dimensional), from its architecture: the most a
+    file imported as FaceChannel may declare (``models.FACECHANNEL_PARAMS``)."""
+    total, c_in = 0, INPUT_SHAPE[0]
+    for _, filters, bn, _ in CONV_BLOCKS:
+        total += 9 * c_in * filters + filters + (4 * filters if bn else 0)
+        c_in = filters
+    total += 2 * (9 * c_in * 256 + 256)  # conv10 and conv10_inhibition
+    flat = 256 * (INPUT_SHAPE[1] // 16) * (INPUT_SHAPE[2] // 16)
+    return total + flat * DENSE_UNITS + DENSE_UNITS + 2 * (DENSE_UNITS + 1)
 
 
 def _bn_names(kf: KerasFile) -> dict[str, str]:
@@ -172,9 +185,14 @@ def facechannel_graph(kf: KerasFile) -> Graph:
 
 
 def _eps(kf: KerasFile, bn_layer: str) -> float:
-    if kf.layers:
-        return float(kf.layer(bn_layer).config.get("epsilon", 1e-3))
-    return 1e-3  # Keras' default
+    if not kf.layers:
+        return 1e-3  # Keras' default
+    raw = kf.layer(bn_layer).config.get("epsilon", 1e-3)
+    if not isinstance(raw, int | float) or isinstance(raw, bool) or not 0 < raw < 1:
+        raise WeightsError(
+            f"{kf.path}: layer {bn_layer!r}: malformed layer config: epsilon {str(raw)[:40]}"
+        )
+    return float(raw)
 
 
 def _pool(src: Node) -> Node:

@@ -33,9 +33,21 @@ _ACTIVATIONS = {"relu": "relu", "tanh": "tanh", "softmax": "softmax", "sigmoid":
 
 
 def _pair(v: Any) -> tuple[int, int]:
-    if isinstance(v, int):
-        return v, v
-    return int(v[0]), int(v[1])
+    """A Keras size or stride (an int or a pair of ints), each at least 1.
+
+    Raises:
+        ValueError, TypeError: anything else (the caller names the layer).
+    """
+    pair = (v, v) if isinstance(v, int) else (v[0], v[1])
+    if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in pair):
+        raise ValueError(f"expected a positive integer or a pair of them, got {str(v)[:40]}")
+    return pair[0], pair[1]
+
+
+def _positive(v: Any, what: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise ValueError(f"{what} must be a positive integer, got {str(v)[:40]}")
+    return v
 
 
 def _spatial(
@@ -44,6 +56,8 @@ def _spatial(
     _, h, w = shape
     ho = conv_out(h, kernel[0], strides[0], padding)
     wo = conv_out(w, kernel[1], strides[1], padding)
+    if ho < 1 or wo < 1:
+        raise ValueError(f"a {kernel} window leaves no output of a {h}x{w} input")
     pt, pb = same_pads(h, kernel[0], strides[0], padding)
     pl, pr = same_pads(w, kernel[1], strides[1], padding)
     return (ho, wo), (pt, pl, pb, pr)
@@ -58,7 +72,7 @@ def keras_conv_node(
 ) -> Node:
     """A Conv2D layer as a ``conv`` node (without its activation)."""
     c_in = src.shape[0]
-    filters = int(cfg["filters"])
+    filters = _positive(cfg["filters"], "filters")
     k = _pair(cfg["kernel_size"])
     s = _pair(cfg.get("strides", 1))
     if _pair(cfg.get("dilation_rate", 1)) != (1, 1):
@@ -108,7 +122,7 @@ def keras_dense_node(book: WeightBook, layer: str, cfg: dict[str, Any], src: Nod
     """A Dense layer as a ``dense`` node (without its activation)."""
     if len(src.shape) != 1:
         raise WeightsError(f"{book.path}: layer {layer!r}: Dense on a {len(src.shape)}-D input")
-    units = int(cfg["units"])
+    units = _positive(cfg["units"], "units")
     w = book.take(layer, "kernel", (src.shape[0], units))
     if cfg.get("use_bias", True):
         b = book.take(layer, "bias", (units,))
@@ -126,7 +140,7 @@ def _activation(book: WeightBook, layer: str, act: str | None, src: Node, name: 
 
 
 def _data_format(kf: KerasFile) -> str:
-    formats = {str(f) for lay in kf.layers if (f := lay.config.get("data_format"))}
+    formats = {str(f)[:40] for lay in kf.layers if (f := lay.config.get("data_format"))}
     if len(formats) > 1:
         raise WeightsError(f"{kf.path}: mixed data formats {sorted(formats)} not supported")
     return formats.pop() if formats else "channels_last"
@@ -173,9 +187,9 @@ def _input(im: _Importer, lay: KerasLayer) -> Node:
     shape = lay.config.get("batch_input_shape") or lay.config.get("batch_shape")
     if not shape or len(shape) != 4:
         raise im.error(lay, "expected an image input")
-    dims = shape[1:]
+    dims = [_positive(d, "each input dimension") for d in shape[1:]]
     chw = (dims[0], dims[1], dims[2]) if im.fmt == "channels_first" else (dims[2], dims[0], dims[1])
-    return im.add(Node("input", lay.name, (), tuple(int(d) for d in chw)))
+    return im.add(Node("input", lay.name, (), chw))
 
 
 def _conv2d(im: _Importer, lay: KerasLayer) -> Node:
@@ -186,7 +200,7 @@ def _depthwise(im: _Importer, lay: KerasLayer) -> Node:
     """DepthwiseConv2D, and the first half of SeparableConv2D: a conv with group = C_in."""
     cfg, src, separable = lay.config, im.src_of(lay), lay.class_name == "SeparableConv2D"
     c_in = src.shape[0]
-    mult = int(cfg.get("depth_multiplier", 1))
+    mult = _positive(cfg.get("depth_multiplier", 1), "depth_multiplier")
     k = _pair(cfg["kernel_size"])
     s = _pair(cfg.get("strides", 1))
     if _pair(cfg.get("dilation_rate", 1)) != (1, 1):
@@ -206,7 +220,7 @@ def _depthwise(im: _Importer, lay: KerasLayer) -> Node:
 
 def _pointwise(im: _Importer, lay: KerasLayer, src: Node) -> Node:
     """The 1x1 second half of a SeparableConv2D."""
-    filters = int(lay.config["filters"])
+    filters = _positive(lay.config["filters"], "filters")
     c, ho, wo = src.shape
     pw = im.book.take(lay.name, "pointwise_kernel", (1, 1, c, filters))
     params = {"W": np.ascontiguousarray(pw.transpose(3, 2, 0, 1))}
@@ -315,7 +329,13 @@ def graph_from_keras(kf: KerasFile, name: str | None = None) -> Graph:
             raise im.error(
                 lay, f"layer class {lay.class_name} cannot be imported from the architecture JSON"
             )
-        im.alias[lay.name] = layer(im, lay).name
+        try:
+            im.alias[lay.name] = layer(im, lay).name
+        except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError) as err:
+            # The JSON is the file's: a wrong type, a zero stride or a missing key is a
+            # malformed layer, said in one line (a WeightsError passes through as is).
+            why = f"missing key {err}" if isinstance(err, KeyError) else str(err)
+            raise im.error(lay, f"malformed layer config: {why[:200]}") from err
     im.book.check_all_used()
     outputs = []
     for o in kf.output_layers:

@@ -12,10 +12,19 @@ expect; :meth:`WeightBook.check_all_used` then proves that nothing in the file w
 over. Every mismatch raises :class:`~streamer.errors.WeightsError` naming the file and
 the layer::
 
-    kf = read_keras_h5(Path("emotion_model.hdf5"))
+    kf = read_keras_h5(Path("emotion_model.hdf5"), max_params=4_000_000)
     kernel = kf.weights.take("conv2d_1", "kernel", (3, 3, 1, 8))
     ...
     kf.weights.check_all_used()
+
+The file is untrusted. Before any weight is read, the whole link tree is walked and the
+file is refused (one line naming the file and the dataset, attribute or link) when it
+holds an external or soft link, a virtual dataset, a dataset stored in another file
+(external storage: the sha256 pin of the file would not cover it), a filter that needs a
+plugin, weights that are not floating point, an attribute or a name list larger than
+any Keras file writes, or weight datasets that together declare more than ``max_params``
+values (a small file can declare terabytes of never-written chunks). Only then are the
+weights read, so reading costs at most ``max_params`` values whatever the file declares.
 """
 
 from __future__ import annotations
@@ -33,7 +42,32 @@ from streamer.errors import WeightsError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["KerasFile", "KerasLayer", "WeightBook", "read_keras_h5", "write_keras_h5"]
+__all__ = [
+    "DEFAULT_MAX_PARAMS",
+    "KerasFile",
+    "KerasLayer",
+    "WeightBook",
+    "read_keras_h5",
+    "write_keras_h5",
+]
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+DEFAULT_MAX_PARAMS = 50_000_000  # weight values read at most when the caller sets no cap
+MAX_CONFIG_BYTES = 4 << 20  # the architecture JSON attribute (FaceChannel's is ~20 KB)
+MAX_NAMES = 100_000  # entries of a layer_names / weight_names attribute
+MAX_LINKS = 200_000  # links walked in one file
+MAX_LAYERS = 10_000  # layers of an architecture
+MAX_CHUNKS = 1 << 20  # chunks of one weight dataset (tiny chunks make a read crawl)
+# Filters built into HDF5 and h5py; any other id would load a plugin from the system.
+_BUILTIN_FILTERS = {
+    h5py.h5z.FILTER_DEFLATE,
+    h5py.h5z.FILTER_SHUFFLE,
+    h5py.h5z.FILTER_FLETCHER32,
+    h5py.h5z.FILTER_SZIP,
+    h5py.h5z.FILTER_NBIT,
+    h5py.h5z.FILTER_SCALEOFFSET,
+    h5py.h5z.FILTER_LZF,
+}
 
 
 @dataclass(frozen=True)
@@ -186,54 +220,210 @@ def _text(value: Any) -> str:
 def _inbound_names(raw: Any) -> tuple[str, ...]:
     """Layer names from Keras 2 ``inbound_nodes``: ``[[[name, node, tensor, kwargs], ...]]``."""
     names: list[str] = []
+    if not isinstance(raw, list | None):
+        raise TypeError(f"inbound_nodes is a {type(raw).__name__}, expected a list")
     for node in raw or []:
         if isinstance(node, dict):  # Keras 3 layout: {"args": [...], "kwargs": {...}}
             raise ValueError("Keras 3 model format (inbound nodes as dicts) is not supported")
+        if not isinstance(node, list):
+            raise TypeError(f"an inbound node is a {type(node).__name__}, expected a list")
         for entry in node:
-            names.append(str(entry[0]))
+            if not isinstance(entry, list) or not entry or not isinstance(entry[0], str):
+                raise TypeError(f"inbound entry {str(entry)[:60]} is not [layer name, ...]")
+            names.append(entry[0])
     return tuple(names)
 
 
+def _dict(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"{what} is a {type(value).__name__}, expected an object")
+    return value
+
+
+def _layer_label(raw: Any, i: int) -> str:
+    """A layer's name for an error message, from whatever the JSON holds."""
+    if isinstance(raw, dict):
+        conf = raw.get("config")
+        name = raw.get("name") or (conf.get("name") if isinstance(conf, dict) else None)
+        if isinstance(name, str) and name:
+            return name[:80]
+    return f"#{i + 1}"
+
+
 def _parse_architecture(
-    cfg: dict[str, Any],
+    path: Path,
+    cfg: Any,
 ) -> tuple[str, list[KerasLayer], list[str], list[str]]:
-    class_name = str(cfg.get("class_name", ""))
-    body: Any = cfg.get("config") or {}
+    """The layers of the architecture JSON; a malformed entry raises WeightsError naming
+    the layer (by name when it has one, else by position)."""
+    try:
+        cfg = _dict(cfg, "the architecture")
+        class_name = str(cfg.get("class_name", ""))
+        body: Any = cfg.get("config") or {}
+        if class_name == "Sequential":
+            raw_layers = body if isinstance(body, list) else _dict(body, "config").get("layers")
+        elif class_name in ("Model", "Functional"):
+            raw_layers = _dict(body, "config").get("layers")
+        else:
+            raise ValueError(f"unsupported model class {class_name[:40]!r}")
+        if not isinstance(raw_layers, list):
+            raise TypeError("the layer list is missing or not a list")
+    except (TypeError, ValueError) as err:
+        raise WeightsError(f"{path}: cannot parse the architecture JSON: {err}") from err
+    if len(raw_layers) > MAX_LAYERS:
+        raise WeightsError(
+            f"{path}: the architecture JSON lists {len(raw_layers)} layers (at most {MAX_LAYERS})"
+        )
+    layers: list[KerasLayer] = []
+    prev: str | None = None
+    for i, raw in enumerate(raw_layers):
+        try:
+            if class_name == "Sequential":
+                prev = _sequential_layer(_dict(raw, "the layer"), layers, prev)
+            else:
+                layers.append(_functional_layer(_dict(raw, "the layer")))
+        except (TypeError, ValueError, KeyError, AttributeError) as err:
+            why = f"missing key {err}" if isinstance(err, KeyError) else str(err)
+            raise WeightsError(
+                f"{path}: layer {_layer_label(raw, i)!r}: malformed architecture entry: {why}"
+            ) from err
     if class_name == "Sequential":
-        raw_layers = body if isinstance(body, list) else body.get("layers", [])
-        layers: list[KerasLayer] = []
-        prev: str | None = None
-        for raw in raw_layers:
-            conf = dict(raw.get("config", {}))
-            name = str(conf.get("name") or raw.get("name"))
-            if raw.get("class_name") == "InputLayer":
-                layers.append(KerasLayer(name, "InputLayer", conf, ()))
-                prev = name
-                continue
-            if prev is None:
-                shape = conf.get("batch_input_shape") or conf.get("batch_shape")
-                inp = KerasLayer(f"{name}_input", "InputLayer", {"batch_input_shape": shape}, ())
-                layers.append(inp)
-                prev = inp.name
-            layers.append(KerasLayer(name, str(raw["class_name"]), conf, (prev,)))
-            prev = name
         ins = [layers[0].name] if layers else []
         outs = [layers[-1].name] if layers else []
         return class_name, layers, ins, outs
-    if class_name in ("Model", "Functional"):
-        layers = [
-            KerasLayer(
-                name=str(raw.get("name") or raw["config"]["name"]),
-                class_name=str(raw["class_name"]),
-                config=dict(raw.get("config", {})),
-                inbound=_inbound_names(raw.get("inbound_nodes")),
+    try:
+        ins = [_endpoint(x) for x in body.get("input_layers", [])]
+        outs = [_endpoint(x) for x in body.get("output_layers", [])]
+    except (TypeError, ValueError) as err:
+        raise WeightsError(f"{path}: cannot parse the model's inputs and outputs: {err}") from err
+    return class_name, layers, ins, outs
+
+
+def _endpoint(entry: Any) -> str:
+    if not isinstance(entry, list) or not entry or not isinstance(entry[0], str):
+        raise TypeError(f"input/output entry {str(entry)[:60]} is not [layer name, ...]")
+    return entry[0]
+
+
+def _sequential_layer(raw: dict[str, Any], layers: list[KerasLayer], prev: str | None) -> str:
+    conf = dict(_dict(raw.get("config", {}), "config"))
+    name = str(conf.get("name") or raw.get("name"))
+    cls = raw.get("class_name")
+    if not isinstance(cls, str):
+        raise TypeError("class_name is missing or not a string")
+    if cls == "InputLayer":
+        layers.append(KerasLayer(name, "InputLayer", conf, ()))
+        return name
+    if prev is None:
+        shape = conf.get("batch_input_shape") or conf.get("batch_shape")
+        inp = KerasLayer(f"{name}_input", "InputLayer", {"batch_input_shape": shape}, ())
+        layers.append(inp)
+        prev = inp.name
+    layers.append(KerasLayer(name, cls, conf, (prev,)))
+    return name
+
+
+def _functional_layer(raw: dict[str, Any]) -> KerasLayer:
+    conf = dict(_dict(raw.get("config", {}), "config"))
+    cls = raw.get("class_name")
+    if not isinstance(cls, str):
+        raise TypeError("class_name is missing or not a string")
+    return KerasLayer(
+        name=str(raw.get("name") or conf["name"]),
+        class_name=cls,
+        config=conf,
+        inbound=_inbound_names(raw.get("inbound_nodes")),
+    )
+
+
+def _check_signature(path: Path, label: Path) -> None:
+    """Refuse a file that is not HDF5 from its first bytes, before h5py parses anything."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(len(HDF5_SIGNATURE))
+    except OSError as err:
+        raise WeightsError(f"{label}: cannot read the weights file: {err.strerror}") from err
+    if head != HDF5_SIGNATURE:
+        why = "empty" if not head else "no HDF5 signature in its first bytes"
+        raise WeightsError(f"{label}: not an HDF5 file ({why})")
+
+
+def _check_dataset(label: Path, name: str, ds: h5py.Dataset) -> None:
+    """Refuse storage that reads outside the file or runs a plugin (any dataset)."""
+    dcpl = ds.id.get_create_plist()
+    if dcpl.get_layout() == h5py.h5d.VIRTUAL:
+        raise WeightsError(
+            f"{label}: dataset {name!r}: virtual dataset (its data would come from other "
+            "files); refused"
+        )
+    if dcpl.get_external_count() > 0:
+        outside = _text(dcpl.get_external(0)[0])[:200]
+        raise WeightsError(
+            f"{label}: dataset {name!r}: stored in an outside file ({outside!r}), which the "
+            "file's sha256 does not cover; refused"
+        )
+    for i in range(dcpl.get_nfilters()):
+        code = dcpl.get_filter(i)[0]
+        if code not in _BUILTIN_FILTERS:
+            raise WeightsError(
+                f"{label}: dataset {name!r}: compression filter {code} needs a plugin; refused"
             )
-            for raw in body["layers"]
-        ]
-        ins = [str(x[0]) for x in body.get("input_layers", [])]
-        outs = [str(x[0]) for x in body.get("output_layers", [])]
-        return class_name, layers, ins, outs
-    raise ValueError(f"unsupported model class {class_name!r}")
+
+
+def _check_tree(label: Path, fh: h5py.File) -> None:
+    """Walk every link of the file: hard links only, and every dataset's storage checked."""
+    links: list[tuple[str, Any]] = []
+
+    def collect(name: str, link: Any) -> bool | None:
+        # No exception may leave an h5py visitor: collect, stop early, check after.
+        links.append((name, link))
+        return True if len(links) > MAX_LINKS else None
+
+    fh.visititems_links(collect)
+    if len(links) > MAX_LINKS:
+        raise WeightsError(f"{label}: more than {MAX_LINKS} objects: not a Keras model file")
+    for name, link in links:
+        if isinstance(link, h5py.ExternalLink):
+            raise WeightsError(
+                f"{label}: {name!r} is an external link (to {link.filename[:200]!r}); refused"
+            )
+        if not isinstance(link, h5py.HardLink):
+            raise WeightsError(f"{label}: {name!r} is a soft or user-defined link; refused")
+    for name, _ in links:
+        obj = fh[name]
+        if isinstance(obj, h5py.Dataset):
+            _check_dataset(label, name, obj)
+
+
+def _attr(label: Path, obj: h5py.Group, key: str, max_items: int = 1) -> Any:
+    """An attribute's value, refused unread when it holds more than ``max_items`` values
+    or more than MAX_CONFIG_BYTES (attributes are names and JSON in a Keras file)."""
+    if key not in obj.attrs:
+        return None
+    aid = obj.attrs.get_id(key)
+    items = int(np.prod(aid.shape, dtype=object)) if aid.shape else 1
+    try:
+        stored = aid.get_storage_size()
+    except RuntimeError:  # HDF5 reports an empty attribute's 0 bytes as an error
+        stored = 0
+    size = max(stored, items * aid.dtype.itemsize)
+    where = f"{obj.name.strip('/')}@{key}"
+    if items > max_items or size > MAX_CONFIG_BYTES:
+        raise WeightsError(
+            f"{label}: attribute {where!r} is larger than a Keras file holds "
+            f"({items} values, {size} bytes); refused"
+        )
+    return obj.attrs[key]
+
+
+def _names(label: Path, obj: h5py.Group, key: str) -> list[str]:
+    raw = _attr(label, obj, key, MAX_NAMES)
+    if raw is None:
+        return []
+    values = raw.tolist() if isinstance(raw, np.ndarray) else [raw]
+    if not isinstance(values, list):
+        values = [values]
+    return [_text(v) for v in values]
 
 
 def _dataset_names(group: h5py.Group) -> list[str]:
@@ -242,87 +432,144 @@ def _dataset_names(group: h5py.Group) -> list[str]:
     return found
 
 
-def _read_weights(path: Path, root: h5py.Group) -> dict[str, dict[str, np.ndarray]]:
-    layer_names = [_text(n) for n in root.attrs.get("layer_names", [])]
+def _weight_datasets(label: Path, root: h5py.Group) -> dict[str, dict[str, h5py.Dataset]]:
+    """``{layer: {short weight name: dataset}}``, nothing read yet."""
+    layer_names = _names(label, root, "layer_names")
     if not layer_names:  # some writers omit the attribute: take the groups in file order
         layer_names = [k for k in root if isinstance(root[k], h5py.Group)]
-    out: dict[str, dict[str, np.ndarray]] = {}
+    out: dict[str, dict[str, h5py.Dataset]] = {}
     for layer in layer_names:
-        if layer not in root:
-            raise WeightsError(f"{path}: layer {layer!r}: listed in layer_names but has no group")
+        if layer not in root or not isinstance(root[layer], h5py.Group):
+            raise WeightsError(f"{label}: layer {layer!r}: listed in layer_names but has no group")
         group = root[layer]
-        names = [_text(n) for n in group.attrs.get("weight_names", [])]
+        names = _names(label, group, "weight_names")
         if not names:  # the attribute may be missing: walk the datasets
             names = _dataset_names(group)
-        arrays: dict[str, np.ndarray] = {}
+        found: dict[str, h5py.Dataset] = {}
         for wname in names:
-            if wname not in group:
-                raise WeightsError(f"{path}: layer {layer!r}: weight {wname!r} listed but absent")
+            if wname not in group or not isinstance(group[wname], h5py.Dataset):
+                raise WeightsError(f"{label}: layer {layer!r}: weight {wname!r} listed but absent")
             short = wname.rsplit("/", 1)[-1].split(":", 1)[0]
-            if short in arrays:
-                raise WeightsError(f"{path}: layer {layer!r}: weight {short!r} appears twice")
-            arrays[short] = np.asarray(group[wname][()], dtype=np.float32)
-        if arrays:
-            out[layer] = arrays
+            if short in found:
+                raise WeightsError(f"{label}: layer {layer!r}: weight {short!r} appears twice")
+            found[short] = group[wname]
+        if found:
+            out[layer] = found
     return out
 
 
-def read_keras_h5(path: Path) -> KerasFile:
+def _check_declared(
+    label: Path, datasets: dict[str, dict[str, h5py.Dataset]], max_params: int
+) -> None:
+    """Refuse non-float weights, crawling chunk layouts, and declared sizes over the cap,
+    from the datasets' metadata alone."""
+    total = 0
+    largest: tuple[int, str] = (0, "")
+    for arrays in datasets.values():
+        for ds in arrays.values():
+            if ds.dtype.kind != "f" or ds.dtype.itemsize not in (2, 4, 8):
+                raise WeightsError(
+                    f"{label}: dataset {str(ds.name).lstrip('/')!r}: dtype {ds.dtype}, expected "
+                    "floating-point weights"
+                )
+            size = int(np.prod(ds.shape, dtype=object)) if ds.shape else 1
+            if ds.chunks:
+                chunks = np.prod(
+                    [-(-n // c) for n, c in zip(ds.shape, ds.chunks, strict=True)], dtype=object
+                )
+                if chunks > MAX_CHUNKS:
+                    raise WeightsError(
+                        f"{label}: dataset {str(ds.name).lstrip('/')!r}: {chunks} chunks of "
+                        f"{ds.chunks} "
+                        f"(at most {MAX_CHUNKS}); refused"
+                    )
+            total += size
+            largest = max(largest, (size, str(ds.name).lstrip("/")))
+    if total > max_params:
+        size, name = largest
+        raise WeightsError(
+            f"{label}: dataset {name!r} declares {size:,} values and the file's weights "
+            f"{total:,} in all, more than the network's {max_params:,}; refused before "
+            "reading them"
+        )
+
+
+def read_keras_h5(
+    path: Path, *, max_params: int = DEFAULT_MAX_PARAMS, label: Path | None = None
+) -> KerasFile:
     """Parse a Keras 2.x HDF5 model (or weights) file.
 
     Args:
         path: the ``.h5`` / ``.hdf5`` file.
+        max_params: weight values the file may declare in all (the network's parameter
+            count, or a ceiling for it): checked before anything is read.
+        label: the name errors show for the file (default ``path``; the store passes
+            the user's file while it reads its own temporary copy).
 
     Returns:
         The architecture (when the file has one) and all weight tensors.
 
     Raises:
-        WeightsError: the file is missing, not HDF5, or its structure is not Keras'.
+        WeightsError: the file is missing, not HDF5, unsafe (see the module docstring)
+            or its structure is not Keras'; the message names the file and the part.
     """
     path = Path(path)
+    shown = Path(label) if label is not None else path
     if not path.is_file():
-        raise WeightsError(f"{path}: weights file not found")
+        raise WeightsError(f"{shown}: weights file not found")
+    _check_signature(path, shown)
     try:
         fh = h5py.File(path, "r")
     except OSError as err:
-        raise WeightsError(f"{path}: not an HDF5 file ({err})") from err
+        raise WeightsError(f"{shown}: not an HDF5 file ({err})") from err
     with fh:
         try:
-            keras_version = _text(fh.attrs.get("keras_version", ""))
-            backend = _text(fh.attrs.get("backend", ""))
+            _check_tree(shown, fh)
+            keras_version = _text(_attr(shown, fh, "keras_version") or "")
+            backend = _text(_attr(shown, fh, "backend") or "")
             model_class = ""
             layers: list[KerasLayer] = []
             ins: list[str] = []
             outs: list[str] = []
-            if "model_config" in fh.attrs:
+            raw_config = _attr(shown, fh, "model_config")
+            if raw_config is not None:
                 try:
-                    cfg = json.loads(_text(fh.attrs["model_config"]))
-                    model_class, layers, ins, outs = _parse_architecture(cfg)
-                except (ValueError, KeyError, TypeError) as err:
+                    cfg = json.loads(_text(raw_config))
+                except (ValueError, RecursionError) as err:
+                    why = "nested too deeply" if isinstance(err, RecursionError) else str(err)
                     raise WeightsError(
-                        f"{path}: cannot parse the architecture JSON (model_config): {err}"
+                        f"{shown}: cannot parse the architecture JSON (model_config): {why[:200]}"
                     ) from err
+                model_class, layers, ins, outs = _parse_architecture(shown, cfg)
             root = fh.get("model_weights", fh)
+            if not isinstance(root, h5py.Group):
+                raise WeightsError(f"{shown}: 'model_weights' is not a group")
             if "model_weights" in fh:
-                keras_version = keras_version or _text(root.attrs.get("keras_version", ""))
-            tensors = _read_weights(path, root)
-        except (KeyError, OSError, TypeError) as err:
-            raise WeightsError(f"{path}: not a Keras HDF5 model file ({err})") from err
+                version = _attr(shown, root, "keras_version")
+                keras_version = keras_version or _text(version or "")
+            datasets = _weight_datasets(shown, root)
+            _check_declared(shown, datasets, max_params)
+            tensors = {
+                layer: {w: np.asarray(ds[()], dtype=np.float32) for w, ds in arrays.items()}
+                for layer, arrays in datasets.items()
+            }
+        except (KeyError, OSError, TypeError, ValueError) as err:
+            raise WeightsError(f"{shown}: not a Keras HDF5 model file ({err})") from err
     if not tensors:
-        raise WeightsError(f"{path}: no weight tensors found (not a Keras model file?)")
+        raise WeightsError(f"{shown}: no weight tensors found (not a Keras model file?)")
     kf = KerasFile(
-        path=path,
+        path=shown,
         keras_version=keras_version,
         backend=backend,
         model_class=model_class,
         layers=layers,
         input_layers=ins,
         output_layers=outs,
-        weights=WeightBook(path, tensors),
+        weights=WeightBook(shown, tensors),
     )
     logger.debug(
         "read %s: keras %s, %d layers, %d weight tensors, %d parameters",
-        path,
+        shown,
         keras_version or "?",
         len(layers),
         sum(len(a) for a in tensors.values()),

@@ -11,6 +11,7 @@ arousal: approximate, and named so in every output).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -166,28 +167,115 @@ class FaceChannelModel(_GraphModel):
         return np.concatenate([valence, arousal], axis=1).astype(np.float32, copy=False)
 
 
-_NETWORKS: dict[str, tuple[str, str, str, type[FerVAModel] | type[FaceChannelModel]]] = {
-    # config name: (store artifact, network key, graph builder "module:function", wrapper)
-    "fer-va": ("fer", "fer", "streamer.affect.keras_graph:graph_from_keras", FerVAModel),
-    "facechannel": (
+MIB = 1 << 20
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+FACECHANNEL_PARAMS = 3_592_090  # FaceChannel V1 dimensional (facechannel.parameter_count())
+FER_VA_MAX_PARAMS = 4_000_000  # a ceiling for classifiers imported as fer-va (fer's: 58,423)
+
+
+@dataclass(frozen=True)
+class _Network:
+    """One importable VA network.
+
+    Attributes:
+        artifact: its store artifact.
+        key: network key (cache key of derived files).
+        builder: ``module:function`` turning a KerasFile into a Graph.
+        wrapper: the VAModel class.
+        max_params: weight values a file may declare in all (checked before any read).
+        max_file_mb: default size cap of a weights file (``affect.max_weights_mb``).
+        outputs: the output shapes the wrapper needs.
+    """
+
+    artifact: str
+    key: str
+    builder: str
+    wrapper: type[FerVAModel] | type[FaceChannelModel]
+    max_params: int
+    max_file_mb: int
+    outputs: tuple[tuple[int, ...], ...]
+
+
+_NETWORKS: dict[str, _Network] = {
+    "fer-va": _Network(
+        "fer",
+        "fer",
+        "streamer.affect.keras_graph:graph_from_keras",
+        FerVAModel,
+        FER_VA_MAX_PARAMS,
+        64,
+        ((len(FER_CLASSES),),),
+    ),
+    "facechannel": _Network(
         "facechannel",
         "facechannel",
         "streamer.affect.facechannel:facechannel_graph",
         FaceChannelModel,
+        FACECHANNEL_PARAMS,
+        128,
+        ((1,), (1,)),
     ),
 }
 
 
 def model_class(model: str) -> type[FerVAModel] | type[FaceChannelModel]:
     """The wrapper class of the network ``model`` names (``fer-va``, ``facechannel``)."""
-    return _NETWORKS[model][3]
+    return _NETWORKS[model].wrapper
 
 
-def build_source(model: str, weights: Path, derived_dir: Path) -> tuple[ModelSource, KerasFile]:
+def max_weights_bytes(model: str, max_mb: int | None = None) -> int:
+    """The size cap of a weights file for ``model`` (``max_mb``, else its default)."""
+    return (max_mb or _NETWORKS[model].max_file_mb) * MIB
+
+
+def check_weights_file(
+    model: str, path: Path, label: Path | None = None, max_mb: int | None = None
+) -> None:
+    """Refuse a weights file by its size and first bytes, before it is hashed or parsed.
+
+    Raises:
+        WeightsError: missing, over the size cap, or not HDF5 (names ``label``).
+    """
+    shown = label or path
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(len(HDF5_SIGNATURE))
+    except FileNotFoundError as err:
+        raise WeightsError(f"{shown}: weights file not found") from err
+    except OSError as err:
+        raise WeightsError(f"{shown}: cannot read the weights file: {err.strerror}") from err
+    cap = max_weights_bytes(model, max_mb)
+    if size > cap:
+        raise WeightsError(
+            f"{shown}: {size / MIB:.1f} MiB, larger than the {cap // MIB} MiB cap for "
+            f"{model} weights (raise it with affect.max_weights_mb or models add --max-mb)"
+        )
+    if head != HDF5_SIGNATURE:
+        why = "empty" if not head else "no HDF5 signature in its first bytes"
+        raise WeightsError(f"{shown}: not an HDF5 file ({why})")
+
+
+def build_source(
+    model: str,
+    weights: Path,
+    derived_dir: Path,
+    *,
+    label: Path | None = None,
+    max_mb: int | None = None,
+) -> tuple[ModelSource, KerasFile]:
     """Import ``weights`` for network ``model`` ("fer-va" or "facechannel").
 
-    Both networks go through the same reader (:func:`read_keras_h5`); every tensor's
+    Both networks go through the same reader (:func:`read_keras_h5`); the file's size,
+    format and declared weights are checked before anything is read, every tensor's
     shape is checked and every weight of the file must be used.
+
+    Args:
+        model: ``fer-va`` or ``facechannel``.
+        weights: the Keras HDF5 file.
+        derived_dir: the store's folder for derived files.
+        label: the name errors show for the file (default ``weights``).
+        max_mb: size cap of the file (default: the network's).
 
     Raises:
         WeightsError: the file does not match the network (names file and layer).
@@ -196,20 +284,40 @@ def build_source(model: str, weights: Path, derived_dir: Path) -> tuple[ModelSou
 
     from streamer.affect.keras_h5 import read_keras_h5  # h5py: only when reading weights
 
-    _, network, builder_ref, _ = _NETWORKS[model]
-    module, func = builder_ref.split(":")
+    net = _NETWORKS[model]
+    shown = label or weights
+    check_weights_file(model, weights, shown, max_mb)
+    module, func = net.builder.split(":")
     builder: Any = getattr(importlib.import_module(module), func)
-    kf = read_keras_h5(weights)
+    kf = read_keras_h5(weights, max_params=net.max_params, label=shown)
     graph = builder(kf)
+    _check_io(graph, net, shown)
     if kf.weights.used_param_count != kf.weights.file_param_count:  # belt and braces
-        raise WeightsError(f"{weights}: not every weight of the file was used")
-    return ModelSource(network, graph, sha256_file(weights), derived_dir), kf
+        raise WeightsError(f"{shown}: not every weight of the file was used")
+    return ModelSource(net.key, graph, sha256_file(weights), derived_dir), kf
+
+
+def _check_io(graph: Graph, net: _Network, shown: Path) -> None:
+    """The imported network must take 64x64 grey crops and give what the wrapper reads
+    (checked before any ONNX model is built or run)."""
+    want_in = (1, INPUT_SIZE, INPUT_SIZE)
+    if graph.input.shape != want_in:
+        raise WeightsError(
+            f"{shown}: layer {graph.input.name!r}: input shape {graph.input.shape}, "
+            f"the network needs {want_in} (64x64 grey crops)"
+        )
+    shapes = tuple(graph.node(name).shape for name, _ in graph.outputs)
+    if shapes != net.outputs:
+        raise WeightsError(
+            f"{shown}: outputs {[o for _, o in graph.outputs]} of shapes {list(shapes)}, "
+            f"{net.key} needs {list(net.outputs)}"
+        )
 
 
 def store_artifact(model: str) -> str:
     """The store artifact holding the weights of network ``model`` ("fer-va" or
     "facechannel")."""
-    return _NETWORKS[model][0]
+    return _NETWORKS[model].artifact
 
 
 def choose_network(cfg: AffectConfig, store: ArtifactStore) -> tuple[str, str]:
@@ -250,19 +358,21 @@ def load_va_model(cfg: AffectConfig, store: ArtifactStore) -> VAModel:
     else:
         choice, reason = choose_network(cfg, store)
         weights = store.path(store_artifact(choice))
+    # Size and format before the file is hashed (a 2 GB file of zeros is refused at once).
+    check_weights_file(choice, weights, max_mb=cfg.max_weights_mb)
     imported: list[KerasFile] = []
 
     def read_weights() -> Graph:
         # Runs only when no runtime finds a valid cached model for these weights.
-        source, kf = build_source(choice, weights, store.derived_dir)
+        source, kf = build_source(choice, weights, store.derived_dir, max_mb=cfg.max_weights_mb)
         imported.append(kf)
         return source.graph
 
     source = ModelSource(
-        _NETWORKS[choice][1], read_weights, sha256_file(weights), store.derived_dir
+        _NETWORKS[choice].key, read_weights, sha256_file(weights), store.derived_dir
     )
     runtime = make_runtime(cfg.runtime, source)
-    wrapper = _NETWORKS[choice][3]
+    wrapper = _NETWORKS[choice].wrapper
     model = wrapper(runtime, source, weights)
     origin = (
         f"{imported[0].weights.used_param_count} parameters from {weights.name}"

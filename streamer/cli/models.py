@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
+from collections.abc import Iterator
+from types import FrameType
 
 from rich.table import Table
 
@@ -36,6 +40,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             raise
     else:
         add_module.register_add(msub)
+
+
+@contextlib.contextmanager
+def terminate_raises() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the command through an exception (exit 128 + signal), so
+    every ``finally`` runs and no temporary file is left in the store."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # Fetched by a bare `streamer models fetch`: what `streamer replay` needs.
@@ -71,7 +91,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     failed = []
     for name in names:
         try:
-            path = store.fetch(name, force=args.force)
+            with terminate_raises():
+                path = store.fetch(name, force=args.force)
         except StreamerError as err:  # report every artifact, then fail once
             failed.append(name)
             print(f"error: {err}")

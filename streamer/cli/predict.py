@@ -8,6 +8,14 @@ One JSON object per face on stdout::
 Faces are found with YuNet and cut like the video pipeline cuts them; ``--crops``
 treats every image as an already cropped face (box = the whole image). Unreadable images
 are reported by name on stderr and skipped; the exit code is 1 when any failed.
+
+Images are untrusted. The size is read from the header first: an image over the pixel
+cap (``--max-pixels``, the cap video frames have too: 8192 x 8192 by default) is refused
+before anything is decoded, so a decompression bomb costs nothing. A truncated or
+corrupt image is an error naming it (not a partly grey picture). A multi-page or
+animated file (TIFF, GIF, WebP, APNG) is analysed on its first page, and the log says
+so. The EXIF orientation is applied, as a viewer shows the photo. One bad image never
+stops the others.
 """
 
 from __future__ import annotations
@@ -16,16 +24,18 @@ import argparse
 import json
 import logging
 import math
+import struct
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 from pydantic import ValidationError
 
 from streamer.errors import ConfigError, MediaError
+from streamer.sources.config import MAX_PIXELS
 
 if TYPE_CHECKING:
     from streamer.affect.config import AffectConfig
@@ -34,7 +44,19 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
+EXIF_ORIENTATION = 0x0112
+IMAGE_SUFFIXES = {
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".webp",
+    ".tif",
+    ".tiff",
+    ".pgm",
+    ".ppm",
+    ".gif",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -70,6 +92,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--crops", action="store_true", help="images are already cropped faces: skip detection"
     )
     p.add_argument("--config", type=Path, help="YAML config (faces and affect sections)")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_PIXELS,
+        metavar="N",
+        help=f"refuse images larger than N pixels, from their header (default {MAX_PIXELS:,}: "
+        "8192x8192, the cap of video frames too)",
+    )
     p.set_defaults(func=cmd_predict)
 
 
@@ -84,16 +114,70 @@ def iter_images(inputs: list[Path]) -> Iterator[Path]:
             yield item
 
 
-def read_image(path: Path) -> np.ndarray:
-    """BGR uint8 image; raises :class:`MediaError` naming the file when unreadable."""
+def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """BGR uint8 image (H, W, 3), upright as its EXIF orientation says.
+
+    The header is read first: an image over ``max_pixels`` is refused before it is
+    decoded. Of a multi-page or animated file the first page is used (logged).
+
+    Raises:
+        MediaError: naming the file: missing, over the cap, not an image, truncated or
+            corrupt.
+    """
+    from PIL import Image, ImageOps  # only predict decodes still images
+
     if not path.is_file():
         why = "not a regular file" if path.exists() else "no such file"
         raise MediaError(f"{path}: {why}")
-    data = np.fromfile(path, dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if img is None:
-        raise MediaError(f"{path}: not a readable image")
-    return img
+    # Our cap is checked right after the header is read, with our message; Pillow's
+    # own (a warning, an error at twice its default) would say something else.
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise MediaError(
+                    f"{path}: {w}x{h} ({w * h:,} pixels), over the pixel cap of {max_pixels:,} "
+                    "(--max-pixels); not decoded"
+                )
+            pages = getattr(im, "n_frames", 1)
+            if pages > 1:
+                logger.info(
+                    "%s: %s with %d pages or frames; the first is used", path, im.format, pages
+                )
+                im.seek(0)
+            im.load()  # decodes; a truncated file raises here
+            if im.getexif().get(EXIF_ORIENTATION, 1) != 1:  # turned as a viewer shows it
+                return _bgr(ImageOps.exif_transpose(im))
+            return _bgr(im)
+    except MediaError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as err:
+        # Pillow's errors for unknown, truncated and corrupt files (OSError "image file
+        # is truncated", SyntaxError "not a PNG file", struct.error on short headers).
+        raise MediaError(f"{path}: not a readable image ({str(err)[:160]})") from err
+
+
+ROWS_PER_COPY = 256  # rows converted at a time: no second full-size copy of the image
+
+
+def _bgr(im: Any) -> np.ndarray:
+    """A Pillow image as BGR uint8 (H, W, 3); 16-bit and float grey are scaled as OpenCV
+    scales them. Converted in bands of rows into one array, so the peak is the decoded
+    image plus its BGR copy (about what OpenCV's own decoding needs)."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        wide = np.asarray(im, dtype=np.float64)
+        grey = (wide if im.mode == "F" else wide / 256).clip(0, 255).astype(np.uint8)
+        return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+    rgb = im if im.mode == "RGB" else im.convert("RGB")
+    w, h = rgb.size
+    out = np.empty((h, w, 3), np.uint8)
+    for y in range(0, h, ROWS_PER_COPY):
+        band = rgb.crop((0, y, w, min(h, y + ROWS_PER_COPY)))
+        out[y : y + band.size[1]] = np.frombuffer(band.tobytes("raw", "BGR"), np.uint8).reshape(
+            band.size[1], w, 3
+        )
+    return out
 
 
 def _va(x: float) -> float | None:
@@ -115,7 +199,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     failed = 0
     for path in iter_images(list(args.inputs)):
         try:
-            img = read_image(path)
+            img = read_image(path, args.max_pixels)
         except MediaError as err:
             failed += 1
             print(f"error: {err}", file=sys.stderr)

@@ -20,6 +20,7 @@ from streamer.errors import ConfigError
 from streamer.messages import Message, VASample
 from streamer.output import OutputFile, check_outputs
 from streamer.runtime.replay import BusReader, ReplayOptions, ReplayResult, run_replay
+from streamer.sources.config import MAX_PIXELS
 from streamer.sources.file import EXIT_CORRUPT, print_damage
 from streamer.summary import Summarizer
 from streamer.web.config import WebConfig
@@ -55,6 +56,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "decoded from a truncated file",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_PIXELS,
+        metavar="N",
+        help=f"frames larger than N pixels (width x height) are refused (default {MAX_PIXELS:,}, "
+        "8192x8192; the same cap streamer predict applies to images)",
+    )
     p.add_argument(
         "--annotate",
         type=Path,
@@ -180,6 +189,7 @@ async def _replay(
         out=args.out,
         stdout_jsonl=args.out is None,
         linger_s=args.serve_linger,
+        max_pixels=args.max_pixels,
     )
     show = not (args.no_progress or args.quiet)
 

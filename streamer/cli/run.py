@@ -8,6 +8,7 @@ and exits. SIGINT/SIGTERM stop the run cleanly within about 5 s.
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
 import os
 import sys
@@ -109,6 +110,14 @@ def report_run(result: RunResult) -> int:
         )
     if result.stop_s is not None:
         logger.info("stopped in %.2f s", result.stop_s)
+    if result.left_in_ffmpeg:
+        calls = collections.Counter(result.left_in_ffmpeg.values())
+        logger.info(
+            "%d camera(s) were still in an FFmpeg call at the stop (%s): left to end within "
+            "their own timeouts; they can no longer deliver or publish",
+            len(result.left_in_ffmpeg),
+            ", ".join(f"{what}: {n}" for what, n in sorted(calls.items())),
+        )
     if result.leftover_threads:
         logger.warning("threads still running at exit: %s", ", ".join(result.leftover_threads))
     stuck = stuck_threads(EXIT_GRACE_S)

@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 REFRESH_S = 0.5  # table refresh interval (ages tick even without messages)
 RENDER_EVERY_S = 0.25  # a burst of messages redraws the view at most this often
 SILENCE_S = 10.0  # with no message this long, say what it listens to and what exists
+VIEW_CHROME_LINES = 6  # title, borders, header and caption around the tracks' rows
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -146,12 +147,21 @@ async def _live_view(
     REFRESH_S without messages: ages tick)."""
     from rich.live import Live
 
-    from streamer.publish.subscriber import mqtt_messages
+    from streamer.publish.subscriber import Payload, mqtt_messages
 
     with Live(view.render(), refresh_per_second=4, transient=False) as live, _logs_on(live.console):
         messages = mqtt_messages(cfg, view.subscriptions())
-        next_msg: asyncio.Task[tuple[str, bytes]] | None = None
+        next_msg: asyncio.Task[tuple[str, Payload]] | None = None
         drawn = time.monotonic()
+
+        def redraw() -> None:
+            # Only the track rows that fit the terminal (under the cameras and episodes):
+            # a flood of messages or tracks costs no more than a screenful per redraw.
+            nonlocal drawn
+            rows = max(1, live.console.size.height - view.fixed_lines() - VIEW_CHROME_LINES)
+            live.update(view.render(max_rows=rows))
+            drawn = time.monotonic()
+
         try:
             while True:
                 if next_msg is None:
@@ -169,10 +179,9 @@ async def _live_view(
                 if limit and view.accepted >= limit:
                     break
                 if not done or time.monotonic() - drawn >= RENDER_EVERY_S:
-                    live.update(view.render())
-                    drawn = time.monotonic()
+                    redraw()
         finally:
-            live.update(view.render())
+            redraw()
             if next_msg is not None:
                 next_msg.cancel()
                 with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):

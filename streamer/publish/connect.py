@@ -6,12 +6,16 @@ and where the password came from, never the password itself.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
+import logging
 import os
 import random
 import re
 import socket
 import ssl
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiomqtt
@@ -22,6 +26,10 @@ from streamer.backoff import Backoff, BackoffPolicy
 from streamer.errors import ConfigError
 from streamer.publish.config import MqttConfig, MqttTlsConfig
 from streamer.publish.flood import mqtt_client_logger
+
+logger = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT_S = 1.0  # a half-open connection is given this long to close politely
 
 # MQTT 5 reason codes (paho maps MQTT 3.1.1 CONNACK codes 4 and 5 onto 134 and 135).
 _AUTH_REASON_CODES = {134, 135, 138, 140}  # bad user/password, not authorized, banned, bad method
@@ -186,3 +194,52 @@ def reconnect_backoff(cfg: MqttConfig, rng: random.Random | None = None) -> Back
     ``reconnect_min_s`` to ``reconnect_max_s``, each delay jittered in [cap/2, cap]."""
     policy = BackoffPolicy(cfg.reconnect_min_s, cfg.reconnect_max_s, multiplier=2.0, jitter=0.5)
     return Backoff(policy, rng)
+
+
+@contextlib.asynccontextmanager
+async def connection(client: aiomqtt.Client) -> AsyncIterator[aiomqtt.Client]:
+    """``async with client``, except that nothing is left behind by a connect that fails,
+    times out or is cancelled (a silent or garbage-speaking broker, a stop mid-connect).
+
+    aiomqtt leaves the socket open and its housekeeping task running in those cases; at
+    exit they surfaced as "Task was destroyed but it is pending!" and "Exception ignored
+    ... Event loop is closed" after the run's summary. Here the socket is closed and the
+    task ended while the loop still runs.
+    """
+    try:
+        await client.__aenter__()
+    except BaseException:
+        await abandon(client)
+        raise
+    try:
+        yield client
+    except BaseException:
+        await abandon(client)
+        raise
+    await client.__aexit__(None, None, None)
+
+
+async def abandon(client: aiomqtt.Client) -> None:
+    """Close a client whose connect failed, timed out or was cancelled, or whose session
+    ended with an error: its socket and its task, within CLOSE_TIMEOUT_S; never raises."""
+    # aiomqtt keeps paho's client, which owns the socket, private; closing it is the
+    # only way to end a connection whose CONNACK never came.
+    paho = client._client
+    connected = client._connected  # cancelled by aiomqtt's wait_for when we were
+    settled = connected.done() and not connected.cancelled()
+    if paho.socket() is not None and settled and connected.exception() is None:
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):  # a session: say goodbye
+                await client.__aexit__(None, None, None)
+    if paho.socket() is not None:
+        paho._sock_close()  # no CONNACK (or no goodbye): nothing to say, just close
+    if not connected.done():
+        # Nobody will wait for it again; resolved, so aiomqtt's late callbacks find it so.
+        connected.set_exception(aiomqtt.MqttError("connection abandoned"))
+    if not connected.cancelled():
+        connected.exception()  # retrieved: no "exception was never retrieved" at exit
+    task = client._misc_task
+    if task is not None and not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -52,6 +52,7 @@ from streamer.publish.connect import (
     FailureKind,
     build_tls_context,
     client_kwargs,
+    connection,
     explain_failure,
     reconnect_backoff,
 )
@@ -419,7 +420,7 @@ class MqttPublisher(SingleUse):
             connected_at: float | None = None
             try:
                 client = self._new_client()
-                async with client:
+                async with connection(client):
                     connected_at = time.monotonic()
                     self._on_connected()
                     await self._session(client)

@@ -7,6 +7,14 @@ untrusted: a payload that is too large, not UTF-8, not JSON, not valid against i
 schema, or that disagrees with its topic is rejected with one truncated warning and
 changes nothing. :func:`mqtt_messages` yields raw messages and reconnects by itself;
 :func:`available_prefixes` lists the analyzers a broker has (``+/available``).
+
+Nothing a peer sends can grow the subscriber without bound: a payload over
+``MAX_INBOUND_BYTES`` is dropped before it is queued or parsed (only its size is kept),
+the inbound queue holds at most ``INBOUND_QUEUE_BYTES`` of payloads (the oldest go
+first, counted), the view keeps at most ``MAX_CAMERAS`` cameras and ``MAX_ROWS`` tracks
+(the least recently updated go first, counted), and rejection warnings are rate-limited.
+Ids in topics are parsed with an ASCII-digit rule (``faces/²/va`` and ``faces/١/va``
+are rejected, never taken as a number).
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import re
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import aiomqtt
 
@@ -39,6 +47,7 @@ from streamer.publish.connect import (
     FailureKind,
     build_tls_context,
     client_kwargs,
+    connection,
     default_client_id,
     explain_failure,
     reconnect_backoff,
@@ -48,6 +57,7 @@ from streamer.publish.payloads import (
     AVAILABLE_ONLINE,
     AVAILABLE_STOPPED,
     FACE_COUNT_SCHEMA,
+    MAX_INBOUND_BYTES,
     decode_json,
     decode_text,
     preview,
@@ -59,7 +69,8 @@ from streamer.throttle import LogThrottle
 
 logger = logging.getLogger(__name__)
 
-MAX_ROWS = 1000  # tracks shown at most; the least recently updated go first
+MAX_ROWS = 1000  # tracks kept at most; the least recently updated go first (counted)
+MAX_CAMERAS = 256  # cameras kept at most (status, face count); least recently updated go
 ROW_TTL_S = 300.0  # a row without updates for this long is removed
 REJECT_LOG_INTERVAL_S = 60.0  # rejected-input warnings: at most REJECT_LOG_BURST per this (s)
 REJECT_LOG_BURST = 20
@@ -71,6 +82,21 @@ SHOWN_EPISODES = 20  # episode rows drawn at most
 PROBE_S = 1.0  # how long available_prefixes collects retained availabilities (s)
 MAX_PREFIXES = 50  # prefixes it lists at most
 _RULE_NAME = re.compile(RULE_NAME_PATTERN)
+INBOUND_QUEUE_BYTES = 16 << 20  # payload bytes held by the client; the oldest go first
+DROP_LOG_INTERVAL_S = 10.0  # "inbound queue full" warnings: at most one per this (s)
+
+# A track id in a topic: ASCII digits only (str.isdigit() also takes "²" and "١").
+_TRACK_ID = re.compile(r"[0-9]{1,12}", re.ASCII)
+
+
+@dataclass(frozen=True)
+class Oversize:
+    """Stands in for a payload over the size cap, dropped unread: only its size is kept."""
+
+    size: int
+
+
+Payload = bytes | Oversize
 
 
 @dataclass
@@ -138,14 +164,16 @@ class SubscriberView:
         prefix: str,
         camera: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_payload_bytes: int = MAX_INBOUND_BYTES,
     ) -> None:
         self.prefix = prefix
         self.camera = camera
         self._clock = clock
+        self.max_payload_bytes = max_payload_bytes
         self.available: str | None = None
-        self.statuses: dict[str, dict[str, Any]] = {}
-        self.face_counts: dict[str, int] = {}
-        self.moods: dict[str, dict[str, Any]] = {}
+        self.statuses: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self.face_counts: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self.moods: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self.episodes: collections.OrderedDict[str, OpenEpisode] = collections.OrderedDict()
         # (camera topic level, rule) -> ON: the retained rule state (it outlives a restart
         # of this view, when the episode's `started` message is long gone).
@@ -153,8 +181,11 @@ class SubscriberView:
         self.hint = ""  # said when nothing came for a while (which prefix, which exist)
         self.rows: collections.OrderedDict[tuple[str, int], TrackRow] = collections.OrderedDict()
         self.accepted = 0
+        self.forgotten_cameras = 0  # cameras dropped to stay within MAX_CAMERAS
+        self.forgotten_rows = 0  # tracks dropped to stay within MAX_ROWS
         self._rejected = 0
         self._warnings = LogThrottle(REJECT_LOG_INTERVAL_S, burst=REJECT_LOG_BURST)
+        self._forget_warnings = LogThrottle(REJECT_LOG_INTERVAL_S)
 
     @property
     def rejected(self) -> int:
@@ -166,32 +197,43 @@ class SubscriberView:
             return [f"{self.prefix}/#"]
         return [f"{self.prefix}/available", f"{self.prefix}/{topic_level(self.camera)}/#"]
 
-    def handle(self, topic: str, payload: bytes) -> Inbound | None:
-        """Validate and apply one message.
+    def handle(self, topic: str, payload: Payload) -> Inbound | None:
+        """Validate and apply one message; never raises, whatever the topic and payload.
 
         Returns:
-            The accepted message, or None when it was rejected (one warning) or ignored
-            (an empty payload clears a retained message; another camera).
+            The accepted message, or None when it was rejected (one rate-limited
+            warning) or ignored (an empty payload clears a retained message; another
+            camera).
         """
+        size = payload.size if isinstance(payload, Oversize) else len(payload)
+        if size > self.max_payload_bytes:  # dropped before any parsing
+            self._reject(topic, f"payload too large ({size} > {self.max_payload_bytes} bytes)")
+            return None
+        assert isinstance(payload, bytes)
         if not payload:
             return None
         try:
             inbound = self._parse(topic, payload)
-        except InboundError as err:
-            self._rejected += 1
-            self._warnings.log(
-                logger,
-                logging.WARNING,
-                "subscribe: rejected message on %s: %s: %s",
-                safe_text(topic[:120]),
-                safe_text(str(err)),
-                preview(payload),
-            )
+        except (InboundError, ValueError, TypeError, KeyError, RecursionError) as err:
+            # InboundError is the expected rejection; the others would be a gap in the
+            # checks, and hostile input must never end the subscriber either way.
+            self._reject(topic, str(err) or type(err).__name__, payload)
             return None
         if inbound is not None:
             self._apply(inbound)
             self.accepted += 1
         return inbound
+
+    def _reject(self, topic: str, why: str, payload: bytes = b"") -> None:
+        self._rejected += 1
+        self._warnings.log(
+            logger,
+            logging.WARNING,
+            "subscribe: rejected message on %s: %s: %s",
+            safe_text(topic[:120]),
+            safe_text(why[:200]),
+            preview(payload),
+        )
 
     def _parse(self, topic: str, payload: bytes) -> Inbound | None:
         head = self.prefix + "/"
@@ -212,8 +254,8 @@ class SubscriberView:
             kind, track = levels[1], None
         elif len(levels) == 4 and levels[1] == "faces" and levels[3] in ("va", "description"):
             kind = levels[3]
-            if not levels[2].isdigit() or len(levels[2]) > 12:
-                raise InboundError("track id in the topic is not a number")
+            if _TRACK_ID.fullmatch(levels[2]) is None:
+                raise InboundError("track id in the topic is not a number (ASCII digits)")
             track = int(levels[2])
         else:
             raise InboundError("unexpected topic")
@@ -237,18 +279,42 @@ class SubscriberView:
             self.rows[key] = row
             while len(self.rows) > MAX_ROWS:
                 self.rows.popitem(last=False)
+                self.forgotten_rows += 1
+                self._forgot("tracks", MAX_ROWS, self.forgotten_rows)
         self.rows.move_to_end(key)
         row.updated = self._clock()
         return row
+
+    def _camera_state(
+        self, table: collections.OrderedDict[str, Any], camera: str, value: Any
+    ) -> None:
+        """Keep ``value`` for ``camera``, forgetting the least recently updated cameras
+        beyond MAX_CAMERAS (a peer can name any number of cameras)."""
+        table[camera] = value
+        table.move_to_end(camera)
+        while len(table) > MAX_CAMERAS:
+            table.popitem(last=False)
+            self.forgotten_cameras += 1
+            self._forgot("cameras", MAX_CAMERAS, self.forgotten_cameras)
+
+    def _forgot(self, what: str, limit: int, count: int) -> None:
+        self._forget_warnings.log(
+            logger,
+            logging.WARNING,
+            "subscribe: more than %d %s: the least recently updated are forgotten (%d so far)",
+            limit,
+            what,
+            count,
+        )
 
     def _apply(self, msg: Inbound) -> None:
         rec = msg.record
         if msg.kind == "available":
             self.available = rec
         elif msg.kind == "status":
-            self.statuses[rec["camera"]] = rec
+            self._camera_state(self.statuses, rec["camera"], rec)
         elif msg.kind == "face_count":
-            self.face_counts[rec["camera"]] = rec["count"]
+            self._camera_state(self.face_counts, rec["camera"], rec["count"])
         elif msg.kind == "events":
             if rec["event"] == "lost":
                 self.rows.pop((rec["camera"], rec["track_id"]), None)
@@ -256,7 +322,7 @@ class SubscriberView:
             else:
                 self._row(rec["camera"], rec["track_id"])
         elif msg.kind == "mood":
-            self.moods[rec["camera"]] = rec
+            self._camera_state(self.moods, rec["camera"], rec)
         elif msg.kind == "episodes":
             self._episode(rec)
         elif msg.kind == "rule":
@@ -316,9 +382,15 @@ class SubscriberView:
         for key in [k for k, r in self.rows.items() if now - r.updated > ROW_TTL_S]:
             del self.rows[key]
 
-    def render(self) -> Any:
+    def render(self, max_rows: int = MAX_ROWS) -> Any:
         """What the terminal shows (rich renderables, top to bottom): the analyzer's
-        availability; per camera status, faces and mood; the open episodes; the tracks."""
+        availability; per camera status, faces and mood; the open episodes; the tracks.
+
+        Args:
+            max_rows: track rows at most (what fits the terminal): the most recently
+                updated tracks are shown and the caption counts the rest, so a redraw
+                costs the same whatever a peer floods in.
+        """
         from rich.console import Group
         from rich.text import Text
 
@@ -326,8 +398,28 @@ class SubscriberView:
         parts: list[Any] = [Text(f"{self.prefix}: {self.available or 'unknown'}", style="bold")]
         if self.hint:
             parts.append(Text(self.hint, style="yellow"))
-        parts += [self._cameras_table(), self._episodes_table(), self._tracks_table()]
+        parts += [self._cameras_table(), self._episodes_table(), self._tracks_table(max_rows)]
         return Group(*parts)
+
+    def fixed_lines(self) -> int:
+        """About how many terminal lines :meth:`render` draws above the tracks table (the
+        availability line, the hint, the cameras and episodes tables): what is left of the
+        terminal is for track rows."""
+        cameras = len(
+            {*self.statuses, *self.face_counts, *self.moods}
+            | {r.camera for r in self.rows.values()}
+            | {ep.camera for ep in self.episodes.values()}
+        )
+        episodes = len(self.episodes) + sum(self.rules_on.values())
+        # a table: title, top border, header, header rule, bottom border, caption
+        return (
+            1
+            + (1 if self.hint else 0)
+            + 6
+            + min(cameras, SHOWN_CAMERAS)
+            + 6
+            + min(episodes, SHOWN_EPISODES)
+        )
 
     def _cameras_table(self) -> Any:
         from rich.table import Table
@@ -396,11 +488,20 @@ class SubscriberView:
             table.caption = f"{len(rows) - SHOWN_EPISODES} more not shown"
         return table
 
-    def _tracks_table(self) -> Any:
+    def _tracks_table(self, max_rows: int) -> Any:
         from rich.table import Table
         from rich.text import Text
 
-        table = Table(title="tracks", title_justify="left", expand=True)
+        shown = list(self.rows.values())[-max(0, max_rows) :] if max_rows > 0 else []
+        caption = None
+        if len(shown) < len(self.rows) or self.forgotten_rows or self.forgotten_cameras:
+            caption = f"{len(shown)} of {len(self.rows)} tracks shown"
+            if self.forgotten_rows or self.forgotten_cameras:
+                caption += (
+                    f"; forgotten (over the limits): {self.forgotten_rows} tracks, "
+                    f"{self.forgotten_cameras} cameras"
+                )
+        table = Table(title="tracks", title_justify="left", caption=caption, expand=True)
         for name, kw in (
             ("camera", {}),
             ("track", {"justify": "right"}),
@@ -412,7 +513,7 @@ class SubscriberView:
         ):
             table.add_column(name, **kw)
         now = self._clock()
-        for row in sorted(self.rows.values(), key=lambda r: (r.camera, r.track_id)):
+        for row in sorted(shown, key=lambda r: (r.camera, r.track_id)):
             v, a = row.valence, row.arousal
             table.add_row(
                 Text(row.camera),
@@ -445,12 +546,78 @@ def _mood_text(rec: dict[str, Any] | None) -> str:
     return f"{rec['quadrant']} ({va}; {rec['count']} face(s))"
 
 
+class _OversizeMessage(aiomqtt.Message):
+    """What the inbound queue keeps of a message over the payload cap: topic and size."""
+
+    def __init__(self, msg: aiomqtt.Message, size: int) -> None:
+        super().__init__(msg.topic, b"", msg.qos, msg.retain, msg.mid, None)
+        self.size = size
+
+
+class InboundQueue(asyncio.Queue[aiomqtt.Message]):
+    """The MQTT client's inbound queue, bounded in payload bytes as well as in count.
+
+    A message whose payload is over ``max_payload`` bytes is replaced by its topic and
+    size before it is queued (the subscriber rejects it without parsing); when the
+    queued payloads would exceed ``max_bytes``, the oldest messages are dropped and
+    counted in ``dropped``.
+    """
+
+    def __init__(
+        self,
+        maxsize: int = 0,
+        *,
+        max_bytes: int = INBOUND_QUEUE_BYTES,
+        max_payload: int = MAX_INBOUND_BYTES,
+    ) -> None:
+        super().__init__(maxsize)
+        self.max_bytes = max_bytes
+        self.max_payload = max_payload
+        self.bytes = 0
+        self.dropped = 0
+
+    def _init(self, maxsize: int) -> None:
+        self._queue: collections.deque[aiomqtt.Message] = collections.deque()
+
+    @staticmethod
+    def _size(msg: aiomqtt.Message) -> int:
+        payload = msg.payload
+        return len(payload) if isinstance(payload, (bytes, bytearray)) else 0
+
+    def _put(self, item: aiomqtt.Message) -> None:
+        size = self._size(item)
+        if size > self.max_payload:
+            item, size = _OversizeMessage(item, size), 0
+        while self._queue and self.bytes + size > self.max_bytes:
+            self.bytes -= self._size(self._queue.popleft())
+            self.dropped += 1
+        self._queue.append(item)
+        self.bytes += size
+
+    def _get(self) -> aiomqtt.Message:
+        item = self._queue.popleft()
+        self.bytes -= self._size(item)
+        return item
+
+
+def _queue_type(queue: InboundQueue) -> type[asyncio.Queue[aiomqtt.Message]]:
+    """What aiomqtt's ``queue_type`` wants (a class it calls with ``maxsize``), handing
+    over ``queue``."""
+    return cast("type[asyncio.Queue[aiomqtt.Message]]", lambda maxsize: queue)
+
+
 async def mqtt_messages(
     cfg: MqttConfig,
     topics: list[str],
     client_id: str | None = None,
-) -> AsyncGenerator[tuple[str, bytes], None]:
+    max_payload_bytes: int = MAX_INBOUND_BYTES,
+) -> AsyncGenerator[tuple[str, Payload], None]:
     """Yield (topic, payload) from the broker, reconnecting with jittered backoff.
+
+    A payload over ``max_payload_bytes`` is never queued: it is yielded as
+    :class:`Oversize` (its size). Messages dropped because the inbound queue was full
+    (``INBOUND_QUEUE_BYTES`` of payloads, ``INBOUND_QUEUE_SIZE`` messages) are counted in
+    one rate-limited warning.
 
     Raises:
         PublishError: the broker refused the credentials, or TLS failed (retrying cannot
@@ -461,19 +628,38 @@ async def mqtt_messages(
     tls_context = await asyncio.to_thread(build_tls_context, cfg.tls) if cfg.tls else None
     backoff = reconnect_backoff(cfg)
     ident = client_id or default_client_id().replace("streamer-", "streamer-sub-", 1)
+    drop_warnings = LogThrottle(DROP_LOG_INTERVAL_S)
+    dropped = 0
     while True:
+        queue = InboundQueue(INBOUND_QUEUE_SIZE, max_payload=max_payload_bytes)
         client = aiomqtt.Client(
             **client_kwargs(cfg, password, tls_context, ident),
+            queue_type=_queue_type(queue),
             max_queued_incoming_messages=INBOUND_QUEUE_SIZE,
         )
         try:
-            async with client:
+            async with connection(client):
                 logger.info("subscribe: connected to %s:%d", cfg.host, cfg.port)
                 backoff.reset()
                 for topic in topics:
                     await client.subscribe(topic, qos=1)
                 async for message in client.messages:
-                    payload = message.payload if isinstance(message.payload, bytes) else b""
+                    payload: Payload
+                    if isinstance(message, _OversizeMessage):
+                        payload = Oversize(message.size)
+                    else:
+                        raw = message.payload
+                        payload = bytes(raw) if isinstance(raw, (bytes, bytearray)) else b""
+                    if queue.dropped:
+                        dropped, queue.dropped = dropped + queue.dropped, 0
+                        drop_warnings.log(
+                            logger,
+                            logging.WARNING,
+                            "subscribe: inbound queue full (%d MiB of payloads): dropped "
+                            "the oldest messages (%d so far)",
+                            INBOUND_QUEUE_BYTES >> 20,
+                            dropped,
+                        )
                     yield str(message.topic), payload
         except aiomqtt.MqttError as err:
             kind, text = explain_failure(err, cfg)

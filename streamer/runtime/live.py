@@ -74,6 +74,7 @@ class RunResult:
     analysis: dict[str, AnalysisHealth] = field(default_factory=dict)
     stop_s: float | None = None  # seconds from the stop request to the end of the run
     leftover_threads: list[str] = field(default_factory=list)
+    left_in_ffmpeg: dict[str, str] = field(default_factory=dict)  # camera -> FFmpeg call
 
 
 def run_until_stopped(cfg: AppConfig, **kwargs: Any) -> RunResult:
@@ -139,13 +140,20 @@ async def run_live(
                 run.pipe, sources, stop, duration_s, result, policy or RestartPolicy()
             )
             result.sources = {src.name: src.stats() for src in sources}
+            result.left_in_ffmpeg = {s.name: s.left_behind for s in sources if s.left_behind}
             result.cameras = dict(run.pipe.stats)
     result.stop_s = time.monotonic() - t_stop
     await asyncio.sleep(0)
+    # Decode threads left in an FFmpeg call bounded by its own timeout are reported as
+    # such (left_in_ffmpeg); what is listed here is unexpected.
+    left = {f"source-{name}" for name in result.left_in_ffmpeg}
     result.leftover_threads = [
         t.name
         for t in threading.enumerate()
-        if t not in threads_before and t.is_alive() and not t.name.startswith("asyncio_")
+        if t not in threads_before
+        and t.is_alive()
+        and not t.name.startswith("asyncio_")
+        and t.name not in left
     ]
     return result
 

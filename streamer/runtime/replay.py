@@ -32,6 +32,7 @@ from streamer.lifecycle import cancel_and_wait
 from streamer.messages import Message
 from streamer.pipeline import CameraStats, first_error
 from streamer.sinks import Sink, SinkFactory, SinkOptions
+from streamer.sources.config import MAX_PIXELS
 from streamer.sources.file import FileReport, FileSource
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ class ReplayOptions:
             (``inf``: until SIGINT/SIGTERM); the outputs are written when it stops.
         skip_nonref: with an analysis rate, leave non-reference pictures off the grid
             undecoded (``skip_frame``; the output is the same either way).
+        max_pixels: frames larger than this are refused (announced) or skipped.
     """
 
     camera: str | None = None
@@ -82,6 +84,7 @@ class ReplayOptions:
     stdout_jsonl: bool = False
     linger_s: float = 0.0
     skip_nonref: bool = True
+    max_pixels: int = MAX_PIXELS
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,7 @@ async def run_replay(
         skip_corrupt=opts.skip_corrupt,
         analysis_fps=cfg.analysis_fps(camera),
         skip_nonref=opts.skip_nonref,
+        max_pixels=opts.max_pixels,
     )
     t0 = time.perf_counter()
     async with source:

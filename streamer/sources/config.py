@@ -13,6 +13,10 @@ from streamer.errors import ConfigError
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
+# The one cap on decoded picture size, for video frames and still images alike
+# (`max_pixels` of a camera, `streamer replay|predict --max-pixels`): 8192 x 8192.
+MAX_PIXELS = 1 << 26  # pixels
+
 
 def env_references(text: str) -> list[str]:
     """The environment variables ``${NAME}`` in ``text`` names, in order, once each."""
@@ -126,6 +130,13 @@ class CameraConfig(StrictModel):
         "frame of each 1/analysis_fps slot); the others are decoded where the codec needs "
         "them but never analysed, counted as skipped_by_rate; unset: the config's "
         "analysis.fps; 0: every frame whatever analysis.fps says",
+    )
+    max_pixels: int = Field(
+        MAX_PIXELS,
+        ge=1,
+        le=1 << 31,
+        description="pictures larger than this (width x height) are skipped and counted "
+        "as damage, never converted; the same cap streamer predict applies to images",
     )
     options: dict[str, str] = Field(
         default_factory=dict,

@@ -17,6 +17,14 @@ it (they are held back until the next reference picture is out, then judged). Ta
 pictures are skipped and counted, with where they were (:class:`DamageReport`). Damage
 that FFmpeg does not detect (a flipped bit in residual data may decode without error)
 cannot be seen here: containers carry no checksum of the picture data.
+
+Orientation and size. A picture is handed on as the viewer sees it: the stream's display
+rotation (a phone clip stored sideways with a display matrix) is applied before anything
+else sees the pixels (:func:`upright`, quarter turns as FFmpeg's own autorotation; a flip
+in the matrix is not applied). A picture larger than the pixel cap (``max_pixels``, the
+same cap ``streamer predict`` applies to images) is never converted: it is skipped and
+counted as damage. Of several video streams the main one is used (the largest pictures
+that are not cover art or thumbnails: :func:`video_stream`), and the log says which.
 """
 
 from __future__ import annotations
@@ -33,9 +41,12 @@ from typing import Any
 
 import av
 import av.error
+import cv2
+import numpy as np
 
 from streamer.errors import ReadError, SessionEnded
 from streamer.messages import Frame
+from streamer.sources.config import MAX_PIXELS
 from streamer.sources.rate import AnalysisGrid
 
 logger = logging.getLogger(__name__)
@@ -158,6 +169,9 @@ class DecodeState:
         """Good pictures of the stream: decoded, or passed over undecoded by rate."""
         return self.damage.frames + self.not_decoded
 
+    max_pixels: int = MAX_PIXELS  # larger pictures are skipped (counted as damage)
+    oversize: int = 0  # pictures skipped for their size
+
 
 class CallWatch:
     """What FFmpeg call the decode thread is in, since when, and its bound (thread-safe)."""
@@ -175,6 +189,11 @@ class CallWatch:
         finally:
             with self._lock:
                 self._call = None
+
+    def current(self) -> str | None:
+        """The FFmpeg call the thread is in now (``open``, ``read``, ...), or None."""
+        with self._lock:
+            return self._call[0] if self._call is not None else None
 
     def overdue(self, now: float | None = None) -> tuple[str, float] | None:
         """``(what, seconds in it)`` when the current call has run past its bound."""
@@ -344,8 +363,21 @@ def _hand_over(
         return True
     if pacer is not None and not pacer.wait(t):
         return False
+    if vf.width * vf.height > state.max_pixels:  # never converted: a size bomb costs nothing
+        state.oversize += 1
+        if state.oversize == 1:
+            logger.warning(
+                "%s: picture %d is %dx%d, over the pixel cap of %d: skipped (counted as damage)",
+                state.camera,
+                index,
+                vf.width,
+                vf.height,
+                state.max_pixels,
+            )
+        state.damage.skip(index, t)
+        return True
     t0 = time.perf_counter()
-    image = vf.to_ndarray(format="bgr24")
+    image = upright(vf)
     state.decode_s += time.perf_counter() - t0
     state.damage.frames += 1
     return deliver(Frame(state.camera, index, t, image, wall_time=time.time()))
@@ -513,8 +545,62 @@ class _Pump:
 _END = object()
 
 
-def open_stream(container: Any, threads: str = "AUTO", count: int = 0) -> Any:
-    """The first video stream of ``container``, set up for decoding.
+_TURNS = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
+
+
+def quarter_turns(vf: Any) -> int:
+    """Counter-clockwise quarter turns that show ``vf`` upright (its display matrix;
+    0 without one). An angle between quarter turns is rounded to the nearest."""
+    try:
+        degrees = vf.rotation
+    except (AttributeError, ValueError):  # no side data, or a matrix PyAV cannot read
+        return 0
+    return round(float(degrees or 0) / 90) % 4
+
+
+def upright(vf: Any) -> np.ndarray:
+    """A decoded picture as BGR uint8 (H, W, 3), turned as the viewer sees it."""
+    image: np.ndarray = vf.to_ndarray(format="bgr24")
+    turns = quarter_turns(vf)
+    return cv2.rotate(image, _TURNS[turns]) if turns else image
+
+
+_NOT_VIDEO = ("attached_pic", "still_image", "timed_thumbnails")  # cover art, thumbnails
+
+
+def video_stream(container: Any, what: str = "") -> Any:
+    """The main video stream: of the streams that are not cover art or thumbnails, the
+    one with the largest pictures (of equal sizes the first). When there are several,
+    one log line says which is used.
+
+    Raises:
+        IndexError: no video stream.
+    """
+    streams = list(container.streams.video)
+    if not streams:
+        raise IndexError("no video stream")
+
+    def is_video(s: Any) -> bool:
+        return not any(s.disposition & getattr(av.stream.Disposition, d) for d in _NOT_VIDEO)
+
+    candidates = [s for s in streams if is_video(s)] or streams
+    best = max(candidates, key=lambda s: s.codec_context.width * s.codec_context.height)
+    if len(streams) > 1:
+        logger.info(
+            "%s: %d video streams; analysing stream #%d (%s %dx%d), the largest",
+            what or container.name,
+            len(streams),
+            best.index,
+            best.codec_context.name,
+            best.codec_context.width,
+            best.codec_context.height,
+        )
+    return best
+
+
+def open_stream(container: Any, threads: str = "AUTO", count: int = 0, stream: Any = None) -> Any:
+    """The video stream of ``container`` (``stream``, else :func:`video_stream`), set up
+    for decoding.
 
     Args:
         container: the open input.
@@ -522,7 +608,7 @@ def open_stream(container: Any, threads: str = "AUTO", count: int = 0) -> Any:
             itself, the most frames per second, a few frames of latency), ``NONE``.
         count: decoder threads (0: FFmpeg picks, about the CPU count).
     """
-    stream = container.streams.video[0]
+    stream = stream if stream is not None else video_stream(container)
     stream.thread_type = threads
     stream.thread_count = count
     with contextlib.suppress(Exception):  # a codec without these options decodes as is

@@ -31,8 +31,15 @@ import av.error
 
 from streamer.errors import MailboxClosed, MediaError, ReadError
 from streamer.messages import Frame
+from streamer.sources.config import MAX_PIXELS
 from streamer.sources.counters import SourceCounters
-from streamer.sources.decode import DamageReport, DecodeState, decode_worker, open_stream
+from streamer.sources.decode import (
+    DamageReport,
+    DecodeState,
+    decode_worker,
+    open_stream,
+    video_stream,
+)
 from streamer.sources.mailbox import Mailbox
 from streamer.sources.rate import AnalysisGrid
 
@@ -45,8 +52,12 @@ STILL_IMAGE_FORMATS = ("image2", "_pipe")
 TRUNCATED_FRAMES = 2
 
 
-def open_video(path: Path) -> Any:
-    """Open a local media file that must hold a video stream; errors name the file."""
+def open_video(path: Path, max_pixels: int | None = None) -> Any:
+    """Open a local media file that must hold a video stream; errors name the file.
+
+    With ``max_pixels``, a video whose stream announces larger frames is refused (the
+    decoder also skips any larger frame that comes later).
+    """
     if not path.exists():
         raise MediaError(f"{path}: no such file")
     if not path.is_file():
@@ -62,10 +73,22 @@ def open_video(path: Path) -> Any:
         problem = "has no video stream"
     elif container.format.name.endswith(STILL_IMAGE_FORMATS):
         problem = f"is a still image ({container.streams.video[0].codec_context.name}), not a video"
+    elif max_pixels is not None:
+        ctx = max((s.codec_context for s in container.streams.video), key=_pixels)
+        w, h = ctx.width, ctx.height
+        if w * h > max_pixels:
+            problem = (
+                f"frames are {w}x{h} ({w * h:,} pixels), over the pixel cap of "
+                f"{max_pixels:,} (--max-pixels)"
+            )
     if problem:
         container.close()
         raise MediaError(f"{path}: {problem}")
     return container
+
+
+def _pixels(ctx: Any) -> int:
+    return int(ctx.width * ctx.height)
 
 
 @dataclass
@@ -166,6 +189,7 @@ class FileSource:
             first of each slot, :mod:`streamer.sources.rate`); None: every frame.
         skip_nonref: leave undecoded the non-reference pictures that are sure to be off
             the analysis grid (only with ``analysis_fps``).
+        max_pixels: frames larger than this are refused (announced) or skipped.
     """
 
     def __init__(
@@ -178,13 +202,17 @@ class FileSource:
         skip_corrupt: bool = False,
         analysis_fps: float | None = None,
         skip_nonref: bool = True,
+        max_pixels: int = MAX_PIXELS,
     ) -> None:
         self.path = Path(path)
         self.camera = camera or self.path.stem
         self.realtime = realtime
         self.skip_corrupt = skip_corrupt
         self.state = DecodeState(
-            self.camera, grid=AnalysisGrid(analysis_fps), skip_nonref=skip_nonref
+            self.camera,
+            grid=AnalysisGrid(analysis_fps),
+            skip_nonref=skip_nonref,
+            max_pixels=max_pixels,
         )
         self.decode_stats: dict[str, float] = {"decode_s": 0.0}
         self.queue_size = queue_size
@@ -194,6 +222,7 @@ class FileSource:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._info: dict[str, float] = {}
+        self._stream: Any = None
         self.report = FileReport(self.state.damage, 0, 0)
 
     @property
@@ -208,8 +237,9 @@ class FileSource:
         self._loop = asyncio.get_running_loop()
         self._mailbox = Mailbox(self._loop, lossless=True, capacity=self.queue_size)
         # Opened before the thread starts: a bad file fails before any output is produced.
-        container = await asyncio.to_thread(open_video, self.path)
-        s = container.streams.video[0]
+        container = await asyncio.to_thread(open_video, self.path, self.state.max_pixels)
+        s = video_stream(container, str(self.path))
+        self._stream = s
         self._info = {"fps": float(s.average_rate or 0.0), "frames": float(s.frames or 0)}
         self.report.announced = int(s.frames or 0)
         self._thread = threading.Thread(
@@ -234,7 +264,7 @@ class FileSource:
     def _decode_loop(self, container: Any) -> None:
         assert self._mailbox is not None
         try:
-            stream = open_stream(container)
+            stream = open_stream(container, stream=self._stream)
             try:
                 ended = decode_worker(
                     container,

@@ -65,6 +65,7 @@ logger = logging.getLogger(__name__)
 
 STALL_MIN_FRAMES = 10  # a stall is never declared within fewer frame intervals than this
 STOP_TIMEOUT_S = 3.0  # how long aclose() waits for the decode thread (seconds)
+THREAD_EXIT_S = 0.5  # after its end is signalled, how long the decode thread gets to return
 WATCHDOG_EVERY_S = 0.5  # how often the wedged-call watchdog looks (seconds)
 # FFmpeg's read timeout is a poll interval: a read blocks at most about this long (RTSP
 # reports it after about twice as long), so stop requests and the stall watchdog are
@@ -166,6 +167,7 @@ class _Worker:
     watch: CallWatch = field(default_factory=CallWatch)
     thread: threading.Thread | None = None
     session_frames: int = 0
+    ended: asyncio.Event | None = None  # set (from the thread, via the loop) as it ends
 
 
 class LiveSource:
@@ -207,13 +209,17 @@ class LiveSource:
         self._worker_now: _Worker | None = None
         self._watchdog_task: asyncio.Task[None] | None = None
         self._closing = False
+        self.left_behind: str | None = None  # the FFmpeg call a thread was left in at stop
         self.fps: float | None = cfg.fps
         self.hwaccel_failed = False  # set when cfg.hwaccel could not be used
         self.last_error = ""
         # Decoding state and counters, written by the current decode thread only.
         self.analysis_fps = cfg.effective_analysis_fps(analysis_fps)
         self.state = DecodeState(
-            cfg.name, wall_untimed=self.kind != "file", grid=AnalysisGrid(self.analysis_fps)
+            cfg.name,
+            wall_untimed=self.kind != "file",
+            grid=AnalysisGrid(self.analysis_fps),
+            max_pixels=cfg.max_pixels,
         )
         self.reconnects = 0
         self.stalls = 0
@@ -312,7 +318,7 @@ class LiveSource:
         assert self._mailbox is not None
         with self._status_lock:
             self._gen += 1
-            worker = _Worker(self._gen)
+            worker = _Worker(self._gen, ended=asyncio.Event())
             self._mailbox.generation = worker.gen
         worker.thread = threading.Thread(
             target=self._worker, args=(worker,), name=f"source-{self.name}", daemon=True
@@ -352,14 +358,28 @@ class LiveSource:
         if self._mailbox is not None:
             self._mailbox.close()
         thread = worker.thread if worker is not None else None
-        if thread is not None:
-            # Status callbacks the thread queued before it ended run before this returns.
-            await asyncio.to_thread(thread.join, timeout_s)
-            if thread.is_alive():
-                logger.warning(
-                    "camera %s: decode thread still blocked in FFmpeg after %.1f s; "
-                    "left behind (it can no longer deliver or publish)",
+        if thread is not None and worker is not None:
+            # Awaited in the loop, not joined in executor threads: 50 cameras stop
+            # together within timeout_s (the default executor has about 6 threads, and
+            # joins queued behind each other took over 5 s).
+            if worker.ended is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout_s):
+                        await worker.ended.wait()
+            await asyncio.sleep(0)  # status callbacks the thread queued run first
+            if worker.ended is not None and worker.ended.is_set():
+                # set in the thread's last lines: let it return (not joined: no blocking)
+                deadline = time.monotonic() + THREAD_EXIT_S
+                while thread.is_alive() and time.monotonic() < deadline:  # noqa: ASYNC110
+                    await asyncio.sleep(0.001)
+            if worker.ended is not None and not worker.ended.is_set():
+                # In an FFmpeg call bounded by its own timeout (an open on a silent
+                # server): it ends by itself and can no longer deliver or publish.
+                self.left_behind = worker.watch.current() or "python"
+                logger.debug(
+                    "camera %s: decode thread still in %s after %.1f s; left behind",
                     self.name,
+                    self.left_behind,
                     timeout_s,
                 )
         if self.status.state is not CameraState.STOPPED:
@@ -458,6 +478,9 @@ class LiveSource:
                 worker.stop.wait(delay)
         finally:
             self._thread_ended(worker)
+            if self._loop is not None and worker.ended is not None:
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    self._loop.call_soon_threadsafe(worker.ended.set)
 
     def _thread_ended(self, worker: _Worker) -> None:
         if worker.gen == self._gen:

@@ -36,7 +36,14 @@ from pathlib import Path
 from typing import Protocol
 
 from streamer.errors import ChecksumError, ModelMissingError, StoreError
-from streamer.store.fetch import extract_member, is_archive, obtain, sha256_file
+from streamer.store.fetch import (
+    MIB,
+    archive_kind,
+    copy_limited,
+    extract_member,
+    obtain,
+    sha256_file,
+)
 from streamer.store.manifest import Artifact, Source, load_manifest
 
 __all__ = ["Artifact", "ArtifactStatus", "ArtifactStore", "ModelStore", "Source", "default_store"]
@@ -52,6 +59,7 @@ RECORDED = "recorded-sha256.json"
 CACHED_FILE_MODE = 0o644  # a verified artifact in the cache: everyone may read it
 # Files up to this size are re-hashed on every lookup; larger ones trust the stamp.
 REHASH_MAX_BYTES = 64 << 20
+ARCHIVE_FACTOR = 4  # an archive given to `add` may be this many times the member's cap
 
 
 @dataclass(frozen=True)
@@ -229,26 +237,57 @@ class ModelStore:
         hint = f" (set ${MIRROR_ENV} to a folder holding {art.file})"
         raise StoreError(f"could not fetch {name!r}:\n  " + "\n  ".join(errors) + hint)
 
-    def add(self, name: str, src: Path, validate: Callable[[Path], str] | None = None) -> Path:
+    def add(
+        self,
+        name: str,
+        src: Path,
+        validate: Callable[[Path, Path], str] | None = None,
+        max_bytes: int | None = None,
+    ) -> Path:
         """Check a file the user already has and cache it like a fetched one.
 
         ``src`` may be the artifact itself or an archive holding it (the manifest's
-        ``member``). ``validate`` checks the content (e.g. loads the weights) and returns
-        a one-line summary; it raises on a bad file.
+        ``member``), told apart by the file's first bytes. ``validate(copy, label)``
+        checks the content (e.g. loads the weights; ``label`` is what its errors should
+        name: the user's file, never the store's temporary copy) and returns a one-line
+        summary; it raises on a bad file.
+
+        Args:
+            name: the artifact.
+            src: the user's file or archive.
+            validate: the content check.
+            max_bytes: the most the artifact may be: a larger file, or an archive member
+                declaring more, is refused before it is copied, and never more is
+                written (an archive itself may be ``ARCHIVE_FACTOR`` times larger).
+
+        Raises:
+            StoreError: no such file, over the cap, not a readable archive.
+            ChecksumError: the manifest pins another sha256.
         """
         art = self.artifact(name)
         src = Path(src)
         if not src.is_file():
             raise StoreError(f"{src}: no such file")
         member = next((s.member for s in art.sources if s.member), art.file)
+        kind = archive_kind(src)
+        if max_bytes is not None:
+            cap = max_bytes if kind is None else ARCHIVE_FACTOR * max_bytes
+            size = src.stat().st_size
+            if size > cap:
+                raise StoreError(
+                    f"{src}: {size / MIB:.1f} MiB, larger than the {cap / MIB:.0f} MiB cap "
+                    f"for {'an archive holding ' if kind else ''}{name}; nothing was cached"
+                )
+        label = src if kind is None else Path(f"{src} (member {member})")
 
         def produce(dest: Path) -> None:
-            if is_archive(src):
-                extract_member(src, member, dest)
+            if kind is not None:
+                extract_member(src, member, dest, max_bytes)
             else:
-                shutil.copyfile(src, dest)
+                with src.open("rb") as fh:
+                    copy_limited(fh, dest, max_bytes, str(src))
             if validate is not None:
-                logger.info("%s", validate(dest))
+                logger.info("%s", validate(dest, label))
 
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         # Adding a file on purpose replaces a checksum recorded on first use; a checksum
@@ -277,7 +316,11 @@ class ModelStore:
         replace_recorded: bool = False,
     ) -> Path:
         final = self.cache_dir / art.file
-        fd, tmp_name = tempfile.mkstemp(dir=self.cache_dir, prefix=f".{art.file}.", suffix=".part")
+        self._sweep_partials()
+        # The pid in the name lets a later run remove what a killed one left behind.
+        fd, tmp_name = tempfile.mkstemp(
+            dir=self.cache_dir, prefix=f".{art.file}.{os.getpid()}.", suffix=".part"
+        )
         os.close(fd)
         tmp = Path(tmp_name)
         try:
@@ -311,6 +354,16 @@ class ModelStore:
         finally:
             tmp.unlink(missing_ok=True)
 
+    def _sweep_partials(self) -> None:
+        """Remove temporary files (``.<file>.<pid>.<random>.part``) left by processes that
+        no longer run: a SIGKILL gives no chance to clean up."""
+        for part in self.cache_dir.glob(".*.part"):
+            fields = part.name[: -len(".part")].split(".")
+            pid = fields[-2] if len(fields) >= 3 else ""
+            if pid.isdigit() and not _alive(int(pid)):
+                logger.info("removing %s, left by process %s", part, pid)
+                part.unlink(missing_ok=True)
+
     def _recorded(self) -> dict[str, str]:
         p = self.cache_dir / RECORDED
         try:
@@ -326,6 +379,16 @@ class ModelStore:
         tmp = p.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         os.replace(tmp, p)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _copier(src: Path) -> Callable[[Path], None]:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -189,12 +190,14 @@ class RtspServer:
 
 
 class SilentServer:
-    """A TCP server on loopback that accepts connections and never sends a byte."""
+    """A TCP server on loopback that accepts connections and never sends a byte, or, with
+    ``garbage``, answers each with random bytes and then falls silent."""
 
-    def __init__(self) -> None:
+    def __init__(self, garbage: bool = False) -> None:
+        self.garbage = garbage
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(16)
+        self._sock.listen(128)
         self._sock.settimeout(0.2)
         self.port = int(self._sock.getsockname()[1])
         self.accepted = 0
@@ -212,6 +215,9 @@ class SilentServer:
                 return
             self.accepted += 1
             self._conns.append(conn)
+            if self.garbage:
+                with contextlib.suppress(OSError):
+                    conn.sendall(os.urandom(512))
 
     def __enter__(self) -> SilentServer:
         self._thread.start()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import subprocess
+import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -14,28 +17,57 @@ import pytest
 from streamer.bench import memtrace
 from streamer.bench.memtrace import MemTrace
 
-GROWN: list[bytes] = []
+GROW_SCRIPT = """\
+import asyncio, json, sys
+from pathlib import Path
+
+from streamer.bench.memtrace import MemTrace
+
+GROWN = []
 
 
-def _grow(n: int) -> None:
-    GROWN.extend(bytes(1000) for _ in range(n))
+def grow(n):
+    GROWN.extend(bytes(1000) for _ in range(n))  # the growing site
 
 
-async def test_growth_is_found_at_its_site_and_charged_to_its_owner(tmp_path: Path) -> None:
-    trace = MemTrace(frames=4, workdir=tmp_path)
+async def main():
+    trace = MemTrace(frames=4, workdir=Path(sys.argv[1]))
     trace.start()
     try:
         await trace.baseline()
-        _grow(2000)
+        grow(2000)
         await trace.sample(1.0)
     finally:
         trace.stop()
-        GROWN.clear()
-    report = trace.report()
+    print(json.dumps(trace.report()))
+
+
+asyncio.run(main())
+"""
+
+
+def test_growth_is_found_at_its_site_and_charged_to_its_owner(tmp_path: Path) -> None:
+    """In a fresh interpreter: the snapshot child is forked, and a fork while another
+    thread holds an allocator lock (this suite leaves worker threads behind) can hang
+    the child until the bench kills it (``CHILD_TIMEOUT_S``)."""
+    script = tmp_path / "grow_script.py"
+    script.write_text(GROW_SCRIPT)
+    line = GROW_SCRIPT.splitlines().index(
+        "    GROWN.extend(bytes(1000) for _ in range(n))  # the growing site"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["snapshots_failed"] == 0
     top = report["top_growth"][0]
-    # The innermost frame is this file (outside the package): the site names it.
-    assert top["site"].endswith("test_memtrace.py:21"), top
+    # The innermost frame is the script (outside the package): the site names it.
+    assert top["site"].endswith(f"grow_script.py:{line + 1}"), top
     assert top["kb"] >= 1900 and top["blocks"] >= 2000
     assert report["growth_kb_by_owner"]["analyzer"] >= 1900
 

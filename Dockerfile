@@ -40,7 +40,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=igno
 # never uses (`streamer plot`, extra `plot`, is not in the image); setuptools only builds.
 # The test suites of numpy, scipy and h5py, and ONNX's backend conformance suite (17 MB
 # of test models) go too.
-ARG RUNTIME_UNUSED="matplotlib contourpy cycler fonttools kiwisolver pillow pyparsing \
+ARG RUNTIME_UNUSED="matplotlib contourpy cycler fonttools kiwisolver pyparsing \
 python-dateutil setuptools"
 ARG SITE=/opt/streamer/lib/python3.11/site-packages
 WORKDIR /src

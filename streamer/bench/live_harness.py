@@ -48,7 +48,7 @@ from streamer.config import AppConfig
 from streamer.messages import Frame, Message, VASample
 from streamer.pipeline import Pipeline, first_error
 from streamer.sources.config import CameraConfig
-from streamer.sources.live import LiveSource, SourceStats
+from streamer.sources.live import LiveSource, SourceStats, build_sources
 from streamer.testing.sources import RtspServer, loop_clip
 
 logger = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ async def measure_live(
             # The collector reads the bus until the composition closes it.
             async with asyncio.TaskGroup() as tg, Composition(pipe) as run:
                 tg.create_task(probe.collect(sub), name="bench-collect")
-                sources = [LiveSource(c, run.bus, analysis_fps=cfg.analysis.fps) for c in cams]
+                sources = build_sources(cams, run.bus, analysis_fps=cfg.analysis.fps)
                 for src in sources:
                     run.add_source(src.name, src)
                 probe.rss_before = rss_mb()

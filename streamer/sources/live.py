@@ -58,7 +58,7 @@ from streamer.sources.counters import SourceCounters
 from streamer.sources.decode import CallWatch, DecodeState, Limits, decode_worker, open_stream
 from streamer.sources.file import open_video
 from streamer.sources.mailbox import Mailbox, MailboxClosed
-from streamer.sources.rate import AnalysisGrid
+from streamer.sources.rate import AnalysisGrid, grid_phase
 from streamer.sources.redact import redact
 
 logger = logging.getLogger(__name__)
@@ -180,6 +180,8 @@ class LiveSource:
         rng: random source for the backoff jitter.
         analysis_fps: the analysis rate when the camera's own ``analysis_fps`` is unset
             (the config's ``analysis.fps``); None: every frame.
+        grid_phase: where its analysis slots start, a fraction of a slot (see
+            :mod:`streamer.sources.rate`); :func:`build_sources` spreads its cameras.
     """
 
     def __init__(
@@ -190,6 +192,7 @@ class LiveSource:
         opener: Opener | None = None,
         rng: random.Random | None = None,
         analysis_fps: float | None = None,
+        grid_phase: float = 0.0,
     ) -> None:
         self.cfg = cfg
         self.name = cfg.name
@@ -218,7 +221,7 @@ class LiveSource:
         self.state = DecodeState(
             cfg.name,
             wall_untimed=self.kind != "file",
-            grid=AnalysisGrid(self.analysis_fps),
+            grid=AnalysisGrid(self.analysis_fps, grid_phase),
             max_pixels=cfg.max_pixels,
         )
         self.reconnects = 0
@@ -613,5 +616,11 @@ def build_sources(
     analysis_fps: float | None = None,
 ) -> list[LiveSource]:
     """One :class:`LiveSource` per configured camera (``analysis_fps``: the default
-    analysis rate, the config's ``analysis.fps``)."""
-    return [LiveSource(cam, bus, opener=opener, analysis_fps=analysis_fps) for cam in cameras]
+    analysis rate, the config's ``analysis.fps``), their analysis grids spread over a slot
+    (camera ``i`` of ``n``: phase ``i / n``) so that their due frames do not all come at
+    once."""
+    n = len(cameras)
+    return [
+        LiveSource(cam, bus, opener=opener, analysis_fps=analysis_fps, grid_phase=grid_phase(i, n))
+        for i, cam in enumerate(cameras)
+    ]

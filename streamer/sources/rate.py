@@ -9,6 +9,13 @@ frames lost to a busy analysis or to damage. The same file gives the same frames
 same rate every time (replay stays deterministic); a damaged frame that would have been
 the slot's passes its turn to the next good frame of the slot.
 
+A grid may be shifted by a *phase*, a fraction of a slot: slot ``k`` then starts at
+``(k + phase) / r``. Cameras that start together have media clocks that start together,
+so with one grid their due frames would all arrive in the same few milliseconds and
+queue for the analysis; a live run gives camera ``i`` of ``n`` the phase ``i / n``, which
+spreads their analysis evenly over each slot (at 5 fps, 32 cameras on 2 cores: p95
+latency 179 ms with one grid, see ``docs/performance.md``).
+
 Non-reference pictures (most B-frames) are predicted from others but never predict
 anything themselves. One that is sure to be off the grid (an earlier picture of its slot
 was already read) is not even decoded: its packet goes to the decoder with
@@ -18,6 +25,7 @@ one a full decode gives.
 
     grid = AnalysisGrid(5.0)
     grid.due(t)          # True for the first frame of each 0.2 s slot
+    AnalysisGrid(5.0, phase=0.5)  # slots start at 0.1 s, 0.3 s, ...
 """
 
 from __future__ import annotations
@@ -29,7 +37,12 @@ from collections import deque
 SLOT_EPS = 1e-6  # slots; a frame timed this close before a slot's start belongs to it
 SLOTS_REMEMBERED = 64  # slots whose earliest packet is remembered (B-frame reordering)
 
-__all__ = ["AnalysisGrid"]
+__all__ = ["AnalysisGrid", "grid_phase"]
+
+
+def grid_phase(index: int, count: int) -> float:
+    """The grid phase of camera ``index`` of ``count`` started together: evenly spread."""
+    return (index % count) / count if count > 1 else 0.0
 
 
 class AnalysisGrid:
@@ -37,12 +50,16 @@ class AnalysisGrid:
 
     Args:
         fps: analysed frames per second of media time at most (None: every frame).
+        phase: where the slots start, a fraction of a slot in [0, 1).
     """
 
-    def __init__(self, fps: float | None) -> None:
+    def __init__(self, fps: float | None, phase: float = 0.0) -> None:
         if fps is not None and not (fps > 0 and math.isfinite(fps)):
             raise ValueError(f"analysis fps must be > 0, got {fps}")
+        if not 0.0 <= phase < 1.0:
+            raise ValueError(f"grid phase must be in [0, 1), got {phase}")
         self.fps = fps
+        self.phase = phase
         self._last_slot: int | None = None  # slot of the last frame analysed
         # Earliest pts read so far in each recent slot, in slot order (skip_frame).
         self._first_pts: dict[int, int] = {}
@@ -61,7 +78,7 @@ class AnalysisGrid:
     def slot(self, t: float) -> int:
         """The slot of media time ``t`` (seconds)."""
         assert self.fps is not None
-        return math.floor(t * self.fps + SLOT_EPS)
+        return math.floor(t * self.fps - self.phase + SLOT_EPS)
 
     def due(self, t: float) -> bool:
         """Whether the good frame at media time ``t`` is analysed (call once per good

@@ -4,8 +4,12 @@ Every stage after the tracks (describer, episodes, summary) and every sink (JSON
 web, metrics, history) talks only to the bus. Each subscriber owns a queue; the two kinds
 differ only in what happens when a subscriber falls behind::
 
-    lossy (default)    the *oldest* queued message is dropped and counted; a slow
-                       broker, LLM or browser can never slow the video.
+    lossy (default)    a queued message is dropped and counted: the oldest VA sample
+                       (the next sample of its track supersedes it), else the oldest
+                       message; a slow broker, LLM or browser can never slow the
+                       video, and a burst of samples never pushes out the ``lost``
+                       event, episode or camera status that a sink's state (a face
+                       count, a Home Assistant sensor) depends on.
     lossless=True      never dropped by a full queue, whichever publish call is used:
                        ``await bus.publish(msg)`` waits for room (backpressure);
                        ``bus.publish_nowait(msg)``, for callers that cannot wait, may
@@ -51,13 +55,14 @@ from collections.abc import AsyncIterator, Callable
 from typing import Generic, TypeVar
 
 from streamer.errors import BusFullError
-from streamer.messages import Message, PreviewFrame
+from streamer.messages import Message, PreviewFrame, VASample
 from streamer.throttle import LogThrottle
 
 logger = logging.getLogger(__name__)
 
 LOSSLESS_OVERFLOW_FACTOR = 4  # hard cap of a lossless queue fed by publish_nowait, x maxsize
 PREVIEW_QUEUE = 2  # preview frames queued per preview subscription (lossy)
+EVICT_SCAN = 64  # queued messages a full lossy queue looks through for a sample to drop
 DROP_WARNING_INTERVAL_S = 10.0  # at most one "sink is slow" warning per sink per interval
 
 
@@ -122,17 +127,27 @@ class _Queue(Generic[T]):
             logger.warning("sink %s %s: %d message(s) dropped so far", self.name, why, self.dropped)
 
     def _offer(self, msg: T) -> None:
-        """Queue ``msg`` without waiting: a full lossy queue drops its oldest message; a
-        lossless one grows (the publisher checked :attr:`at_hard_cap` first)."""
+        """Queue ``msg`` without waiting: a full lossy queue drops one (see :meth:`_evict`);
+        a lossless one grows (the publisher checked :attr:`at_hard_cap` first)."""
         if self._closed:
             return
         if self.full and not self.lossless:
-            self._items.popleft()
+            self._evict()
             self._drop("is slow")
         self._items.append(msg)
         self._ready.set()
         if self.full:
             self._room.clear()
+
+    def _evict(self) -> None:
+        """Make room in a full lossy queue: the oldest VA sample or preview among the
+        first :data:`EVICT_SCAN` queued (superseded by the next of its kind), else the
+        oldest message."""
+        for i in range(min(EVICT_SCAN, len(self._items))):
+            if isinstance(self._items[i], VASample | PreviewFrame):
+                del self._items[i]
+                return
+        self._items.popleft()
 
     async def _wait_room(self, deadline: float | None) -> bool:
         """Wait until the queue has room; False when ``deadline`` (monotonic) passed."""
@@ -191,8 +206,8 @@ class Subscription(_Queue[Message]):
 
     Attributes:
         name: the sink's name (logs and metrics).
-        maxsize: queue length at which a lossy queue drops its oldest message and a
-            lossless one makes ``publish`` wait.
+        maxsize: queue length at which a lossy queue drops a message (the oldest sample
+            first) and a lossless one makes ``publish`` wait.
         lossless: see the module docstring.
         dropped: messages this subscriber never received.
         delivered: messages handed to the subscriber.

@@ -1,5 +1,6 @@
-"""The event bus: lossy subscribers drop oldest (counted); lossless ones never lose a
-message whichever publish call is used, except past a bounded live wait, counted."""
+"""The event bus: lossy subscribers drop the oldest sample, else the oldest message
+(counted); lossless ones never lose a message whichever publish call is used, except
+past a bounded live wait, counted."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ import pytest
 
 from streamer.bus import LOSSLESS_OVERFLOW_FACTOR, EventBus, Subscription
 from streamer.errors import BusFullError
-from streamer.messages import CameraState, CameraStatus, Message
+from streamer.messages import (
+    CameraState,
+    CameraStatus,
+    Message,
+    TrackEvent,
+    TrackEventKind,
+    VASample,
+)
 
 
 def _status(i: int) -> CameraStatus:
@@ -37,6 +45,28 @@ async def test_slow_lossy_subscriber_drops_oldest_and_counts() -> None:
     bus.close()
     assert await _drain(sub) == ["9", "10", "11"]
     assert sub.dropped == 9
+
+
+def _sample(track: int, frame: int) -> VASample:
+    return VASample(
+        "cam", frame, frame / 15, track, (0, 0, 10, 10), 0.1, 0.2, 0.1, 0.2, (0.01, 0.01), "m"
+    )
+
+
+async def test_a_burst_of_samples_never_pushes_out_a_track_event() -> None:
+    # A slow MQTT publisher's face count and Home Assistant sensors follow the `lost`
+    # events: dropping one of those for a sample left a face counted for ever.
+    bus = EventBus()
+    sub = bus.subscribe("slow", maxsize=4)
+    bus.publish_nowait(TrackEvent("cam", 1, TrackEventKind.LOST, 9, 0.6))
+    for frame in range(10, 20):
+        bus.publish_nowait(_sample(2, frame))
+    bus.publish_nowait(TrackEvent("cam", 3, TrackEventKind.APPEARED, 20, 1.3))
+    bus.close()
+    got = [m async for m in sub]
+    assert [type(m).__name__ for m in got] == ["TrackEvent", "VASample", "VASample", "TrackEvent"]
+    assert [m.frame for m in got if isinstance(m, VASample)] == [18, 19]  # the newest kept
+    assert sub.dropped == 8
 
 
 async def test_filter_and_fan_out() -> None:

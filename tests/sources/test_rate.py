@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from streamer.sources.file import FileSource, decode_count
 from streamer.sources.config import CameraConfig
+from streamer.sources.file import FileSource, decode_count
 from streamer.sources.live import build_sources
 from streamer.sources.rate import AnalysisGrid
 from streamer.testing.sources import corrupt_packets, make_clip

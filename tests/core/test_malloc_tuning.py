@@ -7,6 +7,7 @@ to the system when freed) or carved out of a heap that fragments.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -14,6 +15,8 @@ import subprocess
 import sys
 
 import pytest
+
+from tests.helpers.wait import wait_until_async
 
 PROBE = """
 import ctypes, json, sys
@@ -58,3 +61,70 @@ def test_frame_sized_blocks_stay_mapped_after_tuning() -> None:
 
 def test_glibc_environment_settings_win() -> None:
     assert _probe(MALLOC_ARENA_MAX="4")["done"] == {}
+
+
+TRIM_PROBE = """
+import ctypes, json
+from streamer.runtime.memory import malloc_trimmer
+
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+blocks = [libc.malloc(4000) for _ in range(40_000)]  # 160 MB of small blocks in the heap
+for b in blocks:
+    ctypes.memset(b, 1, 4000)
+for b in blocks[:-1]:  # all freed but the top one: the heap cannot shrink at its top
+    libc.free(b)
+before = rss_mb()
+trim = malloc_trimmer()
+returned = trim() if trim is not None else None
+print(json.dumps({"trim": trim is not None, "returned": returned, "freed_mb": before - rss_mb()}))
+"""
+
+
+def _trim_probe(**env: str) -> dict[str, object]:
+    proc = subprocess.run(
+        [sys.executable, "-c", TRIM_PROBE],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
+    result: dict[str, object] = json.loads(proc.stdout)
+    return result
+
+
+def test_a_trim_hands_back_free_pages_held_below_a_block_in_use() -> None:
+    # What reconnects and restarts leave behind: freed memory under a block still in use,
+    # resident until the live runtime's periodic trim returns it.
+    trimmed = _trim_probe()
+    assert trimmed["trim"] is True and trimmed["returned"] is True
+    assert isinstance(trimmed["freed_mb"], float) and trimmed["freed_mb"] > 100
+    assert _trim_probe(STREAMER_MALLOC_TUNING="0")["trim"] is False
+
+
+async def test_the_periodic_trim_runs_until_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamer.runtime import memory
+
+    calls: list[int] = []
+
+    def trim() -> bool:
+        calls.append(1)
+        return True
+
+    monkeypatch.setattr(memory, "malloc_trimmer", lambda: trim)
+    task = asyncio.create_task(memory.trim_memory_every(0.01))
+
+    async def three() -> bool:
+        return len(calls) >= 3
+
+    await wait_until_async(three, 30, "three trims")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

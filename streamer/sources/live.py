@@ -58,7 +58,7 @@ from streamer.sources.counters import SourceCounters
 from streamer.sources.decode import CallWatch, DecodeState, Limits, decode_worker, open_stream
 from streamer.sources.file import open_video
 from streamer.sources.mailbox import Mailbox, MailboxClosed
-from streamer.sources.rate import AnalysisGrid, grid_phase
+from streamer.sources.rate import AnalysisGrid, spread_phase
 from streamer.sources.redact import redact
 
 logger = logging.getLogger(__name__)
@@ -621,6 +621,8 @@ def build_sources(
     once."""
     n = len(cameras)
     return [
-        LiveSource(cam, bus, opener=opener, analysis_fps=analysis_fps, grid_phase=grid_phase(i, n))
+        LiveSource(
+            cam, bus, opener=opener, analysis_fps=analysis_fps, grid_phase=spread_phase(i, n)
+        )
         for i, cam in enumerate(cameras)
     ]

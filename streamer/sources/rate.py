@@ -37,12 +37,13 @@ from collections import deque
 SLOT_EPS = 1e-6  # slots; a frame timed this close before a slot's start belongs to it
 SLOTS_REMEMBERED = 64  # slots whose earliest packet is remembered (B-frame reordering)
 
-__all__ = ["AnalysisGrid", "grid_phase"]
+__all__ = ["AnalysisGrid", "spread_phase"]
 
 
-def grid_phase(index: int, count: int) -> float:
-    """The grid phase of camera ``index`` of ``count`` started together: evenly spread."""
-    return (index % count) / count if count > 1 else 0.0
+def spread_phase(index: int, count: int) -> float:
+    """The grid phase of camera ``index`` (0 to ``count - 1``) of ``count`` started
+    together: evenly spread over a slot."""
+    return index / count
 
 
 class AnalysisGrid:

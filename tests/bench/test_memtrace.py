@@ -16,6 +16,7 @@ import pytest
 
 from streamer.bench import memtrace
 from streamer.bench.memtrace import MemTrace
+from tests.helpers.wait import wait_until_async
 
 GROW_SCRIPT = """\
 import asyncio, json, sys
@@ -78,7 +79,10 @@ async def test_a_snapshot_child_keeps_no_listening_socket(
     """The parent closes a listening socket and listens again on its port while a
     (slow) snapshot child runs: the child must not hold the old socket open."""
 
+    running = tmp_path / "child-running"
+
     def slow_child(*args: Any) -> None:
+        running.touch()  # after the child closed what it inherited
         time.sleep(2.0)
 
     monkeypatch.setattr(memtrace, "_child", slow_child)
@@ -88,7 +92,11 @@ async def test_a_snapshot_child_keeps_no_listening_socket(
     trace.start()
     try:
         child = asyncio.create_task(trace.baseline())
-        await asyncio.sleep(0.5)  # the child is running
+
+        async def child_running() -> bool:
+            return running.exists()
+
+        await wait_until_async(child_running, what="the snapshot child to run")
         listener.close()
         again = socket.create_server(("127.0.0.1", port))
         again.close()

@@ -16,6 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -128,3 +129,17 @@ class TimedMessages:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+
+
+@contextlib.contextmanager
+def chromium_page(pw: Any, width: int, height: int) -> Iterator[tuple[Any, list[str]]]:
+    """A page of Debian's chromium (``pw``: a started sync Playwright) and the list its
+    uncaught script errors are collected in; the browser is closed on leaving."""
+    browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    try:
+        page = browser.new_page(viewport={"width": width, "height": height})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        yield page, errors
+    finally:
+        browser.close()

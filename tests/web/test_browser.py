@@ -20,7 +20,7 @@ import pytest
 from streamer.testing.net import free_port
 from streamer.testing.ollama import FakeOllama
 from streamer.testing.sources import RtspServer
-from tests.helpers.browser import CHROMIUM, SLACK_MS, Run
+from tests.helpers.browser import CHROMIUM, SLACK_MS, Run, chromium_page
 
 pytestmark = [
     pytest.mark.browser,
@@ -74,45 +74,41 @@ def wait_for_moving_track(page: Any) -> None:
 
 def test_dashboard_in_a_real_browser(live_run: Run, tmp_path: Path) -> None:
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    with playwright.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 760})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"http://127.0.0.1:{live_run.port}/")
-            wait_for_moving_track(page)
-            cells = page.locator('#cameras tr[data-camera="front"] td').all_inner_texts()
-            assert cells[0] == "front" and cells[1].startswith("online")
-            assert float(cells[3]) > 0  # analysed fps
-            assert cells[6] == "1"  # faces: the tracker's count
-            # What the embedded default model cannot say, said on the page.
-            note = page.locator("#model-note")
-            assert note.is_visible() and "no intensity" in note.inner_text()
-            assert "no intensity" in (page.locator("#model").get_attribute("title") or "")
-            assert page.evaluate("document.body.dataset.hull") == "5"  # drawn on each plane
-            point = page.locator(".track canvas.plane")
-            assert point.count() == 1
-            # the fallback description first, then the LLM's answer, with their source
-            page.wait_for_selector(".track .desc .src.llm", timeout=SLACK_MS)
-            assert page.locator(".track .desc .src").inner_text().startswith("LLM ")
-            assert page.locator(".track .desc .text").inner_text().strip()
-            page.wait_for_timeout(1500)  # let the trail grow for the picture
-            shot = tmp_path / "dashboard.png"
-            page.screenshot(path=str(shot))
-            assert shot.stat().st_size > 10_000
-            if os.environ.get("STREAMER_DASHBOARD_SHOT"):
-                shutil.copyfile(shot, os.environ["STREAMER_DASHBOARD_SHOT"])
+    with (
+        playwright.sync_playwright() as pw,
+        chromium_page(pw, 1100, 760) as (page, errors),
+    ):
+        page.goto(f"http://127.0.0.1:{live_run.port}/")
+        wait_for_moving_track(page)
+        cells = page.locator('#cameras tr[data-camera="front"] td').all_inner_texts()
+        assert cells[0] == "front" and cells[1].startswith("online")
+        assert float(cells[3]) > 0  # analysed fps
+        assert cells[6] == "1"  # faces: the tracker's count
+        # What the embedded default model cannot say, said on the page.
+        note = page.locator("#model-note")
+        assert note.is_visible() and "no intensity" in note.inner_text()
+        assert "no intensity" in (page.locator("#model").get_attribute("title") or "")
+        assert page.evaluate("document.body.dataset.hull") == "5"  # drawn on each plane
+        point = page.locator(".track canvas.plane")
+        assert point.count() == 1
+        # the fallback description first, then the LLM's answer, with their source
+        page.wait_for_selector(".track .desc .src.llm", timeout=SLACK_MS)
+        assert page.locator(".track .desc .src").inner_text().startswith("LLM ")
+        assert page.locator(".track .desc .text").inner_text().strip()
+        page.wait_for_timeout(1500)  # let the trail grow for the picture
+        shot = tmp_path / "dashboard.png"
+        page.screenshot(path=str(shot))
+        assert shot.stat().st_size > 10_000
+        if os.environ.get("STREAMER_DASHBOARD_SHOT"):
+            shutil.copyfile(shot, os.environ["STREAMER_DASHBOARD_SHOT"])
 
-            live_run.stop()
-            page.wait_for_selector("#conn.down", timeout=SLACK_MS)
-            restarted = time.time()
-            live_run.start()
-            page.wait_for_function(
-                "t => Number(document.body.dataset.updated) > t", arg=restarted, timeout=SLACK_MS
-            )
-            wait_for_moving_track(page)  # no reload: the page reconnected by itself
-            assert page.locator("#conn").inner_text() == "live"
-            assert errors == []
-        finally:
-            browser.close()
+        live_run.stop()
+        page.wait_for_selector("#conn.down", timeout=SLACK_MS)
+        restarted = time.time()
+        live_run.start()
+        page.wait_for_function(
+            "t => Number(document.body.dataset.updated) > t", arg=restarted, timeout=SLACK_MS
+        )
+        wait_for_moving_track(page)  # no reload: the page reconnected by itself
+        assert page.locator("#conn").inner_text() == "live"
+        assert errors == []

@@ -19,7 +19,7 @@ from streamer.testing.mqtt import Broker
 from streamer.testing.net import free_port
 from streamer.testing.ollama import FakeOllama
 from streamer.testing.sources import RtspServer, loop_clip
-from tests.helpers.browser import CHROMIUM, SLACK_MS, Run, TimedMessages
+from tests.helpers.browser import CHROMIUM, SLACK_MS, Run, TimedMessages, chromium_page
 from tests.helpers.wait import wait_until_sync
 
 pytestmark = [
@@ -110,12 +110,9 @@ def test_no_card_survives_its_tracks_lost_event(
     with (
         TimedMessages(mqtt_broker.host, mqtt_broker.port, "cards/room/#") as msgs,
         playwright.sync_playwright() as pw,
+        chromium_page(pw, 1100, 760) as (page, errors),
     ):
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            page = browser.new_page(viewport={"width": 1100, "height": 760})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
             page.add_init_script(CARD_WATCH)
             run.start()
             page.goto(f"http://127.0.0.1:{port}/")
@@ -157,5 +154,4 @@ def test_no_card_survives_its_tracks_lost_event(
             assert ops.count("add") == 1, f"the card of {key} came back: {history}"
             assert errors == []
         finally:
-            browser.close()
             run.stop()

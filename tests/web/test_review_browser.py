@@ -27,7 +27,7 @@ from streamer.testing.mqtt import Broker
 from streamer.testing.net import free_port
 from streamer.testing.ollama import FakeOllama
 from streamer.testing.sources import RtspServer
-from tests.helpers.browser import CHROMIUM, SLACK_MS, Run, TimedMessages
+from tests.helpers.browser import CHROMIUM, SLACK_MS, Run, TimedMessages, chromium_page
 from tests.helpers.wait import wait_until_sync
 
 pytestmark = [
@@ -112,12 +112,9 @@ def test_banner_and_review_through_a_restart(
     with (
         TimedMessages(mqtt_broker.host, mqtt_broker.port, "rev/front/episodes") as msgs,
         playwright.sync_playwright() as pw,
+        chromium_page(pw, 1280, 900) as (page, errors),
     ):
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
             page.add_init_script(BANNER_WATCH)
             run.start()
 
@@ -242,5 +239,4 @@ def test_banner_and_review_through_a_restart(
                 shutil.copyfile(shot, os.environ["STREAMER_REVIEW_SHOT"])
             assert errors == []
         finally:
-            browser.close()
             run.stop()

@@ -16,8 +16,8 @@ the heap; what is freed between blocks still in use stays resident. A run with f
 (reconnects, broker restarts) frees a lot of that, so the live runtime also calls
 glibc's ``malloc_trim(0)`` every :data:`TRIM_INTERVAL_S` (:func:`trim_memory_every`),
 which returns the free whole pages inside every arena's heaps (``madvise``) too. It
-costs well under a millisecond with little to return (12 ms to return 160 MB, measured);
-``STREAMER_MALLOC_TUNING=0`` turns it off too.
+costs well under a millisecond with little to return (12 ms to return about 150 MB,
+measured); ``STREAMER_MALLOC_TUNING=0`` turns it off too.
 """
 
 from __future__ import annotations

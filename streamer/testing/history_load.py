@@ -6,7 +6,8 @@ started and ended now and then); the history's tests and ``streamer bench histor
 feed it to a real :class:`~streamer.history.sink.HistorySink` over a real bus.
 
 ``python -m streamer.testing.history_load DB SECONDS`` writes such a run as fast as it
-can and prints ``committed episodes=N rows=M`` after each commit (the kill -9 test
+can (or, with ``--fps``, at that many frames a second of wall time, as a live run
+would) and prints ``committed episodes=N rows=M`` after each commit (the kill -9 test
 reads it).
 """
 
@@ -95,7 +96,9 @@ def status(camera: str, state: CameraState, wall: float, detail: str = "") -> Ca
     return CameraStatus(camera, state, wall, detail)
 
 
-async def _write(db: str, seconds: float, cameras: int, faces: int, commit_s: float) -> None:
+async def _write(
+    db: str, seconds: float, cameras: int, faces: int, commit_s: float, fps: float
+) -> None:
     from streamer.history.config import HistoryConfig
     from streamer.history.sink import HistorySink
 
@@ -105,8 +108,11 @@ async def _write(db: str, seconds: float, cameras: int, faces: int, commit_s: fl
     async with sink:
         seen = 0
         frame = 0
-        t_end = time.monotonic() + seconds
+        t_start = time.monotonic()
+        t_end = t_start + seconds
         while time.monotonic() < t_end:
+            if fps > 0:  # paced: frame n is due at n / fps seconds
+                await asyncio.sleep(max(0.0, t_start + frame / fps - time.monotonic()))
             for msg in frame_messages(frame, frame / 30.0, None, cameras, faces, episode_every=3):
                 await bus.publish(msg)
             frame += 1
@@ -131,8 +137,9 @@ def main() -> int:
     p.add_argument("--cameras", type=int, default=4)
     p.add_argument("--faces", type=int, default=3)
     p.add_argument("--commit-s", type=float, default=0.2)
+    p.add_argument("--fps", type=float, default=0.0, help="frames a second (0: as fast as it can)")
     args = p.parse_args()
-    asyncio.run(_write(args.db, args.seconds, args.cameras, args.faces, args.commit_s))
+    asyncio.run(_write(args.db, args.seconds, args.cameras, args.faces, args.commit_s, args.fps))
     return 0
 
 

@@ -160,6 +160,7 @@ class Observed:
     mqtt_va_seen: int = 0
     nan_published: int = 0
     rss: list[tuple[float, float]] = dataclasses.field(default_factory=list)
+    rss_kinds: list[tuple[float, dict[str, float]]] = dataclasses.field(default_factory=list)
     native_threads: list[tuple[float, int]] = dataclasses.field(default_factory=list)
 
 
@@ -173,6 +174,17 @@ def _status(field: str) -> float:
 
 def _rss_mb() -> float:
     return _status("VmRSS") / 1024.0
+
+
+RSS_KINDS = {"anon": "RssAnon", "file": "RssFile", "shmem": "RssShmem"}
+
+
+def _rss_kinds_mb() -> dict[str, float]:
+    """The resident memory by kind: ``anon`` (the process's own: heaps, arenas, thread
+    stacks, buffers: what a leak grows), ``file`` (pages of mapped files, mostly the
+    shared libraries' code, faulted in as code paths are first run; the kernel can drop
+    them), ``shmem``."""
+    return {k: _status(field) / 1024.0 for k, field in RSS_KINDS.items()}
 
 
 def _fd_kinds(bench_ports: tuple[set[int], set[int]]) -> dict[str, int]:
@@ -233,6 +245,24 @@ def _per_minute(rss: list[tuple[float, float]]) -> list[float]:
     for t, mb in rss:
         by_min.setdefault(int(t // 60), []).append(mb)
     return [round(sum(v) / len(v), 1) for _, v in sorted(by_min.items())]
+
+
+def _kinds_report(
+    samples: list[tuple[float, dict[str, float]]], since: float
+) -> dict[str, dict[str, float | None]]:
+    """Start, end and slope (MiB per minute, after ``since`` seconds) of each kind of
+    resident memory (:func:`_rss_kinds_mb`)."""
+    measured = [(t, k) for t, k in samples if t >= since] or samples
+    out: dict[str, dict[str, float | None]] = {}
+    for kind in RSS_KINDS:
+        ts = np.array([t for t, _ in measured]) / 60.0
+        mb = np.array([k[kind] for _, k in measured])
+        out[kind] = {
+            "start": round(float(mb[0]), 1) if len(mb) else None,
+            "end": round(float(mb[-1]), 1) if len(mb) else None,
+            "slope_mb_per_min": round(float(np.polyfit(ts, mb, 1)[0]), 3) if len(ts) >= 3 else None,
+        }
+    return out
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -383,6 +413,7 @@ class Soak:
         while True:
             t = time.monotonic() - t0
             self.observed.rss.append((t, _rss_mb()))
+            self.observed.rss_kinds.append((t, _rss_kinds_mb()))
             native = int(_status("Threads")) - threading.active_count()
             self.observed.native_threads.append((t, native))
             await asyncio.sleep(RSS_SAMPLE_S)
@@ -659,6 +690,7 @@ class Soak:
                 "slope_mb_per_min": None if slope is None else round(slope, 3),
                 "samples": len(mb),
                 "per_minute": _per_minute(obs.rss),
+                "by_kind": _kinds_report(obs.rss_kinds, since),
             },
             "threads": {
                 "start": start.get("threads"),

@@ -58,6 +58,12 @@ def _check_invariants(r: dict[str, Any]) -> None:
     assert r["fds"]["end"] - r["fds"]["start"] <= 8, r["fds"]
     assert r["threads"]["end"] - r["threads"]["start"] <= 4, r["threads"]
     assert r["rss_mb"]["samples"] >= 3
+    # The resident memory by kind adds up to the RSS (read in one sample, not one read).
+    kinds = r["rss_mb"]["by_kind"]
+    assert set(kinds) == {"anon", "file", "shmem"}
+    total_end = sum(k["end"] for k in kinds.values())
+    assert abs(total_end - r["rss_mb"]["end"]) < 0.05 * r["rss_mb"]["end"], (kinds, r["rss_mb"])
+    assert kinds["anon"]["end"] > 0 and kinds["anon"]["slope_mb_per_min"] is not None
 
 
 @pytest.mark.rtsp

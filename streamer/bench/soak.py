@@ -61,6 +61,7 @@ import numpy as np
 
 from streamer.bench.harness import emit, resolve_media
 from streamer.bench.memtrace import MemTrace
+from streamer.bench.pymalloc import pymalloc_stats
 from streamer.bus import EventBus
 from streamer.compose import build_pipeline
 from streamer.config import AppConfig, load_config
@@ -85,6 +86,7 @@ SETTLE_S = 15.0  # after the last fault: every recovery must fit in it
 MIN_PERIOD_S = 5.0  # seconds from one fault's start to the next, at least
 MAX_PERIOD_S = 15.0
 RSS_SAMPLE_S = 2.0
+PYMALLOC_EVERY = 5  # pymalloc's arenas are read with every 5th RSS sample
 LLM_REQUESTS_KEPT = 50  # the fake LLM server's request log (its counts stay exact)
 # Targets of a long run (issue 26): the verdict compares the figures with them.
 TARGET_SLOPE_MB_PER_MIN = 0.05
@@ -161,6 +163,7 @@ class Observed:
     nan_published: int = 0
     rss: list[tuple[float, float]] = dataclasses.field(default_factory=list)
     rss_kinds: list[tuple[float, dict[str, float]]] = dataclasses.field(default_factory=list)
+    pymalloc: list[tuple[float, dict[str, int]]] = dataclasses.field(default_factory=list)
     native_threads: list[tuple[float, int]] = dataclasses.field(default_factory=list)
 
 
@@ -263,6 +266,31 @@ def _kinds_report(
             "slope_mb_per_min": round(float(np.polyfit(ts, mb, 1)[0]), 3) if len(ts) >= 3 else None,
         }
     return out
+
+
+def _pymalloc_report(
+    samples: list[tuple[float, dict[str, int]]], since: float
+) -> dict[str, float | None] | None:
+    """pymalloc's arenas and the bytes in use in them (MiB) at the start (after
+    ``since`` seconds) and the end, the arenas' slope (MiB per minute) and the most
+    arenas ever held; None without pymalloc."""
+    measured = [(t, s) for t, s in samples if t >= since] or samples
+    if not measured:
+        return None
+    mib = float(1 << 20)
+    ts = np.array([t for t, _ in measured]) / 60.0
+    arenas = np.array([s["arena_bytes"] / mib for _, s in measured])
+    first, last = measured[0][1], measured[-1][1]
+    return {
+        "arenas_start": round(first["arena_bytes"] / mib, 1),
+        "arenas_end": round(last["arena_bytes"] / mib, 1),
+        "used_start": round(first["used_bytes"] / mib, 1),
+        "used_end": round(last["used_bytes"] / mib, 1),
+        "arenas_highwater": round(last["arenas_highwater"] * last["arena_size"] / mib, 1),
+        "arenas_slope_mb_per_min": round(float(np.polyfit(ts, arenas, 1)[0]), 3)
+        if len(ts) >= 3
+        else None,
+    }
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -410,10 +438,15 @@ class Soak:
                     self.observed.nan_published += 1
 
     async def sample_rss(self, t0: float) -> None:
+        n = 0
         while True:
             t = time.monotonic() - t0
             self.observed.rss.append((t, _rss_mb()))
             self.observed.rss_kinds.append((t, _rss_kinds_mb()))
+            stats = pymalloc_stats() if n % PYMALLOC_EVERY == 0 else None
+            if stats is not None:
+                self.observed.pymalloc.append((t, stats))
+            n += 1
             native = int(_status("Threads")) - threading.active_count()
             self.observed.native_threads.append((t, native))
             await asyncio.sleep(RSS_SAMPLE_S)
@@ -691,6 +724,7 @@ class Soak:
                 "samples": len(mb),
                 "per_minute": _per_minute(obs.rss),
                 "by_kind": _kinds_report(obs.rss_kinds, since),
+                "pymalloc": _pymalloc_report(obs.pymalloc, since),
             },
             "threads": {
                 "start": start.get("threads"),

@@ -64,6 +64,14 @@ def _check_invariants(r: dict[str, Any]) -> None:
     total_end = sum(k["end"] for k in kinds.values())
     assert abs(total_end - r["rss_mb"]["end"]) < 0.05 * r["rss_mb"]["end"], (kinds, r["rss_mb"])
     assert kinds["anon"]["end"] > 0 and kinds["anon"]["slope_mb_per_min"] is not None
+    # Python's small objects: the arenas held, and what is in use in them (tracing
+    # hooks the allocator, and CPython then gives no figures).
+    pym = r["rss_mb"]["pymalloc"]
+    if r["tracemalloc"].get("frames"):
+        assert pym is None
+    else:
+        assert 0 < pym["used_end"] <= pym["arenas_end"] <= pym["arenas_highwater"], pym
+        assert pym["arenas_end"] < kinds["anon"]["end"]
 
 
 @pytest.mark.rtsp

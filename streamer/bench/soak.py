@@ -2,12 +2,14 @@
 
 Real parts only: two GStreamer RTSP cameras on loopback (the second serves a clip with
 corrupt packets), a mosquitto broker reached through a TCP relay, and an HTTP server
-speaking the Ollama API. On a fixed schedule the soak injects, in turn: an RTSP server
-kill (restarted 2 s later), an RTSP stall (SIGSTOP for 4 s), a broker restart, a
-network cut between the publisher and the broker, an LLM outage (HTTP 500) and LLM
-garbage (answers that are not JSON). Each fault is *recovered* when the affected part
-works again after the fault ends: a camera delivers a new VA sample, the publisher has
-reconnected and published again, the LLM describes a track again.
+speaking the Ollama API (in a child process, like the cameras and the broker, so that
+the measured process is the analyzer's, the relay and the bookkeeping aside). On a
+fixed schedule the soak injects, in turn: an RTSP server kill (restarted 2 s later), an
+RTSP stall (SIGSTOP for 4 s), a broker restart, a network cut between the publisher and
+the broker, an LLM outage (HTTP 500) and LLM garbage (answers that are not JSON). Each
+fault is *recovered* when the affected part works again after the fault ends: a camera
+delivers a new VA sample, the publisher has reconnected and published again, the LLM
+describes a track again.
 
 The JSON printed at the end:
 
@@ -20,13 +22,13 @@ The JSON printed at the end:
   ``unexplained`` must be 0;
 * ``nan_published``: VA payloads seen on the broker with a non-finite value (must be 0);
 * ``rss_mb``: start (after the warm-up), end and slope (MiB per minute, least squares
-  over the samples after the warm-up), and the mean of each minute; ``projection_24h_mb``
-  is the slope times a day;
+  over the samples after the warm-up), and the mean of each minute;
+  ``projection_24h_mb`` is the slope times a day;
 * ``threads`` and ``fds``: at start (after warm-up) and at the end (still running), the
-  bench's own apart (``bench_own``: the fake LLM server's threads and sockets, the
-  relay's sockets, and the asyncio default executor, a pool that grows on demand up to
-  its fixed size); ``os_threads``: the native threads (FFmpeg decoding, inference),
-  sampled with the RSS, as they come and go with the decoders;
+  bench's own apart (``bench_own``: the relay's and the broker watcher's sockets, and
+  the asyncio default executor, a pool that grows on demand up to its fixed size);
+  ``os_threads``: the native threads (FFmpeg decoding, inference), sampled with the
+  RSS, as they come and go with the decoders;
 * ``tracemalloc``: the Python allocation sites that grew most from the end of the warm-up
   to the last snapshot, the growth charged to the bench's own servers and bookkeeping
   (``bench``) apart from the analyzer's (``analyzer``), and one line per snapshot;
@@ -74,7 +76,7 @@ from streamer.publish.config import HomeAssistantConfig, MqttConfig
 from streamer.sources.config import BackoffConfig, CameraConfig
 from streamer.testing.mqtt import MOSQUITTO, Broker, TcpProxy
 from streamer.testing.net import free_port
-from streamer.testing.ollama import THREAD_PREFIX, FakeOllama
+from streamer.testing.ollama import FakeOllamaProcess
 from streamer.testing.sources import RtspServer, corrupt_packets, gst_rtsp_unavailable, loop_clip
 
 logger = logging.getLogger(__name__)
@@ -222,22 +224,20 @@ def _fd_kinds(bench_ports: tuple[set[int], set[int]]) -> dict[str, int]:
 def _counts(bench_ports: tuple[set[int], set[int]]) -> dict[str, Any]:
     """Threads and open fds of this process now, the bench's own apart.
 
-    ``threads``: the analyzer's Python threads (not the fake LLM server's, not the
-    asyncio default executor's pool, which grows up to its fixed size on demand);
+    ``threads``: the analyzer's Python threads (not the asyncio default executor's
+    pool, which grows up to its fixed size on demand);
     ``os_threads``: native threads (inference, decoding: every OS thread of the process
     that is not a Python thread); ``fds``: open fds but the bench's sockets.
     """
     names = [t.name for t in threading.enumerate()]
-    bench = [n for n in names if n.startswith(THREAD_PREFIX)]
     pool = [n for n in names if n.startswith("asyncio_")]
     fds = _fd_kinds(bench_ports)
     return {
-        "threads": len(names) - len(bench) - len(pool),
+        "threads": len(names) - len(pool),
         "os_threads": int(_status("Threads")) - len(names),
         "fds": sum(n for k, n in fds.items() if k != "bench_socket"),
         "executor_threads": len(pool),
-        "bench_threads": len(bench),
-        "thread_names": sorted(n for n in names if n not in bench and n not in pool),
+        "thread_names": sorted(n for n in names if n not in pool),
         "fd_kinds": fds,
     }
 
@@ -351,17 +351,17 @@ class Soak:
         self.servers = [RtspServer(served), RtspServer(damaged)]
         self.broker = Broker(workdir, free_port())
         self.proxy = TcpProxy(free_port(), self.broker.port)
-        self.llm = FakeOllama("happy", keep=LLM_REQUESTS_KEPT)
+        self.llm = FakeOllamaProcess("happy", keep=LLM_REQUESTS_KEPT)
         self.cfg = cfg
         self.observed = Observed()
         self.faults: list[Fault] = []
         self.publisher: Any = None
 
     def bench_ports(self) -> tuple[set[int], set[int]]:
-        """Sockets of the bench, by (local, remote) port: the accepted sockets of its
-        in-process servers (fake LLM, relay) and its own connections to the broker (the
-        relay's upstream, the watcher)."""
-        return {self.llm.port, self.proxy.port}, {self.broker.port}
+        """Sockets of the bench, by (local, remote) port: the relay's accepted sockets
+        and the bench's own connections to the broker (the relay's upstream, the
+        watcher)."""
+        return {self.proxy.port}, {self.broker.port}
 
     def app_config(self) -> AppConfig:
         backoff = BackoffConfig(initial_s=0.2, max_s=2.0, healthy_after_s=5.0)
@@ -530,10 +530,10 @@ class Soak:
             await self.proxy.cut()
             return self.proxy.start
         mode = "error500" if kind == "llm_outage" else "garbage"
-        self.llm.mode = mode
+        await asyncio.to_thread(self.llm.set_mode, mode)
 
         async def heal() -> None:
-            self.llm.mode = "happy"
+            await asyncio.to_thread(self.llm.set_mode, "happy")
 
         return heal
 
@@ -742,8 +742,7 @@ class Soak:
             "fds": {"start": start.get("fds"), "end": end.get("fds")}
             | {"kinds_start": start.get("fd_kinds"), "kinds_end": end.get("fd_kinds")},
             "bench_own": {
-                k: {"start": start.get(k), "end": end.get(k)}
-                for k in ("executor_threads", "bench_threads")
+                k: {"start": start.get(k), "end": end.get(k)} for k in ("executor_threads",)
             },
             "projection_24h_mb": None if slope is None else round(slope * 60 * 24, 1),
             "tracemalloc": self.memtrace.report(),

@@ -18,6 +18,11 @@ Every request is recorded (path and parsed JSON body) for assertions.
 Run on its own (the container check runs it as the compose stack's ``ollama`` service)::
 
     python -m streamer.testing.ollama --host 0.0.0.0 --port 11434 --model qwen2.5:0.5b
+
+Run that way, ``POST /_fake/mode`` (``{"mode": "garbage"}``) changes the mode and
+``GET /_fake/counts`` returns the requests per path (neither is recorded);
+:class:`FakeOllamaProcess` drives such a child, so that a soak's measured process holds
+none of the server's threads, sockets or objects.
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ import json
 import math
 import re
 import signal
+import subprocess
 import sys
 import threading
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -101,6 +108,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(obj).encode())
 
     def do_GET(self) -> None:
+        if self.path == "/_fake/counts":
+            with self.fake._lock:
+                self._json(200, dict(self.fake._counts))
+            return
         self.fake._record(self.path, None)
         if self.path == "/api/tags":
             self._json(
@@ -124,6 +135,14 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw or b"{}")
         except json.JSONDecodeError:
             body = {"_unparsed": raw.decode("utf-8", "replace")}
+        if self.path == "/_fake/mode":
+            mode = body.get("mode") if isinstance(body, dict) else None
+            if mode not in MODES:
+                self._json(400, {"error": f"unknown mode {mode!r}; one of {', '.join(MODES)}"})
+                return
+            self.fake.mode = mode
+            self._json(200, {"mode": mode})
+            return
         n = self.fake._record(self.path, body)
         if self.path == "/api/embed":
             inputs = body.get("input", [])
@@ -305,6 +324,75 @@ class FakeOllama:
         self.stop()
 
 
+class FakeOllamaProcess:
+    """A :class:`FakeOllama` in a child process, driven over its ``/_fake/`` routes.
+
+    ``with FakeOllamaProcess("happy") as srv: srv.set_mode("error500")``; :meth:`count`
+    as :meth:`FakeOllama.count`.
+    """
+
+    def __init__(self, mode: str = "happy", model: str = "llama3.2", keep: int = 50) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}")
+        self.mode, self.model, self.keep = mode, model, keep
+        self._proc: subprocess.Popen[str] | None = None
+        self._port = 0
+
+    def start(self) -> FakeOllamaProcess:
+        cmd = [sys.executable, "-m", "streamer.testing.ollama", "--port", "0"]
+        cmd += ["--mode", self.mode, "--model", self.model, "--keep", str(self.keep)]
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()  # "READY <port>" once it listens
+        if not line.startswith("READY "):
+            self.stop()
+            raise RuntimeError(f"the fake Ollama server did not start: {line!r}")
+        self._port = int(line.split()[1])
+        return self
+
+    def _call(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.url + path, data=data, method="GET" if data is None else "POST"
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:  # loopback, our own child
+            return json.loads(resp.read())
+
+    def set_mode(self, mode: str) -> None:
+        self._call("/_fake/mode", {"mode": mode})
+        self.mode = mode
+
+    def count(self, path: str) -> int:
+        return int(self._call("/_fake/counts").get(path, 0))
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
+
+    def stop(self) -> None:
+        if self._proc is None:
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+        self._proc = None
+
+    def __enter__(self) -> FakeOllamaProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Serve until SIGTERM or SIGINT (as PID 1 of a container too: a handler is set)."""
     parser = argparse.ArgumentParser(description="a server speaking the Ollama API (tests)")
@@ -312,8 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=11434)
     parser.add_argument("--model", default="llama3.2")
     parser.add_argument("--mode", choices=MODES, default="happy")
+    parser.add_argument("--keep", type=int, default=None, help="requests kept (default: all)")
     args = parser.parse_args(argv)
-    fake = FakeOllama(args.mode, port=args.port, model=args.model, host=args.host)
+    fake = FakeOllama(args.mode, port=args.port, model=args.model, host=args.host, keep=args.keep)
 
     def stop(signum: int, frame: object) -> None:
         raise SystemExit(0)

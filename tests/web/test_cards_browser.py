@@ -121,11 +121,16 @@ def test_no_card_survives_its_tracks_lost_event(
             page.wait_for_selector(".track[data-valence]", timeout=SLACK_MS)  # a face
 
             # The track is lost, then its episode is described: wait for both messages.
+            # A track the page drew a card for: one lost before the page connected (a
+            # short-lived track under load) never had a card to leave behind.
             def lost_then_described() -> tuple[str, float] | None:
+                drawn = {k for k, op, _ in page.evaluate("window.__cards") if op == "add"}
                 seen = list(msgs.messages)
                 for t_lost, topic, rec in seen:
                     if topic.endswith("/events") and rec.get("event") == "lost":
                         key = f"room/{rec['track_id']}"
+                        if key not in drawn:
+                            continue
                         late = [
                             t
                             for t, topic2, r in seen

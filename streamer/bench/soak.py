@@ -250,6 +250,15 @@ def _per_minute(rss: list[tuple[float, float]]) -> list[float]:
     return [round(sum(v) / len(v), 1) for _, v in sorted(by_min.items())]
 
 
+def _slope_per_min(t_s: np.ndarray, values: np.ndarray) -> float | None:
+    """Least-squares slope of ``values`` per minute (``t_s`` in seconds); None under 3."""
+    return float(np.polyfit(t_s / 60.0, values, 1)[0]) if len(t_s) >= 3 else None
+
+
+def _rounded(x: float | None, digits: int = 3) -> float | None:
+    return None if x is None else round(x, digits)
+
+
 def _kinds_report(
     samples: list[tuple[float, dict[str, float]]], since: float
 ) -> dict[str, dict[str, float | None]]:
@@ -258,12 +267,12 @@ def _kinds_report(
     measured = [(t, k) for t, k in samples if t >= since] or samples
     out: dict[str, dict[str, float | None]] = {}
     for kind in RSS_KINDS:
-        ts = np.array([t for t, _ in measured]) / 60.0
+        ts = np.array([t for t, _ in measured])
         mb = np.array([k[kind] for _, k in measured])
         out[kind] = {
             "start": round(float(mb[0]), 1) if len(mb) else None,
             "end": round(float(mb[-1]), 1) if len(mb) else None,
-            "slope_mb_per_min": round(float(np.polyfit(ts, mb, 1)[0]), 3) if len(ts) >= 3 else None,
+            "slope_mb_per_min": _rounded(_slope_per_min(ts, mb)),
         }
     return out
 
@@ -278,7 +287,7 @@ def _pymalloc_report(
     if not measured:
         return None
     mib = float(1 << 20)
-    ts = np.array([t for t, _ in measured]) / 60.0
+    ts = np.array([t for t, _ in measured])
     arenas = np.array([s["arena_bytes"] / mib for _, s in measured])
     first, last = measured[0][1], measured[-1][1]
     return {
@@ -287,9 +296,7 @@ def _pymalloc_report(
         "used_start": round(first["used_bytes"] / mib, 1),
         "used_end": round(last["used_bytes"] / mib, 1),
         "arenas_highwater": round(last["arenas_highwater"] * last["arena_size"] / mib, 1),
-        "arenas_slope_mb_per_min": round(float(np.polyfit(ts, arenas, 1)[0]), 3)
-        if len(ts) >= 3
-        else None,
+        "arenas_slope_mb_per_min": _rounded(_slope_per_min(ts, arenas)),
     }
 
 
@@ -661,7 +668,7 @@ class Soak:
         measured = [(t, m) for t, m in obs.rss if t >= since] or obs.rss
         ts = np.array([t for t, _ in measured])
         mb = np.array([m for _, m in measured])
-        slope = float(np.polyfit(ts / 60.0, mb, 1)[0]) if len(ts) >= 3 else None
+        slope = _slope_per_min(ts, mb)
         mqtt_max = recover["mqtt"]["max"]
         # Native threads (FFmpeg decoding, inference) come and go with the decoders: a
         # leak grows past the most seen in the first half of the measured part.

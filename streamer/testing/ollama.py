@@ -74,7 +74,7 @@ class _QuietServer(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """One daemon thread per request, named so a soak tells them from the analyzer's."""
+        """One daemon thread per request, named as the server's (a test tells them apart)."""
         threading.Thread(
             target=self.process_request_thread,
             args=(request, client_address),

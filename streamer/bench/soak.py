@@ -45,9 +45,11 @@ run during the warm-up too, so every code path has allocated its caches by then)
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import math
@@ -88,6 +90,7 @@ SETTLE_S = 15.0  # after the last fault: every recovery must fit in it
 MIN_PERIOD_S = 5.0  # seconds from one fault's start to the next, at least
 MAX_PERIOD_S = 15.0
 RSS_SAMPLE_S = 2.0
+RSS_KINDS = {"anon": "RssAnon", "file": "RssFile", "shmem": "RssShmem"}  # /proc/PID/status
 PYMALLOC_EVERY = 5  # pymalloc's arenas are read with every 5th RSS sample
 LLM_REQUESTS_KEPT = 50  # the fake LLM server's request log (its counts stay exact)
 # Targets of a long run (issue 26): the verdict compares the figures with them.
@@ -163,10 +166,83 @@ class Observed:
     last_llm: float = float("-inf")
     mqtt_va_seen: int = 0
     nan_published: int = 0
-    rss: list[tuple[float, float]] = dataclasses.field(default_factory=list)
-    rss_kinds: list[tuple[float, dict[str, float]]] = dataclasses.field(default_factory=list)
-    pymalloc: list[tuple[float, dict[str, int]]] = dataclasses.field(default_factory=list)
-    native_threads: list[tuple[float, int]] = dataclasses.field(default_factory=list)
+    # RSS (MiB) in all, by kind (RSS_KINDS) and the native threads, every RSS_SAMPLE_S
+    memory: Series = dataclasses.field(
+        default_factory=lambda: Series("rss", *RSS_KINDS, "native_threads")
+    )
+    # pymalloc's arenas, the bytes in use in them and the arenas' high-water mark (MiB)
+    pymalloc: Series = dataclasses.field(
+        default_factory=lambda: Series("arenas", "used", "highwater")
+    )
+
+
+class Series:
+    """Samples over time in flat arrays of doubles, 8 bytes a value: the soak's own
+    bookkeeping lives in the process it measures, and a list of tuples of float objects
+    would grow it by ~10 times as much (and churn pymalloc's arenas)."""
+
+    def __init__(self, *names: str) -> None:
+        self.t = array.array("d")
+        self.columns = {name: array.array("d") for name in names}
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def add(self, t: float, values: dict[str, float]) -> None:
+        self.t.append(t)
+        for name, column in self.columns.items():
+            column.append(values[name])
+
+    def since(self, t0: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The samples at or after ``t0`` seconds (all of them when none is): times and
+        each column, as copies."""
+        t = np.array(self.t)
+        keep = t >= t0
+        if not keep.any():
+            keep[:] = True
+        return t[keep], {name: np.array(c)[keep] for name, c in self.columns.items()}
+
+
+class GcWatch:
+    """CPython's full (generation 2) collections while installed, the periodic tidy's
+    and CPython's own: when, how many objects of cyclic garbage each freed, how long
+    each held the interpreter (:mod:`streamer.runtime.memory`)."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.began = 0.0
+        self.done = Series("freed", "ms")
+
+    def install(self, t0: float) -> None:
+        self.t0 = t0
+        gc.callbacks.append(self._on_gc)
+
+    def remove(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        now = time.monotonic()
+        if phase == "start":
+            self.began = now
+        else:
+            ms = (now - self.began) * 1000.0
+            self.done.add(now - self.t0, {"freed": info["collected"], "ms": ms})
+
+    def report(self, since: float) -> dict[str, float | int | None]:
+        """The full collections after ``since`` seconds: how many, the objects they
+        freed, the longest and the median pause."""
+        t, columns = self.done.since(since)
+        if not len(t) or t[0] < since:  # none in the measured part
+            return {"full_collections": 0, "freed": 0, "max_ms": None, "median_ms": None}
+        return {
+            "full_collections": len(t),
+            "freed": int(columns["freed"].sum()),
+            "max_ms": round(float(columns["ms"].max()), 1),
+            "median_ms": round(float(np.median(columns["ms"])), 2),
+        }
 
 
 def _status(field: str) -> float:
@@ -181,15 +257,16 @@ def _rss_mb() -> float:
     return _status("VmRSS") / 1024.0
 
 
-RSS_KINDS = {"anon": "RssAnon", "file": "RssFile", "shmem": "RssShmem"}
-
-
-def _rss_kinds_mb() -> dict[str, float]:
-    """The resident memory by kind: ``anon`` (the process's own: heaps, arenas, thread
-    stacks, buffers: what a leak grows), ``file`` (pages of mapped files, mostly the
-    shared libraries' code, faulted in as code paths are first run; the kernel can drop
-    them), ``shmem``."""
-    return {k: _status(field) / 1024.0 for k, field in RSS_KINDS.items()}
+def _memory_sample() -> dict[str, float]:
+    """The resident memory (MiB) in all (``rss``) and by kind: ``anon`` (the process's
+    own: heaps, arenas, thread stacks, buffers: what a leak grows), ``file`` (pages of
+    mapped files, mostly the shared libraries' code, faulted in as code paths are first
+    run; the kernel can drop them), ``shmem``; and ``native_threads``, the process's
+    threads that Python did not start (FFmpeg's, the inference runtime's)."""
+    values = {k: _status(field) / 1024.0 for k, field in RSS_KINDS.items()}
+    values["rss"] = _rss_mb()
+    values["native_threads"] = _status("Threads") - threading.active_count()
+    return values
 
 
 def _fd_kinds(bench_ports: tuple[set[int], set[int]]) -> dict[str, int]:
@@ -242,12 +319,10 @@ def _counts(bench_ports: tuple[set[int], set[int]]) -> dict[str, Any]:
     }
 
 
-def _per_minute(rss: list[tuple[float, float]]) -> list[float]:
+def _per_minute(t_s: np.ndarray, rss: np.ndarray) -> list[float]:
     """Mean RSS of each whole minute of the run (its shape: steps, a line, a plateau)."""
-    by_min: dict[int, list[float]] = {}
-    for t, mb in rss:
-        by_min.setdefault(int(t // 60), []).append(mb)
-    return [round(sum(v) / len(v), 1) for _, v in sorted(by_min.items())]
+    minute = (t_s // 60).astype(int)
+    return [round(float(rss[minute == m].mean()), 1) for m in np.unique(minute)]
 
 
 def _slope_per_min(t_s: np.ndarray, values: np.ndarray) -> float | None:
@@ -259,16 +334,13 @@ def _rounded(x: float | None, digits: int = 3) -> float | None:
     return None if x is None else round(x, digits)
 
 
-def _kinds_report(
-    samples: list[tuple[float, dict[str, float]]], since: float
-) -> dict[str, dict[str, float | None]]:
+def _kinds_report(samples: Series, since: float) -> dict[str, dict[str, float | None]]:
     """Start, end and slope (MiB per minute, after ``since`` seconds) of each kind of
-    resident memory (:func:`_rss_kinds_mb`)."""
-    measured = [(t, k) for t, k in samples if t >= since] or samples
+    resident memory (:func:`_memory_sample`)."""
+    ts, columns = samples.since(since)
     out: dict[str, dict[str, float | None]] = {}
     for kind in RSS_KINDS:
-        ts = np.array([t for t, _ in measured])
-        mb = np.array([k[kind] for _, k in measured])
+        mb = columns[kind]
         out[kind] = {
             "start": round(float(mb[0]), 1) if len(mb) else None,
             "end": round(float(mb[-1]), 1) if len(mb) else None,
@@ -277,25 +349,20 @@ def _kinds_report(
     return out
 
 
-def _pymalloc_report(
-    samples: list[tuple[float, dict[str, int]]], since: float
-) -> dict[str, float | None] | None:
+def _pymalloc_report(samples: Series, since: float) -> dict[str, float | None] | None:
     """pymalloc's arenas and the bytes in use in them (MiB) at the start (after
     ``since`` seconds) and the end, the arenas' slope (MiB per minute) and the most
     arenas ever held; None without pymalloc."""
-    measured = [(t, s) for t, s in samples if t >= since] or samples
-    if not measured:
+    if not len(samples):
         return None
-    mib = float(1 << 20)
-    ts = np.array([t for t, _ in measured])
-    arenas = np.array([s["arena_bytes"] / mib for _, s in measured])
-    first, last = measured[0][1], measured[-1][1]
+    ts, columns = samples.since(since)
+    arenas, used = columns["arenas"], columns["used"]
     return {
-        "arenas_start": round(first["arena_bytes"] / mib, 1),
-        "arenas_end": round(last["arena_bytes"] / mib, 1),
-        "used_start": round(first["used_bytes"] / mib, 1),
-        "used_end": round(last["used_bytes"] / mib, 1),
-        "arenas_highwater": round(last["arenas_highwater"] * last["arena_size"] / mib, 1),
+        "arenas_start": round(float(arenas[0]), 1),
+        "arenas_end": round(float(arenas[-1]), 1),
+        "used_start": round(float(used[0]), 1),
+        "used_end": round(float(used[-1]), 1),
+        "arenas_highwater": round(float(columns["highwater"][-1]), 1),
         "arenas_slope_mb_per_min": _rounded(_slope_per_min(ts, arenas)),
     }
 
@@ -344,6 +411,7 @@ class Soak:
             raise ConfigError("--snapshot-every must be positive")
         self.with_faults = faults
         self.memtrace = MemTrace(trace_frames, workdir)
+        self.gc_watch = GcWatch()
         self._in_flight = 0  # injections not yet recovered (or given up)
         self.workdir = workdir
         served = loop_clip(clip, workdir / "served.mp4", self.total_s + 60.0)
@@ -448,14 +516,19 @@ class Soak:
         n = 0
         while True:
             t = time.monotonic() - t0
-            self.observed.rss.append((t, _rss_mb()))
-            self.observed.rss_kinds.append((t, _rss_kinds_mb()))
+            self.observed.memory.add(t, _memory_sample())
             stats = pymalloc_stats() if n % PYMALLOC_EVERY == 0 else None
             if stats is not None:
-                self.observed.pymalloc.append((t, stats))
+                mib = float(1 << 20)
+                self.observed.pymalloc.add(
+                    t,
+                    {
+                        "arenas": stats["arena_bytes"] / mib,
+                        "used": stats["used_bytes"] / mib,
+                        "highwater": stats["arenas_highwater"] * stats["arena_size"] / mib,
+                    },
+                )
             n += 1
-            native = int(_status("Threads")) - threading.active_count()
-            self.observed.native_threads.append((t, native))
             await asyncio.sleep(RSS_SAMPLE_S)
 
     # ------------------------------------------------------------------ faults
@@ -581,6 +654,7 @@ class Soak:
         t0 = time.monotonic()
         start: dict[str, Any] = {}
         end: dict[str, Any] = {}
+        self.gc_watch.install(t0)
         async with publisher:
             bus_watch = asyncio.create_task(self.watch_bus(pipe.bus), name="soak-bus")
             broker_watch = asyncio.create_task(self.watch_broker(), name="soak-broker")
@@ -617,8 +691,9 @@ class Soak:
                 await began  # a short run's baseline may still be on its way
                 await cancel_and_wait(sampler, tracer)
                 await quiet(2 * SETTLE_S)
-                self.observed.rss.append((time.monotonic() - t0, _rss_mb()))
+                self.observed.memory.add(time.monotonic() - t0, _memory_sample())
                 end.update(_counts(self.bench_ports()))
+                end["gc_frozen"] = gc.get_freeze_count()
                 await self.memtrace.sample((time.monotonic() - t0) / 60.0)
 
             try:
@@ -626,6 +701,7 @@ class Soak:
             finally:
                 stop.set()
                 result = await live
+                self.gc_watch.remove()
                 await cancel_and_wait(bus_watch)
                 self.memtrace.stop()
         # The publisher flushed on exit; the broker watcher may still be receiving.
@@ -665,14 +741,14 @@ class Soak:
             recover[target] = {"n": len(times), "max": max(times, default=None)}
             recover[target]["p95"] = _pct(times, 95)
         since = start.get("t_s", self.warmup_s)
-        measured = [(t, m) for t, m in obs.rss if t >= since] or obs.rss
-        ts = np.array([t for t, _ in measured])
-        mb = np.array([m for _, m in measured])
+        ts, measured = obs.memory.since(since)
+        all_t, every = obs.memory.since(float("-inf"))
+        mb = measured["rss"]
         slope = _slope_per_min(ts, mb)
         mqtt_max = recover["mqtt"]["max"]
         # Native threads (FFmpeg decoding, inference) come and go with the decoders: a
         # leak grows past the most seen in the first half of the measured part.
-        native = [n for t, n in obs.native_threads if t >= since]
+        native = [int(n) for n in measured["native_threads"]]
         half = native[: max(1, len(native) // 2)]
         native_ok = not native or end.get("os_threads", 0) <= max(half)
         checks = {
@@ -724,13 +800,13 @@ class Soak:
             },
             "rss_mb": {
                 "start": round(float(mb[0]), 1) if len(mb) else None,
-                "first": round(float(obs.rss[0][1]), 1) if obs.rss else None,
+                "first": round(obs.memory.columns["rss"][0], 1) if len(obs.memory) else None,
                 "end": round(float(mb[-1]), 1) if len(mb) else None,
                 "max": round(float(mb.max()), 1) if len(mb) else None,
                 "slope_mb_per_min": None if slope is None else round(slope, 3),
                 "samples": len(mb),
-                "per_minute": _per_minute(obs.rss),
-                "by_kind": _kinds_report(obs.rss_kinds, since),
+                "per_minute": _per_minute(all_t, every["rss"]),
+                "by_kind": _kinds_report(obs.memory, since),
                 "pymalloc": _pymalloc_report(obs.pymalloc, since),
             },
             "threads": {
@@ -753,6 +829,7 @@ class Soak:
             },
             "projection_24h_mb": None if slope is None else round(slope * 60 * 24, 1),
             "tracemalloc": self.memtrace.report(),
+            "gc": self.gc_watch.report(since) | {"frozen_at_end": end.get("gc_frozen")},
             # Tracing's own memory and CPU distort RSS: a traced run finds sites, and an
             # untraced one judges.
             "verdict": {

@@ -126,19 +126,52 @@ def log_levels(verbose: int, quiet: bool) -> tuple[int, int]:
     return logging.INFO, logging.INFO
 
 
+# The log line when stderr is not a terminal (a service's journal, a container's log, a
+# file): one line a record, a full timestamp, nothing wrapped to a width.
+PLAIN_FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s"
+PLAIN_DATEFMT = "%Y-%m-%d %H:%M:%S"
+
+
+class PlainHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Plain lines on whatever ``sys.stderr`` is when a record comes (a test or a
+    progress bar may have swapped it since start-up)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(logging.Formatter(PLAIN_FORMAT, PLAIN_DATEFMT))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced by an object without it, or closed
+        return False
+
+
 def setup_logging(verbose: int, quiet: bool) -> None:
+    """Log to stderr (stdout carries data: JSON lines): rich's columns on a terminal,
+    plain timestamped lines otherwise. Plain lines also keep a service that runs for
+    months clear of rich's per-record rendering and its caches."""
     level, own_level = log_levels(verbose, quiet)
-    # Built here, not at the first record: importing rich then would block the event
-    # loop mid-run (an MQTT subscriber then stalled on its first subscription).
-    from rich.logging import RichHandler
+    handler: logging.Handler
+    if _stderr_is_terminal():
+        # Built here, not at the first record: importing rich then would block the
+        # event loop mid-run (an MQTT subscriber then stalled on its first subscription).
+        from rich.logging import RichHandler
 
-    from streamer.cli.progress import stderr_console
+        from streamer.cli.progress import stderr_console
 
-    # Logs go to stderr: stdout carries data (JSON lines).
-    handler = RichHandler(
-        console=stderr_console(), show_path=False, rich_tracebacks=False, markup=False
-    )
-    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]", handlers=[handler])
+        handler = RichHandler(
+            console=stderr_console(), show_path=False, rich_tracebacks=False, markup=False
+        )
+        handler.setFormatter(logging.Formatter("%(message)s", "[%X]"))
+    else:
+        handler = PlainHandler()
+    logging.basicConfig(level=level, handlers=[handler])
     # Only -v sets streamer's own level; otherwise it inherits the root's (NOTSET).
     logger.setLevel(own_level if own_level != level else logging.NOTSET)
 

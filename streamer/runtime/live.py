@@ -35,7 +35,7 @@ from streamer.errors import ConfigError
 from streamer.lifecycle import stop_on_signals
 from streamer.pipeline import CameraStats, Pipeline
 from streamer.runtime.loop import run_in_fresh_loop
-from streamer.runtime.memory import trim_memory_every, tune_malloc
+from streamer.runtime.memory import tidy_memory_every, tune_malloc
 from streamer.sinks import SinkFactory, SinkOptions
 from streamer.smoothing import kalman_filter_class
 from streamer.sources.live import LiveSource, SourceStats, build_sources
@@ -136,15 +136,15 @@ async def run_live(
                 run.add_source(src.name, src)
             if on_start is not None:
                 on_start(run)
-            trimmer = asyncio.create_task(trim_memory_every(), name="malloc-trim")
+            tidier = asyncio.create_task(tidy_memory_every(), name="memory-tidy")
             try:
                 t_stop = await _run_cameras(
                     run.pipe, sources, stop, duration_s, result, policy or RestartPolicy()
                 )
             finally:
-                trimmer.cancel()
+                tidier.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await trimmer
+                    await tidier
             result.sources = {src.name: src.stats() for src in sources}
             result.left_in_ffmpeg = {s.name: s.left_behind for s in sources if s.left_behind}
             result.cameras = dict(run.pipe.stats)

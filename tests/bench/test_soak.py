@@ -72,6 +72,11 @@ def _check_invariants(r: dict[str, Any]) -> None:
     else:
         assert 0 < pym["used_end"] <= pym["arenas_end"] <= pym["arenas_highwater"], pym
         assert pym["arenas_end"] < kinds["anon"]["end"]
+    # CPython's full collections in the measured part (the live run's periodic tidy's).
+    gcs = r["gc"]
+    assert gcs["full_collections"] >= 0 and gcs["freed"] >= 0
+    if gcs["full_collections"]:
+        assert gcs["max_ms"] >= gcs["median_ms"] >= 0, gcs
 
 
 @pytest.mark.rtsp
@@ -107,6 +112,10 @@ def test_ten_minute_soak(store_path: Any) -> None:
     for counted in ("threads", "fds"):
         assert report[counted]["end"] == report[counted]["start"], report[counted]
     assert report["verdict"]["checks"]["native_threads_bounded"], report["os_threads"]
+    # The live run's memory tidy: a full collection a minute (the dead MQTT sessions'
+    # reference cycles freed), over the frozen start-up.
+    assert report["gc"]["full_collections"] >= 7 and report["gc"]["freed"] > 0, report["gc"]
+    assert report["gc"]["frozen_at_end"] > 0, report["gc"]
 
 
 @pytest.mark.soak

@@ -8,11 +8,14 @@ to the system when freed) or carved out of a heap that fragments.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import os
 import platform
 import subprocess
 import sys
+import weakref
 
 import pytest
 
@@ -119,7 +122,7 @@ async def test_the_periodic_trim_runs_until_cancelled(monkeypatch: pytest.Monkey
         return True
 
     monkeypatch.setattr(memory, "malloc_trimmer", lambda: trim)
-    task = asyncio.create_task(memory.trim_memory_every(0.01))
+    task = asyncio.create_task(memory.tidy_memory_every(0.01))
 
     async def three() -> bool:
         return len(calls) >= 3
@@ -128,3 +131,60 @@ async def test_the_periodic_trim_runs_until_cancelled(monkeypatch: pytest.Monkey
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.me = self  # a reference cycle: only the cyclic collector frees it
+
+
+async def test_the_periodic_tidy_frees_cyclic_garbage_and_unfreezes_when_done() -> None:
+    """Garbage in reference cycles (a dead MQTT session's) is freed every tick, not when
+    CPython's thresholds get round to it (here: never, automatic collection is off);
+    start-up objects are frozen while the run lasts and unfrozen after it."""
+    from streamer.runtime import memory
+
+    def garbage() -> weakref.ref[_Node]:
+        return weakref.ref(_Node())
+
+    gc.disable()
+    try:
+        before_first_tick = garbage()
+        task = asyncio.create_task(memory.tidy_memory_every(0.01))
+
+        async def frozen() -> bool:
+            return gc.get_freeze_count() > 0
+
+        await wait_until_async(frozen, 30, "the start-up frozen")
+        assert before_first_tick() is None  # collected before the freeze, not frozen
+        made_later = garbage()
+
+        async def freed() -> bool:
+            return made_later() is None
+
+        await wait_until_async(freed, 30, "the cycle made after the freeze freed")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert gc.get_freeze_count() == 0
+    finally:
+        gc.unfreeze()
+        gc.enable()
+
+
+async def test_gc_tidy_off_leaves_the_collector_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamer.runtime import memory
+
+    monkeypatch.setenv("STREAMER_GC_TIDY", "0")
+    gc.disable()
+    try:
+        made = weakref.ref(_Node())
+        task = asyncio.create_task(memory.tidy_memory_every(0.01))
+        await asyncio.sleep(0.2)
+        assert made() is not None and gc.get_freeze_count() == 0
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        gc.enable()
+        gc.collect()

@@ -99,6 +99,54 @@ class Client(aiomqtt.Client):
             return
         super()._on_disconnect(client, userdata, flags, reason_code, properties)
 
+    # paho calls the two below from the executor thread of ``connect()``, and aiomqtt
+    # hands the registration to the loop with ``call_soon_threadsafe``. When the attempt
+    # has been given up meanwhile (its connect timeout) and its socket closed, the loop
+    # would register a closed fd: asyncio logs ``OSError: [Errno 9] Bad file
+    # descriptor`` with a traceback. The callbacks are aiomqtt 2.x's; only what the loop
+    # runs is guarded: a socket closed (or its fd reused) by then is not registered.
+
+    def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
+        def callback() -> None:
+            try:
+                while True:
+                    client.loop_read()
+                    # SSL sockets may hold decoded bytes loop_read() did not consume
+                    pending = getattr(client._sock, "pending", None)
+                    if pending is not None and pending() > 0:
+                        continue
+                    break
+            except Exception as exc:  # the connection broke: disconnect
+                if not self._disconnected.done():
+                    self._disconnected.set_exception(exc)
+
+        def create_misc_task() -> None:
+            self._misc_task = self._loop.create_task(self._misc_loop())
+
+        fd = sock.fileno()
+        self._loop.call_soon_threadsafe(_add_if_open, self._loop.add_reader, sock, fd, callback)
+        self._loop.call_soon_threadsafe(create_misc_task)
+
+    def _on_socket_register_write(self, client: Any, userdata: Any, sock: Any) -> None:
+        def callback() -> None:
+            try:
+                client.loop_write()
+            except Exception as exc:  # the connection broke: disconnect
+                if not self._disconnected.done():
+                    self._disconnected.set_exception(exc)
+
+        fd = sock.fileno()
+        self._loop.call_soon_threadsafe(_add_if_open, self._loop.add_writer, sock, fd, callback)
+
+
+def _add_if_open(add: Any, sock: Any, fd: int, callback: Any) -> None:
+    """``add(fd, callback)`` (the loop's add_reader or add_writer) unless ``sock`` was
+    closed since ``fd`` was read from it (a closed socket's fileno() is -1)."""
+    if fd >= 0 and sock.fileno() == fd:
+        add(fd, callback)
+    else:
+        logger.debug("MQTT: socket closed before the loop registered it (fd %d)", fd)
+
 
 def client_kwargs(
     cfg: MqttConfig,

@@ -635,6 +635,12 @@ class Soak:
     # ------------------------------------------------------------------ run
 
     async def run(self) -> dict[str, Any]:
+        try:
+            return await self._run()
+        finally:
+            self.gc_watch.remove()  # also when the publisher or the run failed to start
+
+    async def _run(self) -> dict[str, Any]:
         from streamer.publish.mqtt import MqttPublisher
         from streamer.runtime.live import run_live
         from streamer.store import default_store

@@ -133,16 +133,30 @@ PLAIN_DATEFMT = "%Y-%m-%d %H:%M:%S"
 
 
 class PlainHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Plain lines on whatever ``sys.stderr`` is when a record comes (a test or a
-    progress bar may have swapped it since start-up)."""
+    """Plain lines on whatever ``sys.stderr`` is when a record comes (a test may have
+    swapped it since start-up; a live view of rich's proxies it, and the line goes to
+    the file behind the proxy, as rich's own log handler's would). When the reader goes
+    away, the command ends quietly with 141, as with a console."""
 
     def __init__(self) -> None:
         super().__init__(sys.stderr)
         self.setFormatter(logging.Formatter(PLAIN_FORMAT, PLAIN_DATEFMT))
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.stream = sys.stderr
+        stream = sys.stderr
+        self.stream = getattr(stream, "rich_proxied_file", stream)
         super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], BrokenPipeError):
+            from streamer.cli.progress import reader_gone
+
+            fileno = None
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                fileno = self.stream.fileno()
+            reader_gone(fileno)
+            return
+        super().handleError(record)
 
 
 def _stderr_is_terminal() -> bool:

@@ -38,18 +38,28 @@ def console(**kwargs: Any) -> Console:
     class _Console(Console):
         def on_broken_pipe(self) -> None:
             self.quiet = True  # nothing more is written by this console
+            fileno = None
             with contextlib.suppress(OSError, ValueError, AttributeError):
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, self.file.fileno())  # the process's later writes vanish
-                os.close(devnull)
-            if not _BROKEN.is_set():
-                _BROKEN.set()
-                # Whichever thread wrote (a log line, the bar's refresh thread), and
-                # whatever catches the error there (logging does): the main thread stops
-                # the command as Ctrl-C would, and the CLI ends it with 141.
-                _thread.interrupt_main()
+                fileno = self.file.fileno()
+            reader_gone(fileno)
 
     return _Console(**kwargs)
+
+
+def reader_gone(fileno: int | None) -> None:
+    """A stream's reader went away: the process's later writes to ``fileno`` vanish, and
+    the command ends quietly with 141 (a console's, or the plain log handler's)."""
+    if fileno is not None:
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fileno)
+            os.close(devnull)
+    if not _BROKEN.is_set():
+        _BROKEN.set()
+        # Whichever thread wrote (a log line, the bar's refresh thread), and whatever
+        # catches the error there (logging does): the main thread stops the command as
+        # Ctrl-C would, and the CLI ends it with 141.
+        _thread.interrupt_main()
 
 
 @functools.cache

@@ -44,6 +44,7 @@ from streamer.messages import (
 )
 from streamer.publish.config import MqttConfig
 from streamer.publish.connect import (
+    Client,
     FailureKind,
     build_tls_context,
     client_kwargs,
@@ -632,7 +633,7 @@ async def mqtt_messages(
     dropped = 0
     while True:
         queue = InboundQueue(INBOUND_QUEUE_SIZE, max_payload=max_payload_bytes)
-        client = aiomqtt.Client(
+        client = Client(
             **client_kwargs(cfg, password, tls_context, ident),
             queue_type=_queue_type(queue),
             max_queued_incoming_messages=INBOUND_QUEUE_SIZE,
@@ -686,7 +687,7 @@ async def available_prefixes(cfg: MqttConfig, wait_s: float = PROBE_S) -> dict[s
     ident = default_client_id().replace("streamer-", "streamer-probe-", 1)
     found: dict[str, str] = {}
     try:
-        async with aiomqtt.Client(**client_kwargs(cfg, password, tls_context, ident)) as client:
+        async with Client(**client_kwargs(cfg, password, tls_context, ident)) as client:
             await client.subscribe("+/available", qos=0)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait_s):

@@ -33,7 +33,7 @@ collection then looks only at what was made since, about a millisecond (0.7 to 1
 median, measured) instead of 50 to 90 ms of a blocked event loop. Once an hour
 (:data:`UNFREEZE_EVERY` ticks) everything is unfrozen, collected and frozen again, so
 cyclic garbage among start-up objects (the first MQTT session's) is freed too; when the
-task ends (the run does) everything is unfrozen. ``STREAMER_GC_TIDY=0`` leaves the
+run ends everything is unfrozen. ``STREAMER_GC_TIDY=0`` leaves the
 collector to CPython's own schedule.
 """
 
@@ -119,26 +119,37 @@ def collect_garbage(*, refreeze: bool) -> tuple[int, float]:
     return freed, (time.perf_counter() - t0) * 1000.0
 
 
+_tidiers = 0  # tidy tasks running in this process (a freeze is the process's, not a run's)
+
+
 async def tidy_memory_every(interval_s: float = TRIM_INTERVAL_S) -> None:
     """Every ``interval_s`` until cancelled: a cyclic garbage collection, then glibc's
     trim (where there is one). The first tick, and every :data:`UNFREEZE_EVERY`-th,
-    collects everything and freezes what survives; cancelled, it unfreezes."""
+    collects everything and freezes what survives. Ended, the last of the process's
+    tidy tasks unfreezes, and only when one of them froze: a freeze of the host's (a run
+    shorter than a tick) or of a run still going is left alone."""
+    global _tidiers
     trim = malloc_trimmer()
     tidy_gc = os.environ.get(GC_SWITCH, "1") != "0"
     if trim is None and not tidy_gc:
         return
     tick = 0
+    froze = False
+    _tidiers += 1
     try:
         while True:
             await asyncio.sleep(interval_s)
             if tidy_gc:
-                freed, ms = collect_garbage(refreeze=tick % UNFREEZE_EVERY == 0)
+                refreeze = tick % UNFREEZE_EVERY == 0
+                freed, ms = collect_garbage(refreeze=refreeze)
+                froze = froze or refreeze
                 logger.debug("memory: %d objects of cyclic garbage freed in %.1f ms", freed, ms)
             tick += 1
             if trim is not None:
                 trim()
     finally:
-        if tidy_gc:
+        _tidiers -= 1
+        if froze and _tidiers == 0:
             gc.unfreeze()
 
 

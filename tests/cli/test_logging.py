@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import pty
 import re
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -91,16 +94,79 @@ def test_logs_to_a_terminal_keep_rich_columns(long_config: Path) -> None:
     """On a terminal the lines stay rich's: time, level and message in columns (wrapped
     to the terminal's width)."""
     leader, follower = pty.openpty()
+    proc = _validate_debug(long_config, stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    chunks = []
     try:
-        proc = _validate_debug(long_config, stdout=subprocess.DEVNULL, stderr=follower)
-        os.close(follower)
-        chunks = []
+        deadline = time.monotonic() + 120
         with contextlib.suppress(OSError):  # EIO: the child closed the terminal
-            while chunk := os.read(leader, 4096):
+            while time.monotonic() < deadline:
+                if not select.select([leader], [], [], 1.0)[0]:
+                    continue
+                if not (chunk := os.read(leader, 4096)):
+                    break
                 chunks.append(chunk)
         assert proc.wait(timeout=120) == 0
     finally:
+        proc.kill()
+        proc.wait(timeout=30)
         os.close(leader)
     screen = b"".join(chunks).decode(errors="replace")
     assert re.search(r"\[\d\d:\d\d:\d\d\]", screen) and "DEBUG" in screen, screen
     assert not re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", screen), screen
+
+
+def test_plain_lines_under_a_live_view_go_to_the_file_behind_its_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``subscribe``'s live view (rich) proxies sys.stderr to draw log lines above it on
+    the terminal; with stderr a file, the lines go to the file, not onto the view."""
+    from rich.console import Console
+    from rich.file_proxy import FileProxy
+
+    from streamer.cli import PlainHandler
+
+    screen, log_file = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", FileProxy(Console(file=screen), log_file))
+    record = logging.makeLogRecord(
+        {"name": "streamer.test", "msg": "hello", "levelname": "INFO", "levelno": logging.INFO}
+    )
+    PlainHandler().handle(record)
+    assert log_file.getvalue().endswith(" INFO streamer.test: hello\n")
+    assert screen.getvalue() == ""
+
+
+LOGS_ONLY = """
+import logging, sys, time
+from streamer.cli import setup_logging
+from streamer.cli.progress import output_broken
+
+setup_logging(0, False)
+log = logging.getLogger("streamer.test")
+try:
+    for i in range(3000):
+        log.info("line %d", i)
+        time.sleep(0.005)
+except KeyboardInterrupt:
+    sys.exit(141 if output_broken() else 1)
+"""
+
+
+def test_a_closed_log_reader_ends_the_command_with_141() -> None:
+    """``streamer run ... 2>&1 >/dev/null | head -1``: when the reader of plain log lines
+    goes away, the command ends quietly with 141, as with a console (not logging's
+    "--- Logging error ---" for every record, running on)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LOGS_ONLY],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": os.getcwd()},
+    )
+    try:
+        assert proc.stderr is not None
+        assert b"streamer.test: line 0" in proc.stderr.readline()
+        proc.stderr.close()
+        assert proc.wait(timeout=60) == 141
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)

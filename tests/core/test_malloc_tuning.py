@@ -138,11 +138,17 @@ class _Node:
         self.me = self  # a reference cycle: only the cyclic collector frees it
 
 
-async def test_the_periodic_tidy_frees_cyclic_garbage_and_unfreezes_when_done() -> None:
+async def test_the_periodic_tidy_frees_cyclic_garbage_and_unfreezes_when_done(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Garbage in reference cycles (a dead MQTT session's) is freed every tick, not when
-    CPython's thresholds get round to it (here: never, automatic collection is off);
-    start-up objects are frozen while the run lasts and unfrozen after it."""
+    CPython's thresholds get round to it (here: never, automatic collection is off), and
+    by the ticks between the freezes too; start-up objects are frozen while the run
+    lasts and unfrozen after it."""
     from streamer.runtime import memory
+
+    monkeypatch.delenv(memory.GC_SWITCH, raising=False)
+    monkeypatch.setattr(memory, "UNFREEZE_EVERY", 10**9)  # one freeze: the first tick's
 
     def garbage() -> weakref.ref[_Node]:
         return weakref.ref(_Node())
@@ -157,12 +163,15 @@ async def test_the_periodic_tidy_frees_cyclic_garbage_and_unfreezes_when_done() 
 
         await wait_until_async(frozen, 30, "the start-up frozen")
         assert before_first_tick() is None  # collected before the freeze, not frozen
+        frozen_count = gc.get_freeze_count()
         made_later = garbage()
 
         async def freed() -> bool:
             return made_later() is None
 
         await wait_until_async(freed, 30, "the cycle made after the freeze freed")
+        # Freed by a tick that froze nothing more (frozen objects may still die).
+        assert gc.get_freeze_count() <= frozen_count
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -188,3 +197,21 @@ async def test_gc_tidy_off_leaves_the_collector_alone(monkeypatch: pytest.Monkey
     finally:
         gc.enable()
         gc.collect()
+
+
+async def test_a_tidy_ended_before_it_froze_leaves_a_freeze_of_others_alone() -> None:
+    """A run shorter than a tick never froze anything, so it unfreezes nothing (the host
+    process's freeze, or a run still going, keeps its own)."""
+    from streamer.runtime import memory
+
+    gc.freeze()
+    try:
+        held = gc.get_freeze_count()
+        task = asyncio.create_task(memory.tidy_memory_every(3600))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert gc.get_freeze_count() > held // 2 > 0  # still frozen (a few died)
+    finally:
+        gc.unfreeze()

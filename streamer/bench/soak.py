@@ -245,16 +245,20 @@ class GcWatch:
         }
 
 
-def _status(field: str) -> float:
+def _statuses(*fields: str) -> dict[str, float]:
+    """Fields of /proc/self/status (kB for the memory ones), read at once; NaN for one
+    it lacks."""
+    out = dict.fromkeys(fields, float("nan"))
     with open("/proc/self/status", encoding="ascii") as fh:
         for line in fh:
-            if line.startswith(field + ":"):
-                return float(line.split()[1])
-    return float("nan")
+            name, _, value = line.partition(":")
+            if name in out:
+                out[name] = float(value.split()[0])
+    return out
 
 
-def _rss_mb() -> float:
-    return _status("VmRSS") / 1024.0
+def _status(field: str) -> float:
+    return _statuses(field)[field]
 
 
 def _memory_sample() -> dict[str, float]:
@@ -263,9 +267,10 @@ def _memory_sample() -> dict[str, float]:
     mapped files, mostly the shared libraries' code, faulted in as code paths are first
     run; the kernel can drop them), ``shmem``; and ``native_threads``, the process's
     threads that Python did not start (FFmpeg's, the inference runtime's)."""
-    values = {k: _status(field) / 1024.0 for k, field in RSS_KINDS.items()}
-    values["rss"] = _rss_mb()
-    values["native_threads"] = _status("Threads") - threading.active_count()
+    read = _statuses("VmRSS", "Threads", *RSS_KINDS.values())
+    values = {k: read[field] / 1024.0 for k, field in RSS_KINDS.items()}
+    values["rss"] = read["VmRSS"] / 1024.0
+    values["native_threads"] = read["Threads"] - threading.active_count()
     return values
 
 

@@ -185,11 +185,22 @@ async def test_gc_tidy_off_leaves_the_collector_alone(monkeypatch: pytest.Monkey
     from streamer.runtime import memory
 
     monkeypatch.setenv("STREAMER_GC_TIDY", "0")
+    trims: list[int] = []
+
+    def trim() -> bool:  # one call a tick: the ticks go on, the collector is left alone
+        trims.append(1)
+        return True
+
+    monkeypatch.setattr(memory, "malloc_trimmer", lambda: trim)
     gc.disable()
     try:
         made = weakref.ref(_Node())
         task = asyncio.create_task(memory.tidy_memory_every(0.01))
-        await asyncio.sleep(0.2)
+
+        async def three_ticks() -> bool:
+            return len(trims) >= 3
+
+        await wait_until_async(three_ticks, 30, "three ticks")
         assert made() is not None and gc.get_freeze_count() == 0
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -208,7 +219,7 @@ async def test_a_tidy_ended_before_it_froze_leaves_a_freeze_of_others_alone() ->
     try:
         held = gc.get_freeze_count()
         task = asyncio.create_task(memory.tidy_memory_every(3600))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # the task runs to its first wait (a tick away), no further
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

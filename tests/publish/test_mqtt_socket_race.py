@@ -21,15 +21,17 @@ async def _register_then_close(client: aiomqtt.Client, close: bool) -> list[dict
     ours, theirs = socket.socketpair()
     fd = ours.fileno()
     try:
+        ran = asyncio.Event()
 
         def from_connect_thread() -> None:
             client._on_socket_open(client._client, None, ours)
             client._on_socket_register_write(client._client, None, ours)
             if close:
                 ours.close()  # the attempt was given up before the loop ran them
+            loop.call_soon_threadsafe(ran.set)  # runs after the registrations (in order)
 
         await asyncio.to_thread(from_connect_thread)
-        await asyncio.sleep(0.05)  # the loop runs the scheduled registrations
+        await ran.wait()
         if not close:
             assert loop.remove_reader(fd) and loop.remove_writer(fd)  # registered
     finally:

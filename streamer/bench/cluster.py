@@ -83,9 +83,10 @@ class MqttLatency:
         asyncio.run(self._read())
 
     async def _read(self) -> None:
-        import aiomqtt
+        from streamer.publish.connect import Client, connection
 
-        async with aiomqtt.Client("127.0.0.1", self.port, identifier="bench-latency") as client:
+        client = Client("127.0.0.1", self.port, identifier="bench-latency")
+        async with connection(client):
             await client.subscribe(f"{PREFIX}/+/faces/+/va", qos=0)
             reader = asyncio.ensure_future(self._consume(client))
             await asyncio.to_thread(self._stop.wait)

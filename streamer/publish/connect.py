@@ -15,6 +15,7 @@ import random
 import re
 import socket
 import ssl
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -84,6 +85,44 @@ class Client(aiomqtt.Client):
     publisher then retried only after the timeout, long after the broker was back.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._attempt_lock = threading.Lock()
+        self._given_up = False  # by :func:`abandon`; a connect still running closes itself
+
+    def give_up(self) -> None:
+        """Mark the client abandoned (loop thread): a ``connect()`` still running in its
+        executor thread closes the socket it opens, and no housekeeping task starts."""
+        with self._attempt_lock:
+            self._given_up = True
+
+    def _client_connect(self) -> None:
+        # The executor thread of ``__aenter__``. Cancelling the attempt (a stop, a connect
+        # timeout) does not stop this thread: a TCP handshake that completes afterwards
+        # (a broker with a full accept queue, a slow network) used to leave an open socket
+        # and a housekeeping task that nobody would end; once the loop had closed they
+        # surfaced as "Task was destroyed but it is pending!" and "Exception ignored in
+        # Client.__del__ ... Event loop is closed".
+        try:
+            super()._client_connect()
+        finally:
+            with self._attempt_lock:
+                late = self._given_up
+            if late:
+                self._close_late()
+
+    def _close_late(self) -> None:
+        """Close the socket of a connect that finished after :meth:`give_up`: on the loop
+        while it runs (its reader is registered there), here once it has closed."""
+        try:
+            self._loop.call_soon_threadsafe(self._close_socket)
+        except RuntimeError:  # the loop has closed: nothing of it to tidy
+            self._close_socket()
+
+    def _close_socket(self) -> None:
+        if self._client.socket() is not None:
+            self._client._sock_close()
+
     def _on_disconnect(
         self,
         client: Any,
@@ -121,11 +160,13 @@ class Client(aiomqtt.Client):
                     self._disconnected.set_exception(exc)
 
         def create_misc_task() -> None:
-            self._misc_task = self._loop.create_task(self._misc_loop())
+            if not self._given_up:  # a late connect: its socket is about to close
+                self._misc_task = self._loop.create_task(self._misc_loop())
 
         fd = sock.fileno()
-        self._loop.call_soon_threadsafe(_add_if_open, self._loop.add_reader, sock, fd, callback)
-        self._loop.call_soon_threadsafe(create_misc_task)
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nothing to register
+            self._loop.call_soon_threadsafe(_add_if_open, self._loop.add_reader, sock, fd, callback)
+            self._loop.call_soon_threadsafe(create_misc_task)
 
     def _on_socket_register_write(self, client: Any, userdata: Any, sock: Any) -> None:
         def callback() -> None:
@@ -136,7 +177,15 @@ class Client(aiomqtt.Client):
                     self._disconnected.set_exception(exc)
 
         fd = sock.fileno()
-        self._loop.call_soon_threadsafe(_add_if_open, self._loop.add_writer, sock, fd, callback)
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nothing to register
+            self._loop.call_soon_threadsafe(_add_if_open, self._loop.add_writer, sock, fd, callback)
+
+    def _on_socket_close(self, client: Any, userdata: Any, sock: Any) -> None:
+        # aiomqtt's, except for a closed loop (a client collected after its loop ended,
+        # or a late connect closing itself): nothing of the loop's is left to undo.
+        if self._loop.is_closed():
+            return
+        super()._on_socket_close(client, userdata, sock)
 
 
 def _add_if_open(add: Any, sock: Any, fd: int, callback: Any) -> None:
@@ -264,7 +313,11 @@ async def connection(client: aiomqtt.Client) -> AsyncIterator[aiomqtt.Client]:
     except BaseException:
         await abandon(client)
         raise
-    await client.__aexit__(None, None, None)
+    try:
+        await client.__aexit__(None, None, None)
+    except BaseException:  # no DISCONNECT acknowledged in time, or cancelled meanwhile
+        await abandon(client)
+        raise
 
 
 async def abandon(client: aiomqtt.Client) -> None:
@@ -272,6 +325,8 @@ async def abandon(client: aiomqtt.Client) -> None:
     ended with an error: its socket and its task, within CLOSE_TIMEOUT_S; never raises."""
     # aiomqtt keeps paho's client, which owns the socket, private; closing it is the
     # only way to end a connection whose CONNACK never came.
+    if isinstance(client, Client):
+        client.give_up()  # first: a connect still in flight sees it when it ends
     paho = client._client
     connected = client._connected  # cancelled by aiomqtt's wait_for when we were
     settled = connected.done() and not connected.cancelled()

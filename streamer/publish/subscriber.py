@@ -687,7 +687,8 @@ async def available_prefixes(cfg: MqttConfig, wait_s: float = PROBE_S) -> dict[s
     ident = default_client_id().replace("streamer-", "streamer-probe-", 1)
     found: dict[str, str] = {}
     try:
-        async with Client(**client_kwargs(cfg, password, tls_context, ident)) as client:
+        client = Client(**client_kwargs(cfg, password, tls_context, ident))
+        async with connection(client):
             await client.subscribe("+/available", qos=0)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait_s):

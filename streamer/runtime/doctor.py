@@ -239,9 +239,11 @@ async def check_mqtt(cfg: AppConfig) -> Check:
     import aiomqtt
 
     from streamer.publish.connect import (
+        Client,
         FailureKind,
         build_tls_context,
         client_kwargs,
+        connection,
         explain_failure,
     )
 
@@ -261,7 +263,7 @@ async def check_mqtt(cfg: AppConfig) -> Check:
     who = f"as {mqtt.username!r}" if mqtt.username else "anonymously"
     where = f"{mqtt.host}:{mqtt.port}" + (" over TLS" if tls is not None else "")
     try:
-        async with aiomqtt.Client(**kwargs):
+        async with connection(Client(**kwargs)):
             pass
     except aiomqtt.MqttError as err:
         kind, why = explain_failure(err, mqtt)

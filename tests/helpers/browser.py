@@ -105,12 +105,12 @@ class TimedMessages:
             self._ready.set()
 
     async def _run(self) -> None:
-        import aiomqtt
+        from streamer.publish.connect import Client, connection
 
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        ident = f"timed-{os.getpid()}-{id(self)}"
-        async with aiomqtt.Client(self.host, self.port, identifier=ident) as client:
+        client = Client(self.host, self.port, identifier=f"timed-{os.getpid()}-{id(self)}")
+        async with connection(client):
             await client.subscribe(self.topic, qos=1)
             self._ready.set()
 

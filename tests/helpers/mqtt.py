@@ -38,16 +38,24 @@ class Collector:
     """
 
     def __init__(self, host: str, port: int, topic: str = "#") -> None:
-        import aiomqtt
+        from streamer.publish.connect import Client
 
         self.topic = topic
-        self.client = aiomqtt.Client(host, port, identifier=f"collector-{os.getpid()}-{id(self)}")
+        self.client = Client(host, port, identifier=f"collector-{os.getpid()}-{id(self)}")
         self.messages: list[tuple[str, bytes, bool]] = []
         self._task: asyncio.Task[None] | None = None
+        self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Collector:
-        await self.client.__aenter__()
-        await self.client.subscribe(self.topic, qos=1)
+        from streamer.publish.connect import connection
+
+        # connection(): a failed or cancelled connect leaves no socket or task behind
+        await self._stack.enter_async_context(connection(self.client))
+        try:
+            await self.client.subscribe(self.topic, qos=1)
+        except BaseException:
+            await self._stack.aclose()
+            raise
         self._task = asyncio.create_task(self._read())
         return self
 
@@ -58,7 +66,7 @@ class Collector:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         with contextlib.suppress(Exception):
-            await self.client.__aexit__(None, None, None)
+            await self._stack.aclose()
 
     async def _read(self) -> None:
         async for m in self.client.messages:

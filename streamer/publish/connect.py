@@ -87,14 +87,9 @@ class Client(aiomqtt.Client):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._attempt_lock = threading.Lock()
-        self._given_up = False  # by :func:`abandon`; a connect still running closes itself
-
-    def give_up(self) -> None:
-        """Mark the client abandoned (loop thread): a ``connect()`` still running in its
-        executor thread closes the socket it opens, and no housekeeping task starts."""
-        with self._attempt_lock:
-            self._given_up = True
+        # Set by :func:`abandon`: a ``connect()`` still running in its executor thread
+        # closes the socket it opens, and no housekeeping task starts.
+        self._given_up = threading.Event()
 
     def _client_connect(self) -> None:
         # The executor thread of ``__aenter__``. Cancelling the attempt (a stop, a connect
@@ -106,13 +101,11 @@ class Client(aiomqtt.Client):
         try:
             super()._client_connect()
         finally:
-            with self._attempt_lock:
-                late = self._given_up
-            if late:
+            if self._given_up.is_set():
                 self._close_late()
 
     def _close_late(self) -> None:
-        """Close the socket of a connect that finished after :meth:`give_up`: on the loop
+        """Close the socket of a connect that finished after it was given up: on the loop
         while it runs (its reader is registered there), here once it has closed."""
         try:
             self._loop.call_soon_threadsafe(self._close_socket)
@@ -160,7 +153,7 @@ class Client(aiomqtt.Client):
                     self._disconnected.set_exception(exc)
 
         def create_misc_task() -> None:
-            if not self._given_up:  # a late connect: its socket is about to close
+            if not self._given_up.is_set():  # a late connect: its socket is about to close
                 self._misc_task = self._loop.create_task(self._misc_loop())
 
         fd = sock.fileno()
@@ -294,7 +287,7 @@ def reconnect_backoff(cfg: MqttConfig, rng: random.Random | None = None) -> Back
 
 
 @contextlib.asynccontextmanager
-async def connection(client: aiomqtt.Client) -> AsyncIterator[aiomqtt.Client]:
+async def connection(client: Client) -> AsyncIterator[Client]:
     """``async with client``, except that nothing is left behind by a connect that fails,
     times out or is cancelled (a silent or garbage-speaking broker, a stop mid-connect).
 
@@ -320,13 +313,12 @@ async def connection(client: aiomqtt.Client) -> AsyncIterator[aiomqtt.Client]:
         raise
 
 
-async def abandon(client: aiomqtt.Client) -> None:
+async def abandon(client: Client) -> None:
     """Close a client whose connect failed, timed out or was cancelled, or whose session
     ended with an error: its socket and its task, within CLOSE_TIMEOUT_S; never raises."""
     # aiomqtt keeps paho's client, which owns the socket, private; closing it is the
     # only way to end a connection whose CONNACK never came.
-    if isinstance(client, Client):
-        client.give_up()  # first: a connect still in flight sees it when it ends
+    client._given_up.set()  # first: a connect still in flight sees it when it ends
     paho = client._client
     connected = client._connected  # cancelled by aiomqtt's wait_for when we were
     settled = connected.done() and not connected.cancelled()

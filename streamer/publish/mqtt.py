@@ -465,7 +465,7 @@ class MqttPublisher(SingleUse):
         self._last_failure = text
         return delay
 
-    def _new_client(self) -> aiomqtt.Client:
+    def _new_client(self) -> Client:
         last = self._will or encode_available(AVAILABLE_OFFLINE, self.topics)
         will = aiomqtt.Will(last.topic, last.payload, qos=last.qos, retain=last.retain)
         return Client(

@@ -32,13 +32,13 @@ EXIT_NOISE = re.compile(
 ABANDONED_CONNECTS = """
 import asyncio, sys
 import aiomqtt
-from streamer.publish.connect import connection
+from streamer.publish.connect import Client, connection
 from streamer.runtime.loop import run_in_fresh_loop
 
 KEPT = []  # alive past the loop, as a publisher's clients are until the process ends
 
 async def attempt(port, timeout, cancel_after=None):
-    client = aiomqtt.Client("127.0.0.1", port, timeout=timeout)
+    client = Client("127.0.0.1", port, timeout=timeout)
     KEPT.append(client)
     async def enter():
         async with connection(client):

@@ -17,6 +17,7 @@ import aiomqtt
 import pytest
 
 from streamer.publish.connect import Client, connection
+from tests.helpers.wait import wait_until
 
 
 async def _register_then_close(client: aiomqtt.Client, close: bool) -> list[dict[str, Any]]:
@@ -85,6 +86,13 @@ class FullListener:
         conn.settimeout(timeout_s)
         return conn
 
+    def syn_sent(self) -> bool:
+        """A connect to the listener is waiting for its handshake (its SYN was dropped):
+        a socket in state SYN_SENT (02) towards the port in /proc/net/tcp."""
+        with open("/proc/net/tcp") as table:
+            rows = [line.split() for line in table][1:]
+        return any(r[2].endswith(f":{self.port:04X}") and r[3] == "02" for r in rows)
+
     def close(self) -> None:
         for s in self.queued:
             s.close()
@@ -99,7 +107,7 @@ async def _give_up_while_connecting(listener: FullListener) -> None:
             raise AssertionError("connected to a full listener")
 
     task = asyncio.create_task(attempt())
-    await asyncio.sleep(0.3)  # paho's connect() is waiting for the handshake
+    await wait_until(listener.syn_sent, 10.0, "paho's connect() waiting for the handshake")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

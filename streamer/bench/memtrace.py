@@ -14,13 +14,23 @@ show up as RSS growth of the process being measured. So each snapshot is taken a
 analysed in a forked child: the measured process only pays for the fork (page tables,
 copy-on-write) and reads a small JSON file back. Only the tracing itself (about one
 hash-table entry per live allocation) stays in the measured process.
+
+Forking a process with threads copies the locks those threads held at that instant, and
+nobody in the child will release them: tracemalloc's own table lock is taken without the
+GIL (a raw free, a C extension untracking a buffer), so a child forked at the wrong
+moment blocks forever on its first traced allocation. Such a child sleeps and uses no
+CPU while a working one is busy; it is killed after ``STUCK_S`` and the snapshot forked
+again (``snapshots_retried``), up to ``FORK_TRIES`` times.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import gc
 import json
+import logging
 import os
 import signal
 import time
@@ -34,6 +44,12 @@ _PKG = os.sep + "streamer" + os.sep
 _BENCH_DIRS = (_PKG + "bench" + os.sep, _PKG + "testing" + os.sep)
 _HIDDEN = (tracemalloc.__file__, "<frozen importlib._bootstrap>", "<unknown>")
 CHILD_TIMEOUT_S = 300.0  # a snapshot child that takes longer is killed (counted)
+STUCK_S = 5.0  # a child asleep without using CPU this long is stuck on an inherited lock
+FORK_TRIES = 3  # forks of one snapshot before it is counted failed
+POLL_S = 0.2
+_PR_SET_PDEATHSIG = 1
+
+logger = logging.getLogger(__name__)
 
 Key = tuple[str, str, str]  # owner, site, via
 
@@ -135,6 +151,47 @@ def _exit_status(pid: int, block: bool = False) -> int | None:
     return status if done else None
 
 
+def _die_with_parent(parent: int) -> None:
+    """In the child (Linux): killed when the parent dies, so that a measured process
+    killed mid-snapshot leaves no child behind."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the line above
+            os._exit(1)
+
+
+def _cpu_state(pid: int) -> tuple[str, int] | None:
+    """A running child's scheduler state (``R``, ``S``, ``D``...) and the CPU ticks it
+    has used, from ``/proc``; None where that cannot be read (not Linux)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+    return fields[0], int(fields[11]) + int(fields[12])  # state, utime + stime
+
+
+class _Watch:
+    """Whether a child is stuck: asleep (``S``) with no CPU used for ``STUCK_S``."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.ticks = -1
+        self.since = time.monotonic()
+
+    def stuck(self) -> bool:
+        got = _cpu_state(self.pid)
+        if got is None:
+            return False
+        state, ticks = got
+        now = time.monotonic()
+        if ticks != self.ticks or state != "S":
+            self.ticks, self.since = ticks, now
+            return False
+        return now - self.since >= STUCK_S
+
+
 @dataclass
 class MemTrace:
     """Snapshots against a baseline, each taken in a forked child; ``frames`` 0: off."""
@@ -146,6 +203,7 @@ class MemTrace:
     _n: int = 0
     base_traced: int = 0
     failed: int = 0
+    retried: int = 0  # children found stuck on an inherited lock and forked again
     history: list[dict[str, Any]] = field(default_factory=list)
     last: dict[str, Any] = field(default_factory=dict)
 
@@ -164,8 +222,35 @@ class MemTrace:
     async def _fork(self, base: Path | None) -> dict[str, Any] | None:
         self._n += 1
         out = self.workdir / f"memtrace-{self._n}.json"
+        began = time.monotonic()
+        for attempt in range(1, FORK_TRIES + 1):
+            status = await self._run_child(base, out)
+            if status != "stuck" or attempt == FORK_TRIES:
+                break
+            self.retried += 1
+            logger.warning(
+                "memtrace: snapshot %d: the forked child is stuck on a lock another thread "
+                "held at the fork (try %d of %d); forking again",
+                self._n,
+                attempt,
+                FORK_TRIES,
+            )
+        if status != 0 or not out.exists():
+            self.failed += 1
+            logger.warning("memtrace: snapshot %d failed (%s)", self._n, status)
+            return None
+        logger.info("memtrace: snapshot %d in %.1f s", self._n, time.monotonic() - began)
+        result: dict[str, Any] = json.loads(out.read_text())
+        return result
+
+    async def _run_child(self, base: Path | None, out: Path) -> int | str:
+        """Fork one child for a snapshot; its exit status, or ``stuck`` or ``timeout``."""
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child: never returns into the parent's code
+            # No collection here: a finalizer could wait on a lock another thread held.
+            gc.disable()
+            _die_with_parent(parent)
             # Inherited sockets would outlive the parent's closing them: a listening
             # socket kept open here makes the parent's restart on that port fail.
             os.closerange(3, os.sysconf("SC_OPEN_MAX"))
@@ -176,21 +261,22 @@ class MemTrace:
                 code = 1
             os._exit(code)
         deadline = time.monotonic() + CHILD_TIMEOUT_S
-        status = _exit_status(pid)
+        watch = _Watch(pid)
+        status: int | str | None = _exit_status(pid)
         try:
-            while status is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.2)
+            while status is None:
+                await asyncio.sleep(POLL_S)
                 status = _exit_status(pid)
+                if status is None and watch.stuck():
+                    status = "stuck"
+                elif status is None and time.monotonic() > deadline:
+                    status = "timeout"
         finally:
-            if status is None:  # too slow, or the run is being cancelled: no orphan
+            if not isinstance(status, int):  # stuck, too slow, or the run is cancelled
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
                 _exit_status(pid, block=True)
-        if status != 0 or not out.exists():
-            self.failed += 1
-            return None
-        result: dict[str, Any] = json.loads(out.read_text())
-        return result
+        return status
 
     async def baseline(self) -> None:
         """The reference snapshot."""
@@ -228,6 +314,7 @@ class MemTrace:
             "traced_mb": round(self.last.get("traced", 0) / 2**20, 2),
             "overhead_mb": round(self.last.get("overhead", 0) / 2**20, 2),
             "snapshots_failed": self.failed,
+            "snapshots_retried": self.retried,
             "growth_kb_by_owner": self.last.get("by_owner", {}),
             "top_growth": self.last.get("top", []),
             "snapshots": self.history,

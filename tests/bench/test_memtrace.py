@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 
 from streamer.bench import memtrace
 from streamer.bench.memtrace import MemTrace
-from tests.helpers.wait import wait_until_async
+from tests.helpers.wait import wait_until_async, wait_until_sync
 
 GROW_SCRIPT = """\
 import asyncio, json, sys
@@ -48,9 +49,8 @@ asyncio.run(main())
 
 
 def test_growth_is_found_at_its_site_and_charged_to_its_owner(tmp_path: Path) -> None:
-    """In a fresh interpreter: the snapshot child is forked, and a fork while another
-    thread holds an allocator lock (this suite leaves worker threads behind) can hang
-    the child until the bench kills it (``CHILD_TIMEOUT_S``)."""
+    """In a fresh interpreter: the snapshot child is forked, and this suite's worker
+    threads left behind would make forks that meet a held lock (retried) more likely."""
     script = tmp_path / "grow_script.py"
     script.write_text(GROW_SCRIPT)
     line = GROW_SCRIPT.splitlines().index(
@@ -104,3 +104,93 @@ async def test_a_snapshot_child_keeps_no_listening_socket(
     finally:
         trace.stop()
     assert not tracemalloc.is_tracing()
+
+
+async def test_a_child_stuck_on_a_lock_held_at_the_fork_is_forked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread holds a lock at the fork; the child's copy of it stays held, since the
+    thread is not in the child (tracemalloc's table lock, taken without the GIL, is the
+    one a real run meets). The first child waits on it for real: asleep, no CPU. It is
+    killed and the snapshot forked again; the second child does not take the lock."""
+    held = threading.Lock()
+    holding, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with held:
+            holding.set()
+            release.wait()
+
+    first = tmp_path / "first-child"
+    real_child = memtrace._child
+
+    def child(*args: Any) -> None:
+        if not first.exists():
+            first.touch()
+            held.acquire()  # never returns: its holder is not in this process
+        real_child(*args)
+
+    monkeypatch.setattr(memtrace, "_child", child)
+    monkeypatch.setattr(memtrace, "STUCK_S", 0.5)
+    thread = threading.Thread(target=holder)
+    thread.start()
+    holding.wait()
+    trace = MemTrace(frames=1, workdir=tmp_path)
+    trace.start()
+    try:
+        await trace.baseline()
+        grown = [bytes(1000) for _ in range(500)]
+        await trace.sample(1.0)
+    finally:
+        trace.stop()
+        release.set()
+        thread.join()
+    report = trace.report()
+    assert first.exists()
+    assert report["snapshots_retried"] == 1, report
+    assert report["snapshots_failed"] == 0, report
+    assert len(report["snapshots"]) == 1 and report["growth_kb_by_owner"], report
+    assert len(grown) == 500
+
+
+ORPHAN_SCRIPT = """\
+import asyncio, os, sys, time
+from pathlib import Path
+
+from streamer.bench import memtrace
+from streamer.bench.memtrace import MemTrace
+
+
+def slow_child(*args):
+    Path(sys.argv[1], "child.pid").write_text(str(os.getpid()))
+    time.sleep(600)
+
+
+memtrace._child = slow_child
+trace = MemTrace(frames=1, workdir=Path(sys.argv[1]))
+trace.start()
+asyncio.run(trace.baseline())
+"""
+
+
+def test_a_snapshot_child_dies_with_the_measured_process(tmp_path: Path) -> None:
+    """The measured process killed mid-snapshot (a bench run past its time) leaves no
+    snapshot child behind."""
+    script = tmp_path / "orphan_script.py"
+    script.write_text(ORPHAN_SCRIPT)
+    pid_file = tmp_path / "child.pid"
+    with subprocess.Popen([sys.executable, str(script), str(tmp_path)]) as proc:
+        try:
+            wait_until_sync(pid_file.exists, what="the snapshot child to start")
+        finally:
+            proc.kill()
+    child = int(pid_file.read_text())
+
+    def gone() -> bool:
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        return state == "Z"  # killed, waiting for init to reap it
+
+    wait_until_sync(gone, what=f"the snapshot child {child} to die with its parent")

@@ -6,8 +6,10 @@ the ``soak``-marked run does the full 10 minutes with every fault kind several t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,20 +22,35 @@ from streamer.bench.soak import CAMERAS, SCHEDULE
 
 def _soak(minutes: float, store_path: Any, *options: str) -> dict[str, Any]:
     """The report of a real ``streamer bench soak`` (it starts RTSP cameras and a broker:
-    its tests are marked ``rtsp`` and ``mqtt``)."""
+    its tests are marked ``rtsp`` and ``mqtt``). A run past its time is stopped with
+    SIGABRT first, so that the failure shows each thread's stack (``-X faulthandler``)
+    after the end of its log; then its cameras, broker and LLM server (its session)."""
     clip: Path = store_path("single_face.mp4")
-    cmd = [sys.executable, "-m", "streamer", "bench", "soak", "--minutes", str(minutes)]
-    proc = subprocess.run(
-        [*cmd, "--clip", str(clip), *options],
-        capture_output=True,
+    cmd = [sys.executable, "-X", "faulthandler", "-m", "streamer", "bench", "soak"]
+    limit_s = minutes * 60 + 240
+    with subprocess.Popen(
+        [*cmd, "--minutes", str(minutes), "--clip", str(clip), *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=minutes * 60 + 240,
-        check=False,
         env={**os.environ, "COLUMNS": "160"},
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-4000:]
-    report: dict[str, Any] = json.loads(proc.stdout)
+        start_new_session=True,
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=limit_s)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            try:
+                stdout, stderr = proc.communicate(timeout=20)
+            except subprocess.TimeoutExpired:  # its servers hold the pipes open
+                os.killpg(proc.pid, signal.SIGKILL)
+                stdout, stderr = proc.communicate()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"the soak ran past {limit_s:.0f} s; its stderr ends:\n{stderr[-12000:]}")
+    assert proc.returncode == 0, stderr[-4000:]
+    assert "Traceback" not in stderr, stderr[-4000:]
+    report: dict[str, Any] = json.loads(stdout)
     return report
 
 

@@ -28,6 +28,7 @@ import av
 import av.error
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from streamer.bus import Subscription
 from streamer.errors import ConfigError, MediaError
@@ -334,6 +335,7 @@ def _encode(
         istream.thread_type = "AUTO"
         ostream: Any = None  # made at the first picture: its size is the upright one
         clock = OutputClock(_frame_step(istream))
+        reformatter = VideoReformatter()  # ours, not PyAV's per-thread one (see upright)
         for packet in inp.demux(istream):
             try:
                 frames = packet.decode()
@@ -341,7 +343,7 @@ def _encode(
                 # the replay reported (and skipped) the damage; draw what decodes
                 continue
             for vf in frames:
-                image = upright(vf)  # as the replay analysed it: boxes line up
+                image = upright(vf, reformatter)  # as the replay analysed it: boxes line up
                 if ostream is None:
                     ostream = dst.add_stream("libx264", rate=istream.average_rate or 30)
                     ostream.width, ostream.height = image.shape[1], image.shape[0]
@@ -355,7 +357,7 @@ def _encode(
                 nf = av.VideoFrame.from_ndarray(image, format="bgr24")
                 nf.pts = clock.pts(vf.pts)
                 nf.time_base = istream.time_base
-                for p in ostream.encode(nf.reformat(format="yuv420p")):
+                for p in ostream.encode(reformatter.reformat(nf, format="yuv420p")):
                     dst.mux(p)
                 n += 1
                 if on_frame is not None:

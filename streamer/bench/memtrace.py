@@ -15,11 +15,13 @@ analysed in a forked child: the measured process only pays for the fork (page ta
 copy-on-write) and reads a small JSON file back. Only the tracing itself (about one
 hash-table entry per live allocation) stays in the measured process.
 
-Forking a process with threads copies the locks those threads held at that instant, and
-nobody in the child will release them: tracemalloc's own table lock is taken without the
-GIL (a raw free, a C extension untracking a buffer), so a child forked at the wrong
-moment blocks forever on its first traced allocation. Such a child sleeps and uses no
-CPU while a working one is busy; it is killed after ``STUCK_S`` and the snapshot forked
+Forking a process with threads leaves the child waiting forever on anything of those
+threads: a lock one of them held at that instant (tracemalloc's own table lock is taken
+without the GIL, by a raw free or a C extension untracking a buffer), or a native
+resource the fork's clean-up frees in the child (their thread-local objects; PyAV's
+per-thread swscale context joins worker threads that are not there, which is why the
+decoders convert with a reformatter of their own). Such a child sleeps and uses no CPU
+while a working one is busy; it is killed after ``STUCK_S`` and the snapshot forked
 again (``snapshots_retried``), up to ``FORK_TRIES`` times.
 """
 
@@ -44,7 +46,7 @@ _PKG = os.sep + "streamer" + os.sep
 _BENCH_DIRS = (_PKG + "bench" + os.sep, _PKG + "testing" + os.sep)
 _HIDDEN = (tracemalloc.__file__, "<frozen importlib._bootstrap>", "<unknown>")
 CHILD_TIMEOUT_S = 300.0  # a snapshot child that takes longer is killed (counted)
-STUCK_S = 5.0  # a child asleep without using CPU this long is stuck on an inherited lock
+STUCK_S = 5.0  # a child asleep without using CPU this long is stuck (see above)
 FORK_TRIES = 3  # forks of one snapshot before it is counted failed
 POLL_S = 0.2
 _PR_SET_PDEATHSIG = 1
@@ -203,7 +205,7 @@ class MemTrace:
     _n: int = 0
     base_traced: int = 0
     failed: int = 0
-    retried: int = 0  # children found stuck on an inherited lock and forked again
+    retried: int = 0  # children found stuck and forked again
     history: list[dict[str, Any]] = field(default_factory=list)
     last: dict[str, Any] = field(default_factory=dict)
 
@@ -229,8 +231,8 @@ class MemTrace:
                 break
             self.retried += 1
             logger.warning(
-                "memtrace: snapshot %d: the forked child is stuck on a lock another thread "
-                "held at the fork (try %d of %d); forking again",
+                "memtrace: snapshot %d: the forked child is stuck, waiting on something of "
+                "a thread that is not in it (try %d of %d); forking again",
                 self._n,
                 attempt,
                 FORK_TRIES,

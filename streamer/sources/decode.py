@@ -43,6 +43,7 @@ import av
 import av.error
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from streamer.errors import ReadError, SessionEnded
 from streamer.messages import Frame
@@ -316,6 +317,7 @@ def decode_worker(
     clock = MediaClock(stream, state)
     pacer = _Pacer(stop) if pace else None
     skipper = _NonRefSkipper(stream, state, clock)
+    bgr = VideoReformatter()
     for packet in pump:
         skipper.before(packet)
         with pump.watch.call("decode", limits.call_bound_s):
@@ -324,7 +326,7 @@ def decode_worker(
         if stop.is_set():
             return False  # stopped (or abandoned) while in FFmpeg: touch nothing more
         for vf, good in [judged for p in pictures for judged in policy.add(p)]:
-            if not _hand_over(vf, good, state, clock, pacer, deliver):
+            if not _hand_over(vf, good, state, clock, pacer, deliver, bgr):
                 return False
             pump.progress(good)
         if limits.max_bad_in_row and policy.bad_in_row >= limits.max_bad_in_row:
@@ -332,7 +334,7 @@ def decode_worker(
     if stop.is_set():
         return False
     for vf, good in policy.flush():
-        if not _hand_over(vf, good, state, clock, pacer, deliver):
+        if not _hand_over(vf, good, state, clock, pacer, deliver, bgr):
             return False
     if pump.finished:
         _passed_over(state, state.grid.discarded_before(None))
@@ -346,9 +348,10 @@ def _hand_over(
     clock: MediaClock,
     pacer: _Pacer | None,
     deliver: Callable[[Frame], bool],
+    bgr: VideoReformatter,
 ) -> bool:
-    """Time one judged picture; deliver it when good and on the analysis grid, else
-    record where it was (damage) or count it (off the grid)."""
+    """Time one judged picture; deliver it when good and on the analysis grid (converted
+    by ``bgr``), else record where it was (damage) or count it (off the grid)."""
     if vf.pts is not None and state.grid.pending:
         _passed_over(state, state.grid.discarded_before(vf.pts))
     index = state.next_index
@@ -377,7 +380,7 @@ def _hand_over(
         state.damage.skip(index, t)
         return True
     t0 = time.perf_counter()
-    image = upright(vf)
+    image = upright(vf, bgr)
     state.decode_s += time.perf_counter() - t0
     state.damage.frames += 1
     return deliver(Frame(state.camera, index, t, image, wall_time=time.time()))
@@ -558,9 +561,15 @@ def quarter_turns(vf: Any) -> int:
     return round(float(degrees or 0) / 90) % 4
 
 
-def upright(vf: Any) -> np.ndarray:
-    """A decoded picture as BGR uint8 (H, W, 3), turned as the viewer sees it."""
-    image: np.ndarray = vf.to_ndarray(format="bgr24")
+def upright(vf: Any, reformatter: VideoReformatter) -> np.ndarray:
+    """A decoded picture as BGR uint8 (H, W, 3), turned as the viewer sees it.
+
+    ``reformatter`` is the caller's own, one per decode session. PyAV's
+    ``to_ndarray(format=...)`` keeps one per thread in a ``threading.local`` (since
+    18.1.1); a process forked while such a thread lives frees it in the child, where
+    its swscale worker threads are not, and the child waits for them forever.
+    """
+    image: np.ndarray = reformatter.reformat(vf, format="bgr24").to_ndarray()
     turns = quarter_turns(vf)
     return cv2.rotate(image, _TURNS[turns]) if turns else image
 

@@ -17,6 +17,10 @@ import pytest
 
 from streamer.bench import memtrace
 from streamer.bench.memtrace import MemTrace
+from streamer.messages import Frame
+from streamer.sources.decode import DecodeState, decode_worker, open_stream
+from streamer.sources.file import open_video
+from streamer.testing.sources import make_clip
 from tests.helpers.wait import wait_until_async, wait_until_sync
 
 GROW_SCRIPT = """\
@@ -110,8 +114,8 @@ async def test_a_child_stuck_on_a_lock_held_at_the_fork_is_forked_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A thread holds a lock at the fork; the child's copy of it stays held, since the
-    thread is not in the child (tracemalloc's table lock, taken without the GIL, is the
-    one a real run meets). The first child waits on it for real: asleep, no CPU. It is
+    thread is not in the child (tracemalloc's table lock, taken without the GIL, is one a
+    real run can meet). The first child waits on it for real: asleep, no CPU. It is
     killed and the snapshot forked again; the second child does not take the lock."""
     held = threading.Lock()
     holding, release = threading.Event(), threading.Event()
@@ -159,6 +163,10 @@ from pathlib import Path
 
 from streamer.bench import memtrace
 from streamer.bench.memtrace import MemTrace
+from streamer.messages import Frame
+from streamer.sources.decode import DecodeState, decode_worker, open_stream
+from streamer.sources.file import open_video
+from streamer.testing.sources import make_clip
 
 
 def slow_child(*args):
@@ -194,3 +202,41 @@ def test_a_snapshot_child_dies_with_the_measured_process(tmp_path: Path) -> None
         return state == "Z"  # killed, waiting for init to reap it
 
     wait_until_sync(gone, what=f"the snapshot child {child} to die with its parent")
+
+
+async def test_a_snapshot_while_a_camera_decodes_in_its_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decode thread that has converted pictures is alive at the fork, as a live
+    camera's always is. Nothing of it may be freed in the child: PyAV's own conversion
+    (``to_ndarray(format=...)``, since 18.1.1) keeps a swscale context per thread, which
+    the fork's clean-up frees in the child and then waits for its worker threads
+    forever, fork after fork. The decoders convert with a reformatter of their own."""
+    clip = make_clip(tmp_path / "clip.mp4", 1.0, fps=10, size=(1280, 720))
+    converted, release = threading.Event(), threading.Event()
+
+    def deliver(frame: Frame) -> bool:
+        converted.set()
+        release.wait()
+        return False
+
+    def decode() -> None:
+        with open_video(clip) as container:
+            stream = open_stream(container)
+            state = DecodeState("cam")
+            decode_worker(container, stream, state=state, deliver=deliver, stop=release)
+
+    thread = threading.Thread(target=decode)
+    thread.start()
+    monkeypatch.setattr(memtrace, "STUCK_S", 1.0)
+    trace = MemTrace(frames=1, workdir=tmp_path)
+    try:
+        assert converted.wait(30), "no picture decoded"
+        trace.start()
+        await trace.baseline()
+    finally:
+        trace.stop()
+        release.set()
+        thread.join()
+    report = trace.report()
+    assert report["snapshots_failed"] == 0 and report["snapshots_retried"] == 0, report

@@ -44,8 +44,11 @@ def test_bench_live_reports_latency_skips_and_rss(store_path: Callable[[str], Pa
     assert lat["n"] > 10  # one face in (nearly) every frame
     assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
     assert report["frames_skipped"] >= 0
-    # One camera: its detector runs (every 2nd to 4th frame) never wait for a slot.
-    assert report["frames_decoded"] / 4 - 2 <= report["detector_runs"]
+    # One camera: its detector runs (every 2nd to 4th analysed frame) never wait for a
+    # slot. Analysed, not decoded: a frame the latest-frame-wins mailbox replaced (about
+    # a quarter of them in runs here, at 0.12 cores) is never analysed.
+    served = report["detector_runs"] + report["detections_idle_skipped"]
+    assert report["frames_analysed_total"] / 4 - 1 <= served
     assert report["detections_deferred"] == 0
     assert report["rss_mb"]["start"] > 0 and report["rss_mb"]["end"] > 0
     assert report["reconnects"] == 0

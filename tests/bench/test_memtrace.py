@@ -7,7 +7,6 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -17,11 +16,26 @@ import pytest
 
 from streamer.bench import memtrace
 from streamer.bench.memtrace import MemTrace
-from streamer.messages import Frame
-from streamer.sources.decode import DecodeState, decode_worker, open_stream
-from streamer.sources.file import open_video
-from streamer.testing.sources import make_clip
 from tests.helpers.wait import wait_until_async, wait_until_sync
+
+
+def _traced(tmp_path: Path, script: str, name: str = "traced_script.py") -> dict[str, Any]:
+    """The report of ``script`` run in a fresh interpreter: a fork in this test process
+    would copy whatever other tests left running (threads that may hold a lock or
+    thread-local objects at that instant), and the retries would not be the test's."""
+    path = tmp_path / name
+    path.write_text(script)
+    proc = subprocess.run(
+        [sys.executable, str(path), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return report
+
 
 GROW_SCRIPT = """\
 import asyncio, json, sys
@@ -53,22 +67,12 @@ asyncio.run(main())
 
 
 def test_growth_is_found_at_its_site_and_charged_to_its_owner(tmp_path: Path) -> None:
-    """In a fresh interpreter: the snapshot child is forked, and this suite's worker
-    threads left behind would make forks that meet a held lock (retried) more likely."""
-    script = tmp_path / "grow_script.py"
-    script.write_text(GROW_SCRIPT)
+    """A real growth between two snapshots, found at its site (in a fresh interpreter,
+    as each test that forks a snapshot child here: see :func:`_traced`)."""
     line = GROW_SCRIPT.splitlines().index(
         "    GROWN.extend(bytes(1000) for _ in range(n))  # the growing site"
     )
-    proc = subprocess.run(
-        [sys.executable, str(script), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = _traced(tmp_path, GROW_SCRIPT, "grow_script.py")
     assert report["snapshots_failed"] == 0
     top = report["top_growth"][0]
     # The innermost frame is the script (outside the package): the site names it.
@@ -110,63 +114,12 @@ async def test_a_snapshot_child_keeps_no_listening_socket(
     assert not tracemalloc.is_tracing()
 
 
-async def test_a_child_stuck_on_a_lock_held_at_the_fork_is_forked_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A thread holds a lock at the fork; the child's copy of it stays held, since the
-    thread is not in the child (tracemalloc's table lock, taken without the GIL, is one a
-    real run can meet). The first child waits on it for real: asleep, no CPU. It is
-    killed and the snapshot forked again; the second child does not take the lock."""
-    held = threading.Lock()
-    holding, release = threading.Event(), threading.Event()
-
-    def holder() -> None:
-        with held:
-            holding.set()
-            release.wait()
-
-    first = tmp_path / "first-child"
-    real_child = memtrace._child
-
-    def child(*args: Any) -> None:
-        if not first.exists():
-            first.touch()
-            held.acquire()  # never returns: its holder is not in this process
-        real_child(*args)
-
-    monkeypatch.setattr(memtrace, "_child", child)
-    monkeypatch.setattr(memtrace, "STUCK_S", 0.5)
-    thread = threading.Thread(target=holder)
-    thread.start()
-    holding.wait()
-    trace = MemTrace(frames=1, workdir=tmp_path)
-    trace.start()
-    try:
-        await trace.baseline()
-        grown = [bytes(1000) for _ in range(500)]
-        await trace.sample(1.0)
-    finally:
-        trace.stop()
-        release.set()
-        thread.join()
-    report = trace.report()
-    assert first.exists()
-    assert report["snapshots_retried"] == 1, report
-    assert report["snapshots_failed"] == 0, report
-    assert len(report["snapshots"]) == 1 and report["growth_kb_by_owner"], report
-    assert len(grown) == 500
-
-
 ORPHAN_SCRIPT = """\
 import asyncio, os, sys, time
 from pathlib import Path
 
 from streamer.bench import memtrace
 from streamer.bench.memtrace import MemTrace
-from streamer.messages import Frame
-from streamer.sources.decode import DecodeState, decode_worker, open_stream
-from streamer.sources.file import open_video
-from streamer.testing.sources import make_clip
 
 
 def slow_child(*args):
@@ -204,39 +157,131 @@ def test_a_snapshot_child_dies_with_the_measured_process(tmp_path: Path) -> None
     wait_until_sync(gone, what=f"the snapshot child {child} to die with its parent")
 
 
-async def test_a_snapshot_while_a_camera_decodes_in_its_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+STUCK_SCRIPT = """\
+import asyncio, json, sys, threading
+from pathlib import Path
+
+from streamer.bench import memtrace
+from streamer.bench.memtrace import MemTrace
+
+workdir = Path(sys.argv[1])
+held = threading.Lock()
+holding, release = threading.Event(), threading.Event()
+
+
+def holder():
+    with held:
+        holding.set()
+        release.wait()
+
+
+first = workdir / "first-child"
+real_child = memtrace._child
+
+
+def child(*args):
+    if not first.exists():
+        first.touch()
+        held.acquire()  # never returns: its holder is not in this process
+    real_child(*args)
+
+
+memtrace._child = child
+memtrace.STUCK_S = 0.5
+
+
+async def main():
+    trace = MemTrace(frames=1, workdir=workdir)
+    trace.start()
+    try:
+        await trace.baseline()
+        grown = [bytes(1000) for _ in range(500)]
+        await trace.sample(1.0)
+    finally:
+        trace.stop()
+    print(json.dumps({**trace.report(), "grown": len(grown)}))
+
+
+thread = threading.Thread(target=holder)
+thread.start()
+holding.wait()
+try:
+    asyncio.run(main())
+finally:
+    release.set()
+    thread.join()
+"""
+
+
+def test_a_child_stuck_on_a_lock_held_at_the_fork_is_forked_again(tmp_path: Path) -> None:
+    """A thread holds a lock at the fork; the child's copy of it stays held, since the
+    thread is not in the child (tracemalloc's table lock, taken without the GIL, is one a
+    real run can meet). The first child waits on it for real: asleep, no CPU. It is
+    killed and the snapshot forked again; the second child does not take the lock."""
+    report = _traced(tmp_path, STUCK_SCRIPT)
+    assert (tmp_path / "first-child").exists()
+    assert report["snapshots_retried"] == 1, report
+    assert report["snapshots_failed"] == 0, report
+    assert len(report["snapshots"]) == 1 and report["growth_kb_by_owner"], report
+
+
+DECODING_SCRIPT = """\
+import asyncio, json, sys, threading
+from pathlib import Path
+
+from streamer.bench import memtrace
+from streamer.bench.memtrace import MemTrace
+from streamer.sources.decode import DecodeState, decode_worker, open_stream
+from streamer.sources.file import open_video
+from streamer.testing.sources import make_clip
+
+workdir = Path(sys.argv[1])
+clip = make_clip(workdir / "clip.mp4", 1.0, fps=10, size=(1280, 720))
+converted, release = threading.Event(), threading.Event()
+
+
+def deliver(frame):
+    converted.set()
+    release.wait()
+    return False
+
+
+def decode():
+    with open_video(clip) as container:
+        stream = open_stream(container)
+        decode_worker(
+            container, stream, state=DecodeState("cam"), deliver=deliver, stop=release
+        )
+
+
+async def main():
+    trace = MemTrace(frames=1, workdir=workdir)
+    trace.start()
+    try:
+        await trace.baseline()
+    finally:
+        trace.stop()
+    print(json.dumps(trace.report()))
+
+
+memtrace.STUCK_S = 1.0
+thread = threading.Thread(target=decode)
+thread.start()
+try:
+    if not converted.wait(60):
+        sys.exit("no picture decoded")
+    asyncio.run(main())
+finally:
+    release.set()
+    thread.join()
+"""
+
+
+def test_a_snapshot_while_a_camera_decodes_in_its_thread(tmp_path: Path) -> None:
     """A decode thread that has converted pictures is alive at the fork, as a live
     camera's always is. Nothing of it may be freed in the child: PyAV's own conversion
     (``to_ndarray(format=...)``, since 18.1.1) keeps a swscale context per thread, which
     the fork's clean-up frees in the child and then waits for its worker threads
     forever, fork after fork. The decoders convert with a reformatter of their own."""
-    clip = make_clip(tmp_path / "clip.mp4", 1.0, fps=10, size=(1280, 720))
-    converted, release = threading.Event(), threading.Event()
-
-    def deliver(frame: Frame) -> bool:
-        converted.set()
-        release.wait()
-        return False
-
-    def decode() -> None:
-        with open_video(clip) as container:
-            stream = open_stream(container)
-            state = DecodeState("cam")
-            decode_worker(container, stream, state=state, deliver=deliver, stop=release)
-
-    thread = threading.Thread(target=decode)
-    thread.start()
-    monkeypatch.setattr(memtrace, "STUCK_S", 1.0)
-    trace = MemTrace(frames=1, workdir=tmp_path)
-    try:
-        assert converted.wait(30), "no picture decoded"
-        trace.start()
-        await trace.baseline()
-    finally:
-        trace.stop()
-        release.set()
-        thread.join()
-    report = trace.report()
+    report = _traced(tmp_path, DECODING_SCRIPT)
     assert report["snapshots_failed"] == 0 and report["snapshots_retried"] == 0, report

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -115,7 +118,7 @@ async def test_a_snapshot_child_keeps_no_listening_socket(
 
 
 ORPHAN_SCRIPT = """\
-import asyncio, os, sys, time
+import asyncio, os, signal, sys
 from pathlib import Path
 
 from streamer.bench import memtrace
@@ -123,8 +126,10 @@ from streamer.bench.memtrace import MemTrace
 
 
 def slow_child(*args):
-    Path(sys.argv[1], "child.pid").write_text(str(os.getpid()))
-    time.sleep(600)
+    tmp = Path(sys.argv[1], "child.pid.tmp")
+    tmp.write_text(str(os.getpid()))
+    tmp.rename(Path(sys.argv[1], "child.pid"))
+    signal.pause()  # until killed
 
 
 memtrace._child = slow_child
@@ -154,7 +159,11 @@ def test_a_snapshot_child_dies_with_the_measured_process(tmp_path: Path) -> None
             return True
         return state == "Z"  # killed, waiting for init to reap it
 
-    wait_until_sync(gone, what=f"the snapshot child {child} to die with its parent")
+    try:
+        wait_until_sync(gone, what=f"the snapshot child {child} to die with its parent")
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # failed: leave no orphan behind
+            os.kill(child, signal.SIGKILL)
 
 
 STUCK_SCRIPT = """\
